@@ -1,0 +1,191 @@
+"""Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
+
+Run:  python scripts/reference.py --model models/all-MiniLM-L6-v2
+(needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
+
+Everything written here is small and committed; the Rust tests compare against it.
+"""
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import save_file
+from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+SENTENCES = [
+    "The animal didn't cross the street because it was too tired.",
+    "The animal didn't cross the street because it was too narrow.",
+    "A man is playing a guitar.",
+    "Paris is the capital of France.",
+    "Café au lait, naïve résumé — déjà vu!",
+    "机器学习很有趣。",
+]
+
+
+def tokenizer_cases(rng: random.Random) -> list[str]:
+    fixed = [
+        "", " ", "Hello, world!", "HELLO world", "hello   world\t\tnew\nline",
+        "Paris is the [MASK] of France.", "[MASK] [MASK] go", "a[MASK]b", "[mask] lower",
+        "[CLS] [SEP] [PAD] [UNK] inside text", "don't won't it's", "e-mail user@example.com",
+        "http://example.com/path?q=1&x=2", "3.14159 1,000,000 $5.99 50%", "Ünïcödé àccènts ñ ç ø å",
+        "Straße Œuvre æsir", "ﬁ ligature ＦＵＬＬＷＩＤＴＨ", "東京は日本の首都です。", "中文字符一个一个",
+        "한국어 텍스트", "日本語とEnglishの混在", "emoji 😀 👍🏽 🇫🇷 ❤️", "tab\there", "zero\u200bwidth",
+        "soft\u00adhyphen", "ctrl\u0001\u0002chars\u007f", "nul\u0000byte", "bell\u0007", "carriage\rreturn",
+        "antidisestablishmentarianism", "pneumonoultramicroscopicsilicovolcanoconiosis",
+        "supercalifragilisticexpialidocious" * 4, "a" * 120, "...!!!???", "«quotes» „german“ ‘single’",
+        "math ∑ ∫ √ ≤ ≥ ≠", "Ελληνικά κείμενα", "Русский текст", "עברית", "العربية", "हिन्दी",
+        "ไทย", "mixed123numbers456", "snake_case and camelCase", "C++ & C# | rust::fn()",
+        "   leading and trailing   ", "\n\n\n", "\u3000ideographic space", "combining e\u0301 a\u0300",
+        "Ⅻ ⅷ ①②③", "~`!@#$%^&*()-_=+[]{}\\|;:'\",.<>/?",
+    ]
+    pools = [
+        "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", " " * 8 + "\t\n",
+        ".,;:!?'\"()[]{}-_/\\@#$%^&*+=<>|~`", "àáâãäåèéêëìíîïòóôõöùúûüñçÿ", "ÀÉÎÕÜÑ",
+        "的一是不了人我在有他这中大来上国个到说们", "あいうえおカタカナ", "😀😂🥲👍🏽🎉🔥", "\u0000\u0001\u001f\u007f\u200b\u00ad\ufeff",
+        "αβγδεζηθ", "абвгдежз",
+    ]
+    words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "[MASK]", "transformer",
+             "attention", "embedding", "unbelievable", "re-enter", "co-operate", "naïve", "Zürich"]
+    out = list(fixed)
+    while len(out) < 300:
+        kind = rng.random()
+        if kind < 0.5:
+            n = rng.randint(1, 40)
+            s = "".join(rng.choice(rng.choice(pools)) for _ in range(n))
+        else:
+            n = rng.randint(1, 12)
+            s = " ".join(rng.choice(words) if rng.random() < 0.7 else rng.choice(rng.choice(pools)) for _ in range(n))
+        out.append(s)
+    return out
+
+
+def vocab_tokenizer(vocab: list[str]) -> BertTokenizerFast:
+    """BertTokenizerFast built from vocab.txt alone (the slow-to-fast conversion path)."""
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (tmp / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    tok = BertTokenizerFast.from_pretrained(tmp)
+    shutil.rmtree(tmp)
+    return tok
+
+
+def write_tokenizer_fixture(model_dir: Path) -> None:
+    fast = BertTokenizerFast.from_pretrained(model_dir)
+    from_vocab = vocab_tokenizer((model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    cases = []
+    for text in tokenizer_cases(random.Random(1234)):
+        enc = fast(text, return_offsets_mapping=True, truncation=True, max_length=512)
+        assert from_vocab(text, truncation=True, max_length=512)["input_ids"] == enc["input_ids"], text
+        cases.append({"text": text, "ids": enc["input_ids"], "offsets": enc["offset_mapping"]})
+    pair = fast("How old are you?", "I am six years old.", return_offsets_mapping=True)
+    long_text = " ".join(["word"] * 700)
+    long = fast(long_text, truncation=True, max_length=512)
+    fixture = {
+        "model": "sentence-transformers/all-MiniLM-L6-v2",
+        "cases": cases,
+        "pair": {"a": "How old are you?", "b": "I am six years old.", "ids": pair["input_ids"],
+                 "token_type_ids": pair["token_type_ids"]},
+        "long": {"text": long_text, "ids": long["input_ids"]},
+    }
+    (FIXTURES / "tokenizer.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=0))
+
+
+@torch.no_grad()
+def write_minilm_fixture(model_dir: Path) -> None:
+    tok = BertTokenizerFast.from_pretrained(model_dir)
+    model = BertModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tensors = {}
+    for i, text in enumerate(SENTENCES):
+        enc = tok(text, return_tensors="pt")
+        out = model(**enc, output_attentions=True)
+        tensors[f"hidden.{i}"] = out.last_hidden_state[0].numpy()
+        tensors[f"attention.{i}.layer2"] = out.attentions[2][0].numpy()
+    # sentence-transformers' pipeline: mean over real tokens, then L2 normalise; batched with padding.
+    enc = tok(SENTENCES, return_tensors="pt", padding=True)
+    hidden = model(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    tensors["embedding.cls"] = torch.nn.functional.normalize(hidden[:, 0], dim=-1).numpy()
+    tensors["embedding.mean_raw"] = mean.numpy()
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              FIXTURES / "minilm_golden.safetensors")
+    (FIXTURES / "minilm_golden.json").write_text(json.dumps({"sentences": SENTENCES}, ensure_ascii=False, indent=1))
+
+
+TINY_TEXTS = ["Paris is the [MASK] of France.", "the [MASK] dog [MASK] over the fox", "[MASK]"]
+
+
+def tiny_model(seed: int, hidden_act: str, tie: bool) -> BertForMaskedLM:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, type_vocab_size=2,
+                        hidden_act=hidden_act, tie_word_embeddings=tie, layer_norm_eps=1e-12)
+    model = BertForMaskedLM(config).eval()
+    # Randomise biases and LayerNorm too, so a wrongly wired parameter shows in the logits.
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@torch.no_grad()
+def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast, dtype, shard: str | None) -> None:
+    out_dir = FIXTURES / name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model = model.to(dtype)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(out_dir, safe_serialization=True, **kwargs)
+    model = model.float()  # compute in f32 from the rounded weights, as webbert does
+    tensors, masks = {}, []
+    for i, text in enumerate(TINY_TEXTS):
+        enc = tok(text, return_tensors="pt")
+        logits = model(**enc).logits[0]
+        tensors[f"logits.{i}"] = logits.numpy()
+        positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
+        probs = logits[positions].softmax(-1)
+        top = probs.topk(5, dim=-1)
+        masks.append([[{"token_id": int(j), "token": tok.convert_ids_to_tokens(int(j)), "score": float(s)}
+                       for s, j in zip(row_s, row_j)] for row_s, row_j in zip(top.values, top.indices)])
+        tensors[f"ids.{i}"] = enc["input_ids"][0].numpy().astype(np.float32)
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              FIXTURES / f"{name}_golden.safetensors")
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps({"texts": TINY_TEXTS, "fill_mask": masks}, indent=1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
+    args = ap.parse_args()
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    write_tokenizer_fixture(args.model)
+    write_minilm_fixture(args.model)
+
+    # The tiny models keep 1000 MiniLM vocabulary entries: specials, single characters, the commonest words.
+    full = (args.model / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    vocab = full[:104] + full[999:1600] + full[1996:2291]
+    tiny_dir = FIXTURES / "tiny-mlm"
+    tok = vocab_tokenizer(vocab)
+    vocab_txt = "\n".join(vocab) + "\n"
+
+    # f32, single file, decoder tied to the word embeddings; vocab.txt + tokenizer_config.json.
+    write_tiny_fixture("tiny-mlm", tiny_model(0, "gelu", tie=True), tok, torch.float32, None)
+    (tiny_dir / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
+    (tiny_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    # bf16, sharded, untied decoder, gelu_new; tokenizer.json.
+    write_tiny_fixture("tiny-mlm-bf16-sharded", tiny_model(1, "gelu_new", tie=False), tok, torch.bfloat16, "60KB")
+    tok.backend_tokenizer.save(str(FIXTURES / "tiny-mlm-bf16-sharded" / "tokenizer.json"))
+    # f16, single file
+    write_tiny_fixture("tiny-mlm-f16", tiny_model(2, "relu", tie=True), tok, torch.float16, None)
+    (FIXTURES / "tiny-mlm-f16" / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

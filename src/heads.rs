@@ -1,0 +1,122 @@
+//! What sits on top of the encoder: the masked-LM head (fill-mask) and sentence pooling (embeddings).
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{BertConfig, HiddenAct};
+use crate::layer::activate;
+use crate::model::{Batch, BertModel};
+
+/// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
+#[derive(Module, Debug)]
+pub struct MlmHead {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    /// `[vocab, hidden]`; `None` when tied to the word embeddings (BERT's default).
+    pub decoder: Option<Param<Tensor<2>>>,
+    pub bias: Param<Tensor<1>>,
+    #[module(skip)]
+    pub hidden_act: HiddenAct,
+}
+
+/// `BertForMaskedLM`: the encoder with the masked-LM head.
+#[derive(Module, Debug)]
+pub struct BertForMaskedLM {
+    pub bert: BertModel,
+    pub cls: MlmHead,
+}
+
+impl MlmHead {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            dense: LinearConfig::new(config.hidden_size, config.hidden_size).init(device),
+            layer_norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            decoder: None,
+            bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+            hidden_act: config.hidden_act,
+        }
+    }
+
+    /// `hidden`: `[n, hidden]` → logits `[n, vocab]`.
+    pub fn forward(&self, hidden: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
+        let transformed = self
+            .layer_norm
+            .forward(activate(self.hidden_act, self.dense.forward(hidden)));
+        let decoder = self
+            .decoder
+            .as_ref()
+            .map(|d| d.val())
+            .unwrap_or(word_embeddings);
+        transformed.matmul(decoder.transpose()) + self.bias.val().unsqueeze()
+    }
+}
+
+impl BertForMaskedLM {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            bert: BertModel::init(config, device),
+            cls: MlmHead::init(config, device),
+        }
+    }
+
+    /// Logits `[batch, seq, vocab]` for every position.
+    pub fn forward(&self, batch: &Batch) -> Tensor<3> {
+        let hidden = self.bert.forward(batch);
+        let [b, s, h] = hidden.dims();
+        let logits = self.head(hidden.reshape([b * s, h]));
+        let vocab = logits.dims()[1];
+        logits.reshape([b, s, vocab])
+    }
+
+    /// The head alone, on selected hidden states `[n, hidden]` → `[n, vocab]`.
+    pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        self.cls
+            .forward(hidden, self.bert.embeddings.word_embeddings.weight.val())
+    }
+}
+
+/// How a sentence vector is made from its token vectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of the real tokens' vectors (sentence-transformers' default).
+    Mean,
+    /// The `[CLS]` token's vector.
+    Cls,
+}
+
+impl std::str::FromStr for Pooling {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "mean" => Ok(Pooling::Mean),
+            "cls" => Ok(Pooling::Cls),
+            other => Err(crate::Error::Input(format!(
+                "pooling must be \"mean\" or \"cls\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// `hidden`: `[batch, seq, hidden]`, `mask`: `[batch, seq]` → `[batch, hidden]`, padding excluded.
+pub fn pool(hidden: Tensor<3>, mask: Tensor<2>, pooling: Pooling) -> Tensor<2> {
+    let [batch, _, width] = hidden.dims();
+    match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1).reshape([batch, width]),
+        Pooling::Mean => {
+            let counts = mask.clone().sum_dim(1);
+            let summed = (hidden * mask.unsqueeze_dim::<3>(2))
+                .sum_dim(1)
+                .reshape([batch, width]);
+            summed / counts
+        }
+    }
+}
+
+/// Scales each row to unit length (as `torch.nn.functional.normalize`, eps 1e-12).
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}

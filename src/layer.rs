@@ -1,0 +1,55 @@
+//! One encoder layer: self-attention, then the position-wise feed-forward network
+//! (Linear → activation → Linear), each followed by residual + LayerNorm.
+
+use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, gelu_approximate, relu};
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::BertAttention;
+use crate::config::{BertConfig, HiddenAct};
+
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    /// `intermediate.dense`: hidden → intermediate.
+    pub intermediate: Linear,
+    /// `output.dense`: intermediate → hidden.
+    pub output: Linear,
+    pub layer_norm: LayerNorm,
+    #[module(skip)]
+    pub hidden_act: HiddenAct,
+}
+
+pub fn activate<const D: usize>(act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
+    match act {
+        HiddenAct::Gelu => gelu(x),
+        HiddenAct::GeluNew => gelu_approximate(x),
+        HiddenAct::Relu => relu(x),
+    }
+}
+
+impl BertLayer {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            attention: BertAttention::init(config, device),
+            intermediate: LinearConfig::new(config.hidden_size, config.intermediate_size)
+                .init(device),
+            output: LinearConfig::new(config.intermediate_size, config.hidden_size).init(device),
+            layer_norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            hidden_act: config.hidden_act,
+        }
+    }
+
+    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+        let (attended, probs) = self.attention.forward(hidden, mask);
+        let inner = activate(self.hidden_act, self.intermediate.forward(attended.clone()));
+        (
+            self.layer_norm
+                .forward(self.output.forward(inner) + attended),
+            probs,
+        )
+    }
+}

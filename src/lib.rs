@@ -1,0 +1,26 @@
+//! webbert: BERT-family encoders on burn, the same code natively and in the browser (WebGPU).
+//!
+//! Data flows one way: [`tokenizer`] → [`model`] ([`embeddings`], [`layer`] ∘ [`attention`]) → [`heads`]
+//! → [`pipelines`]. [`weights`] and [`source`] build the model from Hugging Face files.
+
+pub mod attention;
+pub mod backend;
+pub mod config;
+pub mod embeddings;
+pub mod error;
+pub mod heads;
+pub mod layer;
+pub mod model;
+pub mod pipelines;
+pub mod source;
+pub mod tokenizer;
+pub mod weights;
+
+pub use backend::Backend;
+pub use config::BertConfig;
+pub use error::{Error, Result};
+pub use heads::Pooling;
+pub use pipelines::{AttentionOutput, Embedder, FillMask, FillMaskOutput, Prediction};
+pub use source::{ModelFiles, TokenizerFiles};
+pub use tokenizer::{Encoding, Tokenizer};
+pub use weights::Checkpoint;

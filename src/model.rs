@@ -1,0 +1,93 @@
+//! The BERT encoder: embeddings, then N encoder layers. Input ids in, contextual hidden states out.
+
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::BertConfig;
+use crate::embeddings::BertEmbeddings;
+use crate::layer::BertLayer;
+use crate::tokenizer::Encoding;
+
+#[derive(Module, Debug)]
+pub struct BertModel {
+    pub embeddings: BertEmbeddings,
+    pub layers: Vec<BertLayer>,
+}
+
+/// Encodings padded to one length, as tensors on the device.
+pub struct Batch {
+    pub input_ids: Tensor<2, Int>,
+    pub token_type_ids: Tensor<2, Int>,
+    /// 1 for real tokens, 0 for padding: `[batch, seq]`.
+    pub attention_mask: Tensor<2>,
+}
+
+impl Batch {
+    /// Right-pads every encoding with `pad_id` to the longest one.
+    pub fn new(encodings: &[Encoding], pad_id: u32, device: &Device) -> Self {
+        let seq = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let batch = encodings.len();
+        let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        for e in encodings {
+            let pad = seq - e.ids.len();
+            ids.extend(
+                e.ids
+                    .iter()
+                    .map(|&i| i as i64)
+                    .chain(std::iter::repeat_n(pad_id as i64, pad)),
+            );
+            types.extend(
+                e.token_type_ids
+                    .iter()
+                    .map(|&i| i as i64)
+                    .chain(std::iter::repeat_n(0, pad)),
+            );
+            mask.extend(
+                std::iter::repeat_n(1.0f32, e.ids.len()).chain(std::iter::repeat_n(0.0, pad)),
+            );
+        }
+        Self {
+            input_ids: Tensor::from_data(TensorData::new(ids, [batch, seq]), device),
+            token_type_ids: Tensor::from_data(TensorData::new(types, [batch, seq]), device),
+            attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
+        }
+    }
+}
+
+impl BertModel {
+    pub fn init(config: &BertConfig, device: &Device) -> Self {
+        Self {
+            embeddings: BertEmbeddings::init(config, device),
+            layers: (0..config.num_hidden_layers)
+                .map(|_| BertLayer::init(config, device))
+                .collect(),
+        }
+    }
+
+    /// Last hidden states `[batch, seq, hidden]`.
+    pub fn forward(&self, batch: &Batch) -> Tensor<3> {
+        self.run(batch, |_| ())
+    }
+
+    /// Last hidden states and every layer's attention probabilities `[batch, heads, seq, seq]`.
+    pub fn forward_with_attentions(&self, batch: &Batch) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let mut attentions = Vec::with_capacity(self.layers.len());
+        let hidden = self.run(batch, |probs| attentions.push(probs));
+        (hidden, attentions)
+    }
+
+    fn run(&self, batch: &Batch, mut on_attention: impl FnMut(Tensor<4>)) -> Tensor<3> {
+        // As Hugging Face: padding gets the most negative float added to its scores, so softmax gives it 0.
+        let mask = (batch.attention_mask.clone().neg() + 1.0) * f32::MIN;
+        let mask = mask.unsqueeze_dims::<4>(&[1, 2]);
+        let mut hidden = self
+            .embeddings
+            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        for layer in &self.layers {
+            let (next, probs) = layer.forward(hidden, mask.clone());
+            on_attention(probs);
+            hidden = next;
+        }
+        hidden
+    }
+}

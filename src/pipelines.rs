@@ -1,0 +1,235 @@
+//! Text in, results out: fill-mask, sentence embeddings, and attention maps. Reads back from the device
+//! are async, so the same code runs on WebGPU in a browser.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::heads::{BertForMaskedLM, Pooling, l2_normalize, pool};
+use crate::model::{Batch, BertModel};
+use crate::source::ModelFiles;
+use crate::tokenizer::{Encoding, Tokenizer};
+use crate::weights::{load_bert, load_bert_for_masked_lm};
+
+/// Texts per forward pass when embedding many: bounds device memory.
+const EMBED_BATCH: usize = 32;
+
+/// A tokenizer and a model on one device.
+pub struct Pipeline<M> {
+    pub tokenizer: Tokenizer,
+    pub model: M,
+    pub device: Device,
+    /// Fills batches to one length; attention ignores it.
+    pub pad_id: u32,
+}
+
+pub type Embedder = Pipeline<BertModel>;
+pub type FillMask = Pipeline<BertForMaskedLM>;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub token: String,
+    pub token_id: u32,
+    pub score: f32,
+    /// The input with this token in place of the mask.
+    pub sequence: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FillMaskOutput {
+    /// For each `[MASK]`, in order, the `top_k` most likely tokens.
+    pub masks: Vec<Vec<Prediction>>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttentionOutput {
+    pub tokens: Vec<String>,
+    pub offsets: Vec<(usize, usize)>,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// Probabilities `[layer][head][query][key]`, flattened row-major.
+    pub weights: Vec<f32>,
+    pub truncated: bool,
+}
+
+async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
+    tensor
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("reading results back failed: {e:?}")))?
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
+}
+
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
+    if text.trim().is_empty() {
+        return Err(Error::Input("the text is empty".into()));
+    }
+    tokenizer.encode(text)
+}
+
+impl Embedder {
+    /// The encoder of any BERT checkpoint (heads ignored).
+    pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        let model = load_bert(&files.checkpoint, &files.config, &device)?;
+        Ok(Self {
+            tokenizer: files.tokenizer,
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+        })
+    }
+
+    /// One vector per text, `[CLS]` or mean-pooled (padding excluded), optionally L2-normalised.
+    pub async fn embed(
+        &self,
+        texts: &[String],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let encodings = texts
+            .iter()
+            .map(|t| encode(&self.tokenizer, t))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rows = Vec::with_capacity(texts.len());
+        for chunk in encodings.chunks(EMBED_BATCH) {
+            let batch = Batch::new(chunk, self.pad_id, &self.device);
+            let hidden = self.model.forward(&batch);
+            let mut pooled = pool(hidden, batch.attention_mask, pooling);
+            if normalize {
+                pooled = l2_normalize(pooled);
+            }
+            let width = pooled.dims()[1];
+            rows.extend(read(pooled).await?.chunks_exact(width).map(<[f32]>::to_vec));
+        }
+        Ok(rows)
+    }
+
+    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
+        attention(&self.tokenizer, &self.model, &self.device, text).await
+    }
+}
+
+impl FillMask {
+    /// A `BertForMaskedLM` checkpoint (`cls.predictions.*` required).
+    pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        let model = load_bert_for_masked_lm(&files.checkpoint, &files.config, &device).map_err(|e| match e {
+            Error::Weights(msg) if msg.contains("cls.predictions") => Error::Weights(format!(
+                "{msg}: fill-mask needs a masked-LM checkpoint (BertForMaskedLM), not a bare encoder"
+            )),
+            other => other,
+        })?;
+        Ok(Self {
+            tokenizer: files.tokenizer,
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+        })
+    }
+
+    /// For every `[MASK]` in `text`, the `top_k` most likely tokens with their softmax probabilities.
+    pub async fn predict(&self, text: &str, top_k: usize) -> Result<FillMaskOutput> {
+        if top_k == 0 {
+            return Err(Error::Input("top_k must be at least 1".into()));
+        }
+        let mask_id = self
+            .tokenizer
+            .mask_token_id()
+            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
+        let encoding = encode(&self.tokenizer, text)?;
+        let positions: Vec<i64> = encoding
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == mask_id)
+            .map(|(i, _)| i as i64)
+            .collect();
+        if positions.is_empty() {
+            let hint = if encoding.truncated {
+                " (the text was truncated; was it past the end?)"
+            } else {
+                ""
+            };
+            return Err(Error::Input(format!("the text has no [MASK] token{hint}")));
+        }
+
+        let batch = Batch::new(std::slice::from_ref(&encoding), self.pad_id, &self.device);
+        let hidden = self.model.bert.forward(&batch);
+        let [_, seq, width] = hidden.dims();
+        // Only the masked positions go through the head: the decoder onto the vocabulary is the costly part.
+        let index = Tensor::<1, Int>::from_data(
+            TensorData::new(positions.clone(), [positions.len()]),
+            &self.device,
+        );
+        let masked = hidden.reshape([seq, width]).select(0, index);
+        let probs = burn::tensor::activation::softmax(self.model.head(masked), 1);
+        let vocab = probs.dims()[1];
+        let probs = read(probs).await?;
+
+        let single = positions.len() == 1;
+        let masks = probs
+            .chunks_exact(vocab)
+            .zip(&positions)
+            .map(|(row, &pos)| {
+                top_indices(row, top_k)
+                    .into_iter()
+                    .map(|id| {
+                        let mut ids = encoding.ids.clone();
+                        ids[pos as usize] = id as u32;
+                        Prediction {
+                            token: self
+                                .tokenizer
+                                .id_to_token(id as u32)
+                                .unwrap_or_else(|| "[UNK]".into()),
+                            token_id: id as u32,
+                            score: row[id],
+                            sequence: self.tokenizer.decode(&ids, single),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(FillMaskOutput {
+            masks,
+            truncated: encoding.truncated,
+        })
+    }
+
+    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
+        attention(&self.tokenizer, &self.model.bert, &self.device, text).await
+    }
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+fn top_indices(row: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    let k = k.min(row.len());
+    order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(k);
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order
+}
+
+async fn attention(
+    tokenizer: &Tokenizer,
+    model: &BertModel,
+    device: &Device,
+    text: &str,
+) -> Result<AttentionOutput> {
+    let encoding = encode(tokenizer, text)?;
+    let batch = Batch::new(std::slice::from_ref(&encoding), 0, device);
+    let (_, attentions) = model.forward_with_attentions(&batch);
+    let num_layers = attentions.len();
+    let [_, num_heads, seq, _] = attentions[0].dims();
+    // One read for all layers: every read back is a round trip to the device.
+    let all = Tensor::cat(attentions, 0).reshape([num_layers * num_heads * seq, seq]);
+    Ok(AttentionOutput {
+        tokens: encoding.tokens,
+        offsets: encoding.offsets,
+        num_layers,
+        num_heads,
+        weights: read(all).await?,
+        truncated: encoding.truncated,
+    })
+}

@@ -1,0 +1,150 @@
+//! WordPiece tokenisation, delegated to Hugging Face's own `tokenizers` crate so ids match
+//! `BertTokenizerFast` exactly (same normaliser, pre-tokeniser, added-token matching).
+
+use serde_json::Value;
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{AddedToken, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+/// The tokens of one input, ready for the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoding {
+    pub ids: Vec<u32>,
+    /// Segment ids: 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`.
+    pub token_type_ids: Vec<u32>,
+    pub tokens: Vec<String>,
+    /// `[start, end)` in characters (Unicode scalar values) of the input; `(0, 0)` for special tokens.
+    pub offsets: Vec<(usize, usize)>,
+    /// Whether the input was cut to fit the model's positions.
+    pub truncated: bool,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    mask_id: Option<u32>,
+}
+
+const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+impl Tokenizer {
+    /// From a `tokenizer.json` (the fast tokenizer's own file). Its saved padding is dropped and its
+    /// truncation replaced by `max_len`, as `transformers` does per call.
+    pub fn from_tokenizer_json(json: &[u8], max_len: usize) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(json)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be read: {e}")))?;
+        Self::with_limits(inner, max_len)
+    }
+
+    /// From BERT's `vocab.txt`, with `do_lower_case`/`strip_accents`/`tokenize_chinese_chars` taken from
+    /// `tokenizer_config.json` when given (defaults as in `BertTokenizerFast`).
+    pub fn from_vocab(
+        vocab_txt: &[u8],
+        tokenizer_config: Option<&str>,
+        max_len: usize,
+    ) -> Result<Self> {
+        let options: Value = match tokenizer_config {
+            Some(json) => serde_json::from_str(json).map_err(|e| {
+                Error::Tokenizer(format!("tokenizer_config.json is not valid JSON: {e}"))
+            })?,
+            None => Value::Null,
+        };
+        let flag = |key: &str| options.get(key).and_then(Value::as_bool);
+        let lowercase = flag("do_lower_case").unwrap_or(true);
+        let vocab = WordPiece::read_bytes(vocab_txt)
+            .map_err(|e| Error::Tokenizer(format!("vocab.txt could not be read: {e}")))?;
+        let id = |token: &str| {
+            vocab
+                .get(token)
+                .copied()
+                .ok_or_else(|| Error::Tokenizer(format!("vocab.txt has no {token} token")))
+        };
+        let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+        id("[UNK]")?;
+        let model = WordPiece::builder()
+            .vocab(vocab.clone())
+            .unk_token("[UNK]".into())
+            .build()
+            .map_err(|e| Error::Tokenizer(format!("vocab.txt: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::new(model);
+        inner
+            .with_normalizer(Some(BertNormalizer::new(
+                true,
+                flag("tokenize_chinese_chars").unwrap_or(true),
+                flag("strip_accents"),
+                lowercase,
+            )))
+            .with_pre_tokenizer(Some(BertPreTokenizer))
+            .with_post_processor(Some(BertProcessing::new(
+                ("[SEP]".into(), sep),
+                ("[CLS]".into(), cls),
+            )))
+            .with_decoder(Some(tokenizers::decoders::wordpiece::WordPiece::default()));
+        let specials: Vec<AddedToken> = SPECIALS
+            .iter()
+            .filter(|t| vocab.contains_key(**t))
+            .map(|t| AddedToken::from(*t, true))
+            .collect();
+        inner.add_special_tokens(&specials);
+        Self::with_limits(inner, max_len)
+    }
+
+    fn with_limits(mut inner: tokenizers::Tokenizer, max_len: usize) -> Result<Self> {
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mask_id = inner.token_to_id("[MASK]");
+        Ok(Self { inner, mask_id })
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Encoding> {
+        self.run(tokenizers::EncodeInput::Single(text.into()))
+    }
+
+    /// `[CLS] a [SEP] b [SEP]` with segment ids 0 then 1.
+    pub fn encode_pair(&self, a: &str, b: &str) -> Result<Encoding> {
+        self.run(tokenizers::EncodeInput::Dual(a.into(), b.into()))
+    }
+
+    fn run(&self, input: tokenizers::EncodeInput) -> Result<Encoding> {
+        let encoding = self
+            .inner
+            .encode_char_offsets(input, true)
+            .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?;
+        Ok(Encoding {
+            ids: encoding.get_ids().to_vec(),
+            token_type_ids: encoding.get_type_ids().to_vec(),
+            tokens: encoding.get_tokens().to_vec(),
+            offsets: encoding.get_offsets().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
+    }
+
+    /// Text back from ids, WordPiece pieces joined (as `tokenizer.decode`).
+    pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> String {
+        self.inner
+            .decode(ids, skip_special_tokens)
+            .unwrap_or_default()
+    }
+
+    pub fn mask_token_id(&self) -> Option<u32> {
+        self.mask_id
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+}

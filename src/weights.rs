@@ -1,0 +1,320 @@
+//! Loading Hugging Face checkpoints (`model.safetensors`, or shards with `model.safetensors.index.json`)
+//! into the burn modules. Bytes in, so a browser can hand over what it fetched.
+//!
+//! Every tensor is checked by name, shape and dtype before it reaches the device; F16 and BF16 are
+//! widened to f32. PyTorch's `Linear.weight` is `[out, in]`; burn's is `[in, out]`, so it is transposed here.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, Metadata, SafeTensors};
+
+use crate::attention::BertAttention;
+use crate::config::BertConfig;
+use crate::embeddings::BertEmbeddings;
+use crate::error::{Error, Result};
+use crate::heads::{BertForMaskedLM, MlmHead};
+use crate::layer::BertLayer;
+use crate::model::BertModel;
+
+struct Shard {
+    name: String,
+    bytes: Vec<u8>,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// A parsed checkpoint: one or more safetensors buffers.
+pub struct Checkpoint {
+    shards: Vec<Shard>,
+}
+
+impl Checkpoint {
+    /// One `model.safetensors` file.
+    pub fn from_safetensors(bytes: Vec<u8>) -> Result<Self> {
+        Ok(Self {
+            shards: vec![parse_shard("model.safetensors".into(), bytes)?],
+        })
+    }
+
+    /// The shard file names a `model.safetensors.index.json` refers to, in order.
+    pub fn shard_names(index_json: &str) -> Result<Vec<String>> {
+        let files: BTreeSet<String> = weight_map(index_json)?.into_values().collect();
+        for file in &files {
+            if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+                return Err(Error::Weights(format!(
+                    "index names an unsafe shard path {file:?}"
+                )));
+            }
+        }
+        Ok(files.into_iter().collect())
+    }
+
+    /// Sharded checkpoint: the index and each shard's `(file name, bytes)`. Each tensor must sit in
+    /// the shard the index names.
+    pub fn from_shards(index_json: &str, shards: Vec<(String, Vec<u8>)>) -> Result<Self> {
+        let map = weight_map(index_json)?;
+        let shards = shards
+            .into_iter()
+            .map(|(name, bytes)| parse_shard(name, bytes))
+            .collect::<Result<Vec<_>>>()?;
+        for (tensor, file) in &map {
+            let shard = shards.iter().find(|s| &s.name == file).ok_or_else(|| {
+                Error::Weights(format!(
+                    "shard {file} (holding `{tensor}`) was not provided"
+                ))
+            })?;
+            if shard.metadata.info(tensor).is_none() {
+                return Err(Error::Weights(format!(
+                    "index puts `{tensor}` in {file}, but that shard lacks it"
+                )));
+            }
+        }
+        Ok(Self { shards })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.shards.iter().any(|s| s.metadata.info(name).is_some())
+    }
+
+    /// The tensor `name` as f32 values, after checking it has `shape`.
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (shard, info) = self
+            .shards
+            .iter()
+            .find_map(|s| s.metadata.info(name).map(|info| (s, info)))
+            .ok_or_else(|| {
+                Error::Weights(format!("tensor `{name}` is missing from the checkpoint"))
+            })?;
+        if info.shape != shape {
+            return Err(Error::Weights(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?}",
+                info.shape
+            )));
+        }
+        let start = 8 + shard.header_len;
+        let bytes = &shard.bytes[start + info.data_offsets.0..start + info.data_offsets.1];
+        Ok(match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Weights(format!(
+                    "tensor `{name}` has dtype {other:?}, expected F32, F16 or BF16"
+                )));
+            }
+        })
+    }
+}
+
+fn parse_shard(name: String, bytes: Vec<u8>) -> Result<Shard> {
+    // `read_metadata` bounds the header and checks every offset against the buffer: no over-read,
+    // no allocation sized by untrusted input.
+    let (header_len, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+        Error::Weights(format!(
+            "{name} is not a valid safetensors file (truncated or corrupt?): {e}"
+        ))
+    })?;
+    Ok(Shard {
+        name,
+        bytes,
+        header_len,
+        metadata,
+    })
+}
+
+fn weight_map(index_json: &str) -> Result<BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    serde_json::from_str::<Index>(index_json)
+        .map(|i| i.weight_map)
+        .map_err(|e| Error::Weights(format!("model.safetensors.index.json: {e}")))
+}
+
+/// Builds modules from checkpoint tensors, with Hugging Face's key names.
+struct Loader<'a> {
+    checkpoint: &'a Checkpoint,
+    config: &'a BertConfig,
+    device: &'a Device,
+}
+
+impl Loader<'_> {
+    fn tensor1(&self, name: &str, len: usize) -> Result<Param<Tensor<1>>> {
+        let values = self.checkpoint.read(name, &[len])?;
+        Ok(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [len]),
+            self.device,
+        )))
+    }
+
+    fn tensor2(&self, name: &str, rows: usize, cols: usize) -> Result<Param<Tensor<2>>> {
+        let values = self.checkpoint.read(name, &[rows, cols])?;
+        Ok(Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, [rows, cols]),
+            self.device,
+        )))
+    }
+
+    fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
+        let weight = self
+            .checkpoint
+            .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let mut transposed = vec![0.0f32; weight.len()];
+        for (o, row) in weight.chunks_exact(d_in).enumerate() {
+            for (i, w) in row.iter().enumerate() {
+                transposed[i * d_out + o] = *w;
+            }
+        }
+        let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), self.device);
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias: Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
+        })
+    }
+
+    fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
+        let hidden = self.config.hidden_size;
+        // `init` only sets epsilon here; its ones/zeros are replaced at once.
+        let mut norm = LayerNormConfig::new(hidden)
+            .with_epsilon(self.config.layer_norm_eps)
+            .init(self.device);
+        norm.gamma = self.tensor1(&format!("{prefix}.weight"), hidden)?;
+        norm.beta = Some(self.tensor1(&format!("{prefix}.bias"), hidden)?);
+        Ok(norm)
+    }
+
+    fn embedding(&self, name: &str, rows: usize) -> Result<Embedding> {
+        Ok(Embedding {
+            weight: self.tensor2(name, rows, self.config.hidden_size)?,
+        })
+    }
+
+    fn attention(&self, prefix: &str) -> Result<BertAttention> {
+        let h = self.config.hidden_size;
+        Ok(BertAttention {
+            query: self.linear(&format!("{prefix}.self.query"), h, h)?,
+            key: self.linear(&format!("{prefix}.self.key"), h, h)?,
+            value: self.linear(&format!("{prefix}.self.value"), h, h)?,
+            dense: self.linear(&format!("{prefix}.output.dense"), h, h)?,
+            layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
+            num_heads: self.config.num_attention_heads,
+        })
+    }
+
+    fn layer(&self, prefix: &str) -> Result<BertLayer> {
+        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
+        Ok(BertLayer {
+            attention: self.attention(&format!("{prefix}.attention"))?,
+            intermediate: self.linear(&format!("{prefix}.intermediate.dense"), h, i)?,
+            output: self.linear(&format!("{prefix}.output.dense"), i, h)?,
+            layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
+            hidden_act: self.config.hidden_act,
+        })
+    }
+
+    /// `prefix` is `""` for a `BertModel` checkpoint, `"bert."` inside task models.
+    fn bert(&self, prefix: &str) -> Result<BertModel> {
+        let c = self.config;
+        let embeddings = BertEmbeddings {
+            word_embeddings: self.embedding(
+                &format!("{prefix}embeddings.word_embeddings.weight"),
+                c.vocab_size,
+            )?,
+            position_embeddings: self.embedding(
+                &format!("{prefix}embeddings.position_embeddings.weight"),
+                c.max_position_embeddings,
+            )?,
+            token_type_embeddings: self.embedding(
+                &format!("{prefix}embeddings.token_type_embeddings.weight"),
+                c.type_vocab_size,
+            )?,
+            layer_norm: self.layer_norm(&format!("{prefix}embeddings.LayerNorm"))?,
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|n| self.layer(&format!("{prefix}encoder.layer.{n}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertModel { embeddings, layers })
+    }
+
+    fn bert_prefix(&self) -> &'static str {
+        if self
+            .checkpoint
+            .contains("bert.embeddings.word_embeddings.weight")
+        {
+            "bert."
+        } else {
+            ""
+        }
+    }
+
+    fn mlm_head(&self) -> Result<MlmHead> {
+        let c = self.config;
+        let decoder_name = "cls.predictions.decoder.weight";
+        let decoder = match self.checkpoint.contains(decoder_name) {
+            true => Some(self.tensor2(decoder_name, c.vocab_size, c.hidden_size)?),
+            false => None,
+        };
+        // The decoder's own bias is what `transformers` applies; older checkpoints only carry the
+        // (then tied) `cls.predictions.bias`.
+        let bias_name = match self.checkpoint.contains("cls.predictions.decoder.bias") {
+            true => "cls.predictions.decoder.bias",
+            false => "cls.predictions.bias",
+        };
+        Ok(MlmHead {
+            dense: self.linear(
+                "cls.predictions.transform.dense",
+                c.hidden_size,
+                c.hidden_size,
+            )?,
+            layer_norm: self.layer_norm("cls.predictions.transform.LayerNorm")?,
+            decoder,
+            bias: self.tensor1(bias_name, c.vocab_size)?,
+            hidden_act: c.hidden_act,
+        })
+    }
+}
+
+/// The encoder from a `BertModel` or any `Bert*` task checkpoint (task heads are ignored).
+pub fn load_bert(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+) -> Result<BertModel> {
+    let loader = Loader {
+        checkpoint,
+        config,
+        device,
+    };
+    loader.bert(loader.bert_prefix())
+}
+
+/// A `BertForMaskedLM` checkpoint; the decoder is tied to the word embeddings unless the checkpoint
+/// carries `cls.predictions.decoder.weight`.
+pub fn load_bert_for_masked_lm(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+) -> Result<BertForMaskedLM> {
+    let loader = Loader {
+        checkpoint,
+        config,
+        device,
+    };
+    Ok(BertForMaskedLM {
+        bert: loader.bert(loader.bert_prefix())?,
+        cls: loader.mlm_head()?,
+    })
+}

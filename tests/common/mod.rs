@@ -1,0 +1,81 @@
+//! Shared by the integration tests: fixture paths, golden tensors, comparisons.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use safetensors::SafeTensors;
+use webbert::{Backend, ModelFiles};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// all-MiniLM-L6-v2 in Hugging Face layout: `scripts/fetch-model.sh` puts it here.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("WEBBERT_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+        });
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} has no model: run scripts/fetch-model.sh",
+        dir.display()
+    );
+    dir
+}
+
+pub fn minilm() -> ModelFiles {
+    ModelFiles::from_dir(&minilm_dir()).expect("all-MiniLM-L6-v2 loads")
+}
+
+/// Backends every numeric test runs on.
+pub const BACKENDS: [Backend; 2] = [Backend::Cpu, Backend::Wgpu];
+
+pub struct Golden(HashMap<String, (Vec<usize>, Vec<f32>)>);
+
+impl Golden {
+    pub fn open(name: &str) -> Self {
+        let bytes = std::fs::read(fixtures().join(name)).expect("golden fixture exists");
+        let tensors = SafeTensors::deserialize(&bytes).expect("golden fixture parses");
+        Golden(
+            tensors
+                .iter()
+                .map(|(k, v)| {
+                    let values = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect();
+                    (k.to_string(), (v.shape().to_vec(), values))
+                })
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> &(Vec<usize>, Vec<f32>) {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("golden tensor {name} exists"))
+    }
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}

@@ -1,0 +1,296 @@
+//! Bad input gives an error that says what is wrong, never a panic.
+
+mod common;
+
+use safetensors::tensor::{Dtype, TensorView};
+use webbert::{
+    Backend, BertConfig, Checkpoint, Embedder, Error, FillMask, ModelFiles, Pooling, Tokenizer,
+    TokenizerFiles,
+};
+
+fn tiny_dir() -> std::path::PathBuf {
+    common::fixtures().join("tiny-mlm")
+}
+
+fn tiny_config() -> String {
+    std::fs::read_to_string(tiny_dir().join("config.json")).unwrap()
+}
+
+fn tiny_tokenizer() -> TokenizerFiles {
+    TokenizerFiles::Vocab {
+        vocab: std::fs::read(tiny_dir().join("vocab.txt")).unwrap(),
+        config: None,
+    }
+}
+
+/// The tiny checkpoint's tensors as `(name, dtype, shape, bytes)`, for editing.
+fn tiny_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
+    let bytes = std::fs::read(tiny_dir().join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.iter()
+        .map(|(n, v)| {
+            (
+                n.to_string(),
+                v.dtype(),
+                v.shape().to_vec(),
+                v.data().to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn serialize(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn load_mlm(bytes: Vec<u8>) -> webbert::Result<FillMask> {
+    let files = ModelFiles::new(
+        &tiny_config(),
+        tiny_tokenizer(),
+        Checkpoint::from_safetensors(bytes)?,
+    )?;
+    FillMask::load(files, Backend::Cpu.device()?)
+}
+
+fn message<T>(result: webbert::Result<T>) -> String {
+    match result {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let cases = [
+        ("not json", "not valid JSON"),
+        (
+            r#"{"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "missing field `hidden_size`",
+        ),
+        (
+            r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "hidden_act": "swish"}"#,
+            "`hidden_act` = \"swish\" is not supported",
+        ),
+        (
+            r#"{"vocab_size": 10, "hidden_size": 6, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 4}"#,
+            "must be a multiple of `num_attention_heads`",
+        ),
+        (
+            r#"{"vocab_size": -3, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "`vocab_size` must be a positive integer",
+        ),
+        (
+            r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "position_embedding_type": "relative_key"}"#,
+            "`position_embedding_type`",
+        ),
+    ];
+    for (json, expected) in cases {
+        let err = BertConfig::from_hf_json(json).unwrap_err();
+        assert!(matches!(err, Error::Config(_)));
+        assert!(
+            err.to_string().contains(expected),
+            "{err} should contain {expected}"
+        );
+    }
+    let ok = BertConfig::from_hf_json(&tiny_config()).unwrap();
+    assert_eq!(
+        (ok.hidden_size, ok.num_attention_heads, ok.vocab_size),
+        (32, 4, 1000)
+    );
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let mut tensors = tiny_tensors();
+    tensors.retain(|t| t.0 != "bert.encoder.layer.1.attention.self.key.weight");
+    let err = message(load_mlm(serialize(&tensors)));
+    assert!(
+        err.contains("tensor `bert.encoder.layer.1.attention.self.key.weight` is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrongly_shaped_tensor_names_expected_and_found_shape() {
+    let mut tensors = tiny_tensors();
+    let t = tensors
+        .iter_mut()
+        .find(|t| t.0 == "bert.encoder.layer.0.intermediate.dense.weight")
+        .unwrap();
+    t.2 = vec![32, 64]; // transposed: same bytes, wrong shape
+    let err = message(load_mlm(serialize(&tensors)));
+    assert!(
+        err.contains(
+            "`bert.encoder.layer.0.intermediate.dense.weight` has shape [32, 64], expected [64, 32]"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn mistyped_tensor_is_an_error() {
+    let mut tensors = tiny_tensors();
+    let t = tensors
+        .iter_mut()
+        .find(|t| t.0 == "cls.predictions.bias")
+        .unwrap();
+    t.1 = Dtype::I32;
+    let err = message(load_mlm(serialize(&tensors)));
+    assert!(
+        err.contains("`cls.predictions.bias` has dtype I32, expected F32, F16 or BF16"),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_and_corrupt_files_are_errors() {
+    let bytes = serialize(&tiny_tensors());
+    for cut in [0, 7, 8, 100, bytes.len() / 2, bytes.len() - 1] {
+        let err = message(Checkpoint::from_safetensors(bytes[..cut].to_vec()));
+        assert!(
+            err.contains("not a valid safetensors file"),
+            "cut at {cut}: {err}"
+        );
+    }
+    // A header claiming an enormous length must not be trusted (no huge allocation, no panic).
+    let mut huge = u64::MAX.to_le_bytes().to_vec();
+    huge.extend_from_slice(b"{}");
+    assert!(message(Checkpoint::from_safetensors(huge)).contains("not a valid safetensors file"));
+    let mut garbage = 20u64.to_le_bytes().to_vec();
+    garbage.extend_from_slice(b"this is not json....");
+    assert!(
+        message(Checkpoint::from_safetensors(garbage)).contains("not a valid safetensors file")
+    );
+}
+
+#[test]
+fn sharded_checkpoint_errors() {
+    let dir = common::fixtures().join("tiny-mlm-bf16-sharded");
+    let index = std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap();
+    let names = Checkpoint::shard_names(&index).unwrap();
+    assert_eq!(names.len(), 3);
+    let shards: Vec<_> = names
+        .iter()
+        .map(|n| (n.clone(), std::fs::read(dir.join(n)).unwrap()))
+        .collect();
+    assert!(Checkpoint::from_shards(&index, shards.clone()).is_ok());
+
+    let err = message(Checkpoint::from_shards(&index, shards[1..].to_vec()));
+    assert!(
+        err.contains(&format!("shard {} (holding `", names[0])) && err.contains("was not provided"),
+        "{err}"
+    );
+
+    let mut swapped = shards.clone();
+    swapped[0].0 = names[1].clone();
+    swapped[1].0 = names[0].clone();
+    assert!(message(Checkpoint::from_shards(&index, swapped)).contains("but that shard lacks it"));
+
+    assert!(
+        message(Checkpoint::from_shards("{}", shards.clone()))
+            .contains("model.safetensors.index.json")
+    );
+    let unsafe_index = r#"{"weight_map": {"a": "../../etc/passwd"}}"#;
+    assert!(message(Checkpoint::shard_names(unsafe_index)).contains("unsafe shard path"));
+}
+
+#[test]
+fn tokenizer_errors() {
+    assert!(
+        message(Tokenizer::from_tokenizer_json(b"{not json", 512))
+            .contains("tokenizer.json could not be read")
+    );
+    assert!(
+        message(Tokenizer::from_vocab(b"a\nb\n[UNK]\n", None, 512))
+            .contains("vocab.txt has no [CLS] token")
+    );
+    assert!(
+        message(Tokenizer::from_vocab(
+            b"[CLS]\n[SEP]\n[UNK]\n",
+            Some("{oops"),
+            512
+        ))
+        .contains("tokenizer_config.json")
+    );
+    // A tokenizer bigger than the model's vocabulary belongs to another model.
+    let minilm_tokenizer =
+        TokenizerFiles::Json(std::fs::read(common::minilm_dir().join("tokenizer.json")).unwrap());
+    let checkpoint =
+        Checkpoint::from_safetensors(std::fs::read(tiny_dir().join("model.safetensors")).unwrap())
+            .unwrap();
+    let err = message(ModelFiles::new(
+        &tiny_config(),
+        minilm_tokenizer,
+        checkpoint,
+    ));
+    assert!(
+        err.contains("the tokenizer has 30522 tokens but config.json's vocab_size is 1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pipeline_input_errors_leave_the_pipeline_usable() {
+    let fill = load_mlm(std::fs::read(tiny_dir().join("model.safetensors")).unwrap()).unwrap();
+    let run = |text: &str, k| common::block_on(fill.predict(text, k));
+    assert_eq!(
+        message(run("no mask here", 5)),
+        "input: the text has no [MASK] token"
+    );
+    assert_eq!(message(run("   ", 5)), "input: the text is empty");
+    assert_eq!(
+        message(run("a [MASK]", 0)),
+        "input: top_k must be at least 1"
+    );
+    let long = format!("{} [MASK]", "the ".repeat(100));
+    assert!(message(run(&long, 5)).contains("truncated"));
+    let ok = run("the [MASK] of", 3).unwrap();
+    assert_eq!(ok.masks.len(), 1);
+    assert_eq!(ok.masks[0].len(), 3);
+    assert!(ok.masks[0][0].score >= ok.masks[0][1].score);
+
+    let embedder = Embedder::load(common::minilm(), Backend::Cpu.device().unwrap()).unwrap();
+    let texts = vec!["fine".to_string(), String::new()];
+    assert_eq!(
+        message(common::block_on(embedder.embed(
+            &texts,
+            Pooling::Mean,
+            true
+        ))),
+        "input: the text is empty"
+    );
+    assert_eq!(
+        common::block_on(embedder.embed(&texts[..1], Pooling::Mean, true)).unwrap()[0].len(),
+        384
+    );
+}
+
+#[test]
+fn fill_mask_needs_a_masked_lm_checkpoint() {
+    let err = message(FillMask::load(
+        common::minilm(),
+        Backend::Cpu.device().unwrap(),
+    ));
+    assert!(
+        err.contains("cls.predictions") && err.contains("needs a masked-LM checkpoint"),
+        "{err}"
+    );
+}
+
+#[test]
+fn option_values_are_checked() {
+    assert!(message("gpu".parse::<Backend>()).contains("backend must be \"cpu\" or \"wgpu\""));
+    assert!(message("max".parse::<Pooling>()).contains("pooling must be \"mean\" or \"cls\""));
+}
+
+#[test]
+fn missing_files_are_named() {
+    let err = message(ModelFiles::from_dir(std::path::Path::new(
+        "/nonexistent/model",
+    )));
+    assert!(err.contains("/nonexistent/model/config.json"), "{err}");
+}

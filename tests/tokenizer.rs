@@ -1,0 +1,99 @@
+//! Token ids and offsets identical to Hugging Face's BertTokenizerFast (fixture from scripts/reference.py).
+
+mod common;
+
+use serde_json::Value;
+use webbert::Tokenizer;
+
+fn fixture() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("tokenizer.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn check_cases(tokenizer: &Tokenizer, with_offsets: bool) {
+    let fixture = fixture();
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(cases.len() >= 300);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let encoding = tokenizer.encode(text).unwrap();
+        assert_eq!(encoding.ids, ids(&case["ids"]), "ids for {text:?}");
+        if with_offsets {
+            let offsets: Vec<(usize, usize)> = case["offsets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| {
+                    (
+                        o[0].as_u64().unwrap() as usize,
+                        o[1].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            assert_eq!(encoding.offsets, offsets, "offsets for {text:?}");
+        }
+    }
+}
+
+fn from_json() -> Tokenizer {
+    let dir = common::minilm_dir();
+    Tokenizer::from_tokenizer_json(&std::fs::read(dir.join("tokenizer.json")).unwrap(), 512)
+        .unwrap()
+}
+
+#[test]
+fn tokenizer_json_matches_reference_ids_and_offsets() {
+    check_cases(&from_json(), true);
+}
+
+#[test]
+fn vocab_txt_matches_reference_ids() {
+    let dir = common::minilm_dir();
+    let vocab = std::fs::read(dir.join("vocab.txt")).unwrap();
+    let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    check_cases(
+        &Tokenizer::from_vocab(&vocab, Some(&config), 512).unwrap(),
+        true,
+    );
+}
+
+#[test]
+fn pairs_get_segment_ids() {
+    let fixture = fixture();
+    let pair = &fixture["pair"];
+    let encoding = from_json()
+        .encode_pair(pair["a"].as_str().unwrap(), pair["b"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(encoding.ids, ids(&pair["ids"]));
+    assert_eq!(encoding.token_type_ids, ids(&pair["token_type_ids"]));
+}
+
+#[test]
+fn long_text_is_truncated_to_max_positions_and_says_so() {
+    let fixture = fixture();
+    let long = &fixture["long"];
+    let encoding = from_json().encode(long["text"].as_str().unwrap()).unwrap();
+    assert_eq!(encoding.ids.len(), 512);
+    assert_eq!(encoding.ids, ids(&long["ids"]));
+    assert!(encoding.truncated);
+    assert!(!from_json().encode("short text").unwrap().truncated);
+}
+
+#[test]
+fn mask_written_in_text_is_the_mask_token() {
+    let tokenizer = from_json();
+    let encoding = tokenizer.encode("Paris is the [MASK] of France.").unwrap();
+    assert_eq!(encoding.tokens[4], "[MASK]");
+    assert_eq!(Some(encoding.ids[4]), tokenizer.mask_token_id());
+    assert_eq!(encoding.offsets[4], (13, 19));
+}

@@ -1,0 +1,147 @@
+//! The `webbert` binary: JSON lines out, one-line errors and non-zero exits for bad input.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn webbert(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_webbert"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stderr_line(out: &Output) -> String {
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn tokenize_args_and_jsonl_from_stdin() {
+    let model = common::minilm_dir();
+    let model = model.to_str().unwrap();
+    let out = webbert(
+        &[
+            "tokenize",
+            "--model",
+            model,
+            "Paris is the [MASK] of France.",
+            "--jsonl",
+            "-",
+        ],
+        Some("\"ctrl\\u0001 tab\\t\\\"quoted\\\"\"\n\n\"東京\"\n"),
+    );
+    let out = lines(&out);
+    assert_eq!(out.len(), 3);
+    assert_eq!(
+        out[0]["ids"],
+        serde_json::json!([101, 3000, 2003, 1996, 103, 1997, 2605, 1012, 102])
+    );
+    assert_eq!(out[0]["tokens"][4], "[MASK]");
+    assert_eq!(out[0]["offsets"][1], serde_json::json!([0, 5]));
+    assert_eq!(
+        out[1]["tokens"],
+        serde_json::json!(["[CLS]", "ct", "##rl", "tab", "\"", "quoted", "\"", "[SEP]"])
+    );
+    assert_eq!(
+        out[2]["tokens"],
+        serde_json::json!(["[CLS]", "東", "京", "[SEP]"])
+    );
+}
+
+#[test]
+fn fill_mask_and_embed() {
+    let tiny = common::fixtures().join("tiny-mlm");
+    let out = lines(&webbert(
+        &[
+            "fill-mask",
+            "--model",
+            tiny.to_str().unwrap(),
+            "--top-k",
+            "2",
+            "the [MASK] dog [MASK] over the fox",
+        ],
+        None,
+    ));
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("tiny-mlm_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let masks = out[0]["masks"].as_array().unwrap();
+    assert_eq!(masks.len(), 2);
+    for (got, want) in masks.iter().zip(golden["fill_mask"][1].as_array().unwrap()) {
+        assert_eq!(got.as_array().unwrap().len(), 2);
+        assert_eq!(got[0]["token"], want[0]["token"]);
+        assert_eq!(got[0]["token_id"], want[0]["token_id"]);
+    }
+
+    let model = common::minilm_dir();
+    let out = lines(&webbert(
+        &[
+            "embed",
+            "--model",
+            model.to_str().unwrap(),
+            "A man is playing a guitar.",
+            "Hi",
+        ],
+        None,
+    ));
+    assert_eq!(out.len(), 2);
+    let golden = common::Golden::open("minilm_golden.safetensors");
+    let (_, mean) = golden.get("embedding.mean");
+    let row: Vec<f32> = out[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    assert!(common::cosine(&row, &mean[2 * 384..3 * 384]) >= 0.99999);
+}
+
+#[test]
+fn bad_input_gives_one_line_and_nonzero_exit() {
+    let tiny = common::fixtures().join("tiny-mlm");
+    let tiny = tiny.to_str().unwrap();
+    let err = stderr_line(&webbert(&["fill-mask", "--model", tiny, "no mask"], None));
+    assert!(err.contains("no [MASK] token"), "{err}");
+    let err = stderr_line(&webbert(
+        &["tokenize", "--model", "/nonexistent", "x"],
+        None,
+    ));
+    assert!(err.contains("/nonexistent/config.json"), "{err}");
+    let err = stderr_line(&webbert(
+        &["tokenize", "--model", tiny, "--jsonl", "-"],
+        Some("\"ok\"\nnot json\n"),
+    ));
+    assert!(err.contains("line 2: expected a JSON string"), "{err}");
+    let err = stderr_line(&webbert(&["tokenize", "--model", tiny], None));
+    assert!(err.contains("no input text"), "{err}");
+}

@@ -24,6 +24,11 @@ impl std::str::FromStr for Backend {
     }
 }
 
+#[cfg(target_arch = "wasm32")]
+thread_local! {
+    static WEBGPU: std::cell::OnceCell<std::result::Result<Device, String>> = const { std::cell::OnceCell::new() };
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 static WGPU: std::sync::OnceLock<std::result::Result<Device, String>> = std::sync::OnceLock::new();
 
@@ -37,6 +42,28 @@ impl Backend {
                 .get_or_init(|| Device::wgpu_options().init().map_err(|e| format!("{e:?}")))
                 .clone()
                 .map_err(|e| Error::Device(format!("no wgpu adapter could be initialised: {e}"))),
+        }
+    }
+
+    /// The device; in a browser WebGPU must be initialised asynchronously, once.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn device(self) -> Result<Device> {
+        use burn::tensor::wgpu::WgpuBackend;
+        match self {
+            Backend::Cpu => Ok(Device::flex()),
+            Backend::Wgpu => {
+                if let Some(ready) = WEBGPU.with(|cell| cell.get().cloned()) {
+                    return ready.map_err(Error::Device);
+                }
+                let result = Device::wgpu_options()
+                    .graphics_api(WgpuBackend::WebGpu)
+                    .init_async()
+                    .await
+                    .map_err(|e| format!("WebGPU could not be initialised: {e:?}"));
+                WEBGPU
+                    .with(|cell| cell.get_or_init(|| result).clone())
+                    .map_err(Error::Device)
+            }
         }
     }
 }

@@ -14,6 +14,10 @@ pub mod model;
 pub mod pipelines;
 pub mod source;
 pub mod tokenizer;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 pub mod weights;
 
 pub use backend::Backend;

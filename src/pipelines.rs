@@ -27,6 +27,7 @@ pub type Embedder = Pipeline<BertModel>;
 pub type FillMask = Pipeline<BertForMaskedLM>;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Prediction {
     pub token: String,
     pub token_id: u32,

@@ -51,43 +51,66 @@ impl ModelFiles {
         })
     }
 
-    /// Reads a folder in Hugging Face layout.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        let read = |name: &str| std::fs::read(dir.join(name));
-        let must = |name: &str| {
-            read(name).map_err(|e| Error::Io(format!("{}: {e}", dir.join(name).display())))
-        };
-        let text = |bytes: Vec<u8>, name: &str| {
-            String::from_utf8(bytes).map_err(|_| Error::Io(format!("{name} is not UTF-8 text")))
-        };
-        let config = text(must("config.json")?, "config.json")?;
-        let tokenizer = match read("tokenizer.json") {
-            Ok(json) => TokenizerFiles::Json(json),
-            Err(_) => TokenizerFiles::Vocab {
-                vocab: must("vocab.txt")
-                    .map_err(|e| Error::Io(format!("no tokenizer.json, and {e}")))?,
-                config: read("tokenizer_config.json")
-                    .ok()
+    /// Assembles a model from files looked up by name (`None`: no such file), in Hugging Face's order of
+    /// preference: `tokenizer.json` over `vocab.txt`, `model.safetensors` over an index and its shards.
+    pub fn from_lookup(mut file: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+        let config =
+            file("config.json")?.ok_or_else(|| Error::Io("config.json is missing".into()))?;
+        let config = text(config, "config.json")?;
+        let tokenizer = match file("tokenizer.json")? {
+            Some(json) => TokenizerFiles::Json(json),
+            None => TokenizerFiles::Vocab {
+                vocab: file("vocab.txt")?.ok_or_else(|| {
+                    Error::Io("neither tokenizer.json nor vocab.txt is present".into())
+                })?,
+                config: file("tokenizer_config.json")?
                     .map(|b| text(b, "tokenizer_config.json"))
                     .transpose()?,
             },
         };
-        let checkpoint = match read("model.safetensors") {
-            Ok(bytes) => Checkpoint::from_safetensors(bytes)?,
-            Err(_) => {
-                let index = text(
-                    must("model.safetensors.index.json")
-                        .map_err(|e| Error::Io(format!("no model.safetensors, and {e}")))?,
-                    "model.safetensors.index.json",
-                )?;
+        let checkpoint = match file("model.safetensors")? {
+            Some(bytes) => Checkpoint::from_safetensors(bytes)?,
+            None => {
+                let index = file("model.safetensors.index.json")?.ok_or_else(|| {
+                    Error::Io(
+                        "neither model.safetensors nor model.safetensors.index.json is present"
+                            .into(),
+                    )
+                })?;
+                let index = text(index, "model.safetensors.index.json")?;
                 let shards = Checkpoint::shard_names(&index)?
                     .into_iter()
-                    .map(|name| Ok((name.clone(), must(&name)?)))
+                    .map(|name| {
+                        Ok((
+                            name.clone(),
+                            file(&name)?.ok_or_else(|| Error::Io(format!("{name} is missing")))?,
+                        ))
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 Checkpoint::from_shards(&index, shards)?
             }
         };
         Self::new(&config, tokenizer, checkpoint)
     }
+
+    /// Reads a folder in Hugging Face layout.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
+        Self::from_lookup(|name| {
+            let path = dir.join(name);
+            match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Io(format!("{}: {e}", path.display()))),
+            }
+        })
+        .map_err(|e| match e {
+            Error::Io(msg) => Error::Io(format!("{}: {msg}", dir.display())),
+            other => other,
+        })
+    }
+}
+
+fn text(bytes: Vec<u8>, name: &str) -> Result<String> {
+    String::from_utf8(bytes).map_err(|_| Error::Io(format!("{name} is not UTF-8 text")))
 }

@@ -136,7 +136,10 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
         &["tokenize", "--model", "/nonexistent", "x"],
         None,
     ));
-    assert!(err.contains("/nonexistent/config.json"), "{err}");
+    assert!(
+        err.contains("/nonexistent: config.json is missing"),
+        "{err}"
+    );
     let err = stderr_line(&webbert(
         &["tokenize", "--model", tiny, "--jsonl", "-"],
         Some("\"ok\"\nnot json\n"),

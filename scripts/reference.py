@@ -1,6 +1,6 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
-Run:  python scripts/reference.py --model models/all-MiniLM-L6-v2
+Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.

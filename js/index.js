@@ -1,0 +1,103 @@
+// webbert's JavaScript API: BERT fill-mask, sentence embeddings and attention maps, run by Rust/wasm in a
+// Web Worker on WebGPU (or the CPU when WebGPU is unavailable).
+
+/** One worker and the calls waiting on it. */
+class Client {
+  constructor() {
+    this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
+    this.pending = new Map();
+    this.nextId = 0;
+    this.worker.onmessage = ({ data }) => {
+      const call = this.pending.get(data.id);
+      if (!call) return;
+      if ('progress' in data) return call.onProgress?.(data.progress);
+      this.pending.delete(data.id);
+      if ('error' in data) call.reject(new Error(data.error));
+      else call.resolve(data.result);
+    };
+    this.worker.onerror = (event) => {
+      const error = new Error(`webbert worker failed: ${event.message ?? 'unknown error'}`);
+      for (const call of this.pending.values()) call.reject(error);
+      this.pending.clear();
+    };
+  }
+
+  call(op, args, { transfer = [], onProgress } = {}) {
+    return new Promise((resolve, reject) => {
+      const id = ++this.nextId;
+      this.pending.set(id, { resolve, reject, onProgress });
+      this.worker.postMessage({ id, op, args }, transfer);
+    });
+  }
+}
+
+/** User-supplied files (File, FileList, or {name: File|Blob|ArrayBuffer|Uint8Array|string}) as bytes. */
+async function readFiles(source) {
+  const entries = source instanceof FileList || Array.isArray(source)
+    ? Array.from(source, (file) => [file.name, file])
+    : Object.entries(source);
+  const files = {};
+  for (const [name, value] of entries) {
+    if (value instanceof Blob) files[name] = new Uint8Array(await value.arrayBuffer());
+    else if (value instanceof ArrayBuffer) files[name] = new Uint8Array(value);
+    else if (ArrayBuffer.isView(value)) files[name] = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+    else if (typeof value === 'string') files[name] = new TextEncoder().encode(value);
+    else throw new Error(`${name}: expected a File, Blob, ArrayBuffer, Uint8Array or string`);
+  }
+  return files;
+}
+
+async function open(task, source, { device = 'auto', onProgress } = {}) {
+  if (source == null) throw new Error('source is required: a base URL or model files');
+  const client = new Client();
+  try {
+    const files = typeof source === 'string' || source instanceof URL
+      ? new URL(source, globalThis.location?.href).href
+      : await readFiles(source);
+    const { backend } = await client.call('load', [task, files, device], { onProgress });
+    return { client, backend };
+  } catch (error) {
+    client.worker.terminate();
+    throw error;
+  }
+}
+
+class Pipeline {
+  constructor({ client, backend }) {
+    this.client = client;
+    /** 'webgpu' or 'cpu': where the model runs. */
+    this.backend = backend;
+  }
+
+  /** Attention probabilities of every layer and head, for a heatmap. */
+  attention(text) {
+    return this.client.call('attention', [text]);
+  }
+
+  /** Stops the worker and frees the model. */
+  dispose() {
+    this.client.worker.terminate();
+  }
+}
+
+export class FillMask extends Pipeline {
+  static async load(source, options) {
+    return new FillMask(await open('fill-mask', source, options));
+  }
+
+  /** For each [MASK], in order, the topK most likely `{token, tokenId, score, sequence}`. */
+  predict(text, { topK = 5 } = {}) {
+    return this.client.call('predict', [text, topK]);
+  }
+}
+
+export class Embedder extends Pipeline {
+  static async load(source, options) {
+    return new Embedder(await open('embeddings', source, options));
+  }
+
+  /** One Float32Array per text. */
+  embed(texts, { pooling = 'mean', normalize = true } = {}) {
+    return this.client.call('embed', [typeof texts === 'string' ? [texts] : texts, pooling, normalize]);
+  }
+}

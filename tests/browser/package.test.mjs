@@ -1,0 +1,159 @@
+// The npm package in headless Chromium: numbers against the PyTorch fixtures on WebGPU and on the CPU
+// fallback, user-supplied files, caching, and errors that leave the instance usable.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { golden, harness, json, launch, maxAbsDiff, startServer } from './helpers.mjs';
+
+const MINILM = '/models/all-MiniLM-L6-v2/';
+const sentences = json('minilm_golden.json').sentences;
+const minilm = golden('minilm_golden.safetensors');
+
+async function checkEmbeddings(page, device) {
+  const { backend, rows } = await page.evaluate(async ([url, device, texts]) => {
+    const e = await webbert.Embedder.load(url, { device });
+    const rows = (await e.embed(texts)).map((r) => Array.from(r));
+    return { backend: e.backend, rows };
+  }, [MINILM, device, sentences]);
+  const want = minilm['embedding.mean'];
+  const got = new Float32Array(rows.flat());
+  const diff = maxAbsDiff(got, want.data);
+  console.log(`${backend} embeddings: max abs diff ${diff.toExponential(2)}`);
+  assert.ok(diff <= 1e-4, `embeddings differ by ${diff}`);
+  return backend;
+}
+
+async function checkFillMask(page, device, name) {
+  const fixture = json(`${name}_golden.json`);
+  const { backend, results } = await page.evaluate(async ([url, device, texts]) => {
+    const fm = await webbert.FillMask.load(url, { device });
+    const results = [];
+    for (const t of texts) results.push(await fm.predict(t, { topK: 5 }));
+    return { backend: fm.backend, results };
+  }, [`/fixtures/${name}/`, device, fixture.texts]);
+  let diff = 0;
+  results.forEach((masks, i) => {
+    assert.equal(masks.length, fixture.fill_mask[i].length);
+    masks.forEach((predictions, m) => predictions.forEach((p, k) => {
+      const want = fixture.fill_mask[i][m][k];
+      assert.equal(p.tokenId, want.token_id);
+      assert.equal(p.token, want.token);
+      diff = Math.max(diff, Math.abs(p.score - want.score));
+    }));
+  });
+  console.log(`${backend} fill-mask ${name}: max abs score diff ${diff.toExponential(2)}`);
+  assert.ok(diff <= 1e-4);
+  return backend;
+}
+
+describe('with WebGPU', () => {
+  let server; let browser; let page;
+  before(async () => {
+    server = await startServer();
+    browser = await launch({ webgpu: true });
+    page = await harness(browser, server);
+  });
+  after(async () => { await browser?.close(); server?.close(); });
+
+  test('embeddings match PyTorch on WebGPU', async () => {
+    assert.equal(await checkEmbeddings(page, 'webgpu'), 'webgpu');
+  });
+
+  test('fill-mask scores match PyTorch on WebGPU', async () => {
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'webgpu');
+  });
+
+  test('attention probabilities match PyTorch', async () => {
+    const out = await page.evaluate(async ([url, text]) => {
+      const e = await webbert.Embedder.load(url);
+      const a = await e.attention(text);
+      return { ...a, weights: Array.from(a.weights) };
+    }, [MINILM, sentences[0]]);
+    const want = minilm['attention.0.layer2'];
+    const [heads, seq] = want.shape;
+    assert.equal(out.numLayers, 6);
+    assert.equal(out.tokens.length, seq);
+    const layer2 = out.weights.slice(2 * heads * seq * seq, 3 * heads * seq * seq);
+    assert.ok(maxAbsDiff(new Float32Array(layer2), want.data) <= 1e-4);
+  });
+
+  test('user-supplied sharded bf16 files load and match', async () => {
+    const fixture = json('tiny-mlm-bf16-sharded_golden.json');
+    const masks = await page.evaluate(async ([text]) => {
+      const base = '/fixtures/tiny-mlm-bf16-sharded/';
+      const index = await (await fetch(base + 'model.safetensors.index.json')).json();
+      const names = ['config.json', 'tokenizer.json', 'model.safetensors.index.json', ...new Set(Object.values(index.weight_map))];
+      const files = {};
+      for (const n of names) files[n] = await (await fetch(base + n)).arrayBuffer();
+      const fm = await webbert.FillMask.load(files);
+      return fm.predict(text);
+    }, [fixture.texts[0]]);
+    assert.equal(masks[0][0].tokenId, fixture.fill_mask[0][0][0].token_id);
+    assert.ok(Math.abs(masks[0][0].score - fixture.fill_mask[0][0][0].score) <= 1e-4);
+  });
+
+  test('a second load of the same URL uses no network', async () => {
+    const fresh = await harness(browser, server);
+    await fresh.evaluate(async (url) => { await webbert.Embedder.load(url, { device: 'cpu' }); }, MINILM);
+    const before = server.requests.filter((r) => r.startsWith(MINILM)).length;
+    const progress = await fresh.evaluate(async (url) => {
+      const events = [];
+      await webbert.Embedder.load(url, { device: 'cpu', onProgress: (p) => events.push(p) });
+      return events;
+    }, MINILM);
+    assert.equal(server.requests.filter((r) => r.startsWith(MINILM)).length, before);
+    assert.ok(progress.some((p) => p.file === 'model.safetensors' && p.loaded === p.total));
+  });
+
+  test('bad input rejects with an Error and the instance stays usable', async () => {
+    const messages = await page.evaluate(async () => {
+      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
+      const errorOf = async (p) => { try { await p; return 'no error'; } catch (e) { return e instanceof Error ? e.message : `not an Error: ${e}`; } };
+      const out = {
+        noMask: await errorOf(fm.predict('no mask here')),
+        empty: await errorOf(fm.predict('')),
+        good: (await fm.predict('the [MASK] of'))[0].length,
+      };
+      const files = {};
+      for (const n of ['config.json', 'vocab.txt', 'model.safetensors']) files[n] = await (await fetch('/fixtures/tiny-mlm/' + n)).arrayBuffer();
+      out.corrupt = await errorOf(webbert.FillMask.load({ ...files, 'model.safetensors': files['model.safetensors'].slice(0, 1000) }));
+      const config = JSON.parse(new TextDecoder().decode(files['config.json']));
+      out.mismatched = await errorOf(webbert.FillMask.load({ ...files, 'config.json': JSON.stringify({ ...config, intermediate_size: 128 }) }));
+      out.unreachable = await errorOf(webbert.Embedder.load('http://127.0.0.1:9/nothing/'));
+      out.missing = await errorOf(webbert.Embedder.load('/no/such/model/'));
+      out.encoderOnly = await errorOf(webbert.FillMask.load('/models/all-MiniLM-L6-v2/', { device: 'cpu' }));
+      out.goodAfter = (await fm.predict('the [MASK] dog'))[0][0].token;
+      return out;
+    });
+    assert.match(messages.noMask, /no \[MASK\] token/);
+    assert.match(messages.empty, /text is empty/);
+    assert.equal(messages.good, 5);
+    assert.match(messages.corrupt, /not a valid safetensors file/);
+    assert.match(messages.mismatched, /has shape \[\d+, \d+\], expected \[128, 32\]/);
+    assert.match(messages.unreachable, /could not fetch http:\/\/127\.0\.0\.1:9\/nothing\/config\.json/);
+    assert.match(messages.missing, /config\.json is missing/);
+    assert.match(messages.encoderOnly, /needs a masked-LM checkpoint/);
+    assert.equal(typeof messages.goodAfter, 'string');
+  });
+});
+
+describe('without WebGPU (CPU fallback)', () => {
+  let server; let browser; let page;
+  before(async () => {
+    server = await startServer();
+    browser = await launch({ webgpu: false });
+    page = await harness(browser, server);
+  });
+  after(async () => { await browser?.close(); server?.close(); });
+
+  test('falls back to the CPU with the same numbers', async () => {
+    assert.equal(await checkEmbeddings(page, 'auto'), 'cpu');
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'cpu');
+  });
+
+  test('asking for WebGPU explicitly says it is unavailable', async () => {
+    const message = await page.evaluate(async () => {
+      try { await webbert.Embedder.load('/models/all-MiniLM-L6-v2/', { device: 'webgpu' }); return 'no error'; } catch (e) { return e.message; }
+    });
+    assert.match(message, /WebGPU is not available/);
+  });
+});

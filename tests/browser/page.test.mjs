@@ -1,0 +1,88 @@
+// The demo page as a person meets it, and the package as a consumer project installs it.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { FIXTURES, ROOT, golden, json, launch, maxAbsDiff, startServer } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launch({ webgpu: true }); });
+after(async () => { await browser?.close(); });
+
+test('the demo page renders attention, similarities and fill-mask predictions', async () => {
+  const server = await startServer();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 1600 } });
+    await page.goto(`${server.url}/`);
+    await page.waitForSelector('body[data-ready]', { timeout: 240_000 });
+    assert.equal(await page.getAttribute('body', 'data-ready'), 'true');
+    assert.equal(await page.textContent('#backend'), 'WebGPU');
+
+    // Attention: the seed sentence, token × token weights, rows summing to 1.
+    const tokens = await page.$$eval('#att-heatmap .col', (cells) => cells.map((c) => c.textContent));
+    assert.deepEqual(tokens.slice(0, 3), ['[CLS]', 'the', 'animal']);
+    const weights = await page.$$eval('#att-heatmap .weight', (cells) => cells.map((c) => Number(c.dataset.weight)));
+    assert.equal(weights.length, tokens.length ** 2);
+    const firstRow = weights.slice(0, tokens.length).reduce((a, b) => a + b, 0);
+    assert.ok(Math.abs(firstRow - 1) < 1e-3, `row sums to ${firstRow}`);
+    await page.hover('#att-heatmap .weight >> nth=5');
+    assert.match(await page.textContent('#att-readout'), /→ .*: 0\.\d{4}/);
+    await page.selectOption('#att-layer', '3');
+    assert.equal(await page.$$eval('#att-heatmap .weight', (c) => c.length), tokens.length ** 2);
+
+    // Similarity heatmap: 5 sentences, 1.00 on the diagonal, paraphrases closer than unrelated pairs.
+    const sims = await page.$$eval('#emb-heatmap .sim', (cells) => cells.map((c) => Number(c.textContent)));
+    assert.equal(sims.length, 25);
+    for (let i = 0; i < 5; i++) assert.equal(sims[i * 5 + i], 1);
+    assert.ok(sims[0 * 5 + 1] > sims[0 * 5 + 4], 'guitar/instrument closer than guitar/stocks');
+    assert.ok(sims[2 * 5 + 3] > sims[2 * 5 + 4], 'cat/kitten closer than cat/stocks');
+
+    // Fill-mask: the page says it needs an MLM checkpoint; picking one's files gives ranked bars.
+    assert.match(await page.textContent('#mlm-note'), /needs a masked-LM checkpoint/);
+    const tiny = path.join(FIXTURES, 'tiny-mlm');
+    await page.setInputFiles('#mlm-files', ['config.json', 'vocab.txt', 'model.safetensors'].map((f) => path.join(tiny, f)));
+    await page.waitForSelector('#mlm-results .bar', { timeout: 120_000 });
+    const fixture = json('tiny-mlm_golden.json');
+    const labels = await page.$$eval('#mlm-results .bar .label', (cells) => cells.map((c) => c.textContent));
+    assert.deepEqual(labels, fixture.fill_mask[0][0].map((p) => p.token));
+    assert.match(await page.textContent('#mlm-timing'), /fill-mask: \d+ ms/);
+
+    const shot = path.join(os.tmpdir(), 'webbert-demo.png');
+    await page.screenshot({ path: shot, fullPage: true });
+    assert.ok(fs.statSync(shot).size > 10_000);
+    console.log(`screenshot: ${shot}`);
+  } finally {
+    server.close();
+  }
+});
+
+test('a consumer project installs the npm tarball and runs it', async () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'webbert-consumer-'));
+  const tarball = execFileSync('npm', ['pack', '--silent', '--pack-destination', work], { cwd: ROOT, encoding: 'utf8' }).trim().split('\n').pop();
+  fs.writeFileSync(path.join(work, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
+  execFileSync('npm', ['install', '--no-audit', '--no-fund', '--offline', path.join(work, tarball)], { cwd: work, stdio: 'inherit' });
+  fs.writeFileSync(path.join(work, 'index.html'), `<!doctype html><meta charset="utf-8">
+<script type="importmap">{"imports": {"webbert": "./node_modules/webbert/js/index.js"}}</script>
+<script type="module">
+  import { Embedder } from 'webbert';
+  const e = await Embedder.load('/models/all-MiniLM-L6-v2/');
+  const [row] = await e.embed(['A man is playing a guitar.']);
+  window.result = { backend: e.backend, row: Array.from(row) };
+  document.title = 'done';
+</script>`);
+  const server = await startServer({ '/consumer/': work });
+  try {
+    const page = await browser.newPage();
+    await page.goto(`${server.url}/consumer/index.html`);
+    await page.waitForFunction(() => document.title === 'done', null, { timeout: 120_000 });
+    const { backend, row } = await page.evaluate(() => window.result);
+    assert.equal(backend, 'webgpu');
+    const want = golden('minilm_golden.safetensors')['embedding.mean'].data.slice(2 * 384, 3 * 384);
+    assert.ok(maxAbsDiff(new Float32Array(row), want) <= 1e-4);
+  } finally {
+    server.close();
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+});

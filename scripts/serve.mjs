@@ -1,22 +1,41 @@
-// A static server on 127.0.0.1 for the demo page and the browser tests (sirv does the serving).
-// Usage: node scripts/serve.mjs DIR [PORT]; import { serve } for tests.
+// A static server on 127.0.0.1 for the demo page, the browser tests and the bench (sirv does the serving).
+// Usage: node scripts/serve.mjs DIR [PORT]; or import { serve } with several mounts.
 import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 
-export function serve(root, port = 0) {
-  const handler = sirv(root, { dev: true, dotfiles: false });
-  const server = http.createServer((req, res) => handler(req, res, () => {
-    res.statusCode = 404;
-    res.end('not found');
-  }));
+/** `mounts`: URL prefix → folder (longest prefix first). Counts requests and bytes sent. */
+export function serve(mounts, port = 0) {
+  const routes = Object.entries(mounts)
+    .sort(([a], [b]) => b.length - a.length)
+    .map(([prefix, dir]) => [prefix, sirv(dir, { dev: true, dotfiles: false })]);
+  const stats = { requests: [], bytes: 0 };
+  const server = http.createServer((req, res) => {
+    stats.requests.push(req.url);
+    for (const method of ['write', 'end']) {
+      const original = res[method].bind(res);
+      res[method] = (chunk, ...rest) => {
+        if (chunk && typeof chunk !== 'function') stats.bytes += Buffer.byteLength(chunk);
+        return original(chunk, ...rest);
+      };
+    }
+    const [prefix, handler] = routes.find(([p]) => req.url.startsWith(p)) ?? [];
+    const notFound = () => { res.statusCode = 404; res.end('not found'); };
+    if (!handler) return notFound();
+    req.url = '/' + req.url.slice(prefix.length);
+    handler(req, res, notFound);
+  });
   return new Promise((resolve) => {
-    server.listen(port, '127.0.0.1', () => resolve({ server, url: `http://127.0.0.1:${server.address().port}/` }));
+    server.listen(port, '127.0.0.1', () => resolve({
+      url: `http://127.0.0.1:${server.address().port}`,
+      stats,
+      close: () => server.close(),
+    }));
   });
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [root = 'www', port = '8080'] = process.argv.slice(2);
-  const { url } = await serve(root, Number(port));
-  console.log(`webbert demo: ${url}`);
+  const { url } = await serve({ '/': root }, Number(port));
+  console.log(`webbert demo: ${url}/`);
 }

@@ -1,41 +1,25 @@
 // Shared by the browser tests: a local server, headless Chromium, and the golden fixtures.
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-import sirv from 'sirv';
+import { launch } from '../../scripts/chromium.mjs';
+import { serve } from '../../scripts/serve.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const FIXTURES = path.join(ROOT, 'tests/fixtures');
 
-/** www/ at /, the fixtures at /fixtures/, this folder at /test/, extra mounts as given. Counts requests. */
+/** www/ at /, the fixtures at /fixtures/, this folder at /test/, extra mounts as given. */
 export async function startServer(mounts = {}) {
-  const routes = Object.entries({
+  const server = await serve({
+    '/': path.join(ROOT, 'www'),
     '/fixtures/': FIXTURES,
     '/test/': path.join(ROOT, 'tests/browser'),
     ...mounts,
-    '/': path.join(ROOT, 'www'),
-  }).map(([prefix, dir]) => [prefix, sirv(dir, { dev: true })]);
-  const requests = [];
-  const server = http.createServer((req, res) => {
-    requests.push(req.url);
-    const [prefix, handler] = routes.find(([p]) => req.url.startsWith(p));
-    req.url = '/' + req.url.slice(prefix.length);
-    handler(req, res, () => { res.statusCode = 404; res.end('not found'); });
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { url: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
+  return { ...server, requests: server.stats.requests };
 }
 
-const FLAGS = ['--headless=new', '--no-sandbox', '--disable-gpu-sandbox', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** Headless Chromium; `webgpu: false` leaves WebGPU off so the package must fall back to the CPU. */
-export async function launch({ webgpu = true } = {}) {
-  const args = [...FLAGS, ...(webgpu ? ['--enable-unsafe-webgpu'] : ['--disable-webgpu', '--disable-features=WebGPU'])];
-  return chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args, headless: true });
-}
+export { launch };
 
 /** A page on the harness, with `window.webbert` imported. */
 export async function harness(browser, server) {

@@ -110,6 +110,12 @@ impl BertConfig {
                 config.hidden_size, config.num_attention_heads
             )));
         }
+        if config.pad_token_id >= config.vocab_size {
+            return Err(Error::Config(format!(
+                "field `pad_token_id` ({}) must be below `vocab_size` ({})",
+                config.pad_token_id, config.vocab_size
+            )));
+        }
         Ok(config)
     }
 

@@ -87,6 +87,10 @@ fn config_errors_name_the_field() {
             r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "position_embedding_type": "relative_key"}"#,
             "`position_embedding_type`",
         ),
+        (
+            r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "pad_token_id": 10}"#,
+            "`pad_token_id` (10) must be below `vocab_size` (10)",
+        ),
     ];
     for (json, expected) in cases {
         let err = BertConfig::from_hf_json(json).unwrap_err();

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import save_file
-from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast, pipeline
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -144,16 +144,17 @@ def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast
     kwargs = {"max_shard_size": shard} if shard else {}
     model.save_pretrained(out_dir, safe_serialization=True, **kwargs)
     model = model.float()  # compute in f32 from the rounded weights, as webbert does
+    fill = pipeline("fill-mask", model=model, tokenizer=tok)
     tensors, masks = {}, []
     for i, text in enumerate(TINY_TEXTS):
         enc = tok(text, return_tensors="pt")
         logits = model(**enc).logits[0]
         tensors[f"logits.{i}"] = logits.numpy()
-        positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
-        probs = logits[positions].softmax(-1)
-        top = probs.topk(5, dim=-1)
-        masks.append([[{"token_id": int(j), "token": tok.convert_ids_to_tokens(int(j)), "score": float(s)}
-                       for s, j in zip(row_s, row_j)] for row_s, row_j in zip(top.values, top.indices)])
+        # transformers' own fill-mask pipeline: scores, tokens and the filled-in sequences.
+        result = fill(text, top_k=5)
+        per_mask = result if isinstance(result[0], list) else [result]
+        masks.append([[{"token_id": p["token"], "token": p["token_str"], "score": p["score"], "sequence": p["sequence"]}
+                       for p in predictions] for predictions in per_mask])
         tensors[f"ids.{i}"] = enc["input_ids"][0].numpy().astype(np.float32)
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
               FIXTURES / f"{name}_golden.safetensors")

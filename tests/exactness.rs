@@ -138,6 +138,7 @@ fn tiny(name: &str, backend: Backend) {
                 assert_eq!(p.token_id as u64, w["token_id"].as_u64().unwrap());
                 assert_eq!(p.token, w["token"].as_str().unwrap());
                 assert!((p.score as f64 - w["score"].as_f64().unwrap()).abs() <= 1e-4);
+                assert_eq!(p.sequence, w["sequence"].as_str().unwrap());
             }
         }
     }

@@ -37,6 +37,7 @@ async function checkFillMask(page, device, name) {
       const want = fixture.fill_mask[i][m][k];
       assert.equal(p.tokenId, want.token_id);
       assert.equal(p.token, want.token);
+      assert.equal(p.sequence, want.sequence);
       diff = Math.max(diff, Math.abs(p.score - want.score));
     }));
   });

@@ -30,9 +30,9 @@ const CASES = [
 
 // [webbert config, transformers.js config] compared on equal work.
 const PAIRS = [
-  { label: 'WebGPU', webbert: { device: 'webgpu' }, tjs: { device: 'webgpu', dtype: 'fp32' } },
-  { label: 'CPU fp32', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'fp32' } },
-  { label: 'CPU vs q8', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'q8' } },
+  { key: 'webgpu', label: 'WebGPU', webbert: { device: 'webgpu' }, tjs: { device: 'webgpu', dtype: 'fp32' } },
+  { key: 'cpu', label: 'CPU fp32', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'fp32' } },
+  { key: 'q8', label: 'CPU vs q8', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'q8' } },
 ];
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
@@ -77,8 +77,9 @@ try {
     }
     return measured.get(key);
   };
-  // BENCH_COLD_ONLY=1 skips the warm cases.
-  for (const pair of process.env.BENCH_COLD_ONLY ? [] : PAIRS) {
+  // BENCH_PATHS=webgpu,cpu,q8 picks the paths (all by default); BENCH_COLD_ONLY=1 skips the warm cases.
+  const paths = process.env.BENCH_PATHS?.split(',') ?? PAIRS.map((p) => p.key);
+  for (const pair of process.env.BENCH_COLD_ONLY ? [] : PAIRS.filter((p) => paths.includes(p.key))) {
     for (const c of CASES) {
       const w = await measure('webbert', pair.webbert, c);
       const t = await measure('tjs', pair.tjs, c);

@@ -138,7 +138,11 @@ async fn read_body(
             break;
         }
         let value = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, e))?;
-        bytes.extend_from_slice(&Uint8Array::new(&value).to_vec());
+        // Copy the chunk straight into place: no temporary per chunk on a 90 MB download.
+        let chunk = Uint8Array::new(&value);
+        let start = bytes.len();
+        bytes.resize(start + chunk.length() as usize, 0);
+        chunk.copy_to(&mut bytes[start..]);
         if let Some(progress) = progress {
             let event = Object::new();
             let _ = Reflect::set(&event, &"file".into(), &name.into());
@@ -154,38 +158,59 @@ async fn read_body(
     Ok(bytes)
 }
 
-/// Downloads a model from a base URL in Hugging Face layout.
+/// Fetches each of `names` that the server has into `files`.
+async fn fetch_into(
+    files: &mut HashMap<String, Vec<u8>>,
+    names: &[String],
+    base: &str,
+    cache: Option<&Cache>,
+    progress: Option<&Function>,
+) -> Result<()> {
+    for name in names {
+        if let Some(bytes) = fetch_file(base, name, cache, progress).await? {
+            files.insert(name.clone(), bytes);
+        }
+    }
+    Ok(())
+}
+
+/// Downloads a model from a base URL in Hugging Face layout: the files `ModelFiles::from_lookup` would
+/// ask for, fetched ahead because fetching is async.
 pub async fn fetch_model(base: &str, progress: Option<Function>) -> Result<ModelFiles> {
     let cache = open_cache().await;
-    let cache = cache.as_ref();
-    let progress = progress.as_ref();
-    let mut files: HashMap<String, Vec<u8>> = HashMap::new();
-    // The same preference as `ModelFiles::from_lookup`, fetched ahead because fetching is async.
-    let mut wanted = vec!["config.json".to_string(), "tokenizer.json".into()];
-    for name in wanted.drain(..) {
-        if let Some(bytes) = fetch_file(base, &name, cache, progress).await? {
-            files.insert(name, bytes);
-        }
-    }
+    let (cache, progress) = (cache.as_ref(), progress.as_ref());
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let mut files = HashMap::new();
+    fetch_into(
+        &mut files,
+        &names(&["config.json", "tokenizer.json", "model.safetensors"]),
+        base,
+        cache,
+        progress,
+    )
+    .await?;
     if !files.contains_key("tokenizer.json") {
-        wanted.extend(["vocab.txt".into(), "tokenizer_config.json".into()]);
-    }
-    wanted.push("model.safetensors".into());
-    for name in wanted.drain(..) {
-        if let Some(bytes) = fetch_file(base, &name, cache, progress).await? {
-            files.insert(name, bytes);
-        }
+        fetch_into(
+            &mut files,
+            &names(&["vocab.txt", "tokenizer_config.json"]),
+            base,
+            cache,
+            progress,
+        )
+        .await?;
     }
     if !files.contains_key("model.safetensors") {
-        let index_name = "model.safetensors.index.json";
-        if let Some(index) = fetch_file(base, index_name, cache, progress).await? {
-            let names = Checkpoint::shard_names(&String::from_utf8_lossy(&index))?;
-            files.insert(index_name.into(), index);
-            for name in names {
-                if let Some(bytes) = fetch_file(base, &name, cache, progress).await? {
-                    files.insert(name, bytes);
-                }
-            }
+        fetch_into(
+            &mut files,
+            &names(&["model.safetensors.index.json"]),
+            base,
+            cache,
+            progress,
+        )
+        .await?;
+        if let Some(index) = files.get("model.safetensors.index.json") {
+            let shards = Checkpoint::shard_names(&String::from_utf8_lossy(index))?;
+            fetch_into(&mut files, &shards, base, cache, progress).await?;
         }
     }
     ModelFiles::from_lookup(|name| Ok(files.remove(name))).map_err(|e| match e {

@@ -136,6 +136,14 @@ impl Tokenizer {
             .unwrap_or_default()
     }
 
+    /// The ids of BERT's special tokens this vocabulary has (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`).
+    pub fn special_ids(&self) -> Vec<u32> {
+        SPECIALS
+            .iter()
+            .filter_map(|t| self.inner.token_to_id(t))
+            .collect()
+    }
+
     pub fn mask_token_id(&self) -> Option<u32> {
         self.mask_id
     }

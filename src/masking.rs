@@ -1,0 +1,173 @@
+//! BERT's pre-training corruption (Devlin et al. 2019, §3.1): each ordinary token is chosen for
+//! prediction with probability 15%; a chosen token becomes `[MASK]` 80% of the time, a random token 10%,
+//! and stays as it is 10%. Special tokens and padding are never chosen (as `DataCollatorForLanguageModeling`).
+
+use burn::config::Config;
+use rand::Rng;
+
+#[derive(Config, Debug)]
+pub struct MaskingConfig {
+    /// Share of ordinary tokens chosen for prediction.
+    #[config(default = 0.15)]
+    pub mlm_probability: f64,
+    /// Of the chosen: share replaced by `[MASK]`.
+    #[config(default = 0.8)]
+    pub mask_probability: f64,
+    /// Of the chosen: share replaced by a random vocabulary token (the rest stay unchanged).
+    #[config(default = 0.1)]
+    pub random_probability: f64,
+}
+
+/// One corrupted sequence: what the model reads, and the original token where it must predict one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskedSequence {
+    pub input_ids: Vec<u32>,
+    pub labels: Vec<Option<u32>>,
+}
+
+/// The ids the masking needs from the tokenizer.
+#[derive(Debug, Clone)]
+pub struct Vocabulary<'a> {
+    pub mask_id: u32,
+    pub size: usize,
+    /// `[CLS]`, `[SEP]`, `[PAD]`, `[UNK]`, `[MASK]`: never chosen.
+    pub special_ids: &'a [u32],
+}
+
+impl MaskingConfig {
+    /// Corrupts a batch. At least one token of the batch is chosen (when any is eligible), so that the
+    /// loss is defined even for a batch of very short sequences.
+    pub fn apply(
+        &self,
+        sequences: &[Vec<u32>],
+        vocab: &Vocabulary,
+        rng: &mut impl Rng,
+    ) -> Vec<MaskedSequence> {
+        let eligible = |id: &u32| !vocab.special_ids.contains(id);
+        let mut chosen: Vec<Vec<bool>> = sequences
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| eligible(id) && rng.random_bool(self.mlm_probability))
+                    .collect()
+            })
+            .collect();
+        if !chosen.iter().flatten().any(|&c| c) {
+            let candidates: Vec<(usize, usize)> = sequences
+                .iter()
+                .enumerate()
+                .flat_map(|(s, ids)| ids.iter().enumerate().map(move |(t, id)| (s, t, *id)))
+                .filter(|(_, _, id)| eligible(id))
+                .map(|(s, t, _)| (s, t))
+                .collect();
+            if !candidates.is_empty() {
+                let (s, t) = candidates[rng.random_range(0..candidates.len())];
+                chosen[s][t] = true;
+            }
+        }
+        sequences
+            .iter()
+            .zip(chosen)
+            .map(|(ids, chosen)| {
+                let mut input_ids = ids.clone();
+                let mut labels = vec![None; ids.len()];
+                for (t, _) in chosen.iter().enumerate().filter(|(_, c)| **c) {
+                    labels[t] = Some(ids[t]);
+                    let roll: f64 = rng.random();
+                    if roll < self.mask_probability {
+                        input_ids[t] = vocab.mask_id;
+                    } else if roll < self.mask_probability + self.random_probability {
+                        input_ids[t] = rng.random_range(0..vocab.size as u32);
+                    }
+                }
+                MaskedSequence { input_ids, labels }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    const CLS: u32 = 101;
+    const SEP: u32 = 102;
+    const MASK: u32 = 103;
+    const SPECIALS: [u32; 5] = [0, 100, CLS, SEP, MASK];
+
+    fn vocab() -> Vocabulary<'static> {
+        Vocabulary {
+            mask_id: MASK,
+            size: 30522,
+            special_ids: &SPECIALS,
+        }
+    }
+
+    /// 400 sequences of `[CLS] 2000..2030 [SEP]` padded with `[PAD]` to 40.
+    fn corpus() -> Vec<Vec<u32>> {
+        (0..400)
+            .map(|_| {
+                let mut ids = vec![CLS];
+                ids.extend(2000..2030);
+                ids.push(SEP);
+                ids.resize(40, 0);
+                ids
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chooses_15_percent_and_splits_80_10_10() {
+        let sequences = corpus();
+        let masked =
+            MaskingConfig::new().apply(&sequences, &vocab(), &mut StdRng::seed_from_u64(7));
+        let (mut chosen, mut to_mask, mut kept, mut random) = (0, 0, 0, 0);
+        for (original, m) in sequences.iter().zip(&masked) {
+            for t in 0..original.len() {
+                match m.labels[t] {
+                    None => assert_eq!(m.input_ids[t], original[t], "unchosen token changed"),
+                    Some(label) => {
+                        assert_eq!(label, original[t]);
+                        assert!(!SPECIALS.contains(&original[t]), "special token chosen");
+                        chosen += 1;
+                        match m.input_ids[t] {
+                            MASK => to_mask += 1,
+                            id if id == original[t] => kept += 1,
+                            _ => random += 1,
+                        }
+                    }
+                }
+            }
+        }
+        let eligible = 400.0 * 30.0;
+        let share = chosen as f64 / eligible;
+        assert!((share - 0.15).abs() < 0.01, "chose {share}");
+        let chosen = chosen as f64;
+        assert!((to_mask as f64 / chosen - 0.8).abs() < 0.02, "{to_mask}");
+        // A random draw can hit the original token (1 in 30522): "kept" is 10% within noise.
+        assert!((kept as f64 / chosen - 0.1).abs() < 0.015, "{kept}");
+        assert!((random as f64 / chosen - 0.1).abs() < 0.015, "{random}");
+    }
+
+    #[test]
+    fn same_seed_same_corruption_and_never_an_empty_batch() {
+        let config = MaskingConfig::new();
+        let sequences = corpus();
+        let a = config.apply(&sequences, &vocab(), &mut StdRng::seed_from_u64(1));
+        let b = config.apply(&sequences, &vocab(), &mut StdRng::seed_from_u64(1));
+        let c = config.apply(&sequences, &vocab(), &mut StdRng::seed_from_u64(2));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+
+        let short = vec![vec![CLS, 2000, SEP]];
+        for seed in 0..50 {
+            let m = config.apply(&short, &vocab(), &mut StdRng::seed_from_u64(seed));
+            assert_eq!(m[0].labels, vec![None, Some(2000), None]);
+        }
+        let only_specials = vec![vec![CLS, SEP, 0]];
+        let m = config.apply(&only_specials, &vocab(), &mut StdRng::seed_from_u64(0));
+        assert!(m[0].labels.iter().all(Option::is_none));
+    }
+}

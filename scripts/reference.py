@@ -1,6 +1,6 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
-Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2
+Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -161,10 +161,76 @@ def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast
     (FIXTURES / f"{name}_golden.json").write_text(json.dumps({"texts": TINY_TEXTS, "fill_mask": masks}, indent=1))
 
 
+# Tensors whose gradients the training test checks (Hugging Face names).
+GRAD_TENSORS = [
+    "bert.embeddings.word_embeddings.weight",  # tied: the lookup's gradient plus the decoder's
+    "bert.embeddings.position_embeddings.weight",
+    "bert.embeddings.LayerNorm.weight",
+    "bert.encoder.layer.0.attention.self.query.weight",
+    "bert.encoder.layer.0.attention.self.value.bias",
+    "bert.encoder.layer.1.intermediate.dense.bias",
+    "bert.encoder.layer.1.output.dense.weight",
+    "bert.encoder.layer.1.output.LayerNorm.weight",
+    "cls.predictions.transform.dense.weight",
+    "cls.predictions.transform.LayerNorm.bias",
+    "cls.predictions.bias",
+]
+
+
+def write_gradient_fixture(tok: BertTokenizerFast) -> None:
+    """One masked-LM step of the f32 tiny model: the loss over the chosen tokens and the gradients of
+    GRAD_TENSORS. The corrupted inputs and labels are stored, so the test needs no random numbers."""
+    model = BertForMaskedLM.from_pretrained(FIXTURES / "tiny-mlm", attn_implementation="eager").eval()
+    texts = ["the quick brown fox jumps over the lazy dog", "a man is playing a guitar in the street"]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    ids, labels = enc["input_ids"].clone(), torch.full_like(enc["input_ids"], -100)
+    # [MASK] twice, a random token once, one left as it is: BERT's three kinds of chosen token.
+    for (row, col), replacement in {(0, 2): tok.mask_token_id, (0, 7): 517, (1, 3): None, (1, 5): tok.mask_token_id}.items():
+        labels[row, col] = ids[row, col]
+        if replacement is not None:
+            ids[row, col] = replacement
+    out = model(input_ids=ids, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"], labels=labels)
+    out.loss.backward()
+    params = dict(model.named_parameters())
+    grads = {name: params[name].grad.numpy() for name in GRAD_TENSORS}
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in grads.items()},
+              FIXTURES / "tiny-mlm_grad.safetensors")
+    fixture = {"input_ids": ids.tolist(), "attention_mask": enc["attention_mask"].tolist(),
+               "labels": labels.tolist(), "loss": out.loss.item(), "tensors": GRAD_TENSORS}
+    (FIXTURES / "tiny-mlm_grad.json").write_text(json.dumps(fixture, indent=1))
+
+
+MLM_SENTENCES = [
+    "Paris is the [MASK] of France.",
+    "The man went to the [MASK] to buy some milk.",
+    "She plays the [MASK] in an orchestra.",
+    "It was a cold [MASK] in the middle of winter.",
+    "A dog is a [MASK] animal.",
+]
+
+
+@torch.no_grad()
+def write_shipped_mlm_fixture(model_dir: Path) -> None:
+    """The shipped fill-mask model (assembled by scripts/assemble-mlm.py) loads in transformers with no
+    missing or unexpected tensors; its top-5 from transformers' own fill-mask pipeline become the fixture."""
+    model, info = BertForMaskedLM.from_pretrained(model_dir, output_loading_info=True, attn_implementation="eager")
+    problems = {k: v for k, v in info.items() if v}
+    assert not problems, f"{model_dir} does not load cleanly in transformers: {problems}"
+    fill = pipeline("fill-mask", model=model.eval(), tokenizer=BertTokenizerFast.from_pretrained(model_dir))
+    out = [[{"token_id": p["token"], "token": p["token_str"], "score": p["score"], "sequence": p["sequence"]}
+            for p in fill(text, top_k=5)] for text in MLM_SENTENCES]
+    (FIXTURES / "minilm-l6-mlm_golden.json").write_text(json.dumps({"texts": MLM_SENTENCES, "fill_mask": out}, indent=1))
+    for text, predictions in zip(MLM_SENTENCES, out):
+        print(text, "→", ", ".join(f"{p['token']} {p['score']:.2f}" for p in predictions))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
+    ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
     args = ap.parse_args()
+    if args.mlm:
+        write_shipped_mlm_fixture(args.mlm)
     FIXTURES.mkdir(parents=True, exist_ok=True)
     write_tokenizer_fixture(args.model)
     write_minilm_fixture(args.model)
@@ -186,6 +252,7 @@ def main() -> None:
     # f16, single file
     write_tiny_fixture("tiny-mlm-f16", tiny_model(2, "relu", tie=True), tok, torch.float16, None)
     (FIXTURES / "tiny-mlm-f16" / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
+    write_gradient_fixture(tok)
 
 
 if __name__ == "__main__":

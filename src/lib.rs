@@ -1,7 +1,8 @@
 //! webbert: BERT-family encoders on burn, the same code natively and in the browser (WebGPU).
 //!
 //! Data flows one way: [`tokenizer`] → [`model`] ([`embeddings`], [`layer`] ∘ [`attention`]) → [`heads`]
-//! → [`pipelines`]. [`weights`] and [`source`] build the model from Hugging Face files.
+//! → [`pipelines`]. [`weights`] and [`source`] build the model from Hugging Face files. Natively,
+//! [`train`] fits the masked-LM head and encoder with BERT's recipe ([`masking`]).
 
 pub mod attention;
 pub mod backend;
@@ -10,10 +11,14 @@ pub mod embeddings;
 pub mod error;
 pub mod heads;
 pub mod layer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod masking;
 pub mod model;
 pub mod pipelines;
 pub mod source;
 pub mod tokenizer;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
 #[cfg(target_arch = "wasm32")]

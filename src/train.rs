@@ -97,12 +97,17 @@ pub fn prepare(masked: &[MaskedSequence], pad_id: u32, device: &Device) -> (Batc
     (batch, targets)
 }
 
-/// Mean cross-entropy over the masked positions, and their logits `[n, vocab]`. Only those rows go through
-/// the head: the vocabulary projection is most of a small model's FLOPs.
-pub fn mlm_loss(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> (Tensor<1>, Tensor<2>) {
+/// Logits `[n, vocab]` at the masked positions. Only those rows go through the head: the vocabulary
+/// projection is most of a small model's FLOPs.
+pub fn masked_logits(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> Tensor<2> {
     let hidden = model.bert.forward(batch);
     let [b, s, h] = hidden.dims();
-    let logits = model.head(hidden.reshape([b * s, h]).select(0, targets.positions.clone()));
+    model.head(hidden.reshape([b * s, h]).select(0, targets.positions.clone()))
+}
+
+/// Mean cross-entropy over the masked positions, and their logits.
+pub fn mlm_loss(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> (Tensor<1>, Tensor<2>) {
+    let logits = masked_logits(model, batch, targets);
     let n = targets.labels.dims()[0];
     let picked = log_softmax(logits.clone(), 1).gather(1, targets.labels.clone().reshape([n, 1]));
     (picked.mean().neg(), logits)
@@ -190,8 +195,7 @@ pub fn evaluate(
     for (i, chunk) in sequences.chunks(64).enumerate() {
         let masked = masking.apply(chunk, vocab, &mut step_rng(seed, i));
         let (batch, targets) = prepare(&masked, pad_id, device);
-        let (_, logits) = mlm_loss(model, &batch, &targets);
-        let (_, best) = logits.topk_with_indices(5, 1);
+        let (_, best) = masked_logits(model, &batch, &targets).topk_with_indices(5, 1);
         let best = ints(best)?;
         let labels = ints(targets.labels)?;
         for (row, label) in best.chunks_exact(5).zip(&labels) {

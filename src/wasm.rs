@@ -11,8 +11,17 @@ use crate::heads::Pooling;
 use crate::pipelines::{Embedder, FillMask};
 use crate::source::ModelFiles;
 
+unsafe extern "C" {
+    /// wasm-ld's static constructors (cubecl registers its kernels with `inventory`). Unless the module calls
+    /// it itself, wasm-ld re-runs every constructor at the top of every export: on WebGPU, where each
+    /// promise callback enters the module, that cost seconds per forward pass.
+    fn __wasm_call_ctors();
+}
+
 #[wasm_bindgen(start)]
 fn start() {
+    // SAFETY: called once, when the module is instantiated, before any other export runs.
+    unsafe { __wasm_call_ctors() };
     console_error_panic_hook::set_once();
 }
 

@@ -4,7 +4,9 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Device, Tensor};
 
 use crate::config::BertConfig;
 
@@ -34,33 +36,52 @@ impl BertAttention {
         }
     }
 
-    /// `hidden`: `[batch, seq, hidden]`; `mask`: additive, `[batch, 1, 1, seq]` (0 for tokens, very
-    /// negative for padding). Returns the new hidden states and the attention probabilities
-    /// `[batch, heads, seq, seq]`.
-    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
+    /// Which keys each query may not attend to: the padding, `[batch, heads, seq, seq]` (true = masked), a
+    /// broadcast view of `attention_mask` `[batch, seq]` (1 for tokens, 0 for padding).
+    pub fn padding_mask(&self, attention_mask: Tensor<2>) -> Tensor<4, Bool> {
+        let [batch, seq] = attention_mask.dims();
+        attention_mask
+            .equal_elem(0.0)
+            .reshape([batch, 1, 1, seq])
+            .expand([batch, self.num_heads, seq, seq])
+    }
+
+    /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op: backends with a
+    /// fused kernel (flex) never materialise the probabilities.
+    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
+        let (q, k, v) = self.project(hidden.clone());
+        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
+        self.output(context, hidden)
+    }
+
+    /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
+    pub fn forward_with_probs(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> (Tensor<3>, Tensor<4>) {
+        let (q, k, v) = self.project(hidden.clone());
+        let head_dim = q.dims()[3];
+        // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
+        let scores = (q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt()).mask_fill(mask, f32::MIN);
+        let probs = softmax(scores, 3);
+        (self.output(probs.clone().matmul(v), hidden), probs)
+    }
+
+    /// Q, K, V split into heads: `[batch, heads, seq, head_dim]` each.
+    fn project(&self, hidden: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let [batch, seq, width] = hidden.dims();
-        let head_dim = width / self.num_heads;
         let heads = |x: Tensor<3>| {
-            x.reshape([batch, seq, self.num_heads, head_dim])
+            x.reshape([batch, seq, self.num_heads, width / self.num_heads])
                 .swap_dims(1, 2)
         };
-
-        let q = heads(self.query.forward(hidden.clone()));
-        let k = heads(self.key.forward(hidden.clone()));
-        let v = heads(self.value.forward(hidden.clone()));
-
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + mask;
-        let probs = softmax(scores, 3);
-        let context = probs
-            .clone()
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, width]);
-
         (
-            self.layer_norm
-                .forward(self.dense.forward(context) + hidden),
-            probs,
+            heads(self.query.forward(hidden.clone())),
+            heads(self.key.forward(hidden.clone())),
+            heads(self.value.forward(hidden)),
         )
+    }
+
+    /// Heads concatenated `[batch, heads, seq, head_dim]` → projected, residual + LayerNorm.
+    fn output(&self, context: Tensor<4>, hidden: Tensor<3>) -> Tensor<3> {
+        let [batch, seq, width] = hidden.dims();
+        let context = context.swap_dims(1, 2).reshape([batch, seq, width]);
+        self.layer_norm.forward(self.dense.forward(context) + hidden)
     }
 }

@@ -4,7 +4,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{BertConfig, HiddenAct};
@@ -43,13 +43,19 @@ impl BertLayer {
         }
     }
 
-    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4>) -> (Tensor<3>, Tensor<4>) {
-        let (attended, probs) = self.attention.forward(hidden, mask);
+    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
+        self.feed_forward(self.attention.forward(hidden, mask))
+    }
+
+    /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
+    pub fn forward_with_probs(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> (Tensor<3>, Tensor<4>) {
+        let (attended, probs) = self.attention.forward_with_probs(hidden, mask);
+        (self.feed_forward(attended), probs)
+    }
+
+    /// Linear, activation, Linear, then residual + LayerNorm.
+    fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
         let inner = activate(self.hidden_act, self.intermediate.forward(attended.clone()));
-        (
-            self.layer_norm
-                .forward(self.output.forward(inner) + attended),
-            probs,
-        )
+        self.layer_norm.forward(self.output.forward(inner) + attended)
     }
 }

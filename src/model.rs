@@ -1,7 +1,7 @@
 //! The BERT encoder: embeddings, then N encoder layers. Input ids in, contextual hidden states out.
 
 use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
 use crate::config::BertConfig;
 use crate::embeddings::BertEmbeddings;
@@ -85,28 +85,31 @@ impl BertModel {
 
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
-        self.run(batch, |_| ())
+        let (mut hidden, mask) = self.embed(batch);
+        for layer in &self.layers {
+            hidden = layer.forward(hidden, mask.clone());
+        }
+        hidden
     }
 
     /// Last hidden states and every layer's attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_attentions(&self, batch: &Batch) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let (mut hidden, mask) = self.embed(batch);
         let mut attentions = Vec::with_capacity(self.layers.len());
-        let hidden = self.run(batch, |probs| attentions.push(probs));
+        for layer in &self.layers {
+            let (next, probs) = layer.forward_with_probs(hidden, mask.clone());
+            attentions.push(probs);
+            hidden = next;
+        }
         (hidden, attentions)
     }
 
-    fn run(&self, batch: &Batch, mut on_attention: impl FnMut(Tensor<4>)) -> Tensor<3> {
-        // As Hugging Face: padding gets the most negative float added to its scores, so softmax gives it 0.
-        let mask = (batch.attention_mask.clone().neg() + 1.0) * f32::MIN;
-        let mask = mask.unsqueeze_dims::<4>(&[1, 2]);
-        let mut hidden = self
+    /// The embeddings, and the padding mask every layer's attention applies.
+    fn embed(&self, batch: &Batch) -> (Tensor<3>, Tensor<4, Bool>) {
+        let hidden = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
-        for layer in &self.layers {
-            let (next, probs) = layer.forward(hidden, mask.clone());
-            on_attention(probs);
-            hidden = next;
-        }
-        hidden
+        let mask = self.layers[0].attention.padding_mask(batch.attention_mask.clone());
+        (hidden, mask)
     }
 }

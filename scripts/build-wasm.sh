@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# npm run build: the crate for wasm32 in release → wasm-bindgen (ESM + .d.ts) → wasm-opt → pkg/,
+# npm run build: the crate for wasm32 (profile wasm-release) → wasm-bindgen (ESM + .d.ts) → wasm-opt → pkg/,
 # and a copy of the package (js/ + pkg/) into www/webbert/ for the demo page.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,12 +13,12 @@ if ! wasm-bindgen --version 2>/dev/null | grep -q " $version\$"; then
 fi
 [ -x node_modules/.bin/wasm-opt ] || npm install --no-audit --no-fund
 
-cargo build --release --lib --target wasm32-unknown-unknown
+cargo build --profile wasm-release --lib --target wasm32-unknown-unknown
 rm -rf pkg
 wasm-bindgen --target web --out-dir pkg --remove-name-section --remove-producers-section \
-  "$target_dir/wasm32-unknown-unknown/release/webbert.wasm"
+  "$target_dir/wasm32-unknown-unknown/wasm-release/webbert.wasm"
 # npm's binaryen (Debian's wasm-opt 108 breaks wasm-bindgen's externref table).
-node_modules/.bin/wasm-opt "${WASM_OPT_LEVEL:--O2}" \
+node_modules/.bin/wasm-opt "${WASM_OPT_LEVEL:--O1}" \
   --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext --enable-reference-types \
   --enable-multivalue --enable-mutable-globals pkg/webbert_bg.wasm -o pkg/webbert_bg.wasm
 rm -f pkg/.gitignore pkg/package.json

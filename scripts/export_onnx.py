@@ -2,13 +2,12 @@
 
 Writes, next to all-MiniLM-L6-v2 (www/models/):
   all-MiniLM-L6-v2/onnx/model.onnx, model_quantized.onnx     (BertModel → last_hidden_state)
-  minilm-mlm/ (safetensors + tokenizer) and its onnx/         (BertForMaskedLM: MiniLM + a seeded MLM head,
-                                                               until webbert ships a trained one)
+  minilm-l6-mlm/onnx/model.onnx, model_quantized.onnx        (BertForMaskedLM → logits: the default fill-mask
+                                                               model, assembled by scripts/assemble-mlm.py)
 Each ONNX graph is checked against PyTorch with onnxruntime (max abs diff printed, ≤ 1e-4 asserted).
 Run: python scripts/export_onnx.py   (pip install -r scripts/requirements.txt onnx onnxscript onnxruntime)
 """
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +60,8 @@ def main() -> None:
     tok = BertTokenizerFast.from_pretrained(minilm)
     export(BertModel.from_pretrained(minilm, attn_implementation="eager"), "last_hidden_state", minilm, tok)
 
-    torch.manual_seed(0)
-    mlm = BertForMaskedLM.from_pretrained(minilm, attn_implementation="eager")  # the head is newly initialised (seeded)
-    mlm_dir = MODELS / "minilm-mlm"
-    shutil.rmtree(mlm_dir, ignore_errors=True)
-    mlm.save_pretrained(mlm_dir, safe_serialization=True)
-    for name in ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]:
-        shutil.copy(minilm / name, mlm_dir / name)
+    mlm_dir = MODELS / "minilm-l6-mlm"
+    mlm = BertForMaskedLM.from_pretrained(mlm_dir, attn_implementation="eager")
     export(mlm, "logits", mlm_dir, tok)
 
 

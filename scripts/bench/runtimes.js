@@ -8,7 +8,7 @@ env.allowLocalModels = true;
 env.localModelPath = '/models/';
 env.backends.onnx.wasm.wasmPaths = '/ort/';
 
-const MODELS = { embed: 'all-MiniLM-L6-v2', 'fill-mask': 'minilm-mlm' };
+const MODELS = { embed: 'all-MiniLM-L6-v2', 'fill-mask': 'minilm-l6-mlm' };
 
 /** `{runtime: 'webbert'|'tjs', device: 'webgpu'|'cpu', dtype: 'fp32'|'q8'}` → `(input) => output`. */
 export async function load({ runtime, task, device, dtype = 'fp32' }) {

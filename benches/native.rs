@@ -1,5 +1,5 @@
 //! Native bench: the browser bench's cases on burn's CPU backend and on wgpu (lavapipe here, or a real GPU).
-//! `cargo bench --bench native` (after `npm run bench` has made www/models/minilm-mlm for fill-mask).
+//! `cargo bench --bench native` (after `scripts/setup.sh`, which assembles www/models/minilm-l6-mlm for fill-mask).
 //! Prints median [min–max] ms, the FLOPs of each case and the achieved GFLOP/s; writes bench-native.json.
 
 use std::path::Path;
@@ -80,7 +80,7 @@ fn main() {
                 flops(&config, batch, seq, false),
             ));
         }
-        match ModelFiles::from_dir(&models.join("minilm-mlm")) {
+        match ModelFiles::from_dir(&models.join("minilm-l6-mlm")) {
             Ok(files) => {
                 let fill = FillMask::load(files, device.clone()).unwrap();
                 for seq in [16, 128] {
@@ -97,7 +97,7 @@ fn main() {
                 }
             }
             Err(e) => {
-                eprintln!("fill-mask skipped ({e}): `npm run bench` makes www/models/minilm-mlm")
+                eprintln!("fill-mask skipped ({e}): `scripts/setup.sh` assembles www/models/minilm-l6-mlm")
             }
         }
     }

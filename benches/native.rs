@@ -97,7 +97,9 @@ fn main() {
                 }
             }
             Err(e) => {
-                eprintln!("fill-mask skipped ({e}): `scripts/setup.sh` assembles www/models/minilm-l6-mlm")
+                eprintln!(
+                    "fill-mask skipped ({e}): `scripts/setup.sh` assembles www/models/minilm-l6-mlm"
+                )
             }
         }
     }

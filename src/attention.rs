@@ -55,11 +55,16 @@ impl BertAttention {
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
-    pub fn forward_with_probs(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> (Tensor<3>, Tensor<4>) {
+    pub fn forward_with_probs(
+        &self,
+        hidden: Tensor<3>,
+        mask: Tensor<4, Bool>,
+    ) -> (Tensor<3>, Tensor<4>) {
         let (q, k, v) = self.project(hidden.clone());
         let head_dim = q.dims()[3];
         // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
-        let scores = (q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt()).mask_fill(mask, f32::MIN);
+        let scores =
+            (q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt()).mask_fill(mask, f32::MIN);
         let probs = softmax(scores, 3);
         (self.output(probs.clone().matmul(v), hidden), probs)
     }
@@ -82,6 +87,7 @@ impl BertAttention {
     fn output(&self, context: Tensor<4>, hidden: Tensor<3>) -> Tensor<3> {
         let [batch, seq, width] = hidden.dims();
         let context = context.swap_dims(1, 2).reshape([batch, seq, width]);
-        self.layer_norm.forward(self.dense.forward(context) + hidden)
+        self.layer_norm
+            .forward(self.dense.forward(context) + hidden)
     }
 }

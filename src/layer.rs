@@ -48,7 +48,11 @@ impl BertLayer {
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
-    pub fn forward_with_probs(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> (Tensor<3>, Tensor<4>) {
+    pub fn forward_with_probs(
+        &self,
+        hidden: Tensor<3>,
+        mask: Tensor<4, Bool>,
+    ) -> (Tensor<3>, Tensor<4>) {
         let (attended, probs) = self.attention.forward_with_probs(hidden, mask);
         (self.feed_forward(attended), probs)
     }
@@ -56,6 +60,7 @@ impl BertLayer {
     /// Linear, activation, Linear, then residual + LayerNorm.
     fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
         let inner = activate(self.hidden_act, self.intermediate.forward(attended.clone()));
-        self.layer_norm.forward(self.output.forward(inner) + attended)
+        self.layer_norm
+            .forward(self.output.forward(inner) + attended)
     }
 }

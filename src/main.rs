@@ -205,7 +205,15 @@ impl TrainArgs {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = self.$field { config.$field = v; })* };
         }
-        set!(batch_size, max_len, warmup_steps, weight_decay, max_grad_norm, seed, checkpoint_every);
+        set!(
+            batch_size,
+            max_len,
+            warmup_steps,
+            weight_decay,
+            max_grad_norm,
+            seed,
+            checkpoint_every
+        );
         if let Some(lr) = self.lr {
             config.learning_rate = lr;
         }

@@ -109,7 +109,9 @@ impl BertModel {
         let hidden = self
             .embeddings
             .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
-        let mask = self.layers[0].attention.padding_mask(batch.attention_mask.clone());
+        let mask = self.layers[0]
+            .attention
+            .padding_mask(batch.attention_mask.clone());
         (hidden, mask)
     }
 }

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use burn::config::Config;
 use burn::module::{Module, ParamGroup};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -102,11 +102,19 @@ pub fn prepare(masked: &[MaskedSequence], pad_id: u32, device: &Device) -> (Batc
 pub fn masked_logits(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> Tensor<2> {
     let hidden = model.bert.forward(batch);
     let [b, s, h] = hidden.dims();
-    model.head(hidden.reshape([b * s, h]).select(0, targets.positions.clone()))
+    model.head(
+        hidden
+            .reshape([b * s, h])
+            .select(0, targets.positions.clone()),
+    )
 }
 
 /// Mean cross-entropy over the masked positions, and their logits.
-pub fn mlm_loss(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> (Tensor<1>, Tensor<2>) {
+pub fn mlm_loss(
+    model: &BertForMaskedLM,
+    batch: &Batch,
+    targets: &Targets,
+) -> (Tensor<1>, Tensor<2>) {
     let logits = masked_logits(model, batch, targets);
     let n = targets.labels.dims()[0];
     let picked = log_softmax(logits.clone(), 1).gather(1, targets.labels.clone().reshape([n, 1]));
@@ -151,7 +159,8 @@ impl Corpus {
     /// The epoch's batches as passage indices: shuffled, then grouped so that passages of similar length
     /// share a batch (little padding), then the batches shuffled.
     fn epoch(&self, epoch: usize, batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
-        let mut rng = StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng =
+            StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let mut order: Vec<usize> = (0..self.sequences.len()).collect();
         order.shuffle(&mut rng);
         let mut batches = Vec::new();
@@ -259,7 +268,15 @@ impl TrainMlm {
         let checkpoint_dir = self.out.join("checkpoint");
         let (config, mut progress) = match self.resume {
             true => self.resume_progress(&checkpoint_dir)?,
-            false => (self.config.clone(), Progress { step: 0, tokens: 0, seconds: 0.0, config: serde_json::Value::Null }),
+            false => (
+                self.config.clone(),
+                Progress {
+                    step: 0,
+                    tokens: 0,
+                    seconds: 0.0,
+                    config: serde_json::Value::Null,
+                },
+            ),
         };
         if config.max_len > files.config.max_position_embeddings || config.max_len < 2 {
             return Err(Error::Input(format!(
@@ -293,16 +310,32 @@ impl TrainMlm {
         model = freeze_word_embeddings(model);
 
         let eval = |model: &BertForMaskedLM, all: bool| -> crate::Result<Option<Accuracy>> {
-            let Some(heldout) = &heldout else { return Ok(None) };
-            let n = if all { heldout.len() } else { heldout.len().min(512) };
-            evaluate(&model.valid(), &heldout.sequences[..n], &vocab, pad_id, config.seed, &device.clone().inner())
-                .map(Some)
+            let Some(heldout) = &heldout else {
+                return Ok(None);
+            };
+            let n = if all {
+                heldout.len()
+            } else {
+                heldout.len().min(512)
+            };
+            evaluate(
+                &model.valid(),
+                &heldout.sequences[..n],
+                &vocab,
+                pad_id,
+                config.seed,
+                &device.clone().inner(),
+            )
+            .map(Some)
         };
 
-        let bar = indicatif::ProgressBar::new(config.steps as u64).with_position(progress.step as u64);
+        let bar =
+            indicatif::ProgressBar::new(config.steps as u64).with_position(progress.step as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]")
-                .map_err(|e| Error::Input(e.to_string()))?,
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
+            )
+            .map_err(|e| Error::Input(e.to_string()))?,
         );
         let log_lines = !std::io::stderr().is_terminal();
         let batches_per_epoch = corpus.len().div_ceil(config.batch_size);
@@ -321,7 +354,9 @@ impl TrainMlm {
                 .iter()
                 .map(|&i| corpus.sequences[i].clone())
                 .collect();
-            let masked = config.masking.apply(&sequences, &vocab, &mut step_rng(config.seed, step));
+            let masked = config
+                .masking
+                .apply(&sequences, &vocab, &mut step_rng(config.seed, step));
             let (batch, targets) = prepare(&masked, pad_id, &device);
             let tokens: usize = sequences.iter().map(Vec::len).sum();
 
@@ -335,7 +370,9 @@ impl TrainMlm {
                 .sum();
             let loss_value = float(loss.clone().inner())?;
             if !loss_value.is_finite() {
-                return Err(Error::Input(format!("the loss diverged at step {step} ({loss_value})")));
+                return Err(Error::Input(format!(
+                    "the loss diverged at step {step} ({loss_value})"
+                )));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optimizer.step(config.learning_rate_at(step), model, grads);
@@ -375,7 +412,10 @@ impl TrainMlm {
                         acc.top1, acc.top5, acc.predictions
                     ));
                     if log_lines {
-                        eprintln!("step {done}: held-out top-1 {:.3} top-5 {:.3}", acc.top1, acc.top5);
+                        eprintln!(
+                            "step {done}: held-out top-1 {:.3} top-5 {:.3}",
+                            acc.top1, acc.top5
+                        );
                     }
                 }
             }
@@ -401,7 +441,10 @@ impl TrainMlm {
     fn resume_progress(&self, dir: &Path) -> crate::Result<(TrainConfig, Progress)> {
         let path = dir.join("trainer.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Io(format!("{}: {e} (nothing to resume: run without --resume first)", path.display()))
+            Error::Io(format!(
+                "{}: {e} (nothing to resume: run without --resume first)",
+                path.display()
+            ))
         })?;
         let progress: Progress = serde_json::from_str(&text)
             .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
@@ -431,7 +474,10 @@ fn vocabulary<'a>(files: &ModelFiles, specials: &'a [u32]) -> crate::Result<Voca
 
 /// The encoder from `files`; its MLM head too if the checkpoint has one, else a fresh head seeded by `seed`.
 fn start_model(files: &ModelFiles, seed: u64, device: &Device) -> crate::Result<BertForMaskedLM> {
-    if files.checkpoint.contains("cls.predictions.transform.dense.weight") {
+    if files
+        .checkpoint
+        .contains("cls.predictions.transform.dense.weight")
+    {
         return weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device);
     }
     device.seed(seed);
@@ -451,13 +497,21 @@ fn freeze_word_embeddings(mut model: BertForMaskedLM) -> BertForMaskedLM {
 
 fn optimizer(config: &TrainConfig) -> crate::Result<ModuleOptimizer> {
     let clipping = GradientClippingConfig::Norm(config.max_grad_norm);
-    let adamw = || AdamWConfig::new().with_epsilon(1e-6).with_grad_clipping(Some(clipping.clone()));
+    let adamw = || {
+        AdamWConfig::new()
+            .with_epsilon(1e-6)
+            .with_grad_clipping(Some(clipping.clone()))
+    };
     let no_decay = ParamGroup::from_regex(r"(\.bias|\.beta|\.gamma)$")
         .map_err(|e| Error::Input(format!("{e:?}")))?;
     Ok(adamw()
         .with_weight_decay(config.weight_decay)
         .init()
-        .with_group(no_decay, adamw().with_weight_decay(0.0).build(), Some(clipping.init())))
+        .with_group(
+            no_decay,
+            adamw().with_weight_decay(0.0).build(),
+            Some(clipping.init()),
+        ))
 }
 
 fn save_checkpoint(
@@ -472,7 +526,10 @@ fn save_checkpoint(
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&e))?;
-    model.clone().save_file(tmp.join("model.bpk")).map_err(|e| io(&e))?;
+    model
+        .clone()
+        .save_file(tmp.join("model.bpk"))
+        .map_err(|e| io(&e))?;
     optimizer.save(tmp.join("optim.bpk")).map_err(|e| io(&e))?;
     let progress = Progress {
         step: progress.step,
@@ -492,7 +549,10 @@ fn export(model: &BertForMaskedLM, base: &Path, out: &Path) -> crate::Result<()>
     let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
     let bytes = weights::save_bert_for_masked_lm(
         &model.valid(),
-        SaveOptions { dtype: Dtype::F32, word_embeddings: true },
+        SaveOptions {
+            dtype: Dtype::F32,
+            word_embeddings: true,
+        },
     )?;
     std::fs::write(out.join("model.safetensors"), bytes).map_err(|e| io(&e))?;
     let config = std::fs::read_to_string(base.join("config.json")).map_err(|e| io(&e))?;
@@ -500,7 +560,12 @@ fn export(model: &BertForMaskedLM, base: &Path, out: &Path) -> crate::Result<()>
     config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
     config["tie_word_embeddings"] = serde_json::json!(true);
     std::fs::write(out.join("config.json"), format!("{config:#}\n")).map_err(|e| io(&e))?;
-    for name in ["tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+    for name in [
+        "tokenizer.json",
+        "vocab.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         if base.join(name).exists() {
             std::fs::copy(base.join(name), out.join(name)).map_err(|e| io(&e))?;
         }
@@ -518,17 +583,24 @@ pub const BASE_SHARD: &str = "model-00001-of-00002.safetensors";
 pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
     let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
     let files = ModelFiles::from_dir(model_dir)?;
-    let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;
+    let model =
+        weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;
     let delta = weights::save_bert_for_masked_lm(
         &model,
-        SaveOptions { dtype: Dtype::F16, word_embeddings: false },
+        SaveOptions {
+            dtype: Dtype::F16,
+            word_embeddings: false,
+        },
     )?;
     let names = safetensors::SafeTensors::deserialize(&delta)
         .map_err(|e| io(&e))?
         .names()
         .into_iter()
         .map(|name| (name.to_string(), DELTA_SHARD))
-        .chain([("bert.embeddings.word_embeddings.weight".to_string(), BASE_SHARD)])
+        .chain([(
+            "bert.embeddings.word_embeddings.weight".to_string(),
+            BASE_SHARD,
+        )])
         .collect::<std::collections::BTreeMap<_, _>>();
     let word_embeddings = files.config.vocab_size * files.config.hidden_size * 4;
     let index = serde_json::json!({
@@ -537,18 +609,39 @@ pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
     });
     std::fs::create_dir_all(out).map_err(|e| io(&e))?;
     std::fs::write(out.join(DELTA_SHARD), &delta).map_err(|e| io(&e))?;
-    std::fs::write(out.join("model.safetensors.index.json"), format!("{index:#}\n")).map_err(|e| io(&e))?;
+    std::fs::write(
+        out.join("model.safetensors.index.json"),
+        format!("{index:#}\n"),
+    )
+    .map_err(|e| io(&e))?;
     std::fs::copy(model_dir.join("config.json"), out.join("config.json")).map_err(|e| io(&e))?;
     Ok(delta.len())
 }
 
 /// [`evaluate`] for a model folder and a text file (one passage per line).
-pub fn evaluate_dir(model_dir: &Path, text: &Path, seed: u64, device: &Device) -> crate::Result<Accuracy> {
+pub fn evaluate_dir(
+    model_dir: &Path,
+    text: &Path,
+    seed: u64,
+    device: &Device,
+) -> crate::Result<Accuracy> {
     let files = ModelFiles::from_dir(model_dir)?;
     let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device)?;
-    let text = std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
-    let corpus = Corpus::from_text(&text, &files.tokenizer, files.config.max_position_embeddings.min(128))?;
+    let text =
+        std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
+    let corpus = Corpus::from_text(
+        &text,
+        &files.tokenizer,
+        files.config.max_position_embeddings.min(128),
+    )?;
     let specials = files.tokenizer.special_ids();
     let vocab = vocabulary(&files, &specials)?;
-    evaluate(&model, &corpus.sequences, &vocab, files.config.pad_token_id as u32, seed, device)
+    evaluate(
+        &model,
+        &corpus.sequences,
+        &vocab,
+        files.config.pad_token_id as u32,
+        seed,
+        device,
+    )
 }

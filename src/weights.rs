@@ -358,7 +358,11 @@ struct Saver {
 impl Saver {
     fn tensor<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
         let shape = tensor.dims().to_vec();
-        let values = tensor.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let values = tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
         let bytes = match self.dtype {
             Dtype::F16 => values
                 .iter()
@@ -411,7 +415,10 @@ impl Saver {
             self.linear(&format!("{prefix}.attention.self.key"), &a.key);
             self.linear(&format!("{prefix}.attention.self.value"), &a.value);
             self.linear(&format!("{prefix}.attention.output.dense"), &a.dense);
-            self.layer_norm(&format!("{prefix}.attention.output.LayerNorm"), &a.layer_norm);
+            self.layer_norm(
+                &format!("{prefix}.attention.output.LayerNorm"),
+                &a.layer_norm,
+            );
             self.linear(&format!("{prefix}.intermediate.dense"), &layer.intermediate);
             self.linear(&format!("{prefix}.output.dense"), &layer.output);
             self.layer_norm(&format!("{prefix}.output.LayerNorm"), &layer.layer_norm);

@@ -179,9 +179,17 @@ fn shipped_fill_mask_model_matches_transformers() {
         &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
     )
     .unwrap();
-    let pipeline =
-        FillMask::load(ModelFiles::from_dir(&dir).unwrap(), Backend::Cpu.device().unwrap()).unwrap();
-    for (text, want) in meta["texts"].as_array().unwrap().iter().zip(meta["fill_mask"].as_array().unwrap()) {
+    let pipeline = FillMask::load(
+        ModelFiles::from_dir(&dir).unwrap(),
+        Backend::Cpu.device().unwrap(),
+    )
+    .unwrap();
+    for (text, want) in meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(meta["fill_mask"].as_array().unwrap())
+    {
         let output = block_on(pipeline.predict(text.as_str().unwrap(), 5)).unwrap();
         let got = &output.masks[0];
         // Ranks may swap only between near-equal scores; each token's score must match.
@@ -192,8 +200,18 @@ fn shipped_fill_mask_model_matches_transformers() {
                 .find(|p| p.token_id == id)
                 .unwrap_or_else(|| panic!("{text}: {} missing from {got:?}", w["token"]));
             let diff = (p.score as f64 - w["score"].as_f64().unwrap()).abs();
-            assert!(diff <= 1e-4, "{text}: score of {} differs by {diff}", p.token);
+            assert!(
+                diff <= 1e-4,
+                "{text}: score of {} differs by {diff}",
+                p.token
+            );
         }
-        println!("{text} → {}", got.iter().map(|p| p.token.as_str()).collect::<Vec<_>>().join(", "));
+        println!(
+            "{text} → {}",
+            got.iter()
+                .map(|p| p.token.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 }

@@ -17,7 +17,10 @@ use webbert::train::{mlm_loss, prepare};
 use webbert::weights::load_bert_for_masked_lm;
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 #[test]
@@ -30,7 +33,13 @@ fn one_step_loss_and_gradients_match_pytorch() {
     let files = ModelFiles::from_dir(&fixtures().join("tiny-mlm")).unwrap();
     let model = load_bert_for_masked_lm(&files.checkpoint, &files.config, &device).unwrap();
 
-    let ints = |v: &Value| -> Vec<i64> { v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect() };
+    let ints = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
     let rows = fixture["input_ids"].as_array().unwrap();
     let masked: Vec<MaskedSequence> = (0..rows.len())
         .map(|r| {
@@ -39,7 +48,10 @@ fn one_step_loss_and_gradients_match_pytorch() {
             let labels = ints(&fixture["labels"][r]);
             MaskedSequence {
                 input_ids: ids[..len].iter().map(|&i| i as u32).collect(),
-                labels: labels[..len].iter().map(|&l| (l >= 0).then_some(l as u32)).collect(),
+                labels: labels[..len]
+                    .iter()
+                    .map(|&l| (l >= 0).then_some(l as u32))
+                    .collect(),
             }
         })
         .collect();
@@ -49,47 +61,99 @@ fn one_step_loss_and_gradients_match_pytorch() {
 
     let loss = values(loss.inner())[0];
     let expected = fixture["loss"].as_f64().unwrap() as f32;
-    assert!((loss - expected).abs() < 1e-4, "loss {loss} vs PyTorch {expected}");
+    assert!(
+        (loss - expected).abs() < 1e-4,
+        "loss {loss} vs PyTorch {expected}"
+    );
     println!("loss {loss} vs PyTorch {expected}");
 
     let grad = |p: &Param<Tensor<1>>| values(p.val().grad(&grads).expect("has a gradient"));
     let grad2 = |p: &Param<Tensor<2>>| values(p.val().grad(&grads).expect("has a gradient"));
     // burn's Linear weight is [in, out]; PyTorch's [out, in].
-    let grad_linear = |p: &Param<Tensor<2>>| values(p.val().grad(&grads).expect("has a gradient").transpose());
+    let grad_linear =
+        |p: &Param<Tensor<2>>| values(p.val().grad(&grads).expect("has a gradient").transpose());
     let (bert, cls) = (&model.bert, &model.cls);
     let ours: Vec<(&str, Vec<f32>)> = vec![
-        ("bert.embeddings.word_embeddings.weight", grad2(&bert.embeddings.word_embeddings.weight)),
-        ("bert.embeddings.position_embeddings.weight", grad2(&bert.embeddings.position_embeddings.weight)),
-        ("bert.embeddings.LayerNorm.weight", grad(&bert.embeddings.layer_norm.gamma)),
-        ("bert.encoder.layer.0.attention.self.query.weight", grad_linear(&bert.layers[0].attention.query.weight)),
-        ("bert.encoder.layer.0.attention.self.value.bias", grad(bert.layers[0].attention.value.bias.as_ref().unwrap())),
-        ("bert.encoder.layer.1.intermediate.dense.bias", grad(bert.layers[1].intermediate.bias.as_ref().unwrap())),
-        ("bert.encoder.layer.1.output.dense.weight", grad_linear(&bert.layers[1].output.weight)),
-        ("bert.encoder.layer.1.output.LayerNorm.weight", grad(&bert.layers[1].layer_norm.gamma)),
-        ("cls.predictions.transform.dense.weight", grad_linear(&cls.dense.weight)),
-        ("cls.predictions.transform.LayerNorm.bias", grad(cls.layer_norm.beta.as_ref().unwrap())),
+        (
+            "bert.embeddings.word_embeddings.weight",
+            grad2(&bert.embeddings.word_embeddings.weight),
+        ),
+        (
+            "bert.embeddings.position_embeddings.weight",
+            grad2(&bert.embeddings.position_embeddings.weight),
+        ),
+        (
+            "bert.embeddings.LayerNorm.weight",
+            grad(&bert.embeddings.layer_norm.gamma),
+        ),
+        (
+            "bert.encoder.layer.0.attention.self.query.weight",
+            grad_linear(&bert.layers[0].attention.query.weight),
+        ),
+        (
+            "bert.encoder.layer.0.attention.self.value.bias",
+            grad(bert.layers[0].attention.value.bias.as_ref().unwrap()),
+        ),
+        (
+            "bert.encoder.layer.1.intermediate.dense.bias",
+            grad(bert.layers[1].intermediate.bias.as_ref().unwrap()),
+        ),
+        (
+            "bert.encoder.layer.1.output.dense.weight",
+            grad_linear(&bert.layers[1].output.weight),
+        ),
+        (
+            "bert.encoder.layer.1.output.LayerNorm.weight",
+            grad(&bert.layers[1].layer_norm.gamma),
+        ),
+        (
+            "cls.predictions.transform.dense.weight",
+            grad_linear(&cls.dense.weight),
+        ),
+        (
+            "cls.predictions.transform.LayerNorm.bias",
+            grad(cls.layer_norm.beta.as_ref().unwrap()),
+        ),
         ("cls.predictions.bias", grad(&cls.bias)),
     ];
     assert_eq!(ours.len(), fixture["tensors"].as_array().unwrap().len());
     for (name, ours) in ours {
         let (_, reference) = golden.get(name);
         let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        assert!(scale > 1e-6, "{name}: the reference gradient is zero, the check would be void");
+        assert!(
+            scale > 1e-6,
+            "{name}: the reference gradient is zero, the check would be void"
+        );
         let diff = max_abs_diff(&ours, reference);
         println!("{name}: max abs diff {diff:.1e} (max |grad| {scale:.1e})");
-        assert!(diff <= 1e-4, "{name}: gradient differs from PyTorch by {diff} (max |grad| {scale})");
+        assert!(
+            diff <= 1e-4,
+            "{name}: gradient differs from PyTorch by {diff} (max |grad| {scale})"
+        );
     }
 }
 
 fn webbert(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_webbert")).args(args).output().unwrap();
-    assert!(out.status.success(), "webbert {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_webbert"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "webbert {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn tensor_bytes(path: &Path, name: &str) -> Vec<u8> {
     let bytes = std::fs::read(path).unwrap();
-    SafeTensors::deserialize(&bytes).unwrap().tensor(name).unwrap().data().to_vec()
+    SafeTensors::deserialize(&bytes)
+        .unwrap()
+        .tensor(name)
+        .unwrap()
+        .data()
+        .to_vec()
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -103,7 +167,8 @@ fn scratch(name: &str) -> PathBuf {
 fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
     let dir = scratch("train");
     let corpus = dir.join("corpus.txt");
-    let text = "the man is playing the guitar\nthe dog is over the street\na man and a dog\n".repeat(4);
+    let text =
+        "the man is playing the guitar\nthe dog is over the street\na man and a dog\n".repeat(4);
     std::fs::write(&corpus, text).unwrap();
     let base = fixtures().join("tiny-mlm");
     let (corpus, base) = (corpus.to_str().unwrap(), base.to_str().unwrap());
@@ -112,9 +177,27 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
     let train = |out: &Path, steps: &str, extra: &[&str]| {
         let out = out.to_str().unwrap().to_string();
         let mut args = vec![
-            "train-mlm", "--base", base, "--corpus", corpus, "--heldout", corpus, "--out", &out,
-            "--steps", steps, "--batch-size", "4", "--max-len", "32", "--lr", "3e-3", "--warmup-steps", "2",
-            "--checkpoint-every", "50",
+            "train-mlm",
+            "--base",
+            base,
+            "--corpus",
+            corpus,
+            "--heldout",
+            corpus,
+            "--out",
+            &out,
+            "--steps",
+            steps,
+            "--batch-size",
+            "4",
+            "--max-len",
+            "32",
+            "--lr",
+            "3e-3",
+            "--warmup-steps",
+            "2",
+            "--checkpoint-every",
+            "50",
         ];
         args.extend_from_slice(extra);
         webbert(&args)
@@ -131,7 +214,10 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
     train(&split, "100", &["--until", "50"]);
     train(&split, "100", &["--resume"]);
     let model = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
-    assert!(model(&whole) == model(&split), "a resumed run differs from an uninterrupted one");
+    assert!(
+        model(&whole) == model(&split),
+        "a resumed run differs from an uninterrupted one"
+    );
 
     let word = "bert.embeddings.word_embeddings.weight";
     assert_eq!(
@@ -140,21 +226,43 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
         "the word embeddings must stay frozen"
     );
     assert_ne!(
-        tensor_bytes(&whole.join("model.safetensors"), "bert.encoder.layer.0.attention.self.query.weight"),
-        tensor_bytes(&fixtures().join("tiny-mlm/model.safetensors"), "bert.encoder.layer.0.attention.self.query.weight"),
+        tensor_bytes(
+            &whole.join("model.safetensors"),
+            "bert.encoder.layer.0.attention.self.query.weight"
+        ),
+        tensor_bytes(
+            &fixtures().join("tiny-mlm/model.safetensors"),
+            "bert.encoder.layer.0.attention.self.query.weight"
+        ),
         "the encoder must train"
     );
 
     let shipped = dir.join("shipped");
-    webbert(&["ship-mlm", "--model", whole.to_str().unwrap(), "--out", shipped.to_str().unwrap()]);
+    webbert(&[
+        "ship-mlm",
+        "--model",
+        whole.to_str().unwrap(),
+        "--out",
+        shipped.to_str().unwrap(),
+    ]);
     let delta = std::fs::read(shipped.join(webbert::train::DELTA_SHARD)).unwrap();
     let delta = SafeTensors::deserialize(&delta).unwrap();
-    assert!(delta.tensor(word).is_err(), "the delta must leave out the word embeddings");
-    let query = delta.tensor("bert.encoder.layer.0.attention.self.query.weight").unwrap();
+    assert!(
+        delta.tensor(word).is_err(),
+        "the delta must leave out the word embeddings"
+    );
+    let query = delta
+        .tensor("bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
     assert_eq!(query.dtype(), safetensors::Dtype::F16);
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(shipped.join("model.safetensors.index.json")).unwrap()).unwrap();
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(shipped.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(index["weight_map"][word], webbert::train::BASE_SHARD);
-    assert_eq!(index["weight_map"]["cls.predictions.bias"], webbert::train::DELTA_SHARD);
+    assert_eq!(
+        index["weight_map"]["cls.predictions.bias"],
+        webbert::train::DELTA_SHARD
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

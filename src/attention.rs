@@ -36,14 +36,15 @@ impl BertAttention {
         }
     }
 
-    /// Which keys each query may not attend to: the padding, `[batch, heads, seq, seq]` (true = masked), a
-    /// broadcast view of `attention_mask` `[batch, seq]` (1 for tokens, 0 for padding).
+    /// Which keys each query may not attend to: the padding, `[batch, heads, seq, seq]` (true = masked), from
+    /// `attention_mask` `[batch, seq]` (1 for tokens, 0 for padding). Compared after the broadcast, so the
+    /// mask is one contiguous tensor made once per forward, not a view each layer's kernel copies again.
     pub fn padding_mask(&self, attention_mask: Tensor<2>) -> Tensor<4, Bool> {
         let [batch, seq] = attention_mask.dims();
         attention_mask
-            .equal_elem(0.0)
             .reshape([batch, 1, 1, seq])
             .expand([batch, self.num_heads, seq, seq])
+            .equal_elem(0.0)
     }
 
     /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op: backends with a

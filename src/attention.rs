@@ -9,6 +9,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::config::BertConfig;
+use crate::linear::linear;
 
 #[derive(Module, Debug)]
 pub struct BertAttention {
@@ -78,9 +79,9 @@ impl BertAttention {
                 .swap_dims(1, 2)
         };
         (
-            heads(self.query.forward(hidden.clone())),
-            heads(self.key.forward(hidden.clone())),
-            heads(self.value.forward(hidden)),
+            heads(linear(&self.query, hidden.clone(), false)),
+            heads(linear(&self.key, hidden.clone(), false)),
+            heads(linear(&self.value, hidden, false)),
         )
     }
 
@@ -89,6 +90,6 @@ impl BertAttention {
         let [batch, seq, width] = hidden.dims();
         let context = context.swap_dims(1, 2).reshape([batch, seq, width]);
         self.layer_norm
-            .forward(self.dense.forward(context) + hidden)
+            .forward(linear(&self.dense, context, false) + hidden)
     }
 }

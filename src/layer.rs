@@ -8,6 +8,7 @@ use burn::tensor::{Bool, Device, Tensor};
 
 use crate::attention::BertAttention;
 use crate::config::{BertConfig, HiddenAct};
+use crate::linear::linear;
 
 #[derive(Module, Debug)]
 pub struct BertLayer {
@@ -59,8 +60,11 @@ impl BertLayer {
 
     /// Linear, activation, Linear, then residual + LayerNorm.
     fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
-        let inner = activate(self.hidden_act, self.intermediate.forward(attended.clone()));
+        let inner = match self.hidden_act {
+            HiddenAct::Gelu => linear(&self.intermediate, attended.clone(), true),
+            act => activate(act, linear(&self.intermediate, attended.clone(), false)),
+        };
         self.layer_norm
-            .forward(self.output.forward(inner) + attended)
+            .forward(linear(&self.output, inner, false) + attended)
     }
 }

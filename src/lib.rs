@@ -1,7 +1,7 @@
 //! webbert: BERT-family encoders on burn, the same code natively and in the browser (WebGPU).
 //!
 //! Data flows one way: [`tokenizer`] → [`model`] ([`embeddings`], [`layer`] ∘ [`attention`]) → [`heads`]
-//! → [`pipelines`]. [`weights`] and [`source`] build the model from Hugging Face files. Natively,
+//! → [`pipelines`]; every Linear layer runs through [`linear`] (one fused kernel on the GPU). [`weights`] and [`source`] build the model from Hugging Face files. Natively,
 //! [`train`] fits the masked-LM head and encoder with BERT's recipe ([`masking`]).
 
 pub mod attention;
@@ -11,6 +11,7 @@ pub mod embeddings;
 pub mod error;
 pub mod heads;
 pub mod layer;
+pub mod linear;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod masking;
 pub mod model;

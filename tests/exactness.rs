@@ -215,3 +215,39 @@ fn shipped_fill_mask_model_matches_transformers() {
         );
     }
 }
+
+/// The Linear kernel on shapes that are not multiples of its 4×4 tile (edge rows and columns), against
+/// the sum computed here in f64.
+#[test]
+fn linear_on_edge_shapes_matches_f64() {
+    use burn::nn::LinearConfig;
+    use burn::tensor::{Tensor, TensorData};
+    let (rows, width, out) = (7, 13, 10);
+    let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
+    let x: Vec<f32> = (0..rows * width).map(value).collect();
+    let w: Vec<f32> = (0..width * out).map(|i| value(i + 5)).collect();
+    let b: Vec<f32> = (0..out).map(|i| value(i + 11)).collect();
+    for backend in BACKENDS {
+        let device = backend.device().unwrap();
+        let mut layer = LinearConfig::new(width, out).init(&device);
+        layer.weight = layer
+            .weight
+            .map(|_| Tensor::from_data(TensorData::new(w.clone(), [width, out]), &device));
+        layer.bias = layer
+            .bias
+            .map(|p| p.map(|_| Tensor::from_data(TensorData::new(b.clone(), [out]), &device)));
+        let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, width]), &device);
+        let got = read(webbert::linear::linear(&layer, input, false));
+        let want: Vec<f32> = (0..rows * out)
+            .map(|i| {
+                let (r, c) = (i / out, i % out);
+                let dot: f64 = (0..width)
+                    .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
+                    .sum();
+                (dot + b[c] as f64) as f32
+            })
+            .collect();
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff <= 1e-5, "{backend:?}: max abs diff {diff}");
+    }
+}

@@ -4,11 +4,10 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::config::BertConfig;
+use crate::fused_attention::self_attention;
 use crate::linear::linear;
 
 #[derive(Module, Debug)]
@@ -48,12 +47,11 @@ impl BertAttention {
             .equal_elem(0.0)
     }
 
-    /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op: backends with a
-    /// fused kernel (flex) never materialise the probabilities.
+    /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op: the probabilities
+    /// are never materialised (flex's fused kernel on the CPU, ours on the GPU).
     pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
-        let (q, k, v) = self.project(hidden.clone());
-        let context = attention(q, k, v, Some(mask), None, AttentionModuleOptions::default());
-        self.output(context, hidden)
+        let [q, k, v] = self.project(hidden.clone());
+        self.output(self_attention(q, k, v, mask, self.num_heads), hidden)
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
@@ -62,33 +60,31 @@ impl BertAttention {
         hidden: Tensor<3>,
         mask: Tensor<4, Bool>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (q, k, v) = self.project(hidden.clone());
+        let [batch, seq, width] = hidden.dims();
+        let [q, k, v] = self.project(hidden.clone()).map(|x| {
+            x.reshape([batch, seq, self.num_heads, width / self.num_heads])
+                .swap_dims(1, 2)
+        });
         let head_dim = q.dims()[3];
         // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
         let scores =
             (q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt()).mask_fill(mask, f32::MIN);
         let probs = softmax(scores, 3);
-        (self.output(probs.clone().matmul(v), hidden), probs)
+        let context = probs
+            .clone()
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, width]);
+        (self.output(context, hidden), probs)
     }
 
-    /// Q, K, V split into heads: `[batch, heads, seq, head_dim]` each.
-    fn project(&self, hidden: Tensor<3>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let [batch, seq, width] = hidden.dims();
-        let heads = |x: Tensor<3>| {
-            x.reshape([batch, seq, self.num_heads, width / self.num_heads])
-                .swap_dims(1, 2)
-        };
-        (
-            heads(linear(&self.query, hidden.clone(), false)),
-            heads(linear(&self.key, hidden.clone(), false)),
-            heads(linear(&self.value, hidden, false)),
-        )
+    /// Q, K, V `[batch, seq, hidden]`, heads side by side.
+    fn project(&self, hidden: Tensor<3>) -> [Tensor<3>; 3] {
+        [&self.query, &self.key, &self.value].map(|layer| linear(layer, hidden.clone(), false))
     }
 
-    /// Heads concatenated `[batch, heads, seq, head_dim]` → projected, residual + LayerNorm.
-    fn output(&self, context: Tensor<4>, hidden: Tensor<3>) -> Tensor<3> {
-        let [batch, seq, width] = hidden.dims();
-        let context = context.swap_dims(1, 2).reshape([batch, seq, width]);
+    /// Heads concatenated `[batch, seq, hidden]` → projected, residual + LayerNorm.
+    fn output(&self, context: Tensor<3>, hidden: Tensor<3>) -> Tensor<3> {
         self.layer_norm
             .forward(linear(&self.dense, context, false) + hidden)
     }

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod config;
 pub mod embeddings;
 pub mod error;
+pub mod fused_attention;
 pub mod heads;
 pub mod layer;
 pub mod linear;

@@ -101,9 +101,9 @@ mod kernel {
         let rows = output.shape(0);
         let cols = output.shape(1);
         let depth = input.shape(1);
-        let col_tiles = (cols + 3) / 4;
-        let tile = ABSOLUTE_POS as usize;
-        if tile >= (rows + 3) / 4 * col_tiles {
+        let col_tiles = cols.div_ceil(4);
+        let tile = ABSOLUTE_POS;
+        if tile >= rows.div_ceil(4) * col_tiles {
             terminate!();
         }
         let row0 = tile / col_tiles * 4;

@@ -6,6 +6,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor};
 
+use crate::add_norm::add_norm;
 use crate::config::BertConfig;
 use crate::fused_attention::self_attention;
 use crate::linear::linear;
@@ -19,6 +20,7 @@ pub struct BertAttention {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
     pub num_heads: usize,
+    pub layer_norm_eps: f64,
 }
 
 impl BertAttention {
@@ -33,6 +35,7 @@ impl BertAttention {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             num_heads: config.num_attention_heads,
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -85,7 +88,7 @@ impl BertAttention {
 
     /// Heads concatenated `[batch, seq, hidden]` → projected, residual + LayerNorm.
     fn output(&self, context: Tensor<3>, hidden: Tensor<3>) -> Tensor<3> {
-        self.layer_norm
-            .forward(linear(&self.dense, context, false) + hidden)
+        let projected = linear(&self.dense, context, false);
+        add_norm(&self.layer_norm, self.layer_norm_eps, projected, hidden)
     }
 }

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 use crate::layer::activate;
+use crate::linear::{affine, linear};
 use crate::model::{Batch, BertModel};
 
 /// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
@@ -42,15 +43,17 @@ impl MlmHead {
 
     /// `hidden`: `[n, hidden]` → logits `[n, vocab]`.
     pub fn forward(&self, hidden: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
-        let transformed = self
-            .layer_norm
-            .forward(activate(self.hidden_act, self.dense.forward(hidden)));
+        let transformed = match self.hidden_act {
+            HiddenAct::Gelu => linear(&self.dense, hidden, true),
+            act => activate(act, linear(&self.dense, hidden, false)),
+        };
+        let transformed = self.layer_norm.forward(transformed);
         let decoder = self
             .decoder
             .as_ref()
             .map(|d| d.val())
             .unwrap_or(word_embeddings);
-        transformed.matmul(decoder.transpose()) + self.bias.val().unsqueeze()
+        affine(transformed, decoder.transpose(), self.bias.val(), false)
     }
 }
 

@@ -6,6 +6,7 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use burn::tensor::{Bool, Device, Tensor};
 
+use crate::add_norm::add_norm;
 use crate::attention::BertAttention;
 use crate::config::{BertConfig, HiddenAct};
 use crate::linear::linear;
@@ -18,6 +19,7 @@ pub struct BertLayer {
     /// `output.dense`: intermediate → hidden.
     pub output: Linear,
     pub layer_norm: LayerNorm,
+    pub layer_norm_eps: f64,
     #[module(skip)]
     pub hidden_act: HiddenAct,
 }
@@ -40,6 +42,7 @@ impl BertLayer {
             layer_norm: LayerNormConfig::new(config.hidden_size)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
+            layer_norm_eps: config.layer_norm_eps,
             hidden_act: config.hidden_act,
         }
     }
@@ -64,7 +67,7 @@ impl BertLayer {
             HiddenAct::Gelu => linear(&self.intermediate, attended.clone(), true),
             act => activate(act, linear(&self.intermediate, attended.clone(), false)),
         };
-        self.layer_norm
-            .forward(linear(&self.output, inner, false) + attended)
+        let output = linear(&self.output, inner, false);
+        add_norm(&self.layer_norm, self.layer_norm_eps, output, attended)
     }
 }

@@ -4,6 +4,7 @@
 //! → [`pipelines`]; every Linear layer runs through [`linear`] (one fused kernel on the GPU). [`weights`] and [`source`] build the model from Hugging Face files. Natively,
 //! [`train`] fits the masked-LM head and encoder with BERT's recipe ([`masking`]).
 
+pub mod add_norm;
 pub mod attention;
 pub mod backend;
 pub mod config;

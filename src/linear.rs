@@ -24,7 +24,7 @@ const WORKGROUP: u32 = 64;
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait LinearBackend: Backend {
-    /// `input` `[rows, in]`, `weight` `[in, out]`, `bias` `[out]` → `[rows, out]`.
+    /// `input` `[rows, in]`, `weight` `[in, out]` (any strides), `bias` `[out]` → `[rows, out]`.
     fn linear(
         input: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -55,11 +55,8 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        let (input, weight, bias) = (
-            into_contiguous(input),
-            into_contiguous(weight),
-            into_contiguous(bias),
-        );
+        // The weight is read through its strides: a transposed view (the tied MLM decoder) needs no copy.
+        let (input, bias) = (into_contiguous(input), into_contiguous(bias));
         let [rows, _] = input.meta.shape().dims();
         let [_, cols] = weight.meta.shape().dims();
         let dtype = input.dtype;
@@ -111,11 +108,11 @@ mod kernel {
 
         // Edge tiles read clamped rows/columns (in bounds) and skip writing them.
         let mut row_start = Array::<usize>::new(4usize);
-        let mut col = Array::<usize>::new(4usize);
+        let mut col_offset = Array::<usize>::new(4usize);
         #[unroll]
         for i in 0..4 {
             row_start[i] = select(row0 + i < rows, row0 + i, rows - 1) * depth;
-            col[i] = select(col0 + i < cols, col0 + i, cols - 1);
+            col_offset[i] = select(col0 + i < cols, col0 + i, cols - 1) * weight.stride(1);
         }
 
         let mut acc = Array::<F>::new(16usize);
@@ -125,10 +122,10 @@ mod kernel {
         }
         let mut w = Array::<F>::new(4usize);
         for k in 0..depth {
-            let w_row = k * cols;
+            let w_row = k * weight.stride(0);
             #[unroll]
             for j in 0..4 {
-                w[j] = weight[w_row + col[j]];
+                w[j] = weight[w_row + col_offset[j]];
             }
             #[unroll]
             for i in 0..4 {
@@ -146,7 +143,7 @@ mod kernel {
                 #[unroll]
                 for j in 0..4 {
                     if col0 + j < cols {
-                        let mut y = acc[i * 4 + j] + bias[col[j]];
+                        let mut y = acc[i * 4 + j] + bias[col0 + j];
                         if gelu {
                             // Hugging Face's "gelu": x·Φ(x) with the exact erf.
                             y = y * F::new(0.5) * (F::new(1.0) + (y * F::new(0.70710677)).erf());
@@ -159,20 +156,26 @@ mod kernel {
     }
 }
 
-/// A burn `Linear` (weight `[in, out]`) on `input` `[batch, seq, in]`, GELU fused when `gelu`.
-pub fn linear(layer: &Linear, input: Tensor<3>, gelu: bool) -> Tensor<3> {
-    let [batch, seq, width] = input.dims();
+/// A burn `Linear` (weight `[in, out]`) on `input` `[.., in]`, GELU fused when `gelu`.
+pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> Tensor<D> {
+    let mut dims = input.dims();
+    let [width, out] = layer.weight.dims();
     let bias = match &layer.bias {
         Some(bias) => bias.val(),
-        None => Tensor::zeros([layer.weight.dims()[1]], &input.device()),
+        None => Tensor::zeros([out], &input.device()),
     };
-    let output = Dispatch::linear(
-        input.reshape([batch * seq, width]).into_dispatch(),
-        layer.weight.val().into_dispatch(),
+    let rows = input.reshape([dims[..D - 1].iter().product(), width]);
+    dims[D - 1] = out;
+    affine(rows, layer.weight.val(), bias, gelu).reshape(dims)
+}
+
+/// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a
+/// transposed view, `bias` `[out]`.
+pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::linear(
+        input.into_dispatch(),
+        weight.into_dispatch(),
         bias.into_dispatch(),
         gelu,
-    );
-    let output = Tensor::<2>::from_dispatch(output);
-    let out = output.dims()[1];
-    output.reshape([batch, seq, out])
+    ))
 }

@@ -211,6 +211,7 @@ impl Loader<'_> {
             dense: self.linear(&format!("{prefix}.output.dense"), h, h)?,
             layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
             num_heads: self.config.num_attention_heads,
+            layer_norm_eps: self.config.layer_norm_eps,
         })
     }
 
@@ -221,6 +222,7 @@ impl Loader<'_> {
             intermediate: self.linear(&format!("{prefix}.intermediate.dense"), h, i)?,
             output: self.linear(&format!("{prefix}.output.dense"), i, h)?,
             layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
+            layer_norm_eps: self.config.layer_norm_eps,
             hidden_act: self.config.hidden_act,
         })
     }

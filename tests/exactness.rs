@@ -216,8 +216,8 @@ fn shipped_fill_mask_model_matches_transformers() {
     }
 }
 
-/// The Linear kernel on shapes that are not multiples of its 4×4 tile (edge rows and columns), against
-/// the sum computed here in f64.
+/// The Linear kernel on shapes that are not multiples of its 4×4 tile (edge rows and columns), with the
+/// weight contiguous and as a transposed view, against the sum computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {
     use burn::nn::LinearConfig;
@@ -249,5 +249,22 @@ fn linear_on_edge_shapes_matches_f64() {
             .collect();
         let diff = max_abs_diff(&got, &want);
         assert!(diff <= 1e-5, "{backend:?}: max abs diff {diff}");
+        // The same weight stored `[out, in]` and passed as a transposed view (the tied MLM decoder's case).
+        let w_t: Vec<f32> = (0..out * width)
+            .map(|i| w[(i % width) * out + i / width])
+            .collect();
+        let transposed =
+            Tensor::<2>::from_data(TensorData::new(w_t, [out, width]), &device).transpose();
+        let input = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, width]), &device);
+        let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
+        let got = webbert::linear::affine(input, transposed, bias, false)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let diff = max_abs_diff(&got, &want);
+        assert!(
+            diff <= 1e-5,
+            "{backend:?} transposed weight: max abs diff {diff}"
+        );
     }
 }

@@ -216,7 +216,7 @@ fn shipped_fill_mask_model_matches_transformers() {
     }
 }
 
-/// The Linear kernel on shapes that are not multiples of its 4×4 tile (edge rows and columns), with the
+/// The Linear kernel on shapes that are not multiples of its tile (edge rows and columns), with the
 /// weight contiguous and as a transposed view, against the sum computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {

@@ -1,0 +1,71 @@
+// Imported first by the profiling copy of webbert's worker (scripts/profile-webgpu.mjs): records every
+// compute dispatch of one call, then replays each alone (its own submit, waited for) and times it.
+const source = new WeakMap(); // shader module or pipeline → WGSL
+const passes = new WeakMap(); // compute pass → its current pipeline and bind group
+let device = null;
+let recording = false;
+const dispatches = [];
+
+function wrap(cls, name, fn) {
+  const original = cls.prototype[name];
+  cls.prototype[name] = function (...args) { return fn.call(this, original.bind(this), args); };
+}
+
+wrap(GPUAdapter, 'requestDevice', async (original, args) => (device = await original(...args)));
+wrap(GPUDevice, 'createShaderModule', (original, args) => {
+  const module = original(...args);
+  source.set(module, args[0].code);
+  return module;
+});
+wrap(GPUDevice, 'createComputePipeline', (original, args) => {
+  const pipeline = original(...args);
+  source.set(pipeline, source.get(args[0].compute.module));
+  return pipeline;
+});
+wrap(GPUDevice, 'createComputePipelineAsync', async (original, args) => {
+  const pipeline = await original(...args);
+  source.set(pipeline, source.get(args[0].compute.module));
+  return pipeline;
+});
+wrap(GPUComputePassEncoder, 'setPipeline', function (original, args) {
+  passes.set(this, { ...passes.get(this), pipeline: args[0] });
+  return original(...args);
+});
+wrap(GPUComputePassEncoder, 'setBindGroup', function (original, args) {
+  passes.set(this, { ...passes.get(this), bindGroup: args });
+  return original(...args);
+});
+wrap(GPUComputePassEncoder, 'dispatchWorkgroups', function (original, args) {
+  if (recording) dispatches.push({ ...passes.get(this), workgroups: args });
+  return original(...args);
+});
+
+async function time({ pipeline, bindGroup, workgroups }) {
+  const start = performance.now();
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(...bindGroup);
+  pass.dispatchWorkgroups(...workgroups);
+  pass.end();
+  device.queue.submit([encoder.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  return performance.now() - start;
+}
+
+self.addEventListener('message', async ({ data }) => {
+  if (data?.profile === 'record') {
+    dispatches.length = 0;
+    recording = true;
+  } else if (data?.profile === 'replay') {
+    recording = false;
+    const rows = [];
+    for (const d of dispatches) {
+      await time(d); // warm
+      const ms = Math.min(await time(d), await time(d));
+      const wgsl = source.get(d.pipeline) ?? '';
+      rows.push({ kernel: wgsl.match(/fn (\w+)\(/)?.[1] ?? '?', workgroups: d.workgroups.join('×'), ms });
+    }
+    self.postMessage({ profile: rows });
+  }
+});

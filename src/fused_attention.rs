@@ -3,7 +3,7 @@
 //!
 //! Why: burn's cube backend has no fused attention without autotune; its fallback (two cubecl matmuls
 //! with barriers, a softmax, head split/merge copies) was the largest cost left on WebGPU after the
-//! Linear kernel (1×128 on SwiftShader: 0.5 s of 1.85 s). Here each invocation owns eight query rows of one
+//! Linear kernel (1×128 on SwiftShader: 0.5 s of 1.85 s). Here each invocation owns four query rows of one
 //! head and runs an online softmax over the keys (no probabilities stored, no barrier); neighbouring
 //! invocations read the same K and V rows. The CPU (flex) and autodiff keep burn's `attention` op.
 
@@ -17,8 +17,9 @@ use cubecl::{CubeCount, CubeDim};
 
 const WORKGROUP: u32 = 64;
 /// Query rows per invocation: each K and V row loaded serves all of them. Attention time per 1×512 forward
-/// on SwiftShader: 1 row 1550 ms, 2 1701, 4 1183, 8 876, 16 742; 8 keeps twice the invocations of 16.
-const QUERY_ROWS: usize = 8;
+/// on SwiftShader: 1 row 1550 ms, 2 1701, 4 1183, 8 876, 16 742; but the unrolled kernel's compile time
+/// counts in the cold start (WebGPU, page load to first result: 4 rows 3.8 s, 8 rows 6.4 s).
+const QUERY_ROWS: usize = 4;
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait AttentionBackend: Backend {

@@ -1,5 +1,5 @@
-//! "Add & Norm": `LayerNorm(x + residual)`, after every attention block and feed-forward network, as one
-//! GPU kernel.
+//! "Add & Norm": `LayerNorm(x + residual)`, after every attention block and feed-forward network (and on
+//! the embeddings' sum), as one GPU kernel.
 //!
 //! Why: burn's cube backend composes LayerNorm from ~9 ops (two reductions and the element-wise steps),
 //! plus one for the residual add: 10 dispatches, 13 times per MiniLM forward. Here one invocation

@@ -4,6 +4,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Int, Tensor};
 
+use crate::add_norm::add_norm;
 use crate::config::BertConfig;
 
 #[derive(Module, Debug)]
@@ -12,6 +13,7 @@ pub struct BertEmbeddings {
     pub position_embeddings: Embedding,
     pub token_type_embeddings: Embedding,
     pub layer_norm: LayerNorm,
+    pub layer_norm_eps: f64,
 }
 
 impl BertEmbeddings {
@@ -24,6 +26,7 @@ impl BertEmbeddings {
             layer_norm: LayerNormConfig::new(config.hidden_size)
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
+            layer_norm_eps: config.layer_norm_eps,
         }
     }
 
@@ -33,9 +36,9 @@ impl BertEmbeddings {
         let position_ids = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device())
             .unsqueeze::<2>()
             .expand([batch, seq]);
-        let embeddings = self.word_embeddings.forward(input_ids)
-            + self.position_embeddings.forward(position_ids)
+        let tokens = self.word_embeddings.forward(input_ids)
             + self.token_type_embeddings.forward(token_type_ids);
-        self.layer_norm.forward(embeddings)
+        let positions = self.position_embeddings.forward(position_ids);
+        add_norm(&self.layer_norm, self.layer_norm_eps, tokens, positions)
     }
 }

@@ -244,6 +244,7 @@ impl Loader<'_> {
                 c.type_vocab_size,
             )?,
             layer_norm: self.layer_norm(&format!("{prefix}embeddings.LayerNorm"))?,
+            layer_norm_eps: c.layer_norm_eps,
         };
         let layers = (0..c.num_hidden_layers)
             .map(|n| self.layer(&format!("{prefix}encoder.layer.{n}")))

@@ -259,7 +259,7 @@ fn linear_on_edge_shapes_matches_f64() {
         let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
         let got = webbert::linear::affine(input, transposed, bias, false)
             .into_data()
-            .to_vec::<f32>()
+            .try_into_vec::<f32>()
             .unwrap();
         let diff = max_abs_diff(&got, &want);
         assert!(

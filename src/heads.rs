@@ -5,8 +5,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
-use crate::layer::activate;
-use crate::linear::{affine, linear};
+use crate::layer::linear_activate;
+use crate::linear::affine;
 use crate::model::{Batch, BertModel};
 
 /// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
@@ -43,11 +43,9 @@ impl MlmHead {
 
     /// `hidden`: `[n, hidden]` → logits `[n, vocab]`.
     pub fn forward(&self, hidden: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
-        let transformed = match self.hidden_act {
-            HiddenAct::Gelu => linear(&self.dense, hidden, true),
-            act => activate(act, linear(&self.dense, hidden, false)),
-        };
-        let transformed = self.layer_norm.forward(transformed);
+        let transformed =
+            self.layer_norm
+                .forward(linear_activate(&self.dense, self.hidden_act, hidden));
         let decoder = self
             .decoder
             .as_ref()

@@ -24,11 +24,19 @@ pub struct BertLayer {
     pub hidden_act: HiddenAct,
 }
 
-pub fn activate<const D: usize>(act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
+fn activate<const D: usize>(act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
     match act {
         HiddenAct::Gelu => gelu(x),
         HiddenAct::GeluNew => gelu_approximate(x),
         HiddenAct::Relu => relu(x),
+    }
+}
+
+/// `layer` then `act`; the exact GELU (BERT's default) is fused into the Linear kernel.
+pub fn linear_activate<const D: usize>(layer: &Linear, act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
+    match act {
+        HiddenAct::Gelu => linear(layer, x, true),
+        act => activate(act, linear(layer, x, false)),
     }
 }
 
@@ -63,10 +71,7 @@ impl BertLayer {
 
     /// Linear, activation, Linear, then residual + LayerNorm.
     fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
-        let inner = match self.hidden_act {
-            HiddenAct::Gelu => linear(&self.intermediate, attended.clone(), true),
-            act => activate(act, linear(&self.intermediate, attended.clone(), false)),
-        };
+        let inner = linear_activate(&self.intermediate, self.hidden_act, attended.clone());
         let output = linear(&self.output, inner, false);
         add_norm(&self.layer_norm, self.layer_norm_eps, output, attended)
     }

@@ -8,6 +8,7 @@ pub mod add_norm;
 pub mod attention;
 pub mod backend;
 pub mod config;
+pub mod cpu_kernels;
 pub mod embeddings;
 pub mod error;
 pub mod fused_attention;

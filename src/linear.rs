@@ -5,17 +5,21 @@
 //! Profiled on WebGPU (SwiftShader), its 36 dispatches per MiniLM forward took 3.8 s of 4.4 s. This
 //! kernel needs no shared memory and no barrier: each invocation accumulates an 8×8 output tile in
 //! registers, reading `x` rows and `W` columns that its neighbours also read (so caches serve them),
-//! and adds the bias (and GELU) before its single write. On the CPU (flex) and under autodiff the
-//! trait's default body composes burn's own ops, so training and the CPU path are unchanged.
+//! and adds the bias (and GELU) before its single write. In the browser's CPU path the same job goes to
+//! [`crate::cpu_kernels`]; natively on the CPU and under autodiff the trait's default body composes burn's
+//! own ops, so training is unchanged.
 
 use burn::backend::TensorMetadata;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
+
+use crate::cpu_kernels::{self, Epilogue, Matrix};
 
 /// Rows and columns of output each invocation computes. Measured on SwiftShader at 1×128 (Linear kernels'
 /// time per forward): 4×4 1174 ms, 8×4 858, 8×8 602, 16×8 526 (but a single workgroup at 1×16), 16×16 564.
@@ -33,16 +37,82 @@ pub trait LinearBackend: Backend {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        let out = bias.shape()[0];
-        let output = Self::float_add(
-            Self::float_matmul(input, weight),
-            Self::float_reshape(bias, Shape::new([1, out])),
-        );
-        if gelu { Self::gelu(output) } else { output }
+        composed::<Self>(input, weight, bias, gelu)
     }
 }
 
-impl LinearBackend for Flex {}
+/// The same with burn's own ops (autodiff, and shapes or dtypes our kernels do not take).
+fn composed<B: Backend>(
+    input: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    gelu: bool,
+) -> FloatTensor<B> {
+    let out = bias.shape()[0];
+    let output = B::float_add(
+        B::float_matmul(input, weight),
+        B::float_reshape(bias, Shape::new([1, out])),
+    );
+    if gelu { B::gelu(output) } else { output }
+}
+
+/// On the CPU path in the browser, our single-threaded SIMD kernel ([`crate::cpu_kernels`]); natively
+/// flex's gemm runs on all cores.
+impl LinearBackend for Flex {
+    fn linear(input: FlexTensor, weight: FlexTensor, bias: FlexTensor, gelu: bool) -> FlexTensor {
+        if cfg!(target_arch = "wasm32")
+            && let Some(output) = flex_linear(&input, &weight, &bias, gelu)
+        {
+            return output;
+        }
+        composed::<Self>(input, weight, bias, gelu)
+    }
+}
+
+/// [`cpu_kernels::gemm`] when everything is f32 and the weight's rows are contiguous (not the tied
+/// decoder's transposed view); `None` otherwise.
+fn flex_linear(
+    input: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    gelu: bool,
+) -> Option<FlexTensor> {
+    if [input, weight, bias]
+        .iter()
+        .any(|t| t.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let ([rows, depth], [_, cols]) = (input.shape().dims(), weight.shape().dims());
+    let layout = weight.layout();
+    let row_stride = layout.strides()[0];
+    if cols > 1 && layout.strides()[1] != 1 || row_stride < cols as isize {
+        return None;
+    }
+    let weight = Matrix {
+        data: &weight.storage::<f32>()[layout.start_offset()..],
+        row_stride: row_stride as usize,
+    };
+    let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
+    let input = Matrix {
+        data: input.as_slice::<f32>()?,
+        row_stride: depth,
+    };
+    let mut output = vec![0.0; rows * cols];
+    let epilogue = Epilogue {
+        bias: Some(bias.as_slice::<f32>()?),
+        gelu,
+    };
+    cpu_kernels::gemm(
+        (rows, cols, depth),
+        input,
+        weight,
+        &mut output,
+        cols,
+        epilogue,
+    );
+    Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 impl<B: LinearBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
@@ -187,4 +257,35 @@ pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) 
         bias.into_dispatch(),
         gelu,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: [usize; 2], seed: f32) -> FlexTensor {
+        let values = (0..shape[0] * shape[1])
+            .map(|i| (i as f32 * 0.37 + seed).sin())
+            .collect();
+        FlexTensor::from_data(TensorData::new::<f32, _>(values, shape))
+    }
+
+    /// The browser's CPU kernel through its flex glue, against burn's own ops on the same tensors.
+    #[test]
+    fn flex_linear_matches_burn_ops() {
+        let (input, weight) = (tensor([13, 40], 1.0), tensor([40, 35], 2.0));
+        let bias = FlexTensor::from_data(TensorData::new(
+            (0..35).map(|i| i as f32 * 0.1).collect(),
+            [35],
+        ));
+        for gelu in [false, true] {
+            let got = flex_linear(&input, &weight, &bias, gelu).expect("row-major f32 weight");
+            let want = composed::<Flex>(input.clone(), weight.clone(), bias.clone(), gelu);
+            let diff = cpu_kernels::max_abs_diff(got, want);
+            assert!(diff < 1e-5, "gelu={gelu}: max diff {diff}");
+        }
+        // A transposed view (the tied decoder) is left to burn's matmul.
+        let transposed = tensor([35, 40], 3.0).transpose(0, 1);
+        assert!(flex_linear(&input, &transposed, &bias, false).is_none());
+    }
 }

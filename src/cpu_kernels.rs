@@ -1,0 +1,689 @@
+//! The CPU path's two hot loops, written for one thread of WebAssembly SIMD128 (the browser's CPU
+//! fallback): `x·W + b` (+ GELU) and softmax attention over all heads.
+//!
+//! Why our own: a V8 profile of the CPU path (MiniLM, 1×128) put 70% of its time in the `gemm` crate
+//! (micro-kernel plus re-packing the activations on every call) and 18% in scalar libm `erf`/`exp` for
+//! GELU and burn's naive attention. Here the activations are read in place, each 8-column weight panel
+//! is copied into a contiguous buffer that stays in L1 while every row block streams past it, bias and
+//! GELU are applied in registers before the single store, and `erf`/`exp` are four-lane polynomials.
+//! The lanes are [`F32x4`]: SIMD128 in wasm, plain arrays elsewhere (so the same loops are tested
+//! natively). The shipped .wasm is built at opt-level z, which inlines only what is forced and unrolls
+//! nothing: hence `#[inline(always)]` throughout and the macros that write the row loops out.
+
+pub use lanes::F32x4;
+
+/// Output rows per micro-kernel call (`block4`): 4 rows × 8 columns is 8 accumulators, which with the
+/// two weight vectors and a broadcast fit the 15 vector registers V8 allocates on x86-64. Measured on the
+/// CPU path (MiniLM 1×128 forward): 4 rows 120 ms, 6 rows 165 ms (spills); unrolling the depth loop ×4
+/// made LLVM hoist all its loads, 185 ms.
+const MR: usize = 4;
+/// Output columns per micro-kernel call: two vectors.
+const NR: usize = 8;
+/// Depth per pass, so a packed weight panel (`KC × NR` floats, 8 KiB) stays in L1. 1×512 forward: 128
+/// 475–530 ms, 256 430–458, 512 441–476.
+const KC: usize = 256;
+/// Below this many rows, copying a weight panel costs more than its strided reads save. Packing took
+/// the 1×512 forward from 535–585 ms to 430–458 (the unpacked panel's rows, a row stride apart, fall
+/// into a few L1 sets and evict each other).
+const PACK_MIN_ROWS: usize = 16;
+
+/// What happens to `a·b` before it is stored.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added to every row.
+    pub bias: Option<&'a [f32]>,
+    /// Hugging Face's `gelu` (exact erf form) after the bias.
+    pub gelu: bool,
+}
+
+/// A row-major matrix view: element `(i, j)` at `data[i * row_stride + j]`.
+#[derive(Clone, Copy)]
+pub struct Matrix<'a> {
+    pub data: &'a [f32],
+    pub row_stride: usize,
+}
+
+/// `c[m, n] = epilogue(a[m, k] · b[k, n])`, every operand row-major with its own row stride.
+///
+/// Panics if a slice is too short for its shape (callers pass tensors whose shapes they checked).
+pub fn gemm(
+    (m, n, k): (usize, usize, usize),
+    a: Matrix,
+    b: Matrix,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let needs = |rows: usize, stride: usize, cols: usize| (rows - 1) * stride + cols;
+    assert!(
+        k == 0 || a.data.len() >= needs(m, a.row_stride, k),
+        "gemm: lhs too short"
+    );
+    assert!(
+        k == 0 || b.data.len() >= needs(k, b.row_stride, n),
+        "gemm: rhs too short"
+    );
+    assert!(c.len() >= needs(m, ldc, n), "gemm: output too short");
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= n, "gemm: bias too short");
+    }
+
+    let full_cols = n / NR * NR;
+    let passes = k.div_ceil(KC).max(1);
+    let mut packed = Vec::new();
+    if m >= PACK_MIN_ROWS {
+        packed.resize(KC.min(k) * NR, 0.0);
+    }
+    for pass in 0..passes {
+        let depth = pass * KC..((pass + 1) * KC).min(k);
+        let stage = Stage {
+            first: pass == 0,
+            last: pass + 1 == passes,
+            epilogue,
+        };
+        for col in (0..full_cols).step_by(NR) {
+            let panel = if packed.is_empty() {
+                Matrix {
+                    data: &b.data[depth.start * b.row_stride + col..],
+                    row_stride: b.row_stride,
+                }
+            } else {
+                pack_panel(b, depth.clone(), col, &mut packed)
+            };
+            let mut row = 0;
+            while row + MR <= m {
+                // SAFETY: rows row..row+MR, columns col..col+NR and depth are in bounds (asserted above).
+                unsafe { block4(row, col, depth.len(), a, depth.start, panel, c, ldc, stage) };
+                row += MR;
+            }
+            // SAFETY: as above, for the remaining m - row < MR rows.
+            unsafe {
+                match m - row {
+                    1 => block1(row, col, depth.len(), a, depth.start, panel, c, ldc, stage),
+                    2 => block2(row, col, depth.len(), a, depth.start, panel, c, ldc, stage),
+                    3 => block3(row, col, depth.len(), a, depth.start, panel, c, ldc, stage),
+                    _ => {}
+                }
+            }
+        }
+    }
+    // The last n % NR columns (the 30522-token vocabulary leaves 2): plain dot products.
+    for i in 0..m {
+        for j in full_cols..n {
+            let mut sum = epilogue.bias.map_or(0.0, |bias| bias[j]);
+            for p in 0..k {
+                sum += a.data[i * a.row_stride + p] * b.data[p * b.row_stride + j];
+            }
+            c[i * ldc + j] = if epilogue.gelu {
+                gelu(F32x4::splat(sum)).to_array()[0]
+            } else {
+                sum
+            };
+        }
+    }
+}
+
+/// Rows `depth`, columns `col..col + NR` of `b`, copied into `packed` one row after the other.
+fn pack_panel<'a>(
+    b: Matrix,
+    depth: core::ops::Range<usize>,
+    col: usize,
+    packed: &'a mut [f32],
+) -> Matrix<'a> {
+    let src = &b.data[depth.start * b.row_stride + col..];
+    assert!(src.len() >= (depth.len() - 1) * b.row_stride + NR && packed.len() >= depth.len() * NR);
+    for p in 0..depth.len() {
+        // SAFETY: in bounds of `src` and `packed` (asserted above).
+        unsafe {
+            let (from, to) = (
+                src.as_ptr().add(p * b.row_stride),
+                packed.as_mut_ptr().add(p * NR),
+            );
+            F32x4::load(from).store(to);
+            F32x4::load(from.add(4)).store(to.add(4));
+        }
+    }
+    Matrix {
+        data: packed,
+        row_stride: NR,
+    }
+}
+
+/// Where a depth pass stands: the bias goes in on the first, GELU on the last.
+#[derive(Clone, Copy)]
+struct Stage<'a> {
+    first: bool,
+    last: bool,
+    epilogue: Epilogue<'a>,
+}
+
+/// `$rows` rows × `NR` columns of `c` at (`row`, `col`): `depth` steps of `a` from column `a_col`
+/// against the `panel` of `b` (its rows from `a_col`, columns `col..col + NR`), accumulating onto earlier
+/// passes. A macro, not a loop over rows: at opt-level z LLVM unrolls nothing, and only constant indices
+/// let the accumulators live in registers.
+///
+/// # Safety
+/// Rows `row..row + $rows` of `a` and `c`, `depth` rows of `panel` and columns `col..col + NR` of `c`
+/// must be in bounds.
+/// One depth step `p` of a block: every listed row's `a` value times the two weight vectors at `b`.
+macro_rules! step {
+    ($acc:ident, $a_rows:ident, $b:expr, $p:expr, $($r:literal)+) => {
+        let b = $b;
+        let (b0, b1) = (F32x4::load(b), F32x4::load(b.add(4)));
+        $(
+            let x = F32x4::splat(*$a_rows[$r].add($p));
+            $acc[$r][0] = x.mul_add(b0, $acc[$r][0]);
+            $acc[$r][1] = x.mul_add(b1, $acc[$r][1]);
+        )+
+    };
+}
+
+macro_rules! block {
+    ($name:ident, $rows:literal, $($r:literal)+) => {
+        #[inline(always)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            row: usize,
+            col: usize,
+            depth: usize,
+            a: Matrix,
+            a_col: usize,
+            panel: Matrix,
+            c: &mut [f32],
+            ldc: usize,
+            stage: Stage,
+        ) {
+            unsafe {
+                let c_ptr = c.as_mut_ptr().add(row * ldc + col);
+                let mut acc = [[F32x4::splat(0.0); 2]; $rows];
+                if !stage.first {
+                    $( let p = c_ptr.add($r * ldc); acc[$r] = [F32x4::load(p), F32x4::load(p.add(4))]; )+
+                } else if let Some(bias) = stage.epilogue.bias {
+                    let p = bias.as_ptr().add(col);
+                    acc = [[F32x4::load(p), F32x4::load(p.add(4))]; $rows];
+                }
+
+                let a_ptr = a.data.as_ptr().add(row * a.row_stride + a_col);
+                let a_rows = [$( a_ptr.add($r * a.row_stride) ),+];
+                let (mut b_ptr, ldb) = (panel.data.as_ptr(), panel.row_stride);
+                for p in 0..depth {
+                    step!(acc, a_rows, b_ptr, p, $($r)+);
+                    b_ptr = b_ptr.add(ldb);
+                }
+
+                let gelu_now = stage.last && stage.epilogue.gelu;
+                $(
+                    let p = c_ptr.add($r * ldc);
+                    let [y0, y1] = if gelu_now { [gelu(acc[$r][0]), gelu(acc[$r][1])] } else { acc[$r] };
+                    y0.store(p);
+                    y1.store(p.add(4));
+                )+
+            }
+        }
+    };
+}
+block!(block4, 4, 0 1 2 3);
+block!(block3, 3, 0 1 2);
+block!(block2, 2, 0 1);
+block!(block1, 1, 0);
+
+/// Horner's rule with the coefficients written out (no loop to leave un-unrolled at opt-level z).
+macro_rules! horner {
+    ($x:expr; $first:expr $(, $c:expr)*) => {{
+        let mut p = F32x4::splat($first);
+        $( p = p.mul_add($x, F32x4::splat($c)); )*
+        p
+    }};
+}
+
+/// Hugging Face's `gelu`: `x·Φ(x) = x/2·(1 + erf(x/√2))`.
+#[inline(always)]
+pub fn gelu(x: F32x4) -> F32x4 {
+    let half_x = x * F32x4::splat(0.5);
+    half_x.mul_add(
+        erf(x * F32x4::splat(core::f32::consts::FRAC_1_SQRT_2)),
+        half_x,
+    )
+}
+
+/// `erf` within 5e-7: Eigen's rational approximation (odd degree-13 numerator over an even degree-8
+/// denominator) on [-4, 4], outside which erf is ±1 in f32.
+#[inline(always)]
+pub fn erf(x: F32x4) -> F32x4 {
+    let x = x.max(F32x4::splat(-4.0)).min(F32x4::splat(4.0));
+    let x2 = x * x;
+    #[rustfmt::skip]
+    let p = horner!(x2; -2.726_142_3e-10, 2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4,
+        -2.954_6e-3, -1.609_603_3e-2);
+    let q =
+        horner!(x2; -1.456_607_2e-5, -2.133_740_6e-4, -1.682_827e-3, -7.373_329e-3, -1.426_474e-2);
+    x * p / q
+}
+
+/// `eˣ` within 2 ulp for x ≥ -87 (below, the smallest normal f32): Cephes' `expf`, `2ⁿ·e^r` with
+/// `|r| ≤ ln2/2` and a degree-6 polynomial for `e^r`.
+#[inline(always)]
+pub fn exp(x: F32x4) -> F32x4 {
+    let x = x.max(F32x4::splat(-87.0)).min(F32x4::splat(88.0));
+    let n = (x * F32x4::splat(core::f32::consts::LOG2_E)).round();
+    // ln 2 in two parts, so that n·ln2 is exact in the high part.
+    let r = n.mul_add(F32x4::splat(-0.693_359_4), x);
+    let r = n.mul_add(F32x4::splat(2.121_944_4e-4), r);
+    let p = horner!(r; 1.987_569_2e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5);
+    let e_r = p.mul_add(r * r, r) + F32x4::splat(1.0);
+    e_r * n.exp2_int()
+}
+
+/// In place over one row of attention scores: `softmax(scale·s + mask)`, where `mask` is 0 for a key
+/// and the most negative f32 for padding, as Hugging Face adds it (a fully masked row comes out uniform).
+pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
+    assert_eq!(
+        scores.len(),
+        mask.len(),
+        "softmax: one mask value per score"
+    );
+    let n = scores.len();
+    let whole = n / 4 * 4;
+    let (s, m) = (scores.as_mut_ptr(), mask.as_ptr());
+    let scale4 = F32x4::splat(scale);
+    // SAFETY: every vector access covers indices below `whole` ≤ n, the length of both slices.
+    unsafe {
+        let mut max4 = F32x4::splat(f32::MIN);
+        for i in (0..whole).step_by(4) {
+            let x = F32x4::load(s.add(i)).mul_add(scale4, F32x4::load(m.add(i)));
+            x.store(s.add(i));
+            max4 = max4.max(x);
+        }
+        let mut max = max4.to_array().into_iter().fold(f32::MIN, f32::max);
+        for i in whole..n {
+            scores[i] = scores[i] * scale + mask[i];
+            max = max.max(scores[i]);
+        }
+        let (max4, mut sum4) = (F32x4::splat(max), F32x4::splat(0.0));
+        for i in (0..whole).step_by(4) {
+            let e = exp(F32x4::load(s.add(i)) - max4);
+            e.store(s.add(i));
+            sum4 = sum4 + e;
+        }
+        let mut sum = sum4.to_array().iter().sum::<f32>();
+        for x in &mut scores[whole..] {
+            *x = exp(F32x4::splat(*x - max)).to_array()[0];
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        let inv4 = F32x4::splat(inv);
+        for i in (0..whole).step_by(4) {
+            (F32x4::load(s.add(i)) * inv4).store(s.add(i));
+        }
+        scores[whole..].iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// softmax(QKᵀ/√d + mask)·V for every batch item and head. `query`, `key`, `value` are `[batch, seq,
+/// hidden]` with the heads side by side (as the projections write them); `key_padding[b * seq + j]` marks
+/// key `j` of item `b` as padding. Returns the context in the same layout, heads concatenated.
+pub fn self_attention(
+    (batch, seq, hidden): (usize, usize, usize),
+    num_heads: usize,
+    query: &[f32],
+    key: &[f32],
+    value: &[f32],
+    key_padding: &[bool],
+) -> Vec<f32> {
+    let head_dim = hidden / num_heads;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut context = vec![0.0; batch * seq * hidden];
+    let mut key_t = vec![0.0; head_dim * seq];
+    let mut scores = vec![0.0; seq * seq];
+    for b in 0..batch {
+        let item = b * seq * hidden..(b + 1) * seq * hidden;
+        let (q, k, v) = (
+            &query[item.clone()],
+            &key[item.clone()],
+            &value[item.clone()],
+        );
+        let mask: Vec<f32> = key_padding[b * seq..(b + 1) * seq]
+            .iter()
+            .map(|&padding| if padding { f32::MIN } else { 0.0 })
+            .collect();
+        for h in 0..num_heads {
+            let head = h * head_dim;
+            // Kᵀ for this head, [head_dim, seq], so that QKᵀ is a plain row-major product.
+            for (j, row) in k.chunks_exact(hidden).enumerate() {
+                for (t, &x) in row[head..head + head_dim].iter().enumerate() {
+                    key_t[t * seq + j] = x;
+                }
+            }
+            let q_head = Matrix {
+                data: &q[head..],
+                row_stride: hidden,
+            };
+            let k_t = Matrix {
+                data: &key_t,
+                row_stride: seq,
+            };
+            gemm(
+                (seq, seq, head_dim),
+                q_head,
+                k_t,
+                &mut scores,
+                seq,
+                Epilogue::default(),
+            );
+            for row in scores.chunks_exact_mut(seq) {
+                softmax(row, scale, &mask);
+            }
+            let probs = Matrix {
+                data: &scores,
+                row_stride: seq,
+            };
+            let v_head = Matrix {
+                data: &v[head..],
+                row_stride: hidden,
+            };
+            let out = &mut context[item.start + head..item.end];
+            gemm(
+                (seq, head_dim, seq),
+                probs,
+                v_head,
+                out,
+                hidden,
+                Epilogue::default(),
+            );
+        }
+    }
+    context
+}
+
+/// Four f32 lanes, every operation forced inline: the shipped .wasm is built at opt-level z, where
+/// LLVM would otherwise leave even a one-instruction wrapper as a call inside the hot loops.
+mod lanes {
+    #[cfg(target_arch = "wasm32")]
+    use core::arch::wasm32::*;
+
+    #[derive(Clone, Copy)]
+    pub struct F32x4(
+        #[cfg(target_arch = "wasm32")] v128,
+        #[cfg(not(target_arch = "wasm32"))] [f32; 4],
+    );
+
+    #[cfg(target_arch = "wasm32")]
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(x: f32) -> Self {
+            Self(f32x4_splat(x))
+        }
+        /// # Safety
+        /// `p` must point at four readable floats.
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> Self {
+            Self(unsafe { v128_load(p as *const v128) })
+        }
+        /// # Safety
+        /// `p` must point at four writable floats.
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            unsafe { v128_store(p as *mut v128, self.0) }
+        }
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            [
+                f32x4_extract_lane::<0>(self.0),
+                f32x4_extract_lane::<1>(self.0),
+                f32x4_extract_lane::<2>(self.0),
+                f32x4_extract_lane::<3>(self.0),
+            ]
+        }
+        /// `self·m + a` (two roundings: SIMD128 has no fused multiply-add).
+        #[inline(always)]
+        pub fn mul_add(self, m: Self, a: Self) -> Self {
+            self * m + a
+        }
+        /// Lane-wise max, not NaN-propagating (cheaper: `pmax`).
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            Self(f32x4_pmax(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn min(self, o: Self) -> Self {
+            Self(f32x4_pmin(self.0, o.0))
+        }
+        /// Round half to even.
+        #[inline(always)]
+        pub fn round(self) -> Self {
+            Self(f32x4_nearest(self.0))
+        }
+        /// `2ⁿ` for integral lanes `n` in [-126, 127], built in the exponent bits.
+        #[inline(always)]
+        pub fn exp2_int(self) -> Self {
+            Self(i32x4_shl(
+                i32x4_add(i32x4_trunc_sat_f32x4(self.0), i32x4_splat(127)),
+                23,
+            ))
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    impl F32x4 {
+        #[inline(always)]
+        fn map(self, f: impl Fn(f32) -> f32) -> Self {
+            Self(self.0.map(f))
+        }
+        #[inline(always)]
+        fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+            Self(core::array::from_fn(|i| f(self.0[i], o.0[i])))
+        }
+        #[inline(always)]
+        pub fn splat(x: f32) -> Self {
+            Self([x; 4])
+        }
+        /// # Safety
+        /// `p` must point at four readable floats.
+        #[inline(always)]
+        pub unsafe fn load(p: *const f32) -> Self {
+            Self(unsafe { (p as *const [f32; 4]).read_unaligned() })
+        }
+        /// # Safety
+        /// `p` must point at four writable floats.
+        #[inline(always)]
+        pub unsafe fn store(self, p: *mut f32) {
+            unsafe { (p as *mut [f32; 4]).write_unaligned(self.0) }
+        }
+        #[inline(always)]
+        pub fn to_array(self) -> [f32; 4] {
+            self.0
+        }
+        /// `self·m + a` with two roundings, as in SIMD128.
+        #[inline(always)]
+        pub fn mul_add(self, m: Self, a: Self) -> Self {
+            self * m + a
+        }
+        #[inline(always)]
+        pub fn max(self, o: Self) -> Self {
+            self.zip(o, |x, y| if x < y { y } else { x })
+        }
+        #[inline(always)]
+        pub fn min(self, o: Self) -> Self {
+            self.zip(o, |x, y| if y < x { y } else { x })
+        }
+        #[inline(always)]
+        pub fn round(self) -> Self {
+            self.map(f32::round_ties_even)
+        }
+        #[inline(always)]
+        pub fn exp2_int(self) -> Self {
+            self.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23))
+        }
+    }
+
+    /// `+ - × ÷` lane by lane, through the two `zip`s above.
+    macro_rules! lane_ops {
+        ($($trait:ident $method:ident $wasm:ident $op:tt),+) => {$(
+            impl core::ops::$trait for F32x4 {
+                type Output = Self;
+                #[inline(always)]
+                fn $method(self, o: Self) -> Self {
+                    #[cfg(target_arch = "wasm32")]
+                    return Self($wasm(self.0, o.0));
+                    #[cfg(not(target_arch = "wasm32"))]
+                    return self.zip(o, |x, y| x $op y);
+                }
+            }
+        )+};
+    }
+    lane_ops!(Add add f32x4_add +, Sub sub f32x4_sub -, Mul mul f32x4_mul *, Div div f32x4_div /);
+}
+
+/// Largest |a − b| over two flex tensors' f32 values (for the tests of the flex glue).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: burn_flex::FlexTensor, b: burn_flex::FlexTensor) -> f32 {
+    let [a, b] = [a, b].map(|t| t.into_data().try_into_vec::<f32>().unwrap());
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+            })
+            .collect()
+    }
+
+    fn gelu_f64(x: f64) -> f64 {
+        0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt()))
+    }
+
+    #[test]
+    fn erf_matches_libm_across_its_range() {
+        let mut worst = 0f64;
+        for i in -60_000..=60_000 {
+            let x = i as f32 / 10_000.0;
+            let got = erf(F32x4::splat(x)).to_array()[0] as f64;
+            worst = worst.max((got - libm::erf(x as f64)).abs());
+        }
+        assert!(worst < 1e-6, "erf off by {worst}");
+    }
+
+    #[test]
+    fn exp_matches_libm_relatively() {
+        let mut worst = 0f64;
+        for i in -87_000..=88_000 {
+            let x = i as f32 / 1000.0;
+            let (got, want) = (exp(F32x4::splat(x)).to_array()[0] as f64, (x as f64).exp());
+            worst = worst.max((got - want).abs() / want);
+        }
+        assert!(worst < 3e-7, "exp off by {worst} (relative)");
+    }
+
+    #[test]
+    fn gemm_matches_f64_on_edge_shapes_with_bias_and_gelu() {
+        // Rows and columns off the 4×8 block grid, depth across two passes, strided operands.
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 7, 5),
+            (5, 8, 300),
+            (13, 19, 257),
+            (16, 40, 64),
+            (21, 17, 600),
+            (9, 2, 0),
+        ] {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a = values(m * lda, 1);
+            let b = values(k.max(1) * ldb, 2);
+            let bias = values(n, 3);
+            for gelu_on in [false, true] {
+                let mut c = vec![f32::NAN; m * ldc];
+                let epilogue = Epilogue {
+                    bias: Some(&bias),
+                    gelu: gelu_on,
+                };
+                let (a_m, b_m) = (
+                    Matrix {
+                        data: &a,
+                        row_stride: lda,
+                    },
+                    Matrix {
+                        data: &b,
+                        row_stride: ldb,
+                    },
+                );
+                gemm((m, n, k), a_m, b_m, &mut c, ldc, epilogue);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f64 = (0..k)
+                            .map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64)
+                            .sum();
+                        let want = if gelu_on {
+                            gelu_f64(dot + bias[j] as f64)
+                        } else {
+                            dot + bias[j] as f64
+                        };
+                        let got = c[i * ldc + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "({m},{n},{k}) gelu={gelu_on} [{i},{j}]: {got} vs {want}"
+                        );
+                    }
+                    // Padding between rows is untouched.
+                    assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn self_attention_matches_f64_with_padding() {
+        let (batch, seq, hidden, heads) = (2, 7, 12, 3);
+        let [q, k, v] = [4, 5, 6].map(|s| values(batch * seq * hidden, s));
+        let mut padding = vec![false; batch * seq];
+        padding[seq + 5..2 * seq].iter_mut().for_each(|p| *p = true);
+        let got = self_attention((batch, seq, hidden), heads, &q, &k, &v, &padding);
+        let d = hidden / heads;
+        for b in 0..batch {
+            for h in 0..heads {
+                for i in 0..seq {
+                    let at = |x: &[f32], j: usize, t: usize| {
+                        x[(b * seq + j) * hidden + h * d + t] as f64
+                    };
+                    let logits: Vec<f64> = (0..seq)
+                        .map(|j| {
+                            (0..d).map(|t| at(&q, i, t) * at(&k, j, t)).sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                        .collect();
+                    let keep: Vec<usize> = (0..seq).filter(|&j| !padding[b * seq + j]).collect();
+                    let max = keep.iter().map(|&j| logits[j]).fold(f64::MIN, f64::max);
+                    let sum: f64 = keep.iter().map(|&j| (logits[j] - max).exp()).sum();
+                    for t in 0..d {
+                        let want: f64 = keep
+                            .iter()
+                            .map(|&j| (logits[j] - max).exp() / sum * at(&v, j, t))
+                            .sum();
+                        let got = got[(b * seq + i) * hidden + h * d + t] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "b{b} h{h} q{i} t{t}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -160,14 +160,6 @@ struct Stage<'a> {
     epilogue: Epilogue<'a>,
 }
 
-/// `$rows` rows × `NR` columns of `c` at (`row`, `col`): `depth` steps of `a` from column `a_col`
-/// against the `panel` of `b` (its rows from `a_col`, columns `col..col + NR`), accumulating onto earlier
-/// passes. A macro, not a loop over rows: at opt-level z LLVM unrolls nothing, and only constant indices
-/// let the accumulators live in registers.
-///
-/// # Safety
-/// Rows `row..row + $rows` of `a` and `c`, `depth` rows of `panel` and columns `col..col + NR` of `c`
-/// must be in bounds.
 /// One depth step `p` of a block: every listed row's `a` value times the two weight vectors at `b`.
 macro_rules! step {
     ($acc:ident, $a_rows:ident, $b:expr, $p:expr, $($r:literal)+) => {
@@ -181,6 +173,14 @@ macro_rules! step {
     };
 }
 
+/// `$rows` rows × `NR` columns of `c` at (`row`, `col`): `depth` steps of `a` from column `a_col`
+/// against the `panel` of `b` (its rows from `a_col`, columns `col..col + NR`), accumulating onto earlier
+/// passes. A macro, not a loop over rows: at opt-level z LLVM unrolls nothing, and only constant indices
+/// let the accumulators live in registers.
+///
+/// # Safety
+/// Rows `row..row + $rows` of `a` and `c`, `depth` rows of `panel` and columns `col..col + NR` of `c`
+/// must be in bounds.
 macro_rules! block {
     ($name:ident, $rows:literal, $($r:literal)+) => {
         #[inline(always)]
@@ -289,7 +289,7 @@ pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
     let whole = n / 4 * 4;
     let (s, m) = (scores.as_mut_ptr(), mask.as_ptr());
     let scale4 = F32x4::splat(scale);
-    // SAFETY: every vector access covers indices below `whole` ≤ n, the length of both slices.
+    // SAFETY: every access is below n, the length of both slices (vectors end at `whole` ≤ n).
     unsafe {
         let mut max4 = F32x4::splat(f32::MIN);
         for i in (0..whole).step_by(4) {
@@ -299,8 +299,8 @@ pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
         }
         let mut max = max4.to_array().into_iter().fold(f32::MIN, f32::max);
         for i in whole..n {
-            scores[i] = scores[i] * scale + mask[i];
-            max = max.max(scores[i]);
+            *s.add(i) = *s.add(i) * scale + *m.add(i);
+            max = max.max(*s.add(i));
         }
         let (max4, mut sum4) = (F32x4::splat(max), F32x4::splat(0.0));
         for i in (0..whole).step_by(4) {
@@ -309,16 +309,18 @@ pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
             sum4 = sum4 + e;
         }
         let mut sum = sum4.to_array().iter().sum::<f32>();
-        for x in &mut scores[whole..] {
-            *x = exp(F32x4::splat(*x - max)).to_array()[0];
-            sum += *x;
+        for i in whole..n {
+            *s.add(i) = exp(F32x4::splat(*s.add(i) - max)).to_array()[0];
+            sum += *s.add(i);
         }
         let inv = 1.0 / sum;
         let inv4 = F32x4::splat(inv);
         for i in (0..whole).step_by(4) {
             (F32x4::load(s.add(i)) * inv4).store(s.add(i));
         }
-        scores[whole..].iter_mut().for_each(|x| *x *= inv);
+        for i in whole..n {
+            *s.add(i) *= inv;
+        }
     }
 }
 

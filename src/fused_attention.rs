@@ -11,7 +11,7 @@
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, Shape, Tensor, TensorData};
+use burn::tensor::{Bool, BoolStore, DType, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_flex::FlexTensor;
@@ -87,7 +87,7 @@ impl AttentionBackend for Flex {
     }
 }
 
-/// `None` unless Q, K, V are f32 (the only dtype the model computes in).
+/// `None` unless Q, K, V are f32 (the only dtype the model computes in) and the mask is a byte per flag.
 fn flex_self_attention(
     query: &FlexTensor,
     key: &FlexTensor,
@@ -96,7 +96,7 @@ fn flex_self_attention(
     num_heads: usize,
 ) -> Option<FlexTensor> {
     if [query, key, value].iter().any(|t| t.dtype() != DType::F32)
-        || !matches!(mask.dtype(), DType::Bool(_))
+        || !matches!(mask.dtype(), DType::Bool(BoolStore::Native | BoolStore::U8))
     {
         return None;
     }

@@ -1,11 +1,22 @@
 //! Native bench: the browser bench's cases on burn's CPU backend and on wgpu (lavapipe here, or a real GPU).
 //! `cargo bench --bench native` (after `scripts/setup.sh`, which assembles www/models/minilm-l6-mlm for fill-mask).
-//! Prints median [min–max] ms, the FLOPs of each case and the achieved GFLOP/s; writes bench-native.json.
+//! Prints median [min–max] ms, the FLOPs of each case and the achieved GFLOP/s (and tokens/s); writes
+//! bench-native.json. Environment:
+//! - `WEBBERT_MODELS=DIR`: where `all-MiniLM-L6-v2/` and `minilm-l6-mlm/` are (default: www/models of
+//!   the checkout it was built in), so the binary runs on another machine;
+//! - `BENCH_BACKENDS=cpu,wgpu` (both by default); `BENCH_CASES=embed,fill,batch` (all by default);
+//! - `BENCH_KERNELS=1`: also each GPU kernel alone, both shapes ([`KernelShape`]), timed by the device's
+//!   own clock, with its GFLOP/s or GB/s (written to bench-kernels.json);
+//! - `WEBBERT_KERNELS=serial|tiled` forces one kernel shape for the whole run.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use webbert::{Backend, BertConfig, Embedder, FillMask, ModelFiles, Pooling};
+use burn::nn::LayerNormConfig;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use webbert::ops::linear::{Plan, TILES, plan, with_plan};
+use webbert::ops::{KernelShape, with_kernel_shape};
+use webbert::{Backend, BertConfig, Embedder, FillMask, ModelFiles, Pooling, ops};
 
 const WORDS: [&str; 13] = [
     "the", "cat", "sat", "on", "the", "mat", "and", "the", "dog", "ran", "in", "the", "park",
@@ -41,7 +52,7 @@ fn flops(c: &BertConfig, batch: usize, seq: usize, mlm: bool) -> f64 {
 
 fn time(mut run: impl FnMut()) -> Vec<f64> {
     let start = Instant::now();
-    run(); // warm-up: kernel compilation, autotuning
+    run(); // warm-up: kernel compilation
     let warm = start.elapsed().as_secs_f64();
     let runs = if warm > 3.0 { 3 } else { 10 };
     (0..runs)
@@ -53,10 +64,30 @@ fn time(mut run: impl FnMut()) -> Vec<f64> {
         .collect()
 }
 
+fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+struct Row {
+    backend: Backend,
+    case: String,
+    times: Vec<f64>,
+    flop: f64,
+    tokens: usize,
+}
+
 fn main() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models");
+    let models = std::env::var_os("WEBBERT_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models"));
+    let cases = env_list("BENCH_CASES", "embed,fill,batch");
     let mut rows = Vec::new();
-    for backend in [Backend::Cpu, Backend::Wgpu] {
+    for backend in env_list("BENCH_BACKENDS", "cpu,wgpu") {
+        let backend: Backend = backend.parse().expect("BENCH_BACKENDS: cpu or wgpu");
         let device = match backend.device() {
             Ok(d) => d,
             Err(e) => {
@@ -65,20 +96,31 @@ fn main() {
             }
         };
         let files = ModelFiles::from_dir(&models.join("all-MiniLM-L6-v2"))
-            .expect("run scripts/fetch-model.sh");
+            .expect("run scripts/fetch-model.sh, or set WEBBERT_MODELS");
         let config = files.config.clone();
         let embedder = Embedder::load(files, device.clone()).unwrap();
-        for (batch, seq) in [(1, 16), (1, 128), (1, 512), (8, 128)] {
+        let mut shapes = Vec::new();
+        if cases.iter().any(|c| c == "embed") {
+            shapes.extend([(1, 16), (1, 128), (1, 512), (8, 128)]);
+        }
+        if cases.iter().any(|c| c == "batch") {
+            shapes.extend([(64, 128), (256, 128)]);
+        }
+        for (batch, seq) in shapes {
             let texts = vec![text(seq, false); batch];
             let times = time(|| {
                 pollster::block_on(embedder.embed(&texts, Pooling::Mean, true)).unwrap();
             });
-            rows.push((
+            rows.push(Row {
                 backend,
-                format!("embed {batch}×{seq}"),
+                case: format!("embed {batch}×{seq}"),
                 times,
-                flops(&config, batch, seq, false),
-            ));
+                flop: flops(&config, batch, seq, false),
+                tokens: batch * seq,
+            });
+        }
+        if !cases.iter().any(|c| c == "fill") {
+            continue;
         }
         match ModelFiles::from_dir(&models.join("minilm-l6-mlm")) {
             Ok(files) => {
@@ -88,12 +130,13 @@ fn main() {
                     let times = time(|| {
                         pollster::block_on(fill.predict(&input, 5)).unwrap();
                     });
-                    rows.push((
+                    rows.push(Row {
                         backend,
-                        format!("fill-mask {seq}"),
+                        case: format!("fill-mask {seq}"),
                         times,
-                        flops(&config, 1, seq, true),
-                    ));
+                        flop: flops(&config, 1, seq, true),
+                        tokens: seq,
+                    });
                 }
             }
             Err(e) => {
@@ -104,24 +147,315 @@ fn main() {
         }
     }
 
-    println!("| backend | case | ms median [min–max] | GFLOP | GFLOP/s |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| backend | case | ms median [min–max] | GFLOP | GFLOP/s | tokens/s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     let mut json = Vec::new();
-    for (backend, case, mut times, flop) in rows {
+    for Row {
+        backend,
+        case,
+        mut times,
+        flop,
+        tokens,
+    } in rows
+    {
         times.sort_by(f64::total_cmp);
         let (median, min, max) = (times[times.len() / 2], times[0], times[times.len() - 1]);
         let gflops = flop / 1e9 / (median / 1e3);
+        let tokens_per_s = tokens as f64 / (median / 1e3);
         println!(
-            "| {backend:?} | {case} | {median:.1} [{min:.1}–{max:.1}] ({} runs) | {:.2} | {gflops:.1} |",
+            "| {backend:?} | {case} | {median:.1} [{min:.1}–{max:.1}] ({} runs) | {:.2} | {gflops:.1} | {tokens_per_s:.0} |",
             times.len(),
             flop / 1e9
         );
         json.push(serde_json::json!({"backend": format!("{backend:?}"), "case": case, "median_ms": median,
-            "min_ms": min, "max_ms": max, "runs": times.len(), "gflop": flop / 1e9, "gflops": gflops}));
+            "min_ms": min, "max_ms": max, "runs": times.len(), "gflop": flop / 1e9, "gflops": gflops,
+            "tokens_per_s": tokens_per_s}));
     }
     std::fs::write(
         "bench-native.json",
         serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+
+    if std::env::var("BENCH_PHASES").is_ok_and(|v| v == "1") {
+        phases(&models);
+    }
+    if std::env::var("BENCH_KERNELS").is_ok_and(|v| v == "1") {
+        kernels();
+    }
+}
+
+/// Where the wall time of an embedding call goes on wgpu: tokenizing, building the padded batch on the
+/// device, submitting the forward (CPU time only: the GPU runs behind), and waiting for the result.
+fn phases(models: &std::path::Path) {
+    let device = Backend::Wgpu.device().expect("a wgpu adapter");
+    let embedder = Embedder::load(
+        ModelFiles::from_dir(&models.join("all-MiniLM-L6-v2")).unwrap(),
+        device.clone(),
+    )
+    .unwrap();
+    println!("\n| embed (wgpu) | tokenize ms | batch ms | submit ms | wait + read ms | total ms |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (batch, seq) in [(1, 16), (1, 128), (1, 512), (8, 128), (32, 128)] {
+        let texts = vec![text(seq, false); batch];
+        let mut spans = vec![Vec::new(); 5];
+        for run in 0..11 {
+            let t0 = Instant::now();
+            let encodings: Vec<_> = texts
+                .iter()
+                .map(|t| embedder.tokenizer.encode(t).unwrap())
+                .collect();
+            let t1 = Instant::now();
+            let padded = webbert::model::Batch::new(&encodings, embedder.pad_id, &device);
+            let t2 = Instant::now();
+            let hidden = embedder.model.forward(&padded);
+            let pooled = webbert::heads::pool(hidden, padded.attention_mask, Pooling::Mean, true);
+            let t3 = Instant::now();
+            pooled.into_data();
+            let t4 = Instant::now();
+            if run > 0 {
+                for (span, (a, b)) in
+                    spans
+                        .iter_mut()
+                        .zip([(t0, t1), (t1, t2), (t2, t3), (t3, t4), (t0, t4)])
+                {
+                    span.push((b - a).as_secs_f64() * 1e3);
+                }
+            }
+        }
+        let cells: Vec<String> = spans
+            .iter_mut()
+            .map(|v| {
+                v.sort_by(f64::total_cmp);
+                format!("{:.2}", v[v.len() / 2])
+            })
+            .collect();
+        println!("| {batch}×{seq} | {} |", cells.join(" | "));
+    }
+}
+
+/// Each GPU kernel alone on MiniLM's shapes, timed by the device clock over `LAUNCHES` launches.
+fn kernels() {
+    const LAUNCHES: usize = 20;
+    let device = Backend::Wgpu.device().expect("a wgpu adapter");
+    let (hidden, heads, intermediate, vocab) = (384, 12, 1536, 30522);
+    let random =
+        |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
+    let time = |f: &(dyn Fn() + Sync)| -> f64 {
+        f(); // compile
+        let (_, duration) = device
+            .profile(|| {
+                for _ in 0..LAUNCHES {
+                    f();
+                }
+            })
+            .expect("the device can profile");
+        let ticks = pollster::block_on(duration.resolve()).expect("a measurement");
+        ticks.duration().as_secs_f64() * 1e6 / LAUNCHES as f64
+    };
+    let shapes = [
+        ("serial", KernelShape::Serial),
+        ("tiled", KernelShape::Tiled { subgroups: true }),
+    ];
+    let mut table = Vec::new();
+    let mut record = |kernel: String, shape: &str, micros: f64, rate: String| {
+        println!("| {kernel} | {shape} | {micros:.1} | {rate} |");
+        table.push(
+            serde_json::json!({"kernel": kernel, "shape": shape, "us": micros, "rate": rate}),
+        );
+    };
+    println!("\n| kernel | shape | µs per launch | achieved |\n| --- | --- | --- | --- |");
+    for tokens in [16, 128, 512, 1024, 8192] {
+        for (name, cols, depth, gelu) in [
+            ("QKV", 3 * hidden, hidden, false),
+            ("attention output", hidden, hidden, false),
+            ("FFN up + GELU", intermediate, hidden, true),
+            ("FFN down", hidden, intermediate, false),
+        ] {
+            let (x, w, b) = (
+                random([tokens, depth]),
+                random([depth, cols]),
+                random([1, cols]),
+            );
+            let b = b.reshape([cols]);
+            let run = || {
+                ops::linear::affine(x.clone(), w.clone(), b.clone(), gelu);
+            };
+            let gflop = 2.0 * (tokens * cols * depth) as f64 / 1e9;
+            let kernel = format!("Linear {name} {tokens}×{cols}×{depth}");
+            let chosen = plan(tokens, cols, depth);
+            for (label, shape) in shapes {
+                let label = match shape {
+                    KernelShape::Serial => label.to_string(),
+                    KernelShape::Tiled { .. } => format!(
+                        "{label} (planned {}×{}×{} split {})",
+                        chosen.tile.rows, chosen.tile.cols, chosen.tile.depth, chosen.splits
+                    ),
+                };
+                let label = label.as_str();
+                let micros = with_kernel_shape(shape, || time(&run));
+                record(
+                    kernel.clone(),
+                    label,
+                    micros,
+                    format!("{:.0} GFLOP/s", gflop / micros * 1e6),
+                );
+            }
+            for tile in TILES {
+                for splits in [1, 2, 4, 8, 16] {
+                    if splits > 1 && depth.div_ceil(splits) < tile.depth {
+                        continue;
+                    }
+                    let plan = Plan { tile, splits };
+                    let micros = with_kernel_shape(shapes[1].1, || with_plan(plan, || time(&run)));
+                    let label = format!(
+                        "tiled {}×{}×{} split {splits}",
+                        tile.rows, tile.cols, tile.depth
+                    );
+                    record(
+                        kernel.clone(),
+                        &label,
+                        micros,
+                        format!("{:.0} GFLOP/s", gflop / micros * 1e6),
+                    );
+                }
+            }
+        }
+        let norm = LayerNormConfig::new(hidden).init(&device);
+        let (x, r) = (random([tokens, hidden]), random([tokens, hidden]));
+        let add_norm = || {
+            ops::add_norm::norm(&norm, 1e-12, x.clone(), Some(r.clone()));
+        };
+        let gbytes = (3 * tokens * hidden * 4) as f64 / 1e9;
+        for (label, shape) in shapes {
+            let micros = with_kernel_shape(shape, || time(&add_norm));
+            record(
+                format!("add_norm {tokens}×{hidden}"),
+                label,
+                micros,
+                format!("{:.0} GB/s", gbytes / micros * 1e6),
+            );
+        }
+        let (batch, seq) = if tokens >= 1024 {
+            (tokens / 128, 128)
+        } else {
+            (1, tokens)
+        };
+        let ids = Tensor::<2, Int>::from_data(
+            TensorData::new(
+                (0..tokens as i64).map(|i| i * 7 % vocab as i64).collect(),
+                [batch, seq],
+            ),
+            &device,
+        );
+        let types = Tensor::<2, Int>::zeros([batch, seq], &device);
+        let (word, position, token_type) = (
+            random([vocab, hidden]),
+            random([512, hidden]),
+            random([2, hidden]),
+        );
+        let embed = || {
+            ops::embeddings::embed_norm(
+                ids.clone(),
+                types.clone(),
+                word.clone(),
+                position.clone(),
+                token_type.clone(),
+                norm.gamma.val(),
+                norm.beta.as_ref().unwrap().val(),
+                1e-12,
+            );
+        };
+        let gbytes = (4 * tokens * hidden * 4) as f64 / 1e9;
+        for (label, shape) in shapes {
+            let micros = with_kernel_shape(shape, || time(&embed));
+            record(
+                format!("embeddings {batch}×{seq}"),
+                label,
+                micros,
+                format!("{:.0} GB/s", gbytes / micros * 1e6),
+            );
+        }
+        let qkv = Tensor::<3>::random(
+            [batch, seq, 3 * hidden],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let mask = Tensor::<2>::ones([batch, seq], &device);
+        let attention = || {
+            ops::attention::self_attention(qkv.clone(), mask.clone(), heads);
+        };
+        let gflop = 4.0 * (batch * seq * seq * hidden) as f64 / 1e9;
+        for (label, shape) in shapes {
+            let micros = with_kernel_shape(shape, || time(&attention));
+            record(
+                format!("attention {batch}×{seq}"),
+                label,
+                micros,
+                format!("{:.0} GFLOP/s", gflop / micros * 1e6),
+            );
+        }
+        let states = Tensor::<3>::random(
+            [batch, seq, hidden],
+            Distribution::Uniform(-1.0, 1.0),
+            &device,
+        );
+        let pool = || {
+            ops::pool::pool(states.clone(), mask.clone(), true, true);
+        };
+        let gbytes = (tokens * hidden * 4) as f64 / 1e9;
+        for (label, shape) in shapes {
+            let micros = with_kernel_shape(shape, || time(&pool));
+            record(
+                format!("pool {batch}×{seq}"),
+                label,
+                micros,
+                format!("{:.0} GB/s", gbytes / micros * 1e6),
+            );
+        }
+    }
+    // The fill-mask head on one masked row: the tied decoder reads the embeddings transposed.
+    let (x, embeddings, bias) = (
+        random([1, hidden]),
+        random([vocab, hidden]),
+        random([1, vocab]),
+    );
+    let bias = bias.reshape([vocab]);
+    let decoder = || {
+        ops::linear::affine(
+            x.clone(),
+            embeddings.clone().transpose(),
+            bias.clone(),
+            false,
+        );
+    };
+    let gbytes = (vocab * hidden * 4) as f64 / 1e9;
+    for (label, shape) in shapes {
+        let micros = with_kernel_shape(shape, || time(&decoder));
+        record(
+            format!("Linear decoder 1×{vocab}×{hidden}"),
+            label,
+            micros,
+            format!("{:.0} GB/s", gbytes / micros * 1e6),
+        );
+    }
+    let logits = random([1, vocab]);
+    let top_k = || {
+        ops::top_k::softmax_top_k(logits.clone(), 5);
+    };
+    let gbytes = (vocab * 4) as f64 / 1e9;
+    for (label, shape) in shapes {
+        let micros = with_kernel_shape(shape, || time(&top_k));
+        record(
+            format!("softmax top-5 1×{vocab}"),
+            label,
+            micros,
+            format!("{:.0} GB/s", gbytes / micros * 1e6),
+        );
+    }
+    std::fs::write(
+        "bench-kernels.json",
+        serde_json::to_string_pretty(&table).unwrap(),
     )
     .unwrap();
 }

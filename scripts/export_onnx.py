@@ -5,9 +5,10 @@ Writes, next to all-MiniLM-L6-v2 (www/models/):
   minilm-l6-mlm/onnx/model.onnx, model_quantized.onnx        (BertForMaskedLM → logits: the default fill-mask
                                                                model, assembled by scripts/assemble-mlm.py)
 Each ONNX graph is checked against PyTorch with onnxruntime (max abs diff printed, ≤ 1e-4 asserted).
-Run: python scripts/export_onnx.py   (pip install -r scripts/requirements.txt onnx onnxscript onnxruntime)
+Run: python scripts/export_onnx.py [MODELS_DIR]   (pip install -r scripts/requirements.txt onnx onnxscript onnxruntime)
 """
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from transformers import BertForMaskedLM, BertModel, BertTokenizerFast
 
-MODELS = Path(__file__).resolve().parent.parent / "www" / "models"
+MODELS = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "www" / "models"
 TEXT = "Paris is the [MASK] of France, and the cat sat on the mat while the dog ran."
 
 

@@ -6,8 +6,10 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BertConfig, HiddenAct};
 use crate::layer::linear_activate;
-use crate::linear::affine;
 use crate::model::{Batch, BertModel};
+use crate::ops;
+use crate::ops::add_norm::norm;
+use crate::ops::linear::affine;
 
 /// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
 #[derive(Module, Debug)]
@@ -17,6 +19,7 @@ pub struct MlmHead {
     /// `[vocab, hidden]`; `None` when tied to the word embeddings (BERT's default).
     pub decoder: Option<Param<Tensor<2>>>,
     pub bias: Param<Tensor<1>>,
+    pub layer_norm_eps: f64,
     #[module(skip)]
     pub hidden_act: HiddenAct,
 }
@@ -37,15 +40,19 @@ impl MlmHead {
                 .init(device),
             decoder: None,
             bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+            layer_norm_eps: config.layer_norm_eps,
             hidden_act: config.hidden_act,
         }
     }
 
     /// `hidden`: `[n, hidden]` → logits `[n, vocab]`.
     pub fn forward(&self, hidden: Tensor<2>, word_embeddings: Tensor<2>) -> Tensor<2> {
-        let transformed =
-            self.layer_norm
-                .forward(linear_activate(&self.dense, self.hidden_act, hidden));
+        let transformed = norm(
+            &self.layer_norm,
+            self.layer_norm_eps,
+            linear_activate(&self.dense, self.hidden_act, hidden),
+            None,
+        );
         let decoder = self
             .decoder
             .as_ref()
@@ -56,13 +63,6 @@ impl MlmHead {
 }
 
 impl BertForMaskedLM {
-    pub fn init(config: &BertConfig, device: &Device) -> Self {
-        Self {
-            bert: BertModel::init(config, device),
-            cls: MlmHead::init(config, device),
-        }
-    }
-
     /// Logits `[batch, seq, vocab]` for every position.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
         let hidden = self.bert.forward(batch);
@@ -101,23 +101,13 @@ impl std::str::FromStr for Pooling {
     }
 }
 
-/// `hidden`: `[batch, seq, hidden]`, `mask`: `[batch, seq]` → `[batch, hidden]`, padding excluded.
-pub fn pool(hidden: Tensor<3>, mask: Tensor<2>, pooling: Pooling) -> Tensor<2> {
-    let [batch, _, width] = hidden.dims();
-    match pooling {
-        Pooling::Cls => hidden.narrow(1, 0, 1).reshape([batch, width]),
-        Pooling::Mean => {
-            let counts = mask.clone().sum_dim(1);
-            let summed = (hidden * mask.unsqueeze_dim::<3>(2))
-                .sum_dim(1)
-                .reshape([batch, width]);
-            summed / counts
-        }
-    }
-}
-
-/// Scales each row to unit length (as `torch.nn.functional.normalize`, eps 1e-12).
-pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
-    let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
-    x / norm
+/// `hidden`: `[batch, seq, hidden]`, `attention_mask`: `[batch, seq]` → `[batch, hidden]`, padding
+/// excluded, scaled to unit length (as `torch.nn.functional.normalize`, eps 1e-12) when `normalize`.
+pub fn pool(
+    hidden: Tensor<3>,
+    attention_mask: Tensor<2>,
+    pooling: Pooling,
+    normalize: bool,
+) -> Tensor<2> {
+    ops::pool::pool(hidden, attention_mask, pooling == Pooling::Mean, normalize)
 }

@@ -2,14 +2,14 @@
 //! (Linear → activation → Linear), each followed by residual + LayerNorm.
 
 use burn::module::Module;
-use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
-use burn::tensor::{Bool, Device, Tensor};
 
-use crate::add_norm::add_norm;
 use crate::attention::BertAttention;
-use crate::config::{BertConfig, HiddenAct};
-use crate::linear::linear;
+use crate::config::HiddenAct;
+use crate::ops::add_norm::add_norm;
+use crate::ops::linear::linear;
 
 #[derive(Module, Debug)]
 pub struct BertLayer {
@@ -41,31 +41,18 @@ pub fn linear_activate<const D: usize>(layer: &Linear, act: HiddenAct, x: Tensor
 }
 
 impl BertLayer {
-    pub fn init(config: &BertConfig, device: &Device) -> Self {
-        Self {
-            attention: BertAttention::init(config, device),
-            intermediate: LinearConfig::new(config.hidden_size, config.intermediate_size)
-                .init(device),
-            output: LinearConfig::new(config.intermediate_size, config.hidden_size).init(device),
-            layer_norm: LayerNormConfig::new(config.hidden_size)
-                .with_epsilon(config.layer_norm_eps)
-                .init(device),
-            layer_norm_eps: config.layer_norm_eps,
-            hidden_act: config.hidden_act,
-        }
-    }
-
-    pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<4, Bool>) -> Tensor<3> {
-        self.feed_forward(self.attention.forward(hidden, mask))
+    /// `attention_mask` `[batch, seq]`: 1 for tokens, 0 for padding.
+    pub fn forward(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<3> {
+        self.feed_forward(self.attention.forward(hidden, attention_mask))
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_probs(
         &self,
         hidden: Tensor<3>,
-        mask: Tensor<4, Bool>,
+        attention_mask: Tensor<2>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (attended, probs) = self.attention.forward_with_probs(hidden, mask);
+        let (attended, probs) = self.attention.forward_with_probs(hidden, attention_mask);
         (self.feed_forward(attended), probs)
     }
 

@@ -1,23 +1,20 @@
 //! webbert: BERT-family encoders on burn, the same code natively and in the browser (WebGPU).
 //!
 //! Data flows one way: [`tokenizer`] → [`model`] ([`embeddings`], [`layer`] ∘ [`attention`]) → [`heads`]
-//! → [`pipelines`]; every Linear layer runs through [`linear`] (one fused kernel on the GPU). [`weights`] and [`source`] build the model from Hugging Face files. Natively,
+//! → [`pipelines`]; the hot operations run through [`ops`] (our kernels on the GPU and the browser's CPU path). [`weights`] and [`source`] build the model from Hugging Face files. Natively,
 //! [`train`] fits the masked-LM head and encoder with BERT's recipe ([`masking`]).
 
-pub mod add_norm;
 pub mod attention;
 pub mod backend;
 pub mod config;
-pub mod cpu_kernels;
 pub mod embeddings;
 pub mod error;
-pub mod fused_attention;
 pub mod heads;
 pub mod layer;
-pub mod linear;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod masking;
 pub mod model;
+pub mod ops;
 pub mod pipelines;
 pub mod source;
 pub mod tokenizer;

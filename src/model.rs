@@ -1,9 +1,8 @@
 //! The BERT encoder: embeddings, then N encoder layers. Input ids in, contextual hidden states out.
 
 use burn::module::Module;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::BertConfig;
 use crate::embeddings::BertEmbeddings;
 use crate::layer::BertLayer;
 use crate::tokenizer::Encoding;
@@ -74,44 +73,29 @@ impl Batch {
 }
 
 impl BertModel {
-    pub fn init(config: &BertConfig, device: &Device) -> Self {
-        Self {
-            embeddings: BertEmbeddings::init(config, device),
-            layers: (0..config.num_hidden_layers)
-                .map(|_| BertLayer::init(config, device))
-                .collect(),
-        }
-    }
-
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
-        let (mut hidden, mask) = self.embed(batch);
+        let mut hidden = self.embed(batch);
         for layer in &self.layers {
-            hidden = layer.forward(hidden, mask.clone());
+            hidden = layer.forward(hidden, batch.attention_mask.clone());
         }
         hidden
     }
 
     /// Last hidden states and every layer's attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_attentions(&self, batch: &Batch) -> (Tensor<3>, Vec<Tensor<4>>) {
-        let (mut hidden, mask) = self.embed(batch);
+        let mut hidden = self.embed(batch);
         let mut attentions = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, probs) = layer.forward_with_probs(hidden, mask.clone());
+            let (next, probs) = layer.forward_with_probs(hidden, batch.attention_mask.clone());
             attentions.push(probs);
             hidden = next;
         }
         (hidden, attentions)
     }
 
-    /// The embeddings, and the padding mask every layer's attention applies.
-    fn embed(&self, batch: &Batch) -> (Tensor<3>, Tensor<4, Bool>) {
-        let hidden = self
-            .embeddings
-            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
-        let mask = self.layers[0]
-            .attention
-            .padding_mask(batch.attention_mask.clone());
-        (hidden, mask)
+    fn embed(&self, batch: &Batch) -> Tensor<3> {
+        self.embeddings
+            .forward(batch.input_ids.clone(), batch.token_type_ids.clone())
     }
 }

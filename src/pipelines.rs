@@ -5,8 +5,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::heads::{BertForMaskedLM, Pooling, l2_normalize, pool};
+use crate::heads::{BertForMaskedLM, Pooling, pool};
 use crate::model::{Batch, BertModel};
+use crate::ops::top_k::softmax_top_k;
 use crate::source::ModelFiles;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::weights::{load_bert, load_bert_for_masked_lm};
@@ -97,10 +98,7 @@ impl Embedder {
         for chunk in encodings.chunks(EMBED_BATCH) {
             let batch = Batch::new(chunk, self.pad_id, &self.device);
             let hidden = self.model.forward(&batch);
-            let mut pooled = pool(hidden, batch.attention_mask, pooling);
-            if normalize {
-                pooled = l2_normalize(pooled);
-            }
+            let pooled = pool(hidden, batch.attention_mask, pooling, normalize);
             let width = pooled.dims()[1];
             rows.extend(read(pooled).await?.chunks_exact(width).map(<[f32]>::to_vec));
         }
@@ -164,27 +162,31 @@ impl FillMask {
             &self.device,
         );
         let masked = hidden.reshape([seq, width]).select(0, index);
-        let probs = burn::tensor::activation::softmax(self.model.head(masked), 1);
-        let vocab = probs.dims()[1];
-        let probs = read(probs).await?;
+        let logits = self.model.head(masked);
+        let top_k = top_k.min(logits.dims()[1]);
+        // Per mask: the k probabilities, then the k token ids (one read for everything).
+        let best = read(softmax_top_k(logits, top_k)).await?;
 
         let single = positions.len() == 1;
-        let masks = probs
-            .chunks_exact(vocab)
+        let masks = best
+            .chunks_exact(2 * top_k)
             .zip(&positions)
             .map(|(row, &pos)| {
-                top_indices(row, top_k)
-                    .into_iter()
-                    .map(|id| {
+                let (scores, ids) = row.split_at(top_k);
+                scores
+                    .iter()
+                    .zip(ids)
+                    .map(|(&score, &id)| {
+                        let id = id as u32;
                         let mut ids = encoding.ids.clone();
-                        ids[pos as usize] = id as u32;
+                        ids[pos as usize] = id;
                         Prediction {
                             token: self
                                 .tokenizer
-                                .id_to_token(id as u32)
+                                .id_to_token(id)
                                 .unwrap_or_else(|| "[UNK]".into()),
-                            token_id: id as u32,
-                            score: row[id],
+                            token_id: id,
+                            score,
                             sequence: self.tokenizer.decode(&ids, single),
                         }
                     })
@@ -200,16 +202,6 @@ impl FillMask {
     pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
         attention(&self.tokenizer, &self.model.bert, &self.device, text).await
     }
-}
-
-/// Indices of the `k` largest values, largest first (ties: lower index first).
-fn top_indices(row: &[f32], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..row.len()).collect();
-    let k = k.min(row.len());
-    order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    order.truncate(k);
-    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-    order
 }
 
 async fn attention(

@@ -144,6 +144,9 @@ fn weight_map(index_json: &str) -> Result<BTreeMap<String, String>> {
         .map_err(|e| Error::Weights(format!("model.safetensors.index.json: {e}")))
 }
 
+/// Hugging Face's names of the three projections that [`BertAttention::qkv`] holds side by side.
+const QKV: [&str; 3] = ["query", "key", "value"];
+
 /// Builds modules from checkpoint tensors, with Hugging Face's key names.
 struct Loader<'a> {
     checkpoint: &'a Checkpoint,
@@ -169,19 +172,34 @@ impl Loader<'_> {
     }
 
     fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
-        let weight = self
-            .checkpoint
-            .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
-        let mut transposed = vec![0.0f32; weight.len()];
-        for (o, row) in weight.chunks_exact(d_in).enumerate() {
-            for (i, w) in row.iter().enumerate() {
-                transposed[i * d_out + o] = *w;
+        self.linears(&[prefix], d_in, d_out)
+    }
+
+    /// Several Linear layers of the same shape read as one, their outputs side by side (`[in, n × out]`).
+    fn linears(&self, prefixes: &[&str], d_in: usize, d_out: usize) -> Result<Linear> {
+        let width = prefixes.len() * d_out;
+        let mut weight = vec![0.0f32; d_in * width];
+        let mut bias = Vec::with_capacity(width);
+        for (n, prefix) in prefixes.iter().enumerate() {
+            let part = self
+                .checkpoint
+                .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
+            for (o, row) in part.chunks_exact(d_in).enumerate() {
+                for (i, w) in row.iter().enumerate() {
+                    weight[i * width + n * d_out + o] = *w;
+                }
             }
+            bias.extend(self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?);
         }
-        let weight = Tensor::from_data(TensorData::new(transposed, [d_in, d_out]), self.device);
         Ok(Linear {
-            weight: Param::from_tensor(weight),
-            bias: Some(self.tensor1(&format!("{prefix}.bias"), d_out)?),
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(weight, [d_in, width]),
+                self.device,
+            )),
+            bias: Some(Param::from_tensor(Tensor::from_data(
+                TensorData::new(bias, [width]),
+                self.device,
+            ))),
         })
     }
 
@@ -205,9 +223,13 @@ impl Loader<'_> {
     fn attention(&self, prefix: &str) -> Result<BertAttention> {
         let h = self.config.hidden_size;
         Ok(BertAttention {
-            query: self.linear(&format!("{prefix}.self.query"), h, h)?,
-            key: self.linear(&format!("{prefix}.self.key"), h, h)?,
-            value: self.linear(&format!("{prefix}.self.value"), h, h)?,
+            qkv: self.linears(
+                &QKV.map(|name| format!("{prefix}.self.{name}"))
+                    .each_ref()
+                    .map(String::as_str),
+                h,
+                h,
+            )?,
             dense: self.linear(&format!("{prefix}.output.dense"), h, h)?,
             layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
             num_heads: self.config.num_attention_heads,
@@ -285,6 +307,7 @@ impl Loader<'_> {
             layer_norm: self.layer_norm("cls.predictions.transform.LayerNorm")?,
             decoder,
             bias: self.tensor1(bias_name, c.vocab_size)?,
+            layer_norm_eps: c.layer_norm_eps,
             hidden_act: c.hidden_act,
         })
     }
@@ -381,9 +404,19 @@ impl Saver {
     }
 
     fn linear(&mut self, prefix: &str, linear: &Linear) {
-        self.tensor(format!("{prefix}.weight"), linear.weight.val().transpose());
-        if let Some(bias) = &linear.bias {
-            self.tensor(format!("{prefix}.bias"), bias.val());
+        self.linears(&[prefix.to_string()], linear);
+    }
+
+    /// The inverse of [`Loader::linears`]: one Linear per name, from equal slices of the outputs.
+    fn linears(&mut self, prefixes: &[String], linear: &Linear) {
+        let d_out = linear.weight.dims()[1] / prefixes.len();
+        for (n, prefix) in prefixes.iter().enumerate() {
+            let start = n * d_out;
+            let weight = linear.weight.val().narrow(1, start, d_out);
+            self.tensor(format!("{prefix}.weight"), weight.transpose());
+            if let Some(bias) = &linear.bias {
+                self.tensor(format!("{prefix}.bias"), bias.val().narrow(0, start, d_out));
+            }
         }
     }
 
@@ -414,9 +447,10 @@ impl Saver {
         for (n, layer) in bert.layers.iter().enumerate() {
             let prefix = format!("bert.encoder.layer.{n}");
             let a = &layer.attention;
-            self.linear(&format!("{prefix}.attention.self.query"), &a.query);
-            self.linear(&format!("{prefix}.attention.self.key"), &a.key);
-            self.linear(&format!("{prefix}.attention.self.value"), &a.value);
+            self.linears(
+                &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
+                &a.qkv,
+            );
             self.linear(&format!("{prefix}.attention.output.dense"), &a.dense);
             self.layer_norm(
                 &format!("{prefix}.attention.output.LayerNorm"),

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BACKENDS, Golden, block_on, cosine, max_abs_diff};
+use common::{Golden, TARGETS, Target, block_on, cosine, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
 use webbert::{Backend, Embedder, FillMask, ModelFiles, Pooling};
@@ -27,55 +27,60 @@ fn read(t: burn::tensor::Tensor<3>) -> Vec<f32> {
     t.into_data().try_into_vec::<f32>().unwrap()
 }
 
-fn minilm_hidden_states(backend: Backend) {
+fn minilm_hidden_states(target: Target) {
     let golden = Golden::open("minilm_golden.safetensors");
-    let embedder = Embedder::load(common::minilm(), backend.device().unwrap()).unwrap();
+    let embedder = Embedder::load(common::minilm(), target.device()).unwrap();
     for (i, text) in sentences().iter().enumerate() {
         let encoding = embedder.tokenizer.encode(text).unwrap();
         let batch = Batch::new(&[encoding], 0, &embedder.device);
-        let hidden = read(embedder.model.forward(&batch));
+        let hidden = target.run(|| read(embedder.model.forward(&batch)));
         let (shape, expected) = golden.get(&format!("hidden.{i}"));
         assert_eq!(hidden.len(), shape.iter().product::<usize>());
         let diff = max_abs_diff(&hidden, expected);
-        println!("{backend:?} hidden.{i}: max abs diff {diff:.2e}");
+        println!("{target:?} hidden.{i}: max abs diff {diff:.2e}");
         assert!(
             diff <= TOLERANCE,
-            "{backend:?} sentence {i}: max abs diff {diff}"
+            "{target:?} sentence {i}: max abs diff {diff}"
         );
     }
 }
 
 #[test]
 fn minilm_hidden_states_cpu() {
-    minilm_hidden_states(Backend::Cpu);
+    minilm_hidden_states(TARGETS[0]);
 }
 
 #[test]
-fn minilm_hidden_states_wgpu() {
-    minilm_hidden_states(Backend::Wgpu);
+fn minilm_hidden_states_wgpu_serial() {
+    minilm_hidden_states(TARGETS[1]);
+}
+
+#[test]
+fn minilm_hidden_states_wgpu_tiled() {
+    minilm_hidden_states(TARGETS[2]);
 }
 
 #[test]
 fn minilm_embeddings_batched_with_padding() {
     let golden = Golden::open("minilm_golden.safetensors");
     let texts = sentences();
-    for backend in BACKENDS {
-        let embedder = Embedder::load(common::minilm(), backend.device().unwrap()).unwrap();
+    for target in TARGETS {
+        let embedder = Embedder::load(common::minilm(), target.device()).unwrap();
         for (pooling, normalize, key) in [
             (Pooling::Mean, true, "embedding.mean"),
             (Pooling::Cls, true, "embedding.cls"),
             (Pooling::Mean, false, "embedding.mean_raw"),
         ] {
-            let rows = block_on(embedder.embed(&texts, pooling, normalize)).unwrap();
+            let rows = target.run(|| block_on(embedder.embed(&texts, pooling, normalize)).unwrap());
             let (shape, expected) = golden.get(key);
             assert_eq!(rows.len(), shape[0]);
             for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
                 let cos = cosine(row, want);
                 println!(
-                    "{backend:?} {key}: cosine {cos:.8}, max abs diff {:.2e}",
+                    "{target:?} {key}: cosine {cos:.8}, max abs diff {:.2e}",
                     max_abs_diff(row, want)
                 );
-                assert!(cos >= 0.99999, "{backend:?} {key}: cosine {cos}");
+                assert!(cos >= 0.99999, "{target:?} {key}: cosine {cos}");
                 assert!(max_abs_diff(row, want) <= TOLERANCE);
             }
         }
@@ -85,10 +90,10 @@ fn minilm_embeddings_batched_with_padding() {
 #[test]
 fn minilm_attention_probabilities() {
     let golden = Golden::open("minilm_golden.safetensors");
-    for backend in BACKENDS {
-        let embedder = Embedder::load(common::minilm(), backend.device().unwrap()).unwrap();
+    for target in TARGETS {
+        let embedder = Embedder::load(common::minilm(), target.device()).unwrap();
         for (i, text) in sentences().iter().enumerate().take(2) {
-            let out = block_on(embedder.attention(text)).unwrap();
+            let out = target.run(|| block_on(embedder.attention(text)).unwrap());
             let (shape, expected) = golden.get(&format!("attention.{i}.layer2"));
             let (heads, seq) = (shape[0], shape[1]);
             assert_eq!(
@@ -97,13 +102,13 @@ fn minilm_attention_probabilities() {
             );
             let layer2 = &out.weights[2 * heads * seq * seq..3 * heads * seq * seq];
             let diff = max_abs_diff(layer2, expected);
-            println!("{backend:?} attention.{i}.layer2: max abs diff {diff:.2e}");
+            println!("{target:?} attention.{i}.layer2: max abs diff {diff:.2e}");
             assert!(diff <= TOLERANCE);
         }
     }
 }
 
-fn tiny(name: &str, backend: Backend) {
+fn tiny(name: &str, target: Target) {
     let golden = Golden::open(&format!("{name}_golden.safetensors"));
     let meta: Value = serde_json::from_str(
         &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
@@ -111,7 +116,7 @@ fn tiny(name: &str, backend: Backend) {
     .unwrap();
     let pipeline = FillMask::load(
         ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
-        backend.device().unwrap(),
+        target.device(),
     )
     .unwrap();
     for (i, text) in meta["texts"].as_array().unwrap().iter().enumerate() {
@@ -125,12 +130,12 @@ fn tiny(name: &str, backend: Backend) {
             .collect();
         assert_eq!(encoding.ids, expected_ids, "{name} ids for {text:?}");
         let batch = Batch::new(&[encoding], 0, &pipeline.device);
-        let logits = read(pipeline.model.forward(&batch));
+        let logits = target.run(|| read(pipeline.model.forward(&batch)));
         let diff = max_abs_diff(&logits, &golden.get(&format!("logits.{i}")).1);
-        println!("{backend:?} {name} logits.{i}: max abs diff {diff:.2e}");
-        assert!(diff <= TOLERANCE, "{backend:?} {name} text {i}: {diff}");
+        println!("{target:?} {name} logits.{i}: max abs diff {diff:.2e}");
+        assert!(diff <= TOLERANCE, "{target:?} {name} text {i}: {diff}");
 
-        let output = block_on(pipeline.predict(text, 5)).unwrap();
+        let output = target.run(|| block_on(pipeline.predict(text, 5)).unwrap());
         let want = meta["fill_mask"][i].as_array().unwrap();
         assert_eq!(output.masks.len(), want.len());
         for (got, want) in output.masks.iter().zip(want) {
@@ -146,22 +151,22 @@ fn tiny(name: &str, backend: Backend) {
 
 #[test]
 fn tiny_mlm_f32_tied_decoder_vocab_txt() {
-    for backend in BACKENDS {
-        tiny("tiny-mlm", backend);
+    for target in TARGETS {
+        tiny("tiny-mlm", target);
     }
 }
 
 #[test]
 fn tiny_mlm_bf16_sharded_untied_gelu_new() {
-    for backend in BACKENDS {
-        tiny("tiny-mlm-bf16-sharded", backend);
+    for target in TARGETS {
+        tiny("tiny-mlm-bf16-sharded", target);
     }
 }
 
 #[test]
 fn tiny_mlm_f16_relu() {
-    for backend in BACKENDS {
-        tiny("tiny-mlm-f16", backend);
+    for target in TARGETS {
+        tiny("tiny-mlm-f16", target);
     }
 }
 
@@ -216,55 +221,168 @@ fn shipped_fill_mask_model_matches_transformers() {
     }
 }
 
-/// The Linear kernel on shapes that are not multiples of its tile (edge rows and columns), with the
-/// weight contiguous and as a transposed view, against the sum computed here in f64.
+/// The Linear kernels on shapes that are not multiples of their tiles (edge rows and columns), with the
+/// weight contiguous and as a transposed view, and the tiled kernel with its depth split in slices,
+/// against the sum computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {
-    use burn::nn::LinearConfig;
     use burn::tensor::{Tensor, TensorData};
-    let (rows, width, out) = (7, 13, 10);
+    use webbert::ops::linear::{Plan, TILES, affine, with_plan};
+    let (rows, width, out) = (37, 150, 70);
     let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
     let x: Vec<f32> = (0..rows * width).map(value).collect();
     let w: Vec<f32> = (0..width * out).map(|i| value(i + 5)).collect();
     let b: Vec<f32> = (0..out).map(|i| value(i + 11)).collect();
-    for backend in BACKENDS {
-        let device = backend.device().unwrap();
-        let mut layer = LinearConfig::new(width, out).init(&device);
-        layer.weight = layer
-            .weight
-            .map(|_| Tensor::from_data(TensorData::new(w.clone(), [width, out]), &device));
-        layer.bias = layer
-            .bias
-            .map(|p| p.map(|_| Tensor::from_data(TensorData::new(b.clone(), [out]), &device)));
-        let input = Tensor::<3>::from_data(TensorData::new(x.clone(), [1, rows, width]), &device);
-        let got = read(webbert::linear::linear(&layer, input, false));
-        let want: Vec<f32> = (0..rows * out)
+    let want: Vec<f32> = (0..rows * out)
+        .map(|i| {
+            let (r, c) = (i / out, i % out);
+            let dot: f64 = (0..width)
+                .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
+                .sum();
+            (dot + b[c] as f64) as f32
+        })
+        .collect();
+    // The same weight stored `[out, in]`, to be passed as a transposed view (the tied decoder's case).
+    let w_t: Vec<f32> = (0..out * width)
+        .map(|i| w[(i % width) * out + i / width])
+        .collect();
+    // Each tile height and depth once, with and without the depth split in slices.
+    let plans = [
+        None,
+        Some(Plan {
+            tile: TILES[0],
+            splits: 3,
+        }),
+        Some(Plan {
+            tile: TILES[4],
+            splits: 1,
+        }),
+        Some(Plan {
+            tile: TILES[8],
+            splits: 2,
+        }),
+    ];
+    for target in TARGETS {
+        let device = target.device();
+        for plan in plans {
+            let input = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, width]), &device);
+            let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
+            let weights = [
+                Tensor::<2>::from_data(TensorData::new(w.clone(), [width, out]), &device),
+                Tensor::<2>::from_data(TensorData::new(w_t.clone(), [out, width]), &device)
+                    .transpose(),
+            ];
+            for (weight, layout) in weights.into_iter().zip(["contiguous", "transposed"]) {
+                let run = || {
+                    affine(input.clone(), weight, bias.clone(), false)
+                        .into_data()
+                        .try_into_vec::<f32>()
+                        .unwrap()
+                };
+                let got = target.run(|| match plan {
+                    Some(plan) => with_plan(plan, run),
+                    None => run(),
+                });
+                let diff = max_abs_diff(&got, &want);
+                assert!(
+                    diff <= 1e-5,
+                    "{target:?} {plan:?} {layout} weight: max abs diff {diff}"
+                );
+            }
+        }
+    }
+}
+
+/// Attention with more queries and keys than one tile of the GPU kernels holds, padding in one item,
+/// and heads too wide for the kernels (which fall back to burn's ops), against burn's attention on the CPU.
+#[test]
+fn attention_kernels_match_burn_on_long_padded_batches() {
+    use burn::tensor::{Tensor, TensorData};
+    use webbert::ops::attention::self_attention;
+    for (batch, seq, hidden, heads) in [(2, 70, 64, 2), (1, 5, 2048, 2)] {
+        let values: Vec<f32> = (0..batch * seq * 3 * hidden)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+            .collect();
+        // The last item's final 9 tokens are padding.
+        let tokens: Vec<f32> = (0..batch * seq)
             .map(|i| {
-                let (r, c) = (i / out, i % out);
-                let dot: f64 = (0..width)
-                    .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
-                    .sum();
-                (dot + b[c] as f64) as f32
+                if batch > 1 && i >= batch * seq - 9 {
+                    0.0
+                } else {
+                    1.0
+                }
             })
             .collect();
-        let diff = max_abs_diff(&got, &want);
-        assert!(diff <= 1e-5, "{backend:?}: max abs diff {diff}");
-        // The same weight stored `[out, in]` and passed as a transposed view (the tied MLM decoder's case).
-        let w_t: Vec<f32> = (0..out * width)
-            .map(|i| w[(i % width) * out + i / width])
-            .collect();
-        let transposed =
-            Tensor::<2>::from_data(TensorData::new(w_t, [out, width]), &device).transpose();
-        let input = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, width]), &device);
-        let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
-        let got = webbert::linear::affine(input, transposed, bias, false)
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap();
-        let diff = max_abs_diff(&got, &want);
-        assert!(
-            diff <= 1e-5,
-            "{backend:?} transposed weight: max abs diff {diff}"
-        );
+        let attend = |target: Target| {
+            let device = target.device();
+            let qkv = Tensor::<3>::from_data(
+                TensorData::new(values.clone(), [batch, seq, 3 * hidden]),
+                &device,
+            );
+            let mask =
+                Tensor::<2>::from_data(TensorData::new(tokens.clone(), [batch, seq]), &device);
+            target.run(|| read(self_attention(qkv, mask, heads)))
+        };
+        let want = attend(TARGETS[0]);
+        for target in &TARGETS[1..] {
+            let diff = max_abs_diff(&attend(*target), &want);
+            println!("{target:?} {batch}×{seq}×{hidden}/{heads}: max abs diff {diff:.2e}");
+            assert!(
+                diff <= 1e-5,
+                "{target:?} {batch}×{seq}: max abs diff {diff}"
+            );
+        }
+    }
+}
+
+/// Fill-mask's top-k: the GPU's passes (ties by lower id, as on the CPU) and, past their limit, burn's
+/// sort, against the CPU's selection of the same logits.
+#[test]
+fn softmax_top_k_matches_cpu_selection() {
+    use burn::tensor::{Tensor, TensorData};
+    use webbert::ops::top_k::{MAX_GPU_K, softmax_top_k};
+    let vocab = 3000;
+    // Many exact ties: values repeat every 250 ids.
+    let logits: Vec<f32> = (0..2 * vocab)
+        .map(|i| ((i % 250) as f32 * 0.37).sin() * 4.0)
+        .collect();
+    let distinct: Vec<f32> = (0..2 * vocab)
+        .map(|i| (i as f32 * 0.0137).sin() * 4.0 + i as f32 * 1e-4)
+        .collect();
+    for (values, k) in [
+        (&logits, 7),
+        (&logits, MAX_GPU_K),
+        (&distinct, MAX_GPU_K + 6),
+    ] {
+        let best = |target: Target| {
+            let device = target.device();
+            let logits =
+                Tensor::<2>::from_data(TensorData::new(values.clone(), [2, vocab]), &device);
+            target.run(|| {
+                softmax_top_k(logits, k)
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            })
+        };
+        let want = best(TARGETS[0]);
+        // The probabilities of the top tokens sum to less than one, and the ids are all different.
+        assert!(want[..k].iter().sum::<f32>() < 1.0);
+        assert!(want[k..2 * k].windows(2).all(|p| p[0] != p[1]));
+        for target in &TARGETS[1..] {
+            let got = best(*target);
+            for row in 0..2 {
+                let (g, w) = (
+                    &got[row * 2 * k..(row + 1) * 2 * k],
+                    &want[row * 2 * k..(row + 1) * 2 * k],
+                );
+                assert_eq!(g[k..], w[k..], "{target:?} k={k} row {row}: ids");
+                let diff = max_abs_diff(&g[..k], &w[..k]);
+                assert!(
+                    diff <= 1e-6,
+                    "{target:?} k={k} row {row}: probabilities differ by {diff}"
+                );
+            }
+        }
     }
 }

@@ -73,6 +73,23 @@ fn one_step_loss_and_gradients_match_pytorch() {
     let grad_linear =
         |p: &Param<Tensor<2>>| values(p.val().grad(&grads).expect("has a gradient").transpose());
     let (bert, cls) = (&model.bert, &model.cls);
+    // The fused projection holds query, key and value side by side: `part` 0, 1, 2 of its outputs.
+    let qkv = &bert.layers[0].attention.qkv;
+    let hidden = qkv.weight.dims()[0];
+    let qkv_weight = |part: usize| {
+        let grad = qkv.weight.val().grad(&grads).expect("has a gradient");
+        values(grad.narrow(1, part * hidden, hidden).transpose())
+    };
+    let qkv_bias = |part: usize| {
+        let grad = qkv
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .grad(&grads)
+            .expect("has a gradient");
+        values(grad.narrow(0, part * hidden, hidden))
+    };
     let ours: Vec<(&str, Vec<f32>)> = vec![
         (
             "bert.embeddings.word_embeddings.weight",
@@ -88,11 +105,11 @@ fn one_step_loss_and_gradients_match_pytorch() {
         ),
         (
             "bert.encoder.layer.0.attention.self.query.weight",
-            grad_linear(&bert.layers[0].attention.query.weight),
+            qkv_weight(0),
         ),
         (
             "bert.encoder.layer.0.attention.self.value.bias",
-            grad(bert.layers[0].attention.value.bias.as_ref().unwrap()),
+            qkv_bias(2),
         ),
         (
             "bert.encoder.layer.1.intermediate.dense.bias",

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use safetensors::SafeTensors;
+use webbert::ops::{KernelShape, with_kernel_shape};
 use webbert::{Backend, ModelFiles};
 
 pub fn fixtures() -> PathBuf {
@@ -30,8 +31,27 @@ pub fn minilm() -> ModelFiles {
     ModelFiles::from_dir(&minilm_dir()).expect("all-MiniLM-L6-v2 loads")
 }
 
-/// Backends every numeric test runs on.
-pub const BACKENDS: [Backend; 2] = [Backend::Cpu, Backend::Wgpu];
+/// Where every numeric test runs: burn's CPU backend, and wgpu with each shape of our GPU kernels
+/// (lavapipe here would get `Serial` by itself; `Tiled` is what real GPUs get).
+pub const TARGETS: [Target; 3] = [
+    Target(Backend::Cpu, KernelShape::Serial),
+    Target(Backend::Wgpu, KernelShape::Serial),
+    Target(Backend::Wgpu, KernelShape::Tiled { subgroups: true }),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Target(pub Backend, pub KernelShape);
+
+impl Target {
+    pub fn device(self) -> burn::tensor::Device {
+        self.0.device().unwrap()
+    }
+
+    /// Runs `f` with this target's GPU kernel shape.
+    pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
+        with_kernel_shape(self.1, f)
+    }
+}
 
 pub struct Golden(HashMap<String, (Vec<usize>, Vec<f32>)>);
 

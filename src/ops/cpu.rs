@@ -324,44 +324,44 @@ pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
     }
 }
 
-/// softmax(QKᵀ/√d + mask)·V for every batch item and head. `query`, `key`, `value` are `[batch, seq,
-/// hidden]` with the heads side by side (as the projections write them); `key_padding[b * seq + j]` marks
-/// key `j` of item `b` as padding. Returns the context in the same layout, heads concatenated.
+/// softmax(QKᵀ/√d + mask)·V for every batch item and head. `qkv` is `[batch, seq, 3 × hidden]`: each
+/// row Q, K, V side by side, each with the heads side by side (as the fused projection writes them);
+/// `attention_mask[b * seq + j]` is 1 where key `j` of item `b` is a token, 0 where it is padding.
+/// Returns the context `[batch, seq, hidden]`, heads concatenated.
 pub fn self_attention(
     (batch, seq, hidden): (usize, usize, usize),
     num_heads: usize,
-    query: &[f32],
-    key: &[f32],
-    value: &[f32],
-    key_padding: &[bool],
+    qkv: &[f32],
+    attention_mask: &[f32],
 ) -> Vec<f32> {
     let head_dim = hidden / num_heads;
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let row = 3 * hidden;
     let mut context = vec![0.0; batch * seq * hidden];
     let mut key_t = vec![0.0; head_dim * seq];
     let mut scores = vec![0.0; seq * seq];
     for b in 0..batch {
-        let item = b * seq * hidden..(b + 1) * seq * hidden;
-        let (q, k, v) = (
-            &query[item.clone()],
-            &key[item.clone()],
-            &value[item.clone()],
-        );
-        let mask: Vec<f32> = key_padding[b * seq..(b + 1) * seq]
+        let item = &qkv[b * seq * row..(b + 1) * seq * row];
+        let mask: Vec<f32> = attention_mask[b * seq..(b + 1) * seq]
             .iter()
-            .map(|&padding| if padding { f32::MIN } else { 0.0 })
+            .map(|&token| if token == 0.0 { f32::MIN } else { 0.0 })
             .collect();
+        let out = b * seq * hidden;
         for h in 0..num_heads {
-            let head = h * head_dim;
+            let (q, k, v) = (
+                h * head_dim,
+                hidden + h * head_dim,
+                2 * hidden + h * head_dim,
+            );
             // Kᵀ for this head, [head_dim, seq], so that QKᵀ is a plain row-major product.
-            for (j, row) in k.chunks_exact(hidden).enumerate() {
-                for (t, &x) in row[head..head + head_dim].iter().enumerate() {
+            for (j, x) in item.chunks_exact(row).enumerate() {
+                for (t, &x) in x[k..k + head_dim].iter().enumerate() {
                     key_t[t * seq + j] = x;
                 }
             }
             let q_head = Matrix {
-                data: &q[head..],
-                row_stride: hidden,
+                data: &item[q..],
+                row_stride: row,
             };
             let k_t = Matrix {
                 data: &key_t,
@@ -383,15 +383,14 @@ pub fn self_attention(
                 row_stride: seq,
             };
             let v_head = Matrix {
-                data: &v[head..],
-                row_stride: hidden,
+                data: &item[v..],
+                row_stride: row,
             };
-            let out = &mut context[item.start + head..item.end];
             gemm(
                 (seq, head_dim, seq),
                 probs,
                 v_head,
-                out,
+                &mut context[out + h * head_dim..out + seq * hidden],
                 hidden,
                 Epilogue::default(),
             );
@@ -653,30 +652,35 @@ mod tests {
     #[test]
     fn self_attention_matches_f64_with_padding() {
         let (batch, seq, hidden, heads) = (2, 7, 12, 3);
-        let [q, k, v] = [4, 5, 6].map(|s| values(batch * seq * hidden, s));
-        let mut padding = vec![false; batch * seq];
-        padding[seq + 5..2 * seq].iter_mut().for_each(|p| *p = true);
-        let got = self_attention((batch, seq, hidden), heads, &q, &k, &v, &padding);
+        let qkv = values(batch * seq * 3 * hidden, 4);
+        let mut attention_mask = vec![1.0; batch * seq];
+        attention_mask[seq + 5..2 * seq]
+            .iter_mut()
+            .for_each(|p| *p = 0.0);
+        let got = self_attention((batch, seq, hidden), heads, &qkv, &attention_mask);
         let d = hidden / heads;
         for b in 0..batch {
             for h in 0..heads {
                 for i in 0..seq {
-                    let at = |x: &[f32], j: usize, t: usize| {
-                        x[(b * seq + j) * hidden + h * d + t] as f64
+                    // Part `p` (0 Q, 1 K, 2 V) of row `j`, this head, dimension `t`.
+                    let at = |p: usize, j: usize, t: usize| {
+                        qkv[(b * seq + j) * 3 * hidden + p * hidden + h * d + t] as f64
                     };
                     let logits: Vec<f64> = (0..seq)
                         .map(|j| {
-                            (0..d).map(|t| at(&q, i, t) * at(&k, j, t)).sum::<f64>()
+                            (0..d).map(|t| at(0, i, t) * at(1, j, t)).sum::<f64>()
                                 / (d as f64).sqrt()
                         })
                         .collect();
-                    let keep: Vec<usize> = (0..seq).filter(|&j| !padding[b * seq + j]).collect();
+                    let keep: Vec<usize> = (0..seq)
+                        .filter(|&j| attention_mask[b * seq + j] != 0.0)
+                        .collect();
                     let max = keep.iter().map(|&j| logits[j]).fold(f64::MIN, f64::max);
                     let sum: f64 = keep.iter().map(|&j| (logits[j] - max).exp()).sum();
                     for t in 0..d {
                         let want: f64 = keep
                             .iter()
-                            .map(|&j| (logits[j] - max).exp() / sum * at(&v, j, t))
+                            .map(|&j| (logits[j] - max).exp() / sum * at(2, j, t))
                             .sum();
                         let got = got[(b * seq + i) * hidden + h * d + t] as f64;
                         assert!(

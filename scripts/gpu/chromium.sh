@@ -1,0 +1,31 @@
+#!/bin/bash
+# Device call (`run` with carry [".gl", ".chr", ".chr3"], right after the two chromium-part.sh calls):
+# headless Chromium on the GPU's Vulkan driver: the WebGPU adapter, then webbert's package and
+# transformers.js (ONNX Runtime Web's WebGPU backend, fp32) on the bench cases, one after the other.
+# CASES and RUNS may be set in the environment.
+set -u
+export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
+ls /tmp/chr/chr.part.a /tmp/chr/chr.part.b > /dev/null || { echo "parts 1-2 missing: not the warm machine"; exit 2; }
+for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
+cat /tmp/chr/chr.part.a /tmp/chr/chr.part.b .chr3/chr.part.* > /tmp/chr/chr.tar.xz && rm /tmp/chr/chr.part.*
+echo "$(cat .chr/chr.sha256)  /tmp/chr/chr.tar.xz" | sha256sum -c || exit 2
+python3 -c "import lzma,sys,shutil;shutil.copyfileobj(lzma.open('/tmp/chr/chr.tar.xz'),sys.stdout.buffer)" | tar -C /tmp/chr -xf - || exit 2
+printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/chr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec /tmp/chr/chromium/chromium "$@"\n' > /tmp/chr/run
+chmod +x /tmp/chr/run
+python3 scripts/gpu/make_models.py gen .chr/models /tmp/models > /dev/null || exit 2
+unxz() { python3 -c "import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],'wb'))" "$1" "$2"; }
+cp -r .chr/webbert /tmp/webbert && unxz /tmp/webbert/pkg/webbert_bg.wasm.xz /tmp/webbert/pkg/webbert_bg.wasm
+mkdir -p /tmp/ort && cp .chr/ort/*.mjs /tmp/ort/ && unxz .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz /tmp/ort/ort-wasm-simd-threaded.asyncify.wasm
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --use-vulkan=native"
+D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
+CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
+timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
+echo "== webbert, WebGPU"
+timeout 200 $D --tag webbert --timeout 180 --webbert /tmp/webbert --models /tmp/models --flags "$FLAGS" \
+  --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+echo "== transformers.js, WebGPU fp32"
+timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
+timeout 200 $D --tag tjs --timeout 180 --tjs .chr/tjs --ort /tmp/ort --models /tmp/models --flags "$FLAGS" \
+  --query "tjs=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+python3 scripts/gpu/browser/summary.py $OUT/browser-webbert.json $OUT/browser-tjs.json | tee $OUT/summary.md

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Stages, on this (development) machine, what the GPU machine's calls carry: the device has no network, so
+# everything it runs travels in ignored folders of the checkout (each call's working tree, these included,
+# must stay under 64 MiB). See "On a real GPU" in the README for the calls that use them.
+#   scripts/gpu/prepare.sh native     .gl/  Debian 12's Vulkan and GL loaders (the image has NVIDIA's driver
+#                                           but no loader), .gpu/ the release CLI and native bench (stripped,
+#                                           xz), vulkaninfo, the bench models' layout (weights made there)
+#   scripts/gpu/prepare.sh chromium   .chr1/ .chr2/ .chr3/  Debian's Chromium in parts, .chr/ the wasm
+#                                           package, transformers.js and ONNX Runtime Web's WebGPU build
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+target_dir="${CARGO_TARGET_DIR:-target}"
+exclude=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$exclude")"
+for d in .gl .gpu .chr .chr1 .chr2 .chr3; do
+  grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >> "$exclude"
+done
+apt_amd64() {
+  mkdir -p /tmp/amd64/partial
+  local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  [ -n "$(ls /tmp/amd64/*Packages* 2>/dev/null)" ] || apt-get $o update -qq
+  apt-get $o download "$@"
+}
+
+native() {
+  rm -rf .gl .gpu && mkdir -p .gl .gpu/bin .gpu/vk/lib
+  (cd .gl && apt_amd64 libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  (cd .gpu/vk && apt_amd64 vulkan-tools)
+  for l in libwayland-client.so.0 libxcb.so.1 libX11.so.6 libXau.so.6 libXdmcp.so.6 libbsd.so.0 libmd.so.0 libffi.so.8; do
+    cp -L "/lib/x86_64-linux-gnu/$l" .gpu/vk/lib/
+  done
+  python3 scripts/gpu/make_models.py spec www/models .gpu/models
+  cargo build --release --bin webbert
+  cargo bench --bench native --no-run
+  bench=$(ls -t "$target_dir"/release/deps/native-* | grep -v '\.d$' | head -1)
+  for pair in "$target_dir/release/webbert:webbert" "$bench:native-bench"; do
+    cp "${pair%%:*}" "/tmp/${pair##*:}" && strip "/tmp/${pair##*:}"
+    xz -6 -T2 -c "/tmp/${pair##*:}" > ".gpu/bin/${pair##*:}.xz"
+  done
+  du -sh .gl .gpu
+}
+
+chromium() {
+  local stage=/tmp/chr-stage
+  rm -rf "$stage" .chr .chr1 .chr2 .chr3 && mkdir -p "$stage/chromium/locales" "$stage/lib"
+  (cd /usr/lib/chromium && cp -a chrome_100_percent.pak chromium chrome_crashpad_handler icudtl.dat libEGL.so \
+    libGLESv2.so libvk_swiftshader.so libvulkan.so.1 resources.pak snapshot_blob.bin v8_context_snapshot.bin \
+    vk_swiftshader_icd.json "$stage/chromium/" && cp locales/en-US.pak "$stage/chromium/locales/")
+  # The shared libraries Chromium links that the device image may lack (not the C runtime's).
+  ldd /usr/lib/chromium/chromium | awk '$3 ~ /^\// {print $1, $3}' | while read -r so path; do
+    case $so in libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|libresolv.so.2|libstdc++.so.6|libgcc_s.so.1|ld-linux*) ;;
+      *) cp -L "$path" "$stage/lib/$so" ;; esac
+  done
+  (cd /usr/lib/x86_64-linux-gnu && cp -L libfreebl3.so libfreebl3.chk libfreeblpriv3.so libfreeblpriv3.chk \
+    libnssdbm3.so libnssdbm3.chk libsoftokn3.so libsoftokn3.chk "$stage/lib/")
+  tar -C "$stage" -cf - chromium lib | xz -9 -T2 > /tmp/chr.tar.xz
+  # Three parts of at most 34 MiB: with the tracked tree (~24 MB) each call stays under 64 MiB.
+  split -b 35651584 -a 1 /tmp/chr.tar.xz /tmp/chr.part.
+  local n=1
+  for part in /tmp/chr.part.*; do mkdir -p ".chr$n" && mv "$part" ".chr$n/"; n=$((n + 1)); done
+  mkdir -p .chr/webbert/js .chr/webbert/pkg .chr/tjs .chr/ort
+  python3 scripts/gpu/make_models.py spec www/models .chr/models
+  sha256sum /tmp/chr.tar.xz | cut -c1-64 > .chr/chr.sha256
+  [ -f www/webbert/pkg/webbert_bg.wasm ] || ./scripts/build-wasm.sh
+  cp www/webbert/js/* .chr/webbert/js/ && cp www/webbert/pkg/webbert.js .chr/webbert/pkg/
+  xz -6 -c www/webbert/pkg/webbert_bg.wasm > .chr/webbert/pkg/webbert_bg.wasm.xz
+  [ -d node_modules/@huggingface/transformers ] || \
+    npm install --no-save --ignore-scripts --no-audit --no-fund @huggingface/transformers@4.3.1
+  cp node_modules/@huggingface/transformers/dist/transformers.min.js .chr/tjs/
+  # What transformers.js 4.3.1's WebGPU path loads.
+  cp node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs .chr/ort/
+  xz -6 -c node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm > .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz
+  du -sh .chr .chr1 .chr2 .chr3 2>/dev/null
+}
+
+"${1:?usage: scripts/gpu/prepare.sh native|chromium}"

@@ -1,0 +1,282 @@
+//! "Add & Norm": `LayerNorm(x + residual)` after every attention block and feed-forward network, and
+//! `LayerNorm(x)` in the masked-LM head, as one GPU kernel.
+//!
+//! Why: burn's cube backend composes LayerNorm from ~9 ops (two reductions and the element-wise steps),
+//! plus one for the residual add: 10 dispatches, 13 times per MiniLM forward. Mean, then variance about
+//! it, as PyTorch does. Two GPU shapes ([`KernelShape`]): `Serial`, one invocation per row with no
+//! barrier; `Tiled`, one workgroup per row, its units sharing the row and reducing together. The CPU
+//! (flex, whose `layer_norm` is already one pass) and autodiff keep burn's ops.
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
+use burn::nn::LayerNorm;
+use burn::tensor::Tensor;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::{CubeCount, CubeDim};
+
+use super::{KernelShape, empty_like, storage, subgroups};
+
+const WORKGROUP: u32 = 64;
+/// `Tiled`: units sharing one row.
+pub(crate) const ROW_UNITS: usize = 128;
+
+#[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
+pub trait AddNormBackend: Backend {
+    /// `input`, `residual` `[rows, hidden]`; `gamma`, `beta` `[hidden]` → `LayerNorm(input + residual)`
+    /// `[rows, hidden]`.
+    fn add_norm(
+        input: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(Self::float_add(input, residual), gamma, Some(beta), epsilon)
+    }
+
+    /// `LayerNorm(input)`, as [`add_norm`](Self::add_norm) without the residual.
+    fn norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        Self::layer_norm(input, gamma, Some(beta), epsilon)
+    }
+}
+
+impl AddNormBackend for Flex {}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<B: AddNormBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    AddNormBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+impl AddNormBackend for Cube {
+    fn add_norm(
+        input: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        launch(input, Some(residual), gamma, beta, epsilon)
+    }
+
+    fn norm(
+        input: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        launch(input, None, gamma, beta, epsilon)
+    }
+}
+
+fn launch(
+    input: CubeTensor,
+    residual: Option<CubeTensor>,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    epsilon: f64,
+) -> CubeTensor {
+    let [input, gamma, beta] = [input, gamma, beta].map(into_contiguous);
+    // Without a residual the kernel is told so and reads the input in its place (never added).
+    let has_residual = residual.is_some();
+    let residual = residual.map_or_else(|| input.clone(), into_contiguous);
+    let [rows, hidden] = input.meta.shape().dims();
+    let output = empty_like(&input, [rows, hidden], input.dtype);
+    let shape = KernelShape::of(&input.client);
+    let (count, dim, units) = match shape {
+        KernelShape::Serial => (
+            CubeCount::Static((rows as u32).div_ceil(WORKGROUP), 1, 1),
+            CubeDim::new_1d(WORKGROUP),
+            1,
+        ),
+        KernelShape::Tiled { .. } => (row_grid(rows), CubeDim::new_1d(ROW_UNITS as u32), ROW_UNITS),
+    };
+    kernel::add_norm_kernel::launch(
+        &output.client,
+        count,
+        dim,
+        input.into_tensor_arg(),
+        residual.into_tensor_arg(),
+        gamma.into_tensor_arg(),
+        beta.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        epsilon as f32,
+        has_residual,
+        units,
+        hidden.div_ceil(units),
+        subgroups(&output.client, shape),
+        storage(output.dtype),
+    );
+    output
+}
+
+/// One workgroup per row, rows laid out over two grid dimensions (WebGPU allows 65,535 per dimension).
+pub(crate) fn row_grid(rows: usize) -> CubeCount {
+    let x = rows.min(65_535);
+    CubeCount::Static(x as u32, rows.div_ceil(x) as u32, 1)
+}
+
+pub(crate) mod kernel {
+    use cubecl::prelude::*;
+
+    use crate::ops::reduce::workgroup_sum;
+
+    /// `units == 1`: each invocation normalises row `ABSOLUTE_POS` alone. Otherwise each workgroup
+    /// normalises one row, each unit holding `per_unit` of its values in registers.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_norm_kernel<F: Float>(
+        input: &Tensor<F>,
+        residual: &Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        output: &mut Tensor<F>,
+        epsilon: f32,
+        #[comptime] has_residual: bool,
+        #[comptime] units: usize,
+        #[comptime] per_unit: usize,
+        #[comptime] subgroups: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let hidden = output.shape(1);
+        if units == 1 {
+            if ABSOLUTE_POS >= output.shape(0) {
+                terminate!();
+            }
+            let start = ABSOLUTE_POS * hidden;
+            let mut sum = F::new(0.0);
+            for k in 0..hidden {
+                sum += term(input, residual, start + k, has_residual);
+            }
+            let mean = sum / F::cast_from(hidden as u32);
+            let mut squares = F::new(0.0);
+            for k in 0..hidden {
+                let centred = term(input, residual, start + k, has_residual) - mean;
+                squares += centred * centred;
+            }
+            let inv_std = F::new(1.0)
+                / (squares / F::cast_from(hidden as u32) + F::cast_from(epsilon)).sqrt();
+            for k in 0..hidden {
+                let centred = term(input, residual, start + k, has_residual) - mean;
+                output[start + k] = centred * inv_std * gamma[k] + beta[k];
+            }
+        } else {
+            let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+            // Uniform across the workgroup, so no unit misses a barrier.
+            if row >= output.shape(0) {
+                terminate!();
+            }
+            let start = row * hidden;
+            let mut x = Array::<F>::new(per_unit);
+            #[unroll]
+            for i in 0..per_unit {
+                let k = UNIT_POS as usize + i * units;
+                let value = term(input, residual, start + min(k, hidden - 1), has_residual);
+                x[i] = select(k < hidden, value, F::new(0.0));
+            }
+            store_row_norm(
+                &mut x, output, gamma, beta, start, epsilon, units, per_unit, subgroups,
+            );
+        }
+    }
+
+    #[cube]
+    fn term<F: Float>(
+        input: &Tensor<F>,
+        residual: &Tensor<F>,
+        at: usize,
+        #[comptime] has_residual: bool,
+    ) -> F {
+        if has_residual {
+            input[at] + residual[at]
+        } else {
+            input[at]
+        }
+    }
+
+    /// Writes `LayerNorm` of the row whose `hidden` values the workgroup's units hold in `x` (unit `u`
+    /// holds columns `u`, `u + units`, …; zeros past the end) to `output[start..]`.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_row_norm<F: Float>(
+        x: &mut Array<F>,
+        output: &mut Tensor<F>,
+        gamma: &Tensor<F>,
+        beta: &Tensor<F>,
+        start: usize,
+        epsilon: f32,
+        #[comptime] units: usize,
+        #[comptime] per_unit: usize,
+        #[comptime] subgroups: bool,
+    ) {
+        let hidden = output.shape(1);
+        let width = F::cast_from(hidden as u32);
+        let mut scratch = Shared::<[F]>::new_slice(units);
+        let mut sum = F::new(0.0);
+        #[unroll]
+        for i in 0..per_unit {
+            sum += x[i];
+        }
+        let mean = workgroup_sum::<F>(sum, &mut scratch, units, subgroups) / width;
+        let mut squares = F::new(0.0);
+        #[unroll]
+        for i in 0..per_unit {
+            let k = UNIT_POS as usize + i * units;
+            let centred = select(k < hidden, x[i] - mean, F::new(0.0));
+            x[i] = centred;
+            squares += centred * centred;
+        }
+        let variance = workgroup_sum::<F>(squares, &mut scratch, units, subgroups) / width;
+        let inv_std = F::new(1.0) / (variance + F::cast_from(epsilon)).sqrt();
+        #[unroll]
+        for i in 0..per_unit {
+            let k = UNIT_POS as usize + i * units;
+            if k < hidden {
+                output[start + k] = x[i] * inv_std * gamma[k] + beta[k];
+            }
+        }
+    }
+}
+
+/// `layer_norm(input + residual)` for `[batch, seq, hidden]` tensors; `epsilon` is the config's
+/// `layer_norm_eps` (burn's `LayerNorm` keeps its own private).
+pub fn add_norm(
+    layer_norm: &LayerNorm,
+    epsilon: f64,
+    input: Tensor<3>,
+    residual: Tensor<3>,
+) -> Tensor<3> {
+    let [batch, seq, hidden] = input.dims();
+    let rows = |x: Tensor<3>| x.reshape([batch * seq, hidden]);
+    norm(layer_norm, epsilon, rows(input), Some(rows(residual))).reshape([batch, seq, hidden])
+}
+
+/// `layer_norm(input)` (`+ residual` first, if given) for `[rows, hidden]` tensors.
+pub fn norm(
+    layer_norm: &LayerNorm,
+    epsilon: f64,
+    input: Tensor<2>,
+    residual: Option<Tensor<2>>,
+) -> Tensor<2> {
+    let beta = match &layer_norm.beta {
+        Some(beta) => beta.val(),
+        None => Tensor::zeros(layer_norm.gamma.dims(), &input.device()),
+    };
+    let (gamma, beta) = (layer_norm.gamma.val().into_dispatch(), beta.into_dispatch());
+    Tensor::from_dispatch(match residual {
+        Some(residual) => Dispatch::add_norm(
+            input.into_dispatch(),
+            residual.into_dispatch(),
+            gamma,
+            beta,
+            epsilon,
+        ),
+        None => Dispatch::norm(input.into_dispatch(), gamma, beta, epsilon),
+    })
+}

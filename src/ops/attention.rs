@@ -1,0 +1,496 @@
+//! softmax(QKᵀ/√d_k + mask)·V for all heads, reading Q, K, V as the fused projection wrote them
+//! (`[batch, seq, 3 × hidden]`: Q, K, V side by side, each with the heads side by side) and writing the
+//! heads already concatenated, so no head split or merge is ever copied.
+//!
+//! Why our own: burn's cube backend has no fused attention without autotune; its fallback (two matmuls,
+//! a softmax, head split/merge copies) was the largest cost left on WebGPU after the Linear kernel.
+//! Two GPU shapes ([`KernelShape`]):
+//! - `Serial` (CPU-backed adapters): each invocation owns four query rows of one head and runs an online
+//!   softmax over all keys, no barrier; neighbouring invocations read the same K and V rows.
+//! - `Tiled` (GPUs): one workgroup per (item, head, block of queries); blocks of K and V rows are staged
+//!   in workgroup memory, each unit keeps one query's online softmax over a quarter of each block, and
+//!   the quarters are merged at the end.
+//!
+//! The browser's CPU path runs [`cpu::self_attention`]; native flex and autodiff keep burn's `attention`
+//! op, and so does the GPU for heads wider than [`MAX_HEAD_DIM`] (whose per-unit registers would not fit).
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{
+    Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings,
+};
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, Shape, Slice, Tensor, TensorData};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_flex::FlexTensor;
+use cubecl::{CubeCount, CubeDim};
+
+use super::{KernelShape, cpu, empty_like, storage};
+
+/// Widest head our kernels take: each unit keeps a query row and its context in registers.
+pub const MAX_HEAD_DIM: usize = 128;
+
+const WORKGROUP: u32 = 64;
+/// Query rows per invocation (`Serial`): each K and V row loaded serves all of them. Attention time per
+/// 1×512 forward on SwiftShader: 1 row 1550 ms, 2 1701, 4 1183, 8 876, 16 742; but the unrolled kernel's
+/// compile time counts in the cold start (WebGPU, page load to first result: 4 rows 3.8 s, 8 rows 6.4 s).
+const QUERY_ROWS: usize = 4;
+
+/// `Tiled`: queries per workgroup, and the units that share each query's keys.
+const QUERY_BLOCK: usize = 32;
+const KEY_GROUPS: usize = 4;
+/// `Tiled`: keys staged in workgroup memory per step (halved for heads over 64 wide).
+const KEY_BLOCK: usize = 64;
+
+#[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
+pub trait AttentionBackend: Backend {
+    /// `qkv` `[batch, seq, 3 × hidden]`; `attention_mask` `[batch, seq]`, 1 for tokens and 0 for padding
+    /// → context `[batch, seq, hidden]`.
+    fn self_attention(
+        qkv: FloatTensor<Self>,
+        attention_mask: FloatTensor<Self>,
+        num_heads: usize,
+    ) -> FloatTensor<Self> {
+        composed::<Self>(qkv, attention_mask, num_heads)
+    }
+}
+
+/// The same with burn's own ops: split Q, K, V and the heads, burn's `attention` with Hugging Face's
+/// padding mask, merge the heads.
+fn composed<B: Backend>(
+    qkv: FloatTensor<B>,
+    attention_mask: FloatTensor<B>,
+    num_heads: usize,
+) -> FloatTensor<B> {
+    let [batch, seq, width] = qkv.shape().dims();
+    let hidden = width / 3;
+    let part = |i: usize| {
+        let x = B::float_slice(
+            qkv.clone(),
+            &[
+                Slice::full(),
+                Slice::full(),
+                Slice::from(i * hidden..(i + 1) * hidden),
+            ],
+        );
+        let x = B::float_reshape(x, Shape::new([batch, seq, num_heads, hidden / num_heads]));
+        B::float_swap_dims(x, 1, 2)
+    };
+    let device = attention_mask.device();
+    let padding = B::float_equal_elem(
+        B::float_expand(
+            B::float_reshape(attention_mask, Shape::new([batch, 1, 1, seq])),
+            Shape::new([batch, num_heads, seq, seq]),
+        ),
+        0.0.into(),
+        get_or_init_device_settings::<B>(&device).bool_dtype,
+    );
+    let context = B::attention(
+        part(0),
+        part(1),
+        part(2),
+        Some(padding),
+        None,
+        AttentionModuleOptions::default(),
+    );
+    B::float_reshape(
+        B::float_swap_dims(context, 1, 2),
+        Shape::new([batch, seq, hidden]),
+    )
+}
+
+/// On the CPU path in the browser, [`cpu::self_attention`]: per head two SIMD products and a
+/// vectorised softmax, where burn's naive attention spent most of its time in scalar `exp`. Natively
+/// flex's own attention runs on all cores and is faster (MiniLM 1×512 on 2 cores: 222 ms against 331).
+impl AttentionBackend for Flex {
+    fn self_attention(qkv: FlexTensor, attention_mask: FlexTensor, num_heads: usize) -> FlexTensor {
+        if cfg!(target_arch = "wasm32")
+            && let Some(context) = flex_self_attention(&qkv, &attention_mask, num_heads)
+        {
+            return context;
+        }
+        composed::<Self>(qkv, attention_mask, num_heads)
+    }
+}
+
+/// `None` unless the inputs are f32 (the only dtype the model computes in).
+fn flex_self_attention(
+    qkv: &FlexTensor,
+    attention_mask: &FlexTensor,
+    num_heads: usize,
+) -> Option<FlexTensor> {
+    if [qkv, attention_mask]
+        .iter()
+        .any(|t| t.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let [batch, seq, width] = qkv.shape().dims();
+    let [qkv, attention_mask] = [qkv, attention_mask].map(FlexTensor::to_contiguous);
+    let context = cpu::self_attention(
+        (batch, seq, width / 3),
+        num_heads,
+        qkv.as_slice::<f32>()?,
+        attention_mask.as_slice::<f32>()?,
+    );
+    Some(FlexTensor::from_data(TensorData::new(
+        context,
+        [batch, seq, width / 3],
+    )))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<B: AttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    AttentionBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+impl AttentionBackend for Cube {
+    fn self_attention(
+        qkv: FloatTensor<Self>,
+        attention_mask: FloatTensor<Self>,
+        num_heads: usize,
+    ) -> FloatTensor<Self> {
+        let [_, _, width] = qkv.meta.shape().dims();
+        if width / 3 / num_heads > MAX_HEAD_DIM {
+            return composed::<Self>(qkv, attention_mask, num_heads);
+        }
+        let [qkv, attention_mask] = [qkv, attention_mask].map(into_contiguous);
+        match KernelShape::of(&qkv.client) {
+            KernelShape::Serial => serial(qkv, attention_mask, num_heads),
+            KernelShape::Tiled { .. } => tiled(qkv, attention_mask, num_heads),
+        }
+    }
+}
+
+fn serial(qkv: CubeTensor, attention_mask: CubeTensor, num_heads: usize) -> CubeTensor {
+    let [batch, seq, width] = qkv.meta.shape().dims();
+    let hidden = width / 3;
+    let output = empty_like(&qkv, [batch, seq, hidden], qkv.dtype);
+    let invocations = (batch * num_heads * seq.div_ceil(QUERY_ROWS)) as u32;
+    kernel::attention_kernel::launch(
+        &output.client,
+        CubeCount::Static(invocations.div_ceil(WORKGROUP), 1, 1),
+        CubeDim::new_1d(WORKGROUP),
+        qkv.into_tensor_arg(),
+        attention_mask.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        num_heads,
+        hidden / num_heads,
+        QUERY_ROWS,
+        storage(output.dtype),
+    );
+    output
+}
+
+fn tiled(qkv: CubeTensor, attention_mask: CubeTensor, num_heads: usize) -> CubeTensor {
+    let [batch, seq, width] = qkv.meta.shape().dims();
+    let hidden = width / 3;
+    let head_dim = hidden / num_heads;
+    let key_block = if head_dim > 64 {
+        KEY_BLOCK / 2
+    } else {
+        KEY_BLOCK
+    };
+    let output = empty_like(&qkv, [batch, seq, hidden], qkv.dtype);
+    tiled_kernel::tiled_attention_kernel::launch(
+        &output.client,
+        CubeCount::Static(
+            seq.div_ceil(QUERY_BLOCK) as u32,
+            num_heads as u32,
+            batch as u32,
+        ),
+        CubeDim::new_1d((QUERY_BLOCK * KEY_GROUPS) as u32),
+        qkv.into_tensor_arg(),
+        attention_mask.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        head_dim,
+        QUERY_BLOCK,
+        key_block,
+        KEY_GROUPS,
+        storage(output.dtype),
+    );
+    output
+}
+
+mod kernel {
+    use cubecl::prelude::*;
+
+    #[cube(launch)]
+    pub fn attention_kernel<F: Float>(
+        qkv: &Tensor<F>,
+        attention_mask: &Tensor<F>,
+        output: &mut Tensor<F>,
+        num_heads: usize,
+        #[comptime] head_dim: usize,
+        #[comptime] query_rows: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let seq = output.shape(1);
+        let hidden = output.shape(2);
+        let width = qkv.shape(2);
+        let query_tiles = seq.div_ceil(query_rows);
+        let pos = ABSOLUTE_POS;
+        if pos >= output.shape(0) * num_heads * query_tiles {
+            terminate!();
+        }
+        // Invocations of one (batch, head) are adjacent, so they share K and V rows in cache.
+        let i0 = pos % query_tiles * query_rows;
+        let head = pos / query_tiles % num_heads;
+        let b = pos / query_tiles / num_heads;
+        let column = head * head_dim;
+
+        // Rows past the end (last tile) repeat the last query and are not written.
+        let scale = F::new(1.0) / F::cast_from(head_dim as u32).sqrt();
+        let mut q = Array::<F>::new(query_rows * head_dim);
+        let mut context = Array::<F>::new(query_rows * head_dim);
+        #[unroll]
+        for r in 0..query_rows {
+            let row = (b * seq + select(i0 + r < seq, i0 + r, seq - 1)) * width + column;
+            #[unroll]
+            for d in 0..head_dim {
+                q[r * head_dim + d] = qkv[row + d] * scale;
+                context[r * head_dim + d] = F::new(0.0);
+            }
+        }
+
+        // Online softmax: per query a running maximum and denominator, the context rescaled as the
+        // maximum grows. A padded key's weight is exactly 0, as with Hugging Face's additive f32::MIN mask.
+        let mut max = Array::<F>::new(query_rows);
+        let mut sum = Array::<F>::new(query_rows);
+        let mut score = Array::<F>::new(query_rows);
+        let mut rescale = Array::<F>::new(query_rows);
+        #[unroll]
+        for r in 0..query_rows {
+            max[r] = F::min_value();
+            sum[r] = F::new(0.0);
+        }
+        for j in 0..seq {
+            if attention_mask[b * seq + j] != F::new(0.0) {
+                let key_row = (b * seq + j) * width + hidden + column;
+                let value_row = key_row + hidden;
+                #[unroll]
+                for r in 0..query_rows {
+                    score[r] = F::new(0.0);
+                }
+                #[unroll]
+                for d in 0..head_dim {
+                    let k = qkv[key_row + d];
+                    #[unroll]
+                    for r in 0..query_rows {
+                        score[r] += q[r * head_dim + d] * k;
+                    }
+                }
+                #[unroll]
+                for r in 0..query_rows {
+                    let new_max = F::max(max[r], score[r]);
+                    rescale[r] = (max[r] - new_max).exp();
+                    score[r] = (score[r] - new_max).exp(); // now this key's weight
+                    sum[r] = sum[r] * rescale[r] + score[r];
+                    max[r] = new_max;
+                }
+                #[unroll]
+                for d in 0..head_dim {
+                    let v = qkv[value_row + d];
+                    #[unroll]
+                    for r in 0..query_rows {
+                        let c = r * head_dim + d;
+                        context[c] = context[c] * rescale[r] + score[r] * v;
+                    }
+                }
+            }
+        }
+        #[unroll]
+        for r in 0..query_rows {
+            if i0 + r < seq {
+                let row = (b * seq + i0 + r) * hidden + column;
+                #[unroll]
+                for d in 0..head_dim {
+                    output[row + d] = context[r * head_dim + d] / sum[r];
+                }
+            }
+        }
+    }
+}
+
+mod tiled_kernel {
+    use cubecl::prelude::*;
+
+    /// One workgroup: item `CUBE_POS_Z`, head `CUBE_POS_Y`, queries `CUBE_POS_X × query_block ..`.
+    /// Unit `u` owns query `u % query_block` and, of each staged block of keys, those congruent to
+    /// `u / query_block` modulo `key_groups`; at the end the groups' softmax states are merged.
+    #[cube(launch)]
+    pub fn tiled_attention_kernel<F: Float>(
+        qkv: &Tensor<F>,
+        attention_mask: &Tensor<F>,
+        output: &mut Tensor<F>,
+        #[comptime] head_dim: usize,
+        #[comptime] query_block: usize,
+        #[comptime] key_block: usize,
+        #[comptime] key_groups: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let seq = output.shape(1);
+        let hidden = output.shape(2);
+        let width = qkv.shape(2);
+        let units = query_block * key_groups;
+        let keys_per_unit = key_block / key_groups;
+        let unit = UNIT_POS as usize;
+        let qi = unit % query_block;
+        let group = unit / query_block;
+        let b = CUBE_POS_Z as usize;
+        let column = CUBE_POS_Y as usize * head_dim;
+        let i = CUBE_POS_X as usize * query_block + qi;
+
+        // Workgroup memory, used twice: K rows, V rows and the mask of one block of keys while the
+        // keys are walked; then each group's softmax state (max, sum, context) for the merge.
+        let staged = 2 * key_block * head_dim + key_block;
+        let merged = units * (head_dim + 2);
+        let mut shared = Shared::<[F]>::new_slice(comptime!(staged.max(merged)));
+
+        // A query past the end computes on the last row and is not written.
+        let row = (b * seq + min(i, seq - 1)) * width + column;
+        let scale = F::new(1.0) / F::cast_from(head_dim as u32).sqrt();
+        let mut q = Array::<F>::new(head_dim);
+        let mut context = Array::<F>::new(head_dim);
+        #[unroll]
+        for d in 0..head_dim {
+            q[d] = qkv[row + d] * scale;
+            context[d] = F::new(0.0);
+        }
+        let mut max = F::min_value();
+        let mut sum = F::new(0.0);
+        let mut score = Array::<F>::new(keys_per_unit);
+
+        let mut j0 = 0;
+        while j0 < seq {
+            // Stage K and V rows j0.. (each a contiguous run of head_dim words) and their mask.
+            #[unroll]
+            for s in 0..(2 * key_block * head_dim).div_ceil(units) {
+                let e = unit + s * units;
+                if e < 2 * key_block * head_dim {
+                    let part = e / (key_block * head_dim); // 0: K, 1: V
+                    let j = e % (key_block * head_dim) / head_dim;
+                    let key = min(j0 + j, seq - 1);
+                    shared[e] =
+                        qkv[(b * seq + key) * width + (part + 1) * hidden + column + e % head_dim];
+                }
+            }
+            if unit < key_block {
+                let key = j0 + unit;
+                let token = attention_mask[b * seq + min(key, seq - 1)];
+                shared[2 * key_block * head_dim + unit] = select(key < seq, token, F::new(0.0));
+            }
+            sync_cube();
+
+            // Scores of this unit's keys, then one rescale of the context for the block.
+            let mut block_max = F::min_value();
+            #[unroll]
+            for t in 0..keys_per_unit {
+                let j = group + t * key_groups;
+                let mut s = F::new(0.0);
+                #[unroll]
+                for d in 0..head_dim {
+                    s += q[d] * shared[j * head_dim + d];
+                }
+                let keep = shared[2 * key_block * head_dim + j] != F::new(0.0);
+                score[t] = select(keep, s, F::min_value());
+                block_max = F::max(block_max, score[t]);
+            }
+            let new_max = F::max(max, block_max);
+            let rescale = (max - new_max).exp();
+            sum *= rescale;
+            #[unroll]
+            for d in 0..head_dim {
+                context[d] *= rescale;
+            }
+            #[unroll]
+            for t in 0..keys_per_unit {
+                let j = group + t * key_groups;
+                // A padded key weighs exactly 0, as with Hugging Face's additive f32::MIN mask.
+                let keep = shared[2 * key_block * head_dim + j] != F::new(0.0);
+                let p = select(keep, (score[t] - new_max).exp(), F::new(0.0));
+                sum += p;
+                #[unroll]
+                for d in 0..head_dim {
+                    context[d] += p * shared[(key_block + j) * head_dim + d];
+                }
+            }
+            max = new_max;
+            sync_cube();
+            j0 += key_block;
+        }
+
+        // Merge the groups' states of each query; group 0 writes.
+        let state = unit * (head_dim + 2);
+        shared[state] = max;
+        shared[state + 1] = sum;
+        #[unroll]
+        for d in 0..head_dim {
+            shared[state + 2 + d] = context[d];
+        }
+        sync_cube();
+        if group == 0 && i < seq {
+            let mut total_max = F::min_value();
+            #[unroll]
+            for g in 0..key_groups {
+                total_max = F::max(total_max, shared[(g * query_block + qi) * (head_dim + 2)]);
+            }
+            let mut total = F::new(0.0);
+            #[unroll]
+            for d in 0..head_dim {
+                context[d] = F::new(0.0);
+            }
+            #[unroll]
+            for g in 0..key_groups {
+                let at = (g * query_block + qi) * (head_dim + 2);
+                let weight = (shared[at] - total_max).exp();
+                total += shared[at + 1] * weight;
+                #[unroll]
+                for d in 0..head_dim {
+                    context[d] += shared[at + 2 + d] * weight;
+                }
+            }
+            let out = (b * seq + i) * hidden + column;
+            #[unroll]
+            for d in 0..head_dim {
+                output[out + d] = context[d] / total;
+            }
+        }
+    }
+}
+
+/// `qkv` `[batch, seq, 3 × hidden]`, `attention_mask` `[batch, seq]` → context `[batch, seq, hidden]`,
+/// heads concatenated.
+pub fn self_attention(qkv: Tensor<3>, attention_mask: Tensor<2>, num_heads: usize) -> Tensor<3> {
+    Tensor::from_dispatch(Dispatch::self_attention(
+        qkv.into_dispatch(),
+        attention_mask.into_dispatch(),
+        num_heads,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The browser's CPU attention through its flex glue, against burn's `attention` on the same
+    /// tensors.
+    #[test]
+    fn flex_self_attention_matches_burn_ops() {
+        let (batch, seq, hidden, heads) = (2, 9, 16, 4);
+        let values = (0..batch * seq * 3 * hidden)
+            .map(|i| (i as f32 * 0.61 + 1.0).sin())
+            .collect();
+        let qkv =
+            FlexTensor::from_data(TensorData::new::<f32, _>(values, [batch, seq, 3 * hidden]));
+        // The second item's last three keys are padding.
+        let tokens = (0..batch * seq).map(|i| if i >= 2 * seq - 3 { 0.0f32 } else { 1.0 });
+        let attention_mask =
+            FlexTensor::from_data(TensorData::new(tokens.collect::<Vec<f32>>(), [batch, seq]));
+        let got = flex_self_attention(&qkv, &attention_mask, heads).expect("f32 inputs");
+        let want = composed::<Flex>(qkv, attention_mask, heads);
+        let diff = cpu::max_abs_diff(got, want);
+        assert!(diff < 1e-5, "max diff {diff}");
+    }
+}

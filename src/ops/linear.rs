@@ -1,0 +1,699 @@
+//! Every Linear layer of the model, `x·W + b` (optionally followed by GELU), as one GPU kernel.
+//!
+//! Why our own kernel: without autotune (whose candidates fail WGSL validation in Chrome), burn's wgpu
+//! backend runs cubecl's general matmul, which stages tiles through workgroup memory behind barriers.
+//! Profiled on WebGPU (SwiftShader), its 36 dispatches per MiniLM forward took 3.8 s of 4.4 s. This
+//! kernel needs no shared memory and no barrier: each invocation accumulates an 8×8 output tile in
+//! registers, reading `x` rows and `W` columns that its neighbours also read (so caches serve them),
+//! and adds the bias (and GELU) before its single write. In the browser's CPU path the same job goes to
+//! [`super::cpu`]; natively on the CPU and under autodiff the trait's default body composes burn's
+//! own ops, so training is unchanged.
+
+use burn::backend::TensorMetadata;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
+use burn::nn::Linear;
+use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
+use burn_flex::FlexTensor;
+use cubecl::{CubeCount, CubeDim};
+
+use super::{KernelShape, empty_like, storage};
+
+use super::cpu::{self, Epilogue, Matrix};
+
+/// Rows and columns of output each invocation computes. Measured on SwiftShader at 1×128 (Linear kernels'
+/// time per forward): 4×4 1174 ms, 8×4 858, 8×8 602, 16×8 526 (but a single workgroup at 1×16), 16×16 564.
+const TILE_ROWS: usize = 8;
+const TILE_COLS: usize = 8;
+/// Invocations per workgroup.
+const WORKGROUP: u32 = 64;
+
+#[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
+pub trait LinearBackend: Backend {
+    /// `input` `[rows, in]`, `weight` `[in, out]` (any strides), `bias` `[out]` → `[rows, out]`.
+    fn linear(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        gelu: bool,
+    ) -> FloatTensor<Self> {
+        composed::<Self>(input, weight, bias, gelu)
+    }
+}
+
+/// The same with burn's own ops (autodiff, and shapes or dtypes our kernels do not take).
+fn composed<B: Backend>(
+    input: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    bias: FloatTensor<B>,
+    gelu: bool,
+) -> FloatTensor<B> {
+    let out = bias.shape()[0];
+    let output = B::float_add(
+        B::float_matmul(input, weight),
+        B::float_reshape(bias, Shape::new([1, out])),
+    );
+    if gelu { B::gelu(output) } else { output }
+}
+
+/// On the CPU path in the browser, our single-threaded SIMD kernel ([`super::cpu`]); natively
+/// flex's gemm runs on all cores.
+impl LinearBackend for Flex {
+    fn linear(input: FlexTensor, weight: FlexTensor, bias: FlexTensor, gelu: bool) -> FlexTensor {
+        if cfg!(target_arch = "wasm32")
+            && let Some(output) = flex_linear(&input, &weight, &bias, gelu)
+        {
+            return output;
+        }
+        composed::<Self>(input, weight, bias, gelu)
+    }
+}
+
+/// [`cpu::gemm`] when everything is f32 and the weight's rows are contiguous (not the tied
+/// decoder's transposed view); `None` otherwise.
+fn flex_linear(
+    input: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    gelu: bool,
+) -> Option<FlexTensor> {
+    if [input, weight, bias]
+        .iter()
+        .any(|t| t.dtype() != DType::F32)
+    {
+        return None;
+    }
+    let ([rows, depth], [_, cols]) = (input.shape().dims(), weight.shape().dims());
+    let layout = weight.layout();
+    let row_stride = layout.strides()[0];
+    if cols > 1 && layout.strides()[1] != 1 || row_stride < cols as isize {
+        return None;
+    }
+    let weight = Matrix {
+        data: &weight.storage::<f32>()[layout.start_offset()..],
+        row_stride: row_stride as usize,
+    };
+    let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
+    let input = Matrix {
+        data: input.as_slice::<f32>()?,
+        row_stride: depth,
+    };
+    let mut output = vec![0.0; rows * cols];
+    let epilogue = Epilogue {
+        bias: Some(bias.as_slice::<f32>()?),
+        gelu,
+    };
+    cpu::gemm(
+        (rows, cols, depth),
+        input,
+        weight,
+        &mut output,
+        cols,
+        epilogue,
+    );
+    Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl<B: LinearBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
+    LinearBackend for burn::backend::Autodiff<B, C>
+{
+}
+
+impl LinearBackend for Cube {
+    fn linear(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        gelu: bool,
+    ) -> FloatTensor<Self> {
+        // The weight is read through its strides: a transposed view (the tied MLM decoder) needs no copy.
+        let (input, bias) = (into_contiguous(input), into_contiguous(bias));
+        match KernelShape::of(&input.client) {
+            KernelShape::Serial => serial(input, weight, bias, gelu),
+            KernelShape::Tiled { .. } => tiled(input, weight, bias, gelu),
+        }
+    }
+}
+
+fn serial(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -> CubeTensor {
+    let [rows, _] = input.meta.shape().dims();
+    let [_, cols] = weight.meta.shape().dims();
+    let output = empty_like(&input, [rows, cols], input.dtype);
+    let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
+    kernel::linear_kernel::launch(
+        &output.client,
+        CubeCount::Static((tiles as u32).div_ceil(WORKGROUP), 1, 1),
+        CubeDim::new_1d(WORKGROUP),
+        input.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        bias.into_tensor_arg(),
+        output.clone().into_tensor_arg(),
+        gelu,
+        TILE_ROWS,
+        TILE_COLS,
+        storage(output.dtype),
+    );
+    output
+}
+
+/// A workgroup's block of the output, `rows × cols`, built `depth` input columns at a time; each unit
+/// computes `unit_rows × unit_cols` of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub rows: usize,
+    pub cols: usize,
+    pub depth: usize,
+    pub unit_rows: usize,
+    pub unit_cols: usize,
+}
+
+impl Tile {
+    fn units(self) -> usize {
+        (self.rows / self.unit_rows) * (self.cols / self.unit_cols)
+    }
+}
+
+/// How one product is laid out on a GPU: the tile, and into how many slices the depth is split (each
+/// slice's partial sums are added by a second kernel).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Plan {
+    pub tile: Tile,
+    pub splits: usize,
+}
+
+/// Candidate tiles, all of 256 units: 64, 32 or 16 rows by 64 columns, 16, 32 or 64 deep per step.
+pub const TILES: [Tile; 9] = {
+    let mut tiles = [Tile {
+        rows: 0,
+        cols: 64,
+        depth: 0,
+        unit_rows: 0,
+        unit_cols: 4,
+    }; 9];
+    let mut i = 0;
+    while i < 9 {
+        let rows = [64, 32, 16][i / 3];
+        tiles[i].rows = rows;
+        tiles[i].unit_rows = rows / 16;
+        tiles[i].depth = [16, 32, 64][i % 3];
+        i += 1;
+    }
+    tiles
+};
+const MAX_SPLITS: usize = 16;
+
+/// What the cost model below charges, fitted to every candidate's time on an H100 (native Vulkan):
+/// per step of a workgroup (loads whose latency the step's arithmetic does not hide, two barriers),
+/// by tile depth 16 / 32 / 64.
+const STEP_US: [f64; 3] = [2.5, 2.5, 2.5];
+/// Per GFLOP, once the device is full.
+const GFLOP_US: f64 = 30.0;
+/// Per MB of partial sums written and read back, and per split product (its second launch).
+const PARTIAL_MB_US: f64 = 0.37;
+const SPLIT_US: f64 = 12.0;
+/// Workgroups of 256 units resident at once: 8 per compute unit of a large GPU (an H100 has 132).
+const RESIDENT_WORKGROUPS: usize = 1056;
+
+thread_local! {
+    static FORCED_PLAN: std::cell::Cell<Option<Plan>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every tiled product launched from this thread laid out as `plan` (the kernel bench
+/// measures the candidates with it).
+pub fn with_plan<T>(plan: Plan, f: impl FnOnce() -> T) -> T {
+    let previous = FORCED_PLAN.with(|p| p.replace(Some(plan)));
+    let output = f();
+    FORCED_PLAN.with(|p| p.set(previous));
+    output
+}
+
+/// The candidate (tile and depth split) with the lowest modelled time: a workgroup's steps run one after
+/// another, each a latency-bound wait, in as many waves as the device needs to hold all workgroups; the
+/// arithmetic itself, and the partial sums of a split, add to that.
+pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
+    if let Some(plan) = FORCED_PLAN.with(std::cell::Cell::get) {
+        return plan;
+    }
+    let gflop = 2.0 * (rows * cols * depth) as f64 / 1e9;
+    let cost = |Plan { tile, splits }: Plan| {
+        let steps = depth.div_ceil(splits).div_ceil(tile.depth);
+        let workgroups = rows.div_ceil(tile.rows) * cols.div_ceil(tile.cols) * splits;
+        let waves = workgroups.div_ceil(RESIDENT_WORKGROUPS);
+        let step = STEP_US[tile.depth.trailing_zeros() as usize - 4];
+        let mut us = step * (steps * waves) as f64 + GFLOP_US * gflop;
+        if splits > 1 {
+            us += SPLIT_US + PARTIAL_MB_US * (rows * cols * splits * 8) as f64 / 1e6;
+        }
+        us
+    };
+    TILES
+        .iter()
+        .flat_map(|&tile| (1..=MAX_SPLITS).map(move |splits| Plan { tile, splits }))
+        .filter(|p| p.splits == 1 || depth.div_ceil(p.splits) >= p.tile.depth)
+        .min_by(|a, b| cost(*a).total_cmp(&cost(*b)))
+        .expect("one candidate at least")
+}
+
+fn tiled(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -> CubeTensor {
+    let [rows, depth] = input.meta.shape().dims();
+    let [_, cols] = weight.meta.shape().dims();
+    let Plan { tile, splits } = plan(rows, cols, depth);
+    // Each split covers whole tile steps.
+    let split_depth = depth.div_ceil(splits).div_ceil(tile.depth) * tile.depth;
+    let splits = depth.div_ceil(split_depth);
+    // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
+    let weight_by_depth = weight.meta.strides()[0] == 1 && cols > 1;
+    let dtype = input.dtype;
+    let output = empty_like(&input, [rows, cols], dtype);
+    let partial = match splits {
+        1 => output.clone(),
+        _ => empty_like(&input, [splits, rows, cols], dtype),
+    };
+    tiled_kernel::tiled_linear_kernel::launch(
+        &output.client,
+        CubeCount::Static(
+            cols.div_ceil(tile.cols) as u32,
+            rows.div_ceil(tile.rows) as u32,
+            splits as u32,
+        ),
+        CubeDim::new_1d(tile.units() as u32),
+        input.into_tensor_arg(),
+        weight.into_tensor_arg(),
+        bias.clone().into_tensor_arg(),
+        partial.clone().into_tensor_arg(),
+        split_depth,
+        tile.rows,
+        tile.cols,
+        tile.depth,
+        tile.unit_rows,
+        tile.unit_cols,
+        weight_by_depth,
+        splits == 1,
+        gelu,
+        storage(dtype),
+    );
+    if splits > 1 {
+        tiled_kernel::sum_splits_kernel::launch(
+            &output.client,
+            CubeCount::Static(((rows * cols) as u32).div_ceil(REDUCE_WORKGROUP), 1, 1),
+            CubeDim::new_1d(REDUCE_WORKGROUP),
+            partial.into_tensor_arg(),
+            bias.into_tensor_arg(),
+            output.clone().into_tensor_arg(),
+            gelu,
+            storage(dtype),
+        );
+    }
+    output
+}
+
+const REDUCE_WORKGROUP: u32 = 256;
+
+mod tiled_kernel {
+    use super::kernel::gelu_erf;
+    use cubecl::prelude::*;
+
+    /// One workgroup computes a `tile_rows × tile_cols` block of `input·weight` over one depth slice.
+    /// Each step stages a `tile_rows × tile_depth` block of the input and a `tile_depth × tile_cols`
+    /// block of the weight in workgroup memory (the next step's blocks are already being read into
+    /// registers while this one is multiplied); each unit accumulates `unit_rows × unit_cols` outputs,
+    /// strided across the tile so that neighbouring units read neighbouring words. With one slice the
+    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`.
+    #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn tiled_linear_kernel<F: Float>(
+        input: &Tensor<F>,
+        weight: &Tensor<F>,
+        bias: &Tensor<F>,
+        output: &mut Tensor<F>,
+        split_depth: usize,
+        #[comptime] tile_rows: usize,
+        #[comptime] tile_cols: usize,
+        #[comptime] tile_depth: usize,
+        #[comptime] unit_rows: usize,
+        #[comptime] unit_cols: usize,
+        #[comptime] weight_by_depth: bool,
+        #[comptime] epilogue: bool,
+        #[comptime] gelu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let rows = input.shape(0);
+        let depth = input.shape(1);
+        let cols = weight.shape(1);
+        let units = (tile_rows / unit_rows) * (tile_cols / unit_cols);
+        let input_loads = tile_rows * tile_depth / units;
+        let weight_loads = tile_depth * tile_cols / units;
+
+        let unit = UNIT_POS as usize;
+        let unit_col = unit % (tile_cols / unit_cols);
+        let unit_row = unit / (tile_cols / unit_cols);
+        let row0 = CUBE_POS_Y as usize * tile_rows;
+        let col0 = CUBE_POS_X as usize * tile_cols;
+        let slice = CUBE_POS_Z as usize;
+        let k_begin = slice * split_depth;
+        let k_end = min(k_begin + split_depth, depth);
+
+        let mut input_tile = Shared::<[F]>::new_slice(tile_depth * tile_rows);
+        let mut weight_tile = Shared::<[F]>::new_slice(tile_depth * tile_cols);
+        let mut input_next = Array::<F>::new(input_loads);
+        let mut weight_next = Array::<F>::new(weight_loads);
+        let mut acc = Array::<F>::new(unit_rows * unit_cols);
+        #[unroll]
+        for i in 0..unit_rows * unit_cols {
+            acc[i] = F::new(0.0);
+        }
+
+        let mut k0 = k_begin;
+        read_step(
+            input,
+            weight,
+            &mut input_next,
+            &mut weight_next,
+            row0,
+            col0,
+            k0,
+            k_end,
+            tile_rows,
+            tile_cols,
+            tile_depth,
+            units,
+            weight_by_depth,
+        );
+
+        while k0 < k_end {
+            #[unroll]
+            for s in 0..input_loads {
+                let e = unit + s * units;
+                input_tile[(e % tile_depth) * tile_rows + e / tile_depth] = input_next[s];
+            }
+            #[unroll]
+            for s in 0..weight_loads {
+                let e = unit + s * units;
+                let k = weight_depth_index(e, tile_depth, tile_cols, weight_by_depth);
+                let c = weight_col_index(e, tile_depth, tile_cols, weight_by_depth);
+                weight_tile[k * tile_cols + c] = weight_next[s];
+            }
+            sync_cube();
+
+            let next = k0 + tile_depth;
+            if next < k_end {
+                read_step(
+                    input,
+                    weight,
+                    &mut input_next,
+                    &mut weight_next,
+                    row0,
+                    col0,
+                    next,
+                    k_end,
+                    tile_rows,
+                    tile_cols,
+                    tile_depth,
+                    units,
+                    weight_by_depth,
+                );
+            }
+
+            let mut a = Array::<F>::new(unit_rows);
+            let mut b = Array::<F>::new(unit_cols);
+            #[unroll]
+            for kk in 0..tile_depth {
+                #[unroll]
+                for i in 0..unit_rows {
+                    a[i] = input_tile[kk * tile_rows + unit_row + i * (tile_rows / unit_rows)];
+                }
+                #[unroll]
+                for j in 0..unit_cols {
+                    b[j] = weight_tile[kk * tile_cols + unit_col + j * (tile_cols / unit_cols)];
+                }
+                #[unroll]
+                for i in 0..unit_rows {
+                    #[unroll]
+                    for j in 0..unit_cols {
+                        acc[i * unit_cols + j] += a[i] * b[j];
+                    }
+                }
+            }
+            sync_cube();
+            k0 = next;
+        }
+
+        let base = slice * rows * cols;
+        #[unroll]
+        for i in 0..unit_rows {
+            let r = row0 + unit_row + i * (tile_rows / unit_rows);
+            #[unroll]
+            for j in 0..unit_cols {
+                let c = col0 + unit_col + j * (tile_cols / unit_cols);
+                if r < rows && c < cols {
+                    let mut y = acc[i * unit_cols + j];
+                    if epilogue {
+                        y += bias[c];
+                        if gelu {
+                            y = gelu_erf::<F>(y);
+                        }
+                    }
+                    output[base + r * cols + c] = y;
+                }
+            }
+        }
+    }
+
+    /// Reads the input block (rows `row0..`, depth `k0..`) and the weight block (depth `k0..`, columns
+    /// `col0..`) of one step into registers, each unit its share. Out-of-range elements read a clamped
+    /// (valid) address and become zero.
+    #[cube]
+    #[allow(clippy::too_many_arguments)]
+    fn read_step<F: Float>(
+        input: &Tensor<F>,
+        weight: &Tensor<F>,
+        input_next: &mut Array<F>,
+        weight_next: &mut Array<F>,
+        row0: usize,
+        col0: usize,
+        k0: usize,
+        k_end: usize,
+        #[comptime] tile_rows: usize,
+        #[comptime] tile_cols: usize,
+        #[comptime] tile_depth: usize,
+        #[comptime] units: usize,
+        #[comptime] weight_by_depth: bool,
+    ) {
+        let rows = input.shape(0);
+        let depth = input.shape(1);
+        let cols = weight.shape(1);
+        let unit = UNIT_POS as usize;
+        #[unroll]
+        for s in 0..tile_rows * tile_depth / units {
+            let e = unit + s * units;
+            let r = row0 + e / tile_depth;
+            let k = k0 + e % tile_depth;
+            let x = input[min(r, rows - 1) * depth + min(k, depth - 1)];
+            input_next[s] = select(r < rows && k < k_end, x, F::new(0.0));
+        }
+        #[unroll]
+        for s in 0..tile_depth * tile_cols / units {
+            let e = unit + s * units;
+            let k = k0 + weight_depth_index(e, tile_depth, tile_cols, weight_by_depth);
+            let c = col0 + weight_col_index(e, tile_depth, tile_cols, weight_by_depth);
+            let at = min(k, depth - 1) * weight.stride(0) + min(c, cols - 1) * weight.stride(1);
+            weight_next[s] = select(k < k_end && c < cols, weight[at], F::new(0.0));
+        }
+    }
+
+    /// Which element of the weight block the `e`-th load of a workgroup reads: consecutive loads walk
+    /// along whichever axis the weight stores contiguously, so that neighbouring units read
+    /// neighbouring words.
+    #[cube]
+    fn weight_depth_index(
+        e: usize,
+        #[comptime] tile_depth: usize,
+        #[comptime] tile_cols: usize,
+        #[comptime] by_depth: bool,
+    ) -> usize {
+        if by_depth {
+            e % tile_depth
+        } else {
+            e / tile_cols
+        }
+    }
+
+    #[cube]
+    fn weight_col_index(
+        e: usize,
+        #[comptime] tile_depth: usize,
+        #[comptime] tile_cols: usize,
+        #[comptime] by_depth: bool,
+    ) -> usize {
+        if by_depth {
+            e / tile_depth
+        } else {
+            e % tile_cols
+        }
+    }
+
+    /// `output = Σ partial[slice] + bias` (then GELU): the second half of a split product.
+    #[cube(launch)]
+    pub fn sum_splits_kernel<F: Float>(
+        partial: &Tensor<F>,
+        bias: &Tensor<F>,
+        output: &mut Tensor<F>,
+        #[comptime] gelu: bool,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let (rows, cols) = (output.shape(0), output.shape(1));
+        let at = ABSOLUTE_POS;
+        if at >= rows * cols {
+            terminate!();
+        }
+        let mut y = bias[at % cols];
+        for slice in 0..partial.shape(0) {
+            y += partial[slice * rows * cols + at];
+        }
+        if gelu {
+            y = gelu_erf::<F>(y);
+        }
+        output[at] = y;
+    }
+}
+
+mod kernel {
+    use cubecl::prelude::*;
+
+    /// Hugging Face's "gelu": x·Φ(x) with the exact erf.
+    #[cube]
+    pub fn gelu_erf<F: Float>(x: F) -> F {
+        x * F::new(0.5) * (F::new(1.0) + (x * F::new(0.70710677)).erf())
+    }
+
+    #[cube(launch)]
+    pub fn linear_kernel<F: Float>(
+        input: &Tensor<F>,
+        weight: &Tensor<F>,
+        bias: &Tensor<F>,
+        output: &mut Tensor<F>,
+        #[comptime] gelu: bool,
+        #[comptime] tile_rows: usize,
+        #[comptime] tile_cols: usize,
+        #[define(F)] _dtype: ElemType,
+    ) {
+        let rows = output.shape(0);
+        let cols = output.shape(1);
+        let depth = input.shape(1);
+        let col_tiles = cols.div_ceil(tile_cols);
+        let tile = ABSOLUTE_POS;
+        if tile >= rows.div_ceil(tile_rows) * col_tiles {
+            terminate!();
+        }
+        let row0 = tile / col_tiles * tile_rows;
+        let col0 = tile % col_tiles * tile_cols;
+
+        // Edge tiles read clamped rows/columns (in bounds) and skip writing them.
+        let mut row_start = Array::<usize>::new(tile_rows);
+        #[unroll]
+        for i in 0..tile_rows {
+            row_start[i] = select(row0 + i < rows, row0 + i, rows - 1) * depth;
+        }
+        let mut col_offset = Array::<usize>::new(tile_cols);
+        #[unroll]
+        for j in 0..tile_cols {
+            col_offset[j] = select(col0 + j < cols, col0 + j, cols - 1) * weight.stride(1);
+        }
+
+        let mut acc = Array::<F>::new(tile_rows * tile_cols);
+        #[unroll]
+        for i in 0..tile_rows * tile_cols {
+            acc[i] = F::new(0.0);
+        }
+        let mut w = Array::<F>::new(tile_cols);
+        for k in 0..depth {
+            let w_row = k * weight.stride(0);
+            #[unroll]
+            for j in 0..tile_cols {
+                w[j] = weight[w_row + col_offset[j]];
+            }
+            #[unroll]
+            for i in 0..tile_rows {
+                let x = input[row_start[i] + k];
+                #[unroll]
+                for j in 0..tile_cols {
+                    acc[i * tile_cols + j] += x * w[j];
+                }
+            }
+        }
+
+        #[unroll]
+        for i in 0..tile_rows {
+            if row0 + i < rows {
+                #[unroll]
+                for j in 0..tile_cols {
+                    if col0 + j < cols {
+                        let mut y = acc[i * tile_cols + j] + bias[col0 + j];
+                        if gelu {
+                            y = gelu_erf::<F>(y);
+                        }
+                        output[(row0 + i) * cols + col0 + j] = y;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A burn `Linear` (weight `[in, out]`) on `input` `[.., in]`, GELU fused when `gelu`.
+pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> Tensor<D> {
+    let mut dims = input.dims();
+    let [width, out] = layer.weight.dims();
+    let bias = match &layer.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([out], &input.device()),
+    };
+    let rows = input.reshape([dims[..D - 1].iter().product(), width]);
+    dims[D - 1] = out;
+    affine(rows, layer.weight.val(), bias, gelu).reshape(dims)
+}
+
+/// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a
+/// transposed view, `bias` `[out]`.
+pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) -> Tensor<2> {
+    Tensor::from_dispatch(Dispatch::linear(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        gelu,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: [usize; 2], seed: f32) -> FlexTensor {
+        let values = (0..shape[0] * shape[1])
+            .map(|i| (i as f32 * 0.37 + seed).sin())
+            .collect();
+        FlexTensor::from_data(TensorData::new::<f32, _>(values, shape))
+    }
+
+    /// The browser's CPU kernel through its flex glue, against burn's own ops on the same tensors.
+    #[test]
+    fn flex_linear_matches_burn_ops() {
+        let (input, weight) = (tensor([13, 40], 1.0), tensor([40, 35], 2.0));
+        let bias = FlexTensor::from_data(TensorData::new(
+            (0..35).map(|i| i as f32 * 0.1).collect(),
+            [35],
+        ));
+        for gelu in [false, true] {
+            let got = flex_linear(&input, &weight, &bias, gelu).expect("row-major f32 weight");
+            let want = composed::<Flex>(input.clone(), weight.clone(), bias.clone(), gelu);
+            let diff = cpu::max_abs_diff(got, want);
+            assert!(diff < 1e-5, "gelu={gelu}: max diff {diff}");
+        }
+        // A transposed view (the tied decoder) is left to burn's matmul.
+        let transposed = tensor([35, 40], 3.0).transpose(0, 1);
+        assert!(flex_linear(&input, &transposed, &bias, false).is_none());
+    }
+}

@@ -1,0 +1,117 @@
+//! The model's hot operations as burn backend extensions: our own kernels where burn's composed ops are
+//! slow, burn's ops elsewhere (natively on the CPU, and under autodiff for training).
+//!
+//! - [`linear`]: `x·W + b` (+ GELU), every Linear layer.
+//! - [`attention`]: softmax(QKᵀ/√d_k + mask)·V over all heads.
+//! - [`add_norm`]: residual + LayerNorm.
+//! - [`embeddings`]: word + segment + position embeddings, LayerNorm.
+//! - [`pool`]: sentence vectors (mean or `[CLS]`, L2-normalised).
+//! - [`top_k`]: fill-mask's softmax and best tokens.
+//! - [`cpu`]: the browser's CPU path (WebAssembly SIMD128), behind the flex backend's impls.
+//!
+//! Each GPU kernel comes in two shapes, chosen per adapter ([`KernelShape`]).
+
+pub mod add_norm;
+pub mod attention;
+pub mod cpu;
+pub mod embeddings;
+pub mod linear;
+pub mod pool;
+mod reduce;
+pub mod top_k;
+
+use std::cell::Cell;
+
+use burn::tensor::{DType, Shape};
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use cubecl::client::Client;
+use cubecl::ir::ElemType;
+
+/// How the GPU kernels are laid out over the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelShape {
+    /// For CPU-backed adapters (SwiftShader in browsers, lavapipe natively: wgpu's `DeviceType::Cpu`):
+    /// a few invocations, each looping over much work with no workgroup memory and no barrier, which is
+    /// what a CPU runs fastest.
+    Serial,
+    /// For real GPUs: enough workgroups to fill the device, tiles staged in workgroup memory, and
+    /// reductions across a workgroup, through subgroup operations where the adapter offers them.
+    Tiled { subgroups: bool },
+}
+
+thread_local! {
+    static FORCED: Cell<Option<KernelShape>> = const { Cell::new(None) };
+}
+
+impl KernelShape {
+    /// The shape for this client's adapter, unless [`with_kernel_shape`] (or, natively,
+    /// `WEBBERT_KERNELS=serial|tiled`) asks for another.
+    pub fn of(client: &Client) -> Self {
+        if let Some(forced) = FORCED.with(Cell::get).or_else(from_env) {
+            return forced;
+        }
+        let properties = client.properties();
+        // cubecl reports no physical card for a CPU-type adapter.
+        if properties.identity.physical.is_none() {
+            KernelShape::Serial
+        } else {
+            KernelShape::Tiled {
+                subgroups: properties
+                    .features
+                    .plane
+                    .contains(cubecl::ir::features::Plane::Ops),
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn from_env() -> Option<KernelShape> {
+    static ENV: std::sync::OnceLock<Option<KernelShape>> = std::sync::OnceLock::new();
+    *ENV.get_or_init(|| match std::env::var("WEBBERT_KERNELS").as_deref() {
+        Ok("serial") => Some(KernelShape::Serial),
+        Ok("tiled") => Some(KernelShape::Tiled { subgroups: true }),
+        Ok("tiled-nosubgroups") => Some(KernelShape::Tiled { subgroups: false }),
+        _ => None,
+    })
+}
+
+#[cfg(target_arch = "wasm32")]
+fn from_env() -> Option<KernelShape> {
+    None
+}
+
+/// Runs `f` with every GPU kernel launched from this thread in `shape`, whatever the adapter: the
+/// tests run both shapes on lavapipe, and the benches compare them on one GPU. Subgroups are used only
+/// where the adapter has them, whatever `shape` says.
+pub fn with_kernel_shape<T>(shape: KernelShape, f: impl FnOnce() -> T) -> T {
+    let previous = FORCED.with(|forced| forced.replace(Some(shape)));
+    let output = f();
+    FORCED.with(|forced| forced.set(previous));
+    output
+}
+
+/// Whether this client's kernels may use subgroup (plane) operations in the `Tiled` shape.
+fn subgroups(client: &Client, shape: KernelShape) -> bool {
+    matches!(shape, KernelShape::Tiled { subgroups: true })
+        && client
+            .properties()
+            .features
+            .plane
+            .contains(cubecl::ir::features::Plane::Ops)
+}
+
+/// A new contiguous tensor beside `like`.
+fn empty_like<const D: usize>(like: &CubeTensor, shape: [usize; D], dtype: DType) -> CubeTensor {
+    empty_device_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::new(shape),
+        dtype,
+    )
+}
+
+fn storage(dtype: DType) -> ElemType {
+    burn::backend::cubecl::dtype_to_storage_type(dtype)
+}

@@ -6,7 +6,7 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Tensor};
 
-use crate::ops::add_norm::add_norm;
+use crate::ops::add_norm::dense_add_norm;
 use crate::ops::attention::self_attention;
 use crate::ops::linear::linear;
 
@@ -69,7 +69,12 @@ impl BertAttention {
 
     /// Heads concatenated `[batch, seq, hidden]` → projected, residual + LayerNorm.
     fn output(&self, context: Tensor<3>, hidden: Tensor<3>) -> Tensor<3> {
-        let projected = linear(&self.dense, context, false);
-        add_norm(&self.layer_norm, self.layer_norm_eps, projected, hidden)
+        dense_add_norm(
+            &self.dense,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            context,
+            hidden,
+        )
     }
 }

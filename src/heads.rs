@@ -51,7 +51,6 @@ impl MlmHead {
             &self.layer_norm,
             self.layer_norm_eps,
             linear_activate(&self.dense, self.hidden_act, hidden),
-            None,
         );
         let decoder = self
             .decoder

@@ -8,7 +8,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu};
 
 use crate::attention::BertAttention;
 use crate::config::HiddenAct;
-use crate::ops::add_norm::add_norm;
+use crate::ops::add_norm::dense_add_norm;
 use crate::ops::linear::linear;
 
 #[derive(Module, Debug)]
@@ -59,7 +59,12 @@ impl BertLayer {
     /// Linear, activation, Linear, then residual + LayerNorm.
     fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
         let inner = linear_activate(&self.intermediate, self.hidden_act, attended.clone());
-        let output = linear(&self.output, inner, false);
-        add_norm(&self.layer_norm, self.layer_norm_eps, output, attended)
+        dense_add_norm(
+            &self.output,
+            &self.layer_norm,
+            self.layer_norm_eps,
+            inner,
+            attended,
+        )
     }
 }

@@ -246,7 +246,7 @@ fn linear_on_edge_shapes_matches_f64() {
     let w_t: Vec<f32> = (0..out * width)
         .map(|i| w[(i % width) * out + i / width])
         .collect();
-    // Each tile height and depth once, with and without the depth split in slices.
+    // Each tile once, with and without the depth split in slices.
     let plans = [
         None,
         Some(Plan {
@@ -254,11 +254,11 @@ fn linear_on_edge_shapes_matches_f64() {
             splits: 3,
         }),
         Some(Plan {
-            tile: TILES[4],
+            tile: TILES[1],
             splits: 1,
         }),
         Some(Plan {
-            tile: TILES[8],
+            tile: TILES[2],
             splits: 2,
         }),
     ];

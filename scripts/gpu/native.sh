@@ -1,8 +1,11 @@
 #!/bin/bash
 # Device call (`run` with carry [".gl", ".gpu"], from scripts/gpu/prepare.sh native): webbert natively on
 # the GPU's Vulkan driver, PyTorch on CUDA as the floor, on random weights of the bench models' layout.
-# Everything lands in $OUT: cli-check.txt, bench-*.txt/json, kernels.txt, forward-*.log, torch.txt/json.
+# Everything lands in $OUT: cli-check.txt, bench-*.txt, bench-kernels.json, torch.txt. PARTS picks the
+# steps (default: all of cli,tiled,serial,cpu,torch).
 set -u
+PARTS=${PARTS:-cli,tiled,serial,cpu,torch}
+part() { [[ ",$PARTS," == *",$1,"* ]]; }
 T0=$(date +%s)
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
 . scripts/gpu/vk-setup.sh
@@ -17,8 +20,7 @@ chmod +x $B/*
 export WEBBERT_MODELS=$M
 texts() { python3 scripts/gpu/texts.py "$@"; }
 
-echo "== outputs: the CPU backend against wgpu, each kernel shape"
-{
+part cli && echo "== outputs: the CPU backend against wgpu, each kernel shape" && {
   for run in "cpu:" "wgpu:serial" "wgpu:tiled"; do
     be=${run%%:*} shape=${run##*:}
     WEBBERT_KERNELS=$shape timeout 60 $B/webbert embed --backend "$be" --model $M/all-MiniLM-L6-v2 \
@@ -33,30 +35,25 @@ echo "== outputs: the CPU backend against wgpu, each kernel shape"
   done
 } 2>&1 | tee $OUT/cli-check.txt
 
-echo "== every dispatch of one forward (cubecl's profiler, device time)"
-mkdir -p /tmp/prof && cd /tmp/prof
-for run in "embed 1x128:embed:all-MiniLM-L6-v2:$(texts 128)" "fill-mask 128:fill-mask:minilm-l6-mlm:$(texts 128 mask)"; do
-  IFS=: read -r name cmd model text <<< "$run"
-  for shape in tiled serial; do
-    log="$OUT/forward-${cmd}-${shape}.log"
-    printf '[profiling.logger]\nlevel = "basic"\nfile = "%s"\nappend = false\n' "$log" > cubecl.toml
-    WEBBERT_KERNELS=$shape timeout 60 $B/webbert $cmd --backend wgpu --model $M/$model "$text" "$text" > /dev/null
-    echo "$name, $shape: $(wc -l < "$log") lines for two calls"
-  done
-done
-rm -f cubecl.toml; cd - > /dev/null
-
-echo "== native bench: wgpu (tiled), then the per-kernel table"
 mkdir -p /tmp/bench && cd /tmp/bench
-BENCH_BACKENDS=wgpu BENCH_KERNELS=1 timeout 200 $B/native-bench 2>&1 | tee $OUT/bench-tiled.txt
-cp bench-native.json $OUT/bench-tiled.json; cp bench-kernels.json $OUT/ 2>/dev/null
-echo "== native bench: wgpu with the serial kernels (those tuned on CPU-backed adapters)"
-WEBBERT_KERNELS=serial BENCH_BACKENDS=wgpu timeout 150 $B/native-bench 2>&1 | tee $OUT/bench-serial.txt
-echo "== native bench: burn's CPU backend on $(nproc) cores"
-BENCH_BACKENDS=cpu timeout 150 $B/native-bench 2>&1 | tee $OUT/bench-cpu.txt
+if part tiled; then
+  echo "== native bench: wgpu (tiled), where the time goes, then each kernel alone"
+  BENCH_BACKENDS=wgpu BENCH_PHASES=1 BENCH_KERNELS=1 timeout 300 $B/native-bench 2>&1 | tee $OUT/bench-tiled.txt
+  cp bench-kernels.json $OUT/ 2>/dev/null
+fi
+if part serial; then
+  echo "== native bench: wgpu with the serial kernels (those tuned on CPU-backed adapters)"
+  WEBBERT_KERNELS=serial BENCH_BACKENDS=wgpu timeout 150 $B/native-bench 2>&1 | tee $OUT/bench-serial.txt
+fi
+if part cpu; then
+  echo "== native bench: burn's CPU backend on $(nproc) cores"
+  BENCH_BACKENDS=cpu timeout 150 $B/native-bench 2>&1 | tee $OUT/bench-cpu.txt
+fi
 cd - > /dev/null
-echo "== PyTorch ($(( $(date +%s) - T0 )) s so far)"
-timeout 150 python3 scripts/gpu/torch_anchor.py .gpu/models/all-MiniLM-L6-v2/config.json $OUT/torch.json \
-  --gpu-runs 50 --no-cpu > $OUT/torch.txt 2>&1
-grep '^|' $OUT/torch.txt
+if part torch; then
+  echo "== PyTorch ($(( $(date +%s) - T0 )) s so far)"
+  timeout 150 python3 scripts/gpu/torch_anchor.py .gpu/models/all-MiniLM-L6-v2/config.json /tmp/torch.json \
+    --gpu-runs 50 --no-cpu > $OUT/torch.txt 2>&1
+  grep '^|' $OUT/torch.txt
+fi
 echo "== done in $(( $(date +%s) - T0 )) s"

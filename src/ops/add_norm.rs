@@ -1,20 +1,23 @@
-//! "Add & Norm": `LayerNorm(x + residual)` after every attention block and feed-forward network, and
-//! `LayerNorm(x)` in the masked-LM head, as one GPU kernel.
+//! "Add & Norm": `LayerNorm(x + residual)` after every attention block and feed-forward network, with the
+//! Linear before it (`dense_add_norm`), and `LayerNorm(x)` in the masked-LM head, as GPU kernels.
 //!
 //! Why: burn's cube backend composes LayerNorm from ~9 ops (two reductions and the element-wise steps),
 //! plus one for the residual add: 10 dispatches, 13 times per MiniLM forward. Mean, then variance about
 //! it, as PyTorch does. Two GPU shapes ([`KernelShape`]): `Serial`, one invocation per row with no
-//! barrier; `Tiled`, one workgroup per row, its units sharing the row and reducing together. The CPU
+//! barrier; `Tiled`, one workgroup per row, its units sharing the row and reducing together. In the
+//! `Tiled` shape the Linear before it hands over its partial sums (one per slice of its depth, see
+//! [`super::linear::plan`]) and this kernel adds them up with the bias: no kernel in between. The CPU
 //! (flex, whose `layer_norm` is already one pass) and autodiff keep burn's ops.
 
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
-use burn::nn::LayerNorm;
-use burn::tensor::Tensor;
+use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
+use super::linear::{LinearBackend, tiled_sums};
 use super::{KernelShape, empty_like, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
@@ -35,6 +38,25 @@ pub trait AddNormBackend: Backend {
         Self::layer_norm(Self::float_add(input, residual), gamma, Some(beta), epsilon)
     }
 
+    /// `LayerNorm(input·weight + bias + residual)`: `input` `[rows, in]`, `weight` `[in, hidden]`.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let hidden = bias.shape()[0];
+        let dense = Self::float_add(
+            Self::float_matmul(input, weight),
+            Self::float_reshape(bias, Shape::new([1, hidden])),
+        );
+        Self::add_norm(dense, residual, gamma, beta, epsilon)
+    }
+
     /// `LayerNorm(input)`, as [`add_norm`](Self::add_norm) without the residual.
     fn norm(
         input: FloatTensor<Self>,
@@ -46,7 +68,21 @@ pub trait AddNormBackend: Backend {
     }
 }
 
-impl AddNormBackend for Flex {}
+/// The browser's CPU path takes the Linear through its own kernel ([`LinearBackend`]).
+impl AddNormBackend for Flex {
+    fn dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let dense = <Self as LinearBackend>::linear(input, weight, bias, false);
+        Self::add_norm(dense, residual, gamma, beta, epsilon)
+    }
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 impl<B: AddNormBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
@@ -62,7 +98,31 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        launch(input, Some(residual), gamma, beta, epsilon)
+        let input = into_contiguous(input);
+        let sums = Sums::one(input);
+        launch(sums, None, Some(residual), gamma, beta, epsilon)
+    }
+
+    fn dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        match KernelShape::of(&input.client) {
+            KernelShape::Serial => {
+                let dense = <Self as LinearBackend>::linear(input, weight, bias, false);
+                Self::add_norm(dense, residual, gamma, beta, epsilon)
+            }
+            KernelShape::Tiled { .. } => {
+                let (partial, splits) = tiled_sums(into_contiguous(input), weight, None);
+                let sums = Sums { partial, splits };
+                launch(sums, Some(bias), Some(residual), gamma, beta, epsilon)
+            }
+        }
     }
 
     fn norm(
@@ -71,24 +131,45 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        launch(input, None, gamma, beta, epsilon)
+        let input = into_contiguous(input);
+        launch(Sums::one(input), None, None, gamma, beta, epsilon)
+    }
+}
+
+/// What the kernel normalises before the bias and residual: the sum of `splits` partial results laid
+/// one after the other (`[splits, rows, hidden]`).
+struct Sums {
+    partial: CubeTensor,
+    splits: usize,
+}
+
+impl Sums {
+    fn one(input: CubeTensor) -> Self {
+        Self {
+            partial: input,
+            splits: 1,
+        }
     }
 }
 
 fn launch(
-    input: CubeTensor,
+    sums: Sums,
+    bias: Option<CubeTensor>,
     residual: Option<CubeTensor>,
     gamma: CubeTensor,
     beta: CubeTensor,
     epsilon: f64,
 ) -> CubeTensor {
-    let [input, gamma, beta] = [input, gamma, beta].map(into_contiguous);
-    // Without a residual the kernel is told so and reads the input in its place (never added).
-    let has_residual = residual.is_some();
-    let residual = residual.map_or_else(|| input.clone(), into_contiguous);
-    let [rows, hidden] = input.meta.shape().dims();
-    let output = empty_like(&input, [rows, hidden], input.dtype);
-    let shape = KernelShape::of(&input.client);
+    let Sums { partial, splits } = sums;
+    let dims = partial.meta.shape();
+    let [rows, hidden] = [dims[dims.len() - 2], dims[dims.len() - 1]];
+    let [gamma, beta] = [gamma, beta].map(into_contiguous);
+    // What is absent is flagged to the kernel, which reads `partial` in its place (never added).
+    let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
+    let bias = bias.map_or_else(|| partial.clone(), into_contiguous);
+    let residual = residual.map_or_else(|| partial.clone(), into_contiguous);
+    let output = empty_like(&partial, [rows, hidden], partial.dtype);
+    let shape = KernelShape::of(&partial.client);
     let (count, dim, units) = match shape {
         KernelShape::Serial => (
             CubeCount::Static((rows as u32).div_ceil(WORKGROUP), 1, 1),
@@ -101,12 +182,15 @@ fn launch(
         &output.client,
         count,
         dim,
-        input.into_tensor_arg(),
+        partial.into_tensor_arg(),
+        bias.into_tensor_arg(),
         residual.into_tensor_arg(),
         gamma.into_tensor_arg(),
         beta.into_tensor_arg(),
         output.clone().into_tensor_arg(),
+        splits,
         epsilon as f32,
+        has_bias,
         has_residual,
         units,
         hidden.div_ceil(units),
@@ -132,44 +216,78 @@ pub(crate) mod kernel {
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn add_norm_kernel<F: Float>(
-        input: &Tensor<F>,
+        partial: &Tensor<F>,
+        bias: &Tensor<F>,
         residual: &Tensor<F>,
         gamma: &Tensor<F>,
         beta: &Tensor<F>,
         output: &mut Tensor<F>,
+        splits: usize,
         epsilon: f32,
+        #[comptime] has_bias: bool,
         #[comptime] has_residual: bool,
         #[comptime] units: usize,
         #[comptime] per_unit: usize,
         #[comptime] subgroups: bool,
         #[define(F)] _dtype: ElemType,
     ) {
+        let rows = output.shape(0);
         let hidden = output.shape(1);
         if units == 1 {
-            if ABSOLUTE_POS >= output.shape(0) {
+            if ABSOLUTE_POS >= rows {
                 terminate!();
             }
             let start = ABSOLUTE_POS * hidden;
             let mut sum = F::new(0.0);
             for k in 0..hidden {
-                sum += term(input, residual, start + k, has_residual);
+                sum += term(
+                    partial,
+                    bias,
+                    residual,
+                    start,
+                    k,
+                    splits,
+                    rows * hidden,
+                    has_bias,
+                    has_residual,
+                );
             }
             let mean = sum / F::cast_from(hidden as u32);
             let mut squares = F::new(0.0);
             for k in 0..hidden {
-                let centred = term(input, residual, start + k, has_residual) - mean;
+                let centred = term(
+                    partial,
+                    bias,
+                    residual,
+                    start,
+                    k,
+                    splits,
+                    rows * hidden,
+                    has_bias,
+                    has_residual,
+                ) - mean;
                 squares += centred * centred;
             }
             let inv_std = F::new(1.0)
                 / (squares / F::cast_from(hidden as u32) + F::cast_from(epsilon)).sqrt();
             for k in 0..hidden {
-                let centred = term(input, residual, start + k, has_residual) - mean;
+                let centred = term(
+                    partial,
+                    bias,
+                    residual,
+                    start,
+                    k,
+                    splits,
+                    rows * hidden,
+                    has_bias,
+                    has_residual,
+                ) - mean;
                 output[start + k] = centred * inv_std * gamma[k] + beta[k];
             }
         } else {
             let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
             // Uniform across the workgroup, so no unit misses a barrier.
-            if row >= output.shape(0) {
+            if row >= rows {
                 terminate!();
             }
             let start = row * hidden;
@@ -177,7 +295,17 @@ pub(crate) mod kernel {
             #[unroll]
             for i in 0..per_unit {
                 let k = UNIT_POS as usize + i * units;
-                let value = term(input, residual, start + min(k, hidden - 1), has_residual);
+                let value = term(
+                    partial,
+                    bias,
+                    residual,
+                    start,
+                    min(k, hidden - 1),
+                    splits,
+                    rows * hidden,
+                    has_bias,
+                    has_residual,
+                );
                 x[i] = select(k < hidden, value, F::new(0.0));
             }
             store_row_norm(
@@ -186,18 +314,32 @@ pub(crate) mod kernel {
         }
     }
 
+    /// Column `k` of the row at `start`: the partial sums, then the bias, then the residual (the order
+    /// PyTorch adds them in).
     #[cube]
+    #[allow(clippy::too_many_arguments)]
     fn term<F: Float>(
-        input: &Tensor<F>,
+        partial: &Tensor<F>,
+        bias: &Tensor<F>,
         residual: &Tensor<F>,
-        at: usize,
+        start: usize,
+        k: usize,
+        splits: usize,
+        slice: usize,
+        #[comptime] has_bias: bool,
         #[comptime] has_residual: bool,
     ) -> F {
-        if has_residual {
-            input[at] + residual[at]
-        } else {
-            input[at]
+        let mut value = partial[start + k];
+        for s in 1..splits {
+            value += partial[s * slice + start + k];
         }
+        if has_bias {
+            value += bias[k];
+        }
+        if has_residual {
+            value += residual[start + k];
+        }
+        value
     }
 
     /// Writes `LayerNorm` of the row whose `hidden` values the workgroup's units hold in `x` (unit `u`
@@ -244,6 +386,13 @@ pub(crate) mod kernel {
     }
 }
 
+fn beta(layer_norm: &LayerNorm, like: &Tensor<2>) -> Tensor<1> {
+    match &layer_norm.beta {
+        Some(beta) => beta.val(),
+        None => Tensor::zeros(layer_norm.gamma.dims(), &like.device()),
+    }
+}
+
 /// `layer_norm(input + residual)` for `[batch, seq, hidden]` tensors; `epsilon` is the config's
 /// `layer_norm_eps` (burn's `LayerNorm` keeps its own private).
 pub fn add_norm(
@@ -253,30 +402,53 @@ pub fn add_norm(
     residual: Tensor<3>,
 ) -> Tensor<3> {
     let [batch, seq, hidden] = input.dims();
-    let rows = |x: Tensor<3>| x.reshape([batch * seq, hidden]);
-    norm(layer_norm, epsilon, rows(input), Some(rows(residual))).reshape([batch, seq, hidden])
+    let input = input.reshape([batch * seq, hidden]);
+    let beta = beta(layer_norm, &input);
+    Tensor::<2>::from_dispatch(Dispatch::add_norm(
+        input.into_dispatch(),
+        residual.reshape([batch * seq, hidden]).into_dispatch(),
+        layer_norm.gamma.val().into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+    .reshape([batch, seq, hidden])
 }
 
-/// `layer_norm(input)` (`+ residual` first, if given) for `[rows, hidden]` tensors.
-pub fn norm(
+/// `layer_norm(dense(input) + residual)` for `[batch, seq, ..]` tensors: BERT's `…Output` blocks.
+pub fn dense_add_norm(
+    dense: &Linear,
     layer_norm: &LayerNorm,
     epsilon: f64,
-    input: Tensor<2>,
-    residual: Option<Tensor<2>>,
-) -> Tensor<2> {
-    let beta = match &layer_norm.beta {
-        Some(beta) => beta.val(),
-        None => Tensor::zeros(layer_norm.gamma.dims(), &input.device()),
+    input: Tensor<3>,
+    residual: Tensor<3>,
+) -> Tensor<3> {
+    let [batch, seq, width] = input.dims();
+    let hidden = residual.dims()[2];
+    let input = input.reshape([batch * seq, width]);
+    let bias = match &dense.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([hidden], &input.device()),
     };
-    let (gamma, beta) = (layer_norm.gamma.val().into_dispatch(), beta.into_dispatch());
-    Tensor::from_dispatch(match residual {
-        Some(residual) => Dispatch::add_norm(
-            input.into_dispatch(),
-            residual.into_dispatch(),
-            gamma,
-            beta,
-            epsilon,
-        ),
-        None => Dispatch::norm(input.into_dispatch(), gamma, beta, epsilon),
-    })
+    let beta = beta(layer_norm, &input);
+    Tensor::<2>::from_dispatch(Dispatch::dense_add_norm(
+        input.into_dispatch(),
+        dense.weight.val().into_dispatch(),
+        bias.into_dispatch(),
+        residual.reshape([batch * seq, hidden]).into_dispatch(),
+        layer_norm.gamma.val().into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+    .reshape([batch, seq, hidden])
+}
+
+/// `layer_norm(input)` for `[rows, hidden]` tensors.
+pub fn norm(layer_norm: &LayerNorm, epsilon: f64, input: Tensor<2>) -> Tensor<2> {
+    let beta = beta(layer_norm, &input);
+    Tensor::from_dispatch(Dispatch::norm(
+        input.into_dispatch(),
+        layer_norm.gamma.val().into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
 }

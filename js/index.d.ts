@@ -9,6 +9,9 @@ export interface Progress {
 export interface LoadOptions {
   /** 'auto' (default) uses WebGPU when the browser offers an adapter, otherwise the CPU. */
   device?: Device;
+  /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
+   * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
+  kernels?: 'serial' | 'tiled';
   onProgress?: (progress: Progress) => void;
 }
 
@@ -41,6 +44,7 @@ export interface Attention {
 declare class Pipeline {
   readonly backend: 'webgpu' | 'cpu';
   attention(text: string): Promise<Attention>;
+  /** Stops the worker and frees the model; calls still waiting, and any made later, reject. */
   dispose(): void;
 }
 

@@ -1,13 +1,16 @@
 // webbert's JavaScript API: BERT fill-mask, sentence embeddings and attention maps, run by Rust/wasm in a
 // Web Worker on WebGPU (or the CPU when WebGPU is unavailable).
 
-/** One worker and the calls waiting on it. */
+/** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
+ * pending and later call rejects with the reason. */
 class Client {
   constructor() {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this.pending = new Map();
     this.nextId = 0;
+    this.dead = null;
     this.worker.onmessage = ({ data }) => {
+      if ('panic' in data) return this.end(`webbert crashed (${data.panic.split('\n')[0]}); load the model again`);
       const call = this.pending.get(data.id);
       if (!call) return;
       if ('progress' in data) return call.onProgress?.(data.progress);
@@ -15,14 +18,19 @@ class Client {
       if ('error' in data) call.reject(new Error(data.error));
       else call.resolve(data.result);
     };
-    this.worker.onerror = (event) => {
-      const error = new Error(`webbert worker failed: ${event.message ?? 'unknown error'}`);
-      for (const call of this.pending.values()) call.reject(error);
-      this.pending.clear();
-    };
+    this.worker.onerror = (event) => this.end(`webbert worker failed: ${event.message ?? 'unknown error'}`);
+  }
+
+  /** Stops the worker; `reason` is what every pending and later call rejects with. */
+  end(reason) {
+    this.dead ??= new Error(reason);
+    this.worker.terminate();
+    for (const call of this.pending.values()) call.reject(this.dead);
+    this.pending.clear();
   }
 
   call(op, args, { transfer = [], onProgress } = {}) {
+    if (this.dead) return Promise.reject(this.dead);
     return new Promise((resolve, reject) => {
       const id = ++this.nextId;
       this.pending.set(id, { resolve, reject, onProgress });
@@ -47,17 +55,17 @@ async function readFiles(source) {
   return files;
 }
 
-async function open(task, source, { device = 'auto', onProgress } = {}) {
+async function open(task, source, { device = 'auto', kernels, onProgress } = {}) {
   if (source == null) throw new Error('source is required: a base URL or model files');
   const client = new Client();
   try {
     const files = typeof source === 'string' || source instanceof URL
       ? new URL(source, globalThis.location?.href).href
       : await readFiles(source);
-    const { backend } = await client.call('load', [task, files, device], { onProgress });
+    const { backend } = await client.call('load', [task, files, device, kernels], { onProgress });
     return { client, backend };
   } catch (error) {
-    client.worker.terminate();
+    client.end(error.message);
     throw error;
   }
 }
@@ -74,9 +82,9 @@ class Pipeline {
     return this.client.call('attention', [text]);
   }
 
-  /** Stops the worker and frees the model. */
+  /** Stops the worker and frees the model; calls still waiting, and any made later, reject. */
   dispose() {
-    this.client.worker.terminate();
+    this.client.end('this model was disposed');
   }
 }
 

@@ -14,8 +14,8 @@ async function run({ id, op, args }) {
     await ready;
     let result;
     if (op === 'load') {
-      const [task, source, device] = args;
-      model = await Model.load(task, source, device, (progress) => self.postMessage({ id, progress }));
+      const [task, source, device, kernels] = args;
+      model = await Model.load(task, source, device, (progress) => self.postMessage({ id, progress }), kernels);
       result = { backend: model.backend };
     } else {
       result = await model[op](...args);

@@ -22,7 +22,18 @@ unsafe extern "C" {
 fn start() {
     // SAFETY: called once, when the module is instantiated, before any other export runs.
     unsafe { __wasm_call_ctors() };
-    console_error_panic_hook::set_once();
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        // A panic ends in a trap that kills the worker with no message of its own: tell the page first.
+        let global: JsValue = js_sys::global().into();
+        if let Ok(post) =
+            Reflect::get(&global, &"postMessage".into()).and_then(|f| f.dyn_into::<Function>())
+        {
+            let message = Object::new();
+            let _ = Reflect::set(&message, &"panic".into(), &info.to_string().into());
+            let _ = post.call1(&global, &message);
+        }
+    }));
 }
 
 fn js(e: Error) -> JsError {
@@ -113,13 +124,18 @@ fn files_from_object(files: &Object) -> Result<ModelFiles> {
 #[wasm_bindgen]
 impl Model {
     /// `task`: `"embeddings"` or `"fill-mask"`; `source`: a base URL (string) in Hugging Face layout, or an
-    /// object of file name → `Uint8Array`.
+    /// object of file name → `Uint8Array`; `kernels`: `"serial"` or `"tiled"` to run the GPU kernels in
+    /// that shape whatever the adapter (for comparing them on one GPU).
     pub async fn load(
         task: String,
         source: JsValue,
         device: Option<String>,
         on_progress: Option<Function>,
+        kernels: Option<String>,
     ) -> std::result::Result<Model, JsError> {
+        if let Some(kernels) = kernels {
+            crate::ops::set_kernel_shape(Some(kernels.parse().map_err(js)?));
+        }
         let files = match source.as_string() {
             Some(url) => crate::web::fetch_model(&url, on_progress).await,
             None => match source.dyn_ref::<Object>() {

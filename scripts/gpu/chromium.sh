@@ -1,14 +1,15 @@
 #!/bin/bash
-# Device call (`run` with carry [".gl", ".chr", ".chr3"], right after the two chromium-part.sh calls):
+# Device call (`run` with carry [".gl", ".chr", ".chrN"] for the last part, right after chromium-part.sh
+# parked the others):
 # headless Chromium on the GPU's Vulkan driver: the WebGPU adapter, then webbert's package and
 # transformers.js (ONNX Runtime Web's WebGPU backend, fp32) on the bench cases, one after the other.
 # CASES and RUNS may be set in the environment.
 set -u
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
-ls /tmp/chr/chr.part.a /tmp/chr/chr.part.b > /dev/null || { echo "parts 1-2 missing: not the warm machine"; exit 2; }
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-cat /tmp/chr/chr.part.a /tmp/chr/chr.part.b .chr3/chr.part.* > /tmp/chr/chr.tar.xz && rm /tmp/chr/chr.part.*
-echo "$(cat .chr/chr.sha256)  /tmp/chr/chr.tar.xz" | sha256sum -c || exit 2
+mkdir -p /tmp/chr && cp .chr[0-9]/chr.part.* /tmp/chr/
+cat /tmp/chr/chr.part.* > /tmp/chr/chr.tar.xz && rm /tmp/chr/chr.part.*
+echo "$(cat .chr/chr.sha256)  /tmp/chr/chr.tar.xz" | sha256sum -c || { echo "parts missing: not the warm machine?"; exit 2; }
 python3 -c "import lzma,sys,shutil;shutil.copyfileobj(lzma.open('/tmp/chr/chr.tar.xz'),sys.stdout.buffer)" | tar -C /tmp/chr -xf - || exit 2
 printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/chr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec /tmp/chr/chromium/chromium "$@"\n' > /tmp/chr/run
 chmod +x /tmp/chr/run

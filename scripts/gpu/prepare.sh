@@ -5,15 +5,16 @@
 #   scripts/gpu/prepare.sh native     .gl/  Debian 12's Vulkan and GL loaders (the image has NVIDIA's driver
 #                                           but no loader), .gpu/ the release CLI and native bench (stripped,
 #                                           xz), vulkaninfo, the bench models' layout (weights made there)
-#   scripts/gpu/prepare.sh chromium   .chr1/ .chr2/ .chr3/  Debian's Chromium in parts, .chr/ the wasm
-#                                           package, transformers.js and ONNX Runtime Web's WebGPU build
+#   scripts/gpu/prepare.sh chromium   .chr1/ … .chr4/  Debian's Chromium in parts of 34 MiB, .chr/ the
+#                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
+#                                           build, the bench models' layout
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"
-for d in .gl .gpu .chr .chr1 .chr2 .chr3; do
-  grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >> "$exclude"
+for d in /.gl/ /.gpu/ '/.chr*/'; do
+  grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"
 done
 apt_amd64() {
   mkdir -p /tmp/amd64/partial
@@ -41,20 +42,9 @@ native() {
 }
 
 chromium() {
-  local stage=/tmp/chr-stage
-  rm -rf "$stage" .chr .chr1 .chr2 .chr3 && mkdir -p "$stage/chromium/locales" "$stage/lib"
-  (cd /usr/lib/chromium && cp -a chrome_100_percent.pak chromium chrome_crashpad_handler icudtl.dat libEGL.so \
-    libGLESv2.so libvk_swiftshader.so libvulkan.so.1 resources.pak snapshot_blob.bin v8_context_snapshot.bin \
-    vk_swiftshader_icd.json "$stage/chromium/" && cp locales/en-US.pak "$stage/chromium/locales/")
-  # The shared libraries Chromium links that the device image may lack (not the C runtime's).
-  ldd /usr/lib/chromium/chromium | awk '$3 ~ /^\// {print $1, $3}' | while read -r so path; do
-    case $so in libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|libresolv.so.2|libstdc++.so.6|libgcc_s.so.1|ld-linux*) ;;
-      *) cp -L "$path" "$stage/lib/$so" ;; esac
-  done
-  (cd /usr/lib/x86_64-linux-gnu && cp -L libfreebl3.so libfreebl3.chk libfreeblpriv3.so libfreeblpriv3.chk \
-    libnssdbm3.so libnssdbm3.chk libsoftokn3.so libsoftokn3.chk "$stage/lib/")
-  tar -C "$stage" -cf - chromium lib | xz -9 -T2 > /tmp/chr.tar.xz
-  # Three parts of at most 34 MiB: with the tracked tree (~24 MB) each call stays under 64 MiB.
+  rm -rf .chr .chr[0-9]
+  [ -f /tmp/chr.tar.xz ] || chromium_tar
+  # Parts of at most 34 MiB: with the tracked tree (~24 MB) each call stays under 64 MiB.
   split -b 35651584 -a 1 /tmp/chr.tar.xz /tmp/chr.part.
   local n=1
   for part in /tmp/chr.part.*; do mkdir -p ".chr$n" && mv "$part" ".chr$n/"; n=$((n + 1)); done
@@ -70,7 +60,24 @@ chromium() {
   # What transformers.js 4.3.1's WebGPU path loads.
   cp node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs .chr/ort/
   xz -6 -c node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm > .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz
-  du -sh .chr .chr1 .chr2 .chr3 2>/dev/null
+  du -sh .chr .chr[0-9]
 }
 
-"${1:?usage: scripts/gpu/prepare.sh native|chromium}"
+# Debian's Chromium and the libraries it links, as /tmp/chr.tar.xz (kept: delete it to rebuild).
+chromium_tar() {
+  local stage=/tmp/chr-stage
+  rm -rf "$stage" && mkdir -p "$stage/chromium/locales" "$stage/lib"
+  (cd /usr/lib/chromium && cp -a chrome_100_percent.pak chromium chrome_crashpad_handler icudtl.dat libEGL.so \
+    libGLESv2.so libvk_swiftshader.so libvulkan.so.1 resources.pak snapshot_blob.bin v8_context_snapshot.bin \
+    vk_swiftshader_icd.json "$stage/chromium/" && cp locales/en-US.pak "$stage/chromium/locales/")
+  # The shared libraries Chromium links that the device image may lack (not the C runtime's).
+  ldd /usr/lib/chromium/chromium | awk '$3 ~ /^\// {print $1, $3}' | while read -r so path; do
+    case $so in libc.so.6|libm.so.6|libpthread.so.0|libdl.so.2|librt.so.1|libresolv.so.2|libstdc++.so.6|libgcc_s.so.1|ld-linux*) ;;
+      *) cp -L "$path" "$stage/lib/$so" ;; esac
+  done
+  (cd /usr/lib/x86_64-linux-gnu && cp -L libfreebl3.so libfreebl3.chk libfreeblpriv3.so libfreeblpriv3.chk \
+    libnssdbm3.so libnssdbm3.chk libsoftokn3.so libsoftokn3.chk "$stage/lib/")
+  tar -C "$stage" -cf - chromium lib | xz -9 -T2 > /tmp/chr.tar.xz.part && mv /tmp/chr.tar.xz.part /tmp/chr.tar.xz
+}
+
+"${1:?usage: scripts/gpu/prepare.sh native|chromium|chromium_tar}"

@@ -18,7 +18,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
 use super::linear::{LinearBackend, tiled_sums};
-use super::{KernelShape, empty_like, storage, subgroups};
+use super::{KernelShape, empty_like, placeholder, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
 /// `Tiled`: units sharing one row.
@@ -164,10 +164,10 @@ fn launch(
     let dims = partial.meta.shape();
     let [rows, hidden] = [dims[dims.len() - 2], dims[dims.len() - 1]];
     let [gamma, beta] = [gamma, beta].map(into_contiguous);
-    // What is absent is flagged to the kernel, which reads `partial` in its place (never added).
+    // What is absent is flagged to the kernel, which never reads the placeholder bound in its place.
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
-    let bias = bias.map_or_else(|| partial.clone(), into_contiguous);
-    let residual = residual.map_or_else(|| partial.clone(), into_contiguous);
+    let bias = bias.map_or_else(|| placeholder(&partial), into_contiguous);
+    let residual = residual.map_or_else(|| placeholder(&partial), into_contiguous);
     let output = empty_like(&partial, [rows, hidden], partial.dtype);
     let shape = KernelShape::of(&partial.client);
     let (count, dim, units) = match shape {

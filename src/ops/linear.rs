@@ -19,7 +19,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, empty_like, storage};
+use super::{KernelShape, empty_like, placeholder, storage};
 
 use super::cpu::{self, Epilogue, Matrix};
 
@@ -294,7 +294,8 @@ pub(crate) fn tiled_sums(
         true => empty_like(&input, [rows, cols], dtype),
         false => empty_like(&input, [splits, rows, cols], dtype),
     };
-    let (bias, gelu) = epilogue.unwrap_or((&output, false));
+    let unused = placeholder(&output);
+    let (bias, gelu) = epilogue.unwrap_or((&unused, false));
     tiled_kernel::tiled_linear_kernel::launch(
         &output.client,
         CubeCount::Static(

@@ -45,8 +45,8 @@ thread_local! {
 }
 
 impl KernelShape {
-    /// The shape for this client's adapter, unless [`with_kernel_shape`] (or, natively,
-    /// `WEBBERT_KERNELS=serial|tiled`) asks for another.
+    /// The shape for this client's adapter, unless [`with_kernel_shape`], [`set_kernel_shape`] or,
+    /// natively, `WEBBERT_KERNELS=serial|tiled` asks for another.
     pub fn of(client: &Client) -> Self {
         if let Some(forced) = FORCED.with(Cell::get).or_else(from_env) {
             return forced;
@@ -66,20 +66,35 @@ impl KernelShape {
     }
 }
 
+impl std::str::FromStr for KernelShape {
+    type Err = crate::Error;
+    fn from_str(s: &str) -> crate::Result<Self> {
+        match s {
+            "serial" => Ok(KernelShape::Serial),
+            "tiled" => Ok(KernelShape::Tiled { subgroups: true }),
+            "tiled-nosubgroups" => Ok(KernelShape::Tiled { subgroups: false }),
+            other => Err(crate::Error::Input(format!(
+                "kernels must be \"serial\", \"tiled\" or \"tiled-nosubgroups\", not {other:?}"
+            ))),
+        }
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn from_env() -> Option<KernelShape> {
     static ENV: std::sync::OnceLock<Option<KernelShape>> = std::sync::OnceLock::new();
-    *ENV.get_or_init(|| match std::env::var("WEBBERT_KERNELS").as_deref() {
-        Ok("serial") => Some(KernelShape::Serial),
-        Ok("tiled") => Some(KernelShape::Tiled { subgroups: true }),
-        Ok("tiled-nosubgroups") => Some(KernelShape::Tiled { subgroups: false }),
-        _ => None,
-    })
+    *ENV.get_or_init(|| std::env::var("WEBBERT_KERNELS").ok()?.parse().ok())
 }
 
 #[cfg(target_arch = "wasm32")]
 fn from_env() -> Option<KernelShape> {
     None
+}
+
+/// Every GPU kernel launched from this thread from now on in `shape` (`None`: the adapter's), whatever
+/// the adapter: the browser's `kernels` load option, for comparing the shapes on one GPU.
+pub fn set_kernel_shape(shape: Option<KernelShape>) {
+    FORCED.with(|forced| forced.set(shape));
 }
 
 /// Runs `f` with every GPU kernel launched from this thread in `shape`, whatever the adapter: the
@@ -110,6 +125,12 @@ fn empty_like<const D: usize>(like: &CubeTensor, shape: [usize; D], dtype: DType
         Shape::new(shape),
         dtype,
     )
+}
+
+/// A one-element tensor bound where a kernel takes an input it is told (at compile time) to ignore:
+/// WebGPU refuses one buffer bound twice in a dispatch when either binding may be written.
+fn placeholder(like: &CubeTensor) -> CubeTensor {
+    empty_like(like, [1], like.dtype)
 }
 
 fn storage(dtype: DType) -> ElemType {

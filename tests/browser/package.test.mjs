@@ -8,12 +8,13 @@ const MINILM = '/models/all-MiniLM-L6-v2/';
 const sentences = json('minilm_golden.json').sentences;
 const minilm = golden('minilm_golden.safetensors');
 
-async function checkEmbeddings(page, device) {
-  const { backend, rows } = await page.evaluate(async ([url, device, texts]) => {
-    const e = await webbert.Embedder.load(url, { device });
+async function checkEmbeddings(page, device, kernels) {
+  const { backend, rows } = await page.evaluate(async ([url, device, kernels, texts]) => {
+    const e = await webbert.Embedder.load(url, { device, kernels });
     const rows = (await e.embed(texts)).map((r) => Array.from(r));
+    e.dispose();
     return { backend: e.backend, rows };
-  }, [MINILM, device, sentences]);
+  }, [MINILM, device, kernels, sentences]);
   const want = minilm['embedding.mean'];
   const got = new Float32Array(rows.flat());
   const diff = maxAbsDiff(got, want.data);
@@ -22,14 +23,15 @@ async function checkEmbeddings(page, device) {
   return backend;
 }
 
-async function checkFillMask(page, device, name) {
+async function checkFillMask(page, device, name, kernels) {
   const fixture = json(`${name}_golden.json`);
-  const { backend, results } = await page.evaluate(async ([url, device, texts]) => {
-    const fm = await webbert.FillMask.load(url, { device });
+  const { backend, results } = await page.evaluate(async ([url, device, kernels, texts]) => {
+    const fm = await webbert.FillMask.load(url, { device, kernels });
     const results = [];
     for (const t of texts) results.push(await fm.predict(t, { topK: 5 }));
+    fm.dispose();
     return { backend: fm.backend, results };
-  }, [`/fixtures/${name}/`, device, fixture.texts]);
+  }, [`/fixtures/${name}/`, device, kernels, fixture.texts]);
   let diff = 0;
   results.forEach((masks, i) => {
     assert.equal(masks.length, fixture.fill_mask[i].length);
@@ -61,6 +63,30 @@ describe('with WebGPU', () => {
 
   test('fill-mask scores match PyTorch on WebGPU', async () => {
     assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'webgpu');
+  });
+
+  // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
+  // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
+  test('the tiled kernels (what GPUs run) match PyTorch too', async () => {
+    assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled'), 'webgpu');
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
+  });
+
+  test('after dispose every call rejects, and so does a bad kernels option', async () => {
+    const messages = await page.evaluate(async (url) => {
+      const errorOf = async (p) => { try { await p; return 'no error'; } catch (e) { return e instanceof Error ? e.message : `not an Error: ${e}`; } };
+      const fm = await webbert.FillMask.load(url, { device: 'cpu' });
+      const pending = fm.predict('the [MASK] of');
+      fm.dispose();
+      return {
+        pending: await errorOf(pending),
+        later: await errorOf(fm.predict('the [MASK] of')),
+        kernels: await errorOf(webbert.FillMask.load(url, { kernels: 'fast' })),
+      };
+    }, '/fixtures/tiny-mlm/');
+    assert.match(messages.pending, /disposed/);
+    assert.match(messages.later, /disposed/);
+    assert.match(messages.kernels, /kernels must be "serial", "tiled"/);
   });
 
   test('attention probabilities match PyTorch', async () => {

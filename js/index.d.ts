@@ -7,7 +7,8 @@ export interface Progress {
 }
 
 export interface LoadOptions {
-  /** 'auto' (default) uses WebGPU when the browser offers an adapter, otherwise the CPU. */
+  /** 'auto' (default): WebGPU on a GPU (with the CPU for inputs short enough that it was measured
+   * faster there), the CPU without one or when the adapter is a CPU emulation (SwiftShader). */
   device?: Device;
   /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
    * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
@@ -41,8 +42,19 @@ export interface Attention {
   truncated: boolean;
 }
 
+export interface Timing {
+  /** Building the batch and submitting every kernel: the CPU's share. */
+  submitMs: number;
+  /** Waiting for the device, and reading the result back. */
+  waitMs: number;
+}
+
 declare class Pipeline {
   readonly backend: 'webgpu' | 'cpu';
+  /** With device 'auto' on a GPU the CPU beats on short inputs: calls of fewer tokens run on the CPU. */
+  readonly crossover?: number;
+  /** One forward pass of `tokens` tokens, timed: where a call of that size spends its time. */
+  timing(tokens: number): Promise<Timing>;
   attention(text: string): Promise<Attention>;
   /** Stops the worker and frees the model; calls still waiting, and any made later, reject. */
   dispose(): void;

@@ -62,8 +62,8 @@ async function open(task, source, { device = 'auto', kernels, onProgress } = {})
     const files = typeof source === 'string' || source instanceof URL
       ? new URL(source, globalThis.location?.href).href
       : await readFiles(source);
-    const { backend } = await client.call('load', [task, files, device, kernels], { onProgress });
-    return { client, backend };
+    const { backend, crossover } = await client.call('load', [task, files, device, kernels], { onProgress });
+    return { client, backend, crossover };
   } catch (error) {
     client.end(error.message);
     throw error;
@@ -71,10 +71,17 @@ async function open(task, source, { device = 'auto', kernels, onProgress } = {})
 }
 
 class Pipeline {
-  constructor({ client, backend }) {
+  constructor({ client, backend, crossover }) {
     this.client = client;
     /** 'webgpu' or 'cpu': where the model runs. */
     this.backend = backend;
+    /** With device 'auto': calls of fewer tokens than this run on the CPU, measured faster there. */
+    this.crossover = crossover;
+  }
+
+  /** `{submitMs, waitMs}` of one forward pass of `tokens` tokens: where a call of that size spends its time. */
+  timing(tokens) {
+    return this.client.call('timing', [tokens]);
   }
 
   /** Attention probabilities of every layer and head, for a heatmap. */

@@ -16,7 +16,7 @@ async function run({ id, op, args }) {
     if (op === 'load') {
       const [task, source, device, kernels] = args;
       model = await Model.load(task, source, device, (progress) => self.postMessage({ id, progress }), kernels);
-      result = { backend: model.backend };
+      result = { backend: model.backend, crossover: model.crossover };
     } else {
       result = await model[op](...args);
     }

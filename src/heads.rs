@@ -61,6 +61,12 @@ impl MlmHead {
     }
 }
 
+impl AsRef<BertModel> for BertForMaskedLM {
+    fn as_ref(&self) -> &BertModel {
+        &self.bert
+    }
+}
+
 impl BertForMaskedLM {
     /// Logits `[batch, seq, vocab]` for every position.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {

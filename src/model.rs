@@ -72,6 +72,12 @@ impl Batch {
     }
 }
 
+impl AsRef<BertModel> for BertModel {
+    fn as_ref(&self) -> &BertModel {
+        self
+    }
+}
+
 impl BertModel {
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {

@@ -44,6 +44,17 @@ pub struct FillMaskOutput {
     pub truncated: bool,
 }
 
+/// Where one forward pass spends its time on this device (see [`Pipeline::timing`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    /// Building the batch on the device and submitting every kernel of the encoder and pooling: the
+    /// CPU's share (on a GPU the kernels run behind it).
+    pub submit_ms: f64,
+    /// Waiting for the device to finish and reading one pooled vector back.
+    pub wait_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AttentionOutput {
     pub tokens: Vec<String>,
@@ -64,6 +75,33 @@ async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
 }
 
+impl<M> Pipeline<M> {
+    /// Times one forward pass of a sequence of `tokens` tokens (no tokenizing), split into submitting and
+    /// waiting: what a call of that size costs on this device, and where.
+    pub async fn timing(&self, tokens: usize) -> Result<Timing>
+    where
+        M: AsRef<BertModel>,
+    {
+        let max = self.tokenizer.max_len();
+        if tokens == 0 || tokens > max {
+            return Err(Error::Input(format!(
+                "tokens must be between 1 and {max} (the model's positions), not {tokens}"
+            )));
+        }
+        let start = web_time::Instant::now();
+        let batch = Batch::from_ids(&[vec![self.pad_id; tokens]], self.pad_id, &self.device);
+        let hidden = self.model.as_ref().forward(&batch);
+        let pooled = pool(hidden, batch.attention_mask, Pooling::Mean, false);
+        let submitted = web_time::Instant::now();
+        read(pooled).await?;
+        let done = web_time::Instant::now();
+        Ok(Timing {
+            submit_ms: (submitted - start).as_secs_f64() * 1e3,
+            wait_ms: (done - submitted).as_secs_f64() * 1e3,
+        })
+    }
+}
+
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
     if text.trim().is_empty() {
         return Err(Error::Input("the text is empty".into()));
@@ -74,9 +112,14 @@ fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
 impl Embedder {
     /// The encoder of any BERT checkpoint (heads ignored).
     pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        Self::load_from(&files, device)
+    }
+
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
         let model = load_bert(&files.checkpoint, &files.config, &device)?;
         Ok(Self {
-            tokenizer: files.tokenizer,
+            tokenizer: files.tokenizer.clone(),
             model,
             device,
             pad_id: files.config.pad_token_id as u32,
@@ -113,6 +156,11 @@ impl Embedder {
 impl FillMask {
     /// A `BertForMaskedLM` checkpoint (`cls.predictions.*` required).
     pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        Self::load_from(&files, device)
+    }
+
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
         let model = load_bert_for_masked_lm(&files.checkpoint, &files.config, &device).map_err(|e| match e {
             Error::Weights(msg) if msg.contains("cls.predictions") => Error::Weights(format!(
                 "{msg}: fill-mask needs a masked-LM checkpoint (BertForMaskedLM), not a bare encoder"
@@ -120,7 +168,7 @@ impl FillMask {
             other => other,
         })?;
         Ok(Self {
-            tokenizer: files.tokenizer,
+            tokenizer: files.tokenizer.clone(),
             model,
             device,
             pad_id: files.config.pad_token_id as u32,

@@ -23,9 +23,11 @@ pub struct Encoding {
     pub truncated: bool,
 }
 
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     mask_id: Option<u32>,
+    max_len: usize,
 }
 
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
@@ -103,7 +105,11 @@ impl Tokenizer {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mask_id = inner.token_to_id("[MASK]");
-        Ok(Self { inner, mask_id })
+        Ok(Self {
+            inner,
+            mask_id,
+            max_len,
+        })
     }
 
     pub fn encode(&self, text: &str) -> Result<Encoding> {
@@ -142,6 +148,11 @@ impl Tokenizer {
             .iter()
             .filter_map(|t| self.inner.token_to_id(t))
             .collect()
+    }
+
+    /// The most tokens an encoding has (the model's positions); longer texts are truncated.
+    pub fn max_len(&self) -> usize {
+        self.max_len
     }
 
     pub fn mask_token_id(&self) -> Option<u32> {

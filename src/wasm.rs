@@ -8,7 +8,8 @@ use wasm_bindgen_futures::JsFuture;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::heads::Pooling;
-use crate::pipelines::{Embedder, FillMask};
+use crate::pipelines::{Embedder, FillMask, Timing};
+use crate::tokenizer::Tokenizer;
 use crate::source::ModelFiles;
 
 unsafe extern "C" {
@@ -47,56 +48,168 @@ enum Task {
     FillMask(FillMask),
 }
 
+impl Task {
+    fn load(task: &str, files: &ModelFiles, device: burn::tensor::Device) -> Result<Self> {
+        match task {
+            "embeddings" => Ok(Task::Embeddings(Embedder::load_from(files, device)?)),
+            "fill-mask" => Ok(Task::FillMask(FillMask::load_from(files, device)?)),
+            other => Err(Error::Input(format!(
+                "task must be 'embeddings' or 'fill-mask', not {other:?}"
+            ))),
+        }
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        match self {
+            Task::Embeddings(p) => &p.tokenizer,
+            Task::FillMask(p) => &p.tokenizer,
+        }
+    }
+
+    async fn timing(&self, tokens: usize) -> Result<Timing> {
+        match self {
+            Task::Embeddings(p) => p.timing(tokens).await,
+            Task::FillMask(p) => p.timing(tokens).await,
+        }
+    }
+}
+
 /// A loaded model: an encoder for embeddings, or a masked-LM for fill-mask. Both give attention maps.
 #[wasm_bindgen]
 pub struct Model {
     task: Task,
     backend: Backend,
+    /// With `device: 'auto'` on a GPU that the CPU beats on short inputs: a copy of the model on the CPU,
+    /// and the fewest tokens a call needs to go to the GPU.
+    small: Option<(Task, usize)>,
 }
 
-/// Whether this browser hands out a WebGPU adapter (`navigator.gpu` can exist without one).
-async fn webgpu_adapter() -> bool {
+/// What `navigator.gpu.requestAdapter()` says of the adapter, if the browser hands one out
+/// (`navigator.gpu` can exist without one).
+struct Adapter {
+    /// Vendor, architecture and description: what a measurement is remembered under.
+    name: String,
+    /// A CPU implementation (SwiftShader).
+    fallback: bool,
+}
+
+async fn webgpu_adapter() -> Option<Adapter> {
     let global: JsValue = js_sys::global().into();
-    let gpu =
-        Reflect::get(&global, &"navigator".into()).and_then(|n| Reflect::get(&n, &"gpu".into()));
-    let Ok(gpu) = gpu
-        .map_err(drop)
-        .and_then(|g| if g.is_undefined() { Err(()) } else { Ok(g) })
-    else {
-        return false;
-    };
-    let Ok(request) =
-        Reflect::get(&gpu, &"requestAdapter".into()).and_then(|f| f.dyn_into::<Function>())
-    else {
-        return false;
-    };
-    match request
+    let gpu = Reflect::get(&global, &"navigator".into())
+        .and_then(|n| Reflect::get(&n, &"gpu".into()))
+        .ok()
+        .filter(|g| !g.is_undefined())?;
+    let request = Reflect::get(&gpu, &"requestAdapter".into())
+        .and_then(|f| f.dyn_into::<Function>())
+        .ok()?;
+    let promise = request
         .call0(&gpu)
         .and_then(|p| p.dyn_into::<js_sys::Promise>())
-    {
-        Ok(promise) => JsFuture::from(promise)
-            .await
-            .map(|a| !a.is_null() && !a.is_undefined())
-            .unwrap_or(false),
-        Err(_) => false,
-    }
+        .ok()?;
+    let adapter = JsFuture::from(promise)
+        .await
+        .ok()
+        .filter(|a| !a.is_null() && !a.is_undefined())?;
+    let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
+    let field = |key: &str| {
+        Reflect::get(&info, &key.into())
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    let fallback = Reflect::get(&info, &"isFallbackAdapter".into())
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    Some(Adapter {
+        name: [field("vendor"), field("architecture"), field("description")].join("/"),
+        fallback,
+    })
 }
 
-/// `"webgpu"` or `"cpu"` as asked; `"auto"` (or nothing) tries WebGPU and falls back to the CPU.
-async fn choose_backend(device: Option<String>) -> Result<(Backend, burn::tensor::Device)> {
-    match device.as_deref().unwrap_or("auto") {
-        "cpu" => Ok((Backend::Cpu, Backend::Cpu.device().await?)),
-        "webgpu" if !webgpu_adapter().await => Err(Error::Device(
+/// Token lengths whose forward passes `'auto'` times on both devices, smallest first.
+const PROBES: [usize; 3] = [16, 64, 256];
+
+/// The fewest tokens at which a forward pass on the GPU (`gpu`) is no slower than on the CPU (`cpu`):
+/// 0 if the GPU wins already at the smallest probe, `usize::MAX` if it never does up to the largest.
+/// Each device runs each length twice first (compiling kernels), then twice timed, best kept.
+async fn gpu_threshold(gpu: &Task, cpu: &Task) -> Result<usize> {
+    let best = async |task: &Task, tokens| -> Result<f64> {
+        let mut best = f64::MAX;
+        for run in 0..4 {
+            let timing = task.timing(tokens).await?;
+            if run >= 2 {
+                best = best.min(timing.submit_ms + timing.wait_ms);
+            }
+        }
+        Ok(best)
+    };
+    let max = gpu.tokenizer().max_len();
+    for (i, tokens) in PROBES.into_iter().map(|t| t.min(max)).enumerate() {
+        if best(gpu, tokens).await? <= best(cpu, tokens).await? {
+            return Ok(if i == 0 { 0 } else { tokens });
+        }
+    }
+    Ok(usize::MAX)
+}
+
+/// The model on the device asked for: `"webgpu"`, `"cpu"`, or `"auto"` (or nothing): the CPU without a
+/// GPU adapter or with a CPU one (SwiftShader: our CPU path was 5–8× faster at every size measured);
+/// otherwise the GPU, with a CPU copy for the lengths at which the CPU was measured faster (measured once
+/// per adapter and model shape, then remembered in Cache Storage).
+async fn place(
+    task: &str,
+    files: &ModelFiles,
+    device: Option<&str>,
+) -> Result<(Task, Backend, Option<(Task, usize)>)> {
+    let cpu = async || Task::load(task, files, Backend::Cpu.device().await?);
+    let adapter = webgpu_adapter().await;
+    match device.unwrap_or("auto") {
+        "cpu" => Ok((cpu().await?, Backend::Cpu, None)),
+        "webgpu" if adapter.is_none() => Err(Error::Device(
             "WebGPU is not available in this browser (no adapter); use device: 'cpu'".into(),
         )),
-        "webgpu" => Ok((Backend::Wgpu, Backend::Wgpu.device().await?)),
+        "webgpu" => {
+            let gpu = Task::load(task, files, Backend::Wgpu.device().await?)?;
+            Ok((gpu, Backend::Wgpu, None))
+        }
         "auto" => {
-            if webgpu_adapter().await
-                && let Ok(device) = Backend::Wgpu.device().await
-            {
-                return Ok((Backend::Wgpu, device));
+            let Some(adapter) = adapter.filter(|a| !a.fallback) else {
+                return Ok((cpu().await?, Backend::Cpu, None));
+            };
+            let Ok(device) = Backend::Wgpu.device().await else {
+                return Ok((cpu().await?, Backend::Cpu, None));
+            };
+            let gpu = Task::load(task, files, device)?;
+            let c = &files.config;
+            let key = format!(
+                "crossover/{}/{}x{}x{}x{}",
+                adapter.name,
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.intermediate_size,
+                c.num_attention_heads
+            );
+            let remembered = crate::web::remembered(&key)
+                .await
+                .and_then(|v| v.parse::<usize>().ok());
+            if remembered == Some(0) {
+                return Ok((gpu, Backend::Wgpu, None));
             }
-            Ok((Backend::Cpu, Backend::Cpu.device().await?))
+            let cpu = cpu().await?;
+            let threshold = match remembered {
+                Some(threshold) => threshold,
+                None => {
+                    let threshold = gpu_threshold(&gpu, &cpu).await?;
+                    crate::web::remember(&key, &threshold.to_string()).await;
+                    threshold
+                }
+            };
+            Ok(match threshold {
+                0 => (gpu, Backend::Wgpu, None),
+                usize::MAX => (cpu, Backend::Cpu, None),
+                threshold => (gpu, Backend::Wgpu, Some((cpu, threshold))),
+            })
         }
         other => Err(Error::Input(format!(
             "device must be 'webgpu', 'cpu' or 'auto', not {other:?}"
@@ -146,17 +259,44 @@ impl Model {
             },
         }
         .map_err(js)?;
-        let (backend, device) = choose_backend(device).await.map_err(js)?;
-        let task = match task.as_str() {
-            "embeddings" => Task::Embeddings(Embedder::load(files, device).map_err(js)?),
-            "fill-mask" => Task::FillMask(FillMask::load(files, device).map_err(js)?),
-            other => {
-                return Err(JsError::new(&format!(
-                    "task must be 'embeddings' or 'fill-mask', not {other:?}"
-                )));
+        let (task, backend, small) = place(&task, &files, device.as_deref())
+            .await
+            .map_err(js)?;
+        Ok(Model {
+            task,
+            backend,
+            small,
+        })
+    }
+
+    /// The task that takes a call on `texts`: the CPU copy if it was measured faster at their length.
+    fn route(&self, texts: &[&str]) -> &Task {
+        match &self.small {
+            Some((cpu, threshold)) => {
+                let tokenizer = self.task.tokenizer();
+                let tokens: usize = texts
+                    .iter()
+                    .filter_map(|t| tokenizer.encode(t).ok())
+                    .map(|e| e.ids.len())
+                    .sum();
+                if tokens < *threshold { cpu } else { &self.task }
             }
-        };
-        Ok(Model { task, backend })
+            None => &self.task,
+        }
+    }
+
+    /// With `device: 'auto'`: calls of fewer tokens than this run on the CPU, as the load measured it
+    /// faster there (`undefined` when every call runs on `backend`).
+    #[wasm_bindgen(getter)]
+    pub fn crossover(&self) -> Option<u32> {
+        self.small.as_ref().map(|(_, threshold)| *threshold as u32)
+    }
+
+    /// `{submitMs, waitMs}` of one forward pass of `tokens` tokens on `backend`: what the CPU spends
+    /// submitting the work, then the wait for the device and one small read back.
+    pub async fn timing(&self, tokens: usize) -> std::result::Result<JsValue, JsError> {
+        let timing = self.task.timing(tokens).await.map_err(js)?;
+        serde_wasm_bindgen::to_value(&timing).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// `"webgpu"` or `"cpu"`.
@@ -174,7 +314,7 @@ impl Model {
         text: String,
         top_k: usize,
     ) -> std::result::Result<JsValue, JsError> {
-        let Task::FillMask(pipeline) = &self.task else {
+        let Task::FillMask(pipeline) = self.route(&[&text]) else {
             return Err(JsError::new(
                 "this model was loaded for embeddings; load it with FillMask for predictions",
             ));
@@ -190,7 +330,8 @@ impl Model {
         pooling: String,
         normalize: bool,
     ) -> std::result::Result<Array, JsError> {
-        let Task::Embeddings(pipeline) = &self.task else {
+        let all: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let Task::Embeddings(pipeline) = self.route(&all) else {
             return Err(JsError::new(
                 "this model was loaded for fill-mask; load it with Embedder for embeddings",
             ));
@@ -208,7 +349,7 @@ impl Model {
 
     /// `{tokens, offsets, numLayers, numHeads, weights: Float32Array [layer][head][query][key], truncated}`.
     pub async fn attention(&self, text: String) -> std::result::Result<Object, JsError> {
-        let output = match &self.task {
+        let output = match self.route(&[&text]) {
             Task::Embeddings(p) => p.attention(&text).await,
             Task::FillMask(p) => p.attention(&text).await,
         }

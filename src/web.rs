@@ -13,6 +13,8 @@ use crate::source::ModelFiles;
 use crate::weights::Checkpoint;
 
 const CACHE_NAME: &str = "webbert-models-v1";
+/// What a load measured about this browser's devices (see `wasm::Model::load`), by key.
+const MEASUREMENTS: &str = "webbert-measurements-v1";
 
 fn js_error(context: &str, e: JsValue) -> Error {
     let detail = e
@@ -44,6 +46,10 @@ fn global_method(name: &str) -> Result<(JsValue, Function)> {
 }
 
 async fn open_cache() -> Option<Cache> {
+    open_named_cache(CACHE_NAME).await
+}
+
+async fn open_named_cache(name: &str) -> Option<Cache> {
     let global: JsValue = js_sys::global().into();
     let caches = Reflect::get(&global, &"caches".into())
         .ok()
@@ -52,11 +58,43 @@ async fn open_cache() -> Option<Cache> {
         .ok()?
         .dyn_into::<Function>()
         .ok()?;
-    call(open.call1(&caches, &CACHE_NAME.into()).ok()?, "caches.open")
+    call(open.call1(&caches, &name.into()).ok()?, "caches.open")
         .await
         .ok()?
         .dyn_into()
         .ok()
+}
+
+fn measurement_url(key: &str) -> String {
+    format!(
+        "https://webbert.invalid/measurements/{}",
+        js_sys::encode_uri_component(key)
+    )
+}
+
+/// A value stored by [`remember`] under `key`, if Cache Storage has it.
+pub async fn remembered(key: &str) -> Option<String> {
+    let cache = open_named_cache(MEASUREMENTS).await?;
+    let hit = call(cache.match_with_str(&measurement_url(key)).into(), "cache lookup")
+        .await
+        .ok()
+        .filter(|r| !r.is_undefined())?;
+    let response: Response = hit.dyn_into().ok()?;
+    call(response.text().ok()?.into(), "cache read")
+        .await
+        .ok()?
+        .as_string()
+}
+
+/// Keeps `value` under `key` in Cache Storage (best effort: without it, the next load measures again).
+pub async fn remember(key: &str, value: &str) {
+    let Some(cache) = open_named_cache(MEASUREMENTS).await else {
+        return;
+    };
+    if let Ok(response) = Response::new_with_opt_str(Some(value)) {
+        let put = cache.put_with_str(&measurement_url(key), &response);
+        let _ = call(put.into(), "cache put").await;
+    }
 }
 
 /// Fetches `base/name`; `Ok(None)` on 404 (an optional file), an error for any other failure.

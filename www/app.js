@@ -149,7 +149,8 @@ $('att-head').onchange = drawAttention;
 
 try {
   embedder = await timed('emb-timing', 'model load', () => Embedder.load(DEFAULT_MODEL, { onProgress: showProgress }));
-  $('backend').textContent = embedder.backend === 'webgpu' ? 'WebGPU' : 'CPU (WebGPU unavailable)';
+  $('backend').textContent = embedder.backend === 'cpu' ? 'CPU'
+    : embedder.crossover ? `WebGPU (CPU under ${embedder.crossover} tokens)` : 'WebGPU';
   $('progress').textContent = 'all-MiniLM-L6-v2 loaded';
   for (const id of ['emb-form', 'att-form']) $(id).querySelector('button').disabled = false;
   await showAttention();

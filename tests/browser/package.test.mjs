@@ -62,7 +62,19 @@ describe('with WebGPU', () => {
   });
 
   test('fill-mask scores match PyTorch on WebGPU', async () => {
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'webgpu');
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm'), 'webgpu');
+  });
+
+  test("'auto' runs on the CPU when the adapter is a CPU emulation (SwiftShader)", async () => {
+    const { backend, crossover, timing } = await page.evaluate(async (url) => {
+      const fm = await webbert.FillMask.load(url);
+      const timing = await fm.timing(16);
+      fm.dispose();
+      return { backend: fm.backend, crossover: fm.crossover ?? null, timing };
+    }, '/fixtures/tiny-mlm/');
+    assert.equal(backend, 'cpu');
+    assert.equal(crossover, null);
+    assert.ok(timing.submitMs >= 0 && timing.waitMs >= 0, JSON.stringify(timing));
   });
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by

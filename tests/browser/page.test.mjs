@@ -18,7 +18,8 @@ test('the demo page renders attention, similarities and fill-mask predictions', 
     await page.goto(`${server.url}/`);
     await page.waitForSelector('body[data-ready]', { timeout: 240_000 });
     assert.equal(await page.getAttribute('body', 'data-ready'), 'true');
-    assert.equal(await page.textContent('#backend'), 'WebGPU');
+    // SwiftShader, a CPU emulation of a GPU, is not worth it: 'auto' takes the CPU path.
+    assert.equal(await page.textContent('#backend'), 'CPU');
 
     // Attention: the seed sentence, token × token weights, rows summing to 1.
     const tokens = await page.$$eval('#att-heatmap .col', (cells) => cells.map((c) => c.textContent));
@@ -86,7 +87,7 @@ test('a consumer project installs the npm tarball and runs it', async () => {
     await page.goto(`${server.url}/consumer/index.html`);
     await page.waitForFunction(() => document.title === 'done', null, { timeout: 120_000 });
     const { backend, row } = await page.evaluate(() => window.result);
-    assert.equal(backend, 'webgpu');
+    assert.equal(backend, 'cpu');
     const want = golden('minilm_golden.safetensors')['embedding.mean'].data.slice(2 * 384, 3 * 384);
     assert.ok(maxAbsDiff(new Float32Array(row), want) <= 1e-4);
   } finally {

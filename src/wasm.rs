@@ -9,8 +9,8 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::heads::Pooling;
 use crate::pipelines::{Embedder, FillMask, Timing};
-use crate::tokenizer::Tokenizer;
 use crate::source::ModelFiles;
+use crate::tokenizer::Tokenizer;
 
 unsafe extern "C" {
     /// wasm-ld's static constructors (cubecl registers its kernels with `inventory`). Unless the module calls
@@ -259,9 +259,7 @@ impl Model {
             },
         }
         .map_err(js)?;
-        let (task, backend, small) = place(&task, &files, device.as_deref())
-            .await
-            .map_err(js)?;
+        let (task, backend, small) = place(&task, &files, device.as_deref()).await.map_err(js)?;
         Ok(Model {
             task,
             backend,

@@ -75,10 +75,13 @@ fn measurement_url(key: &str) -> String {
 /// A value stored by [`remember`] under `key`, if Cache Storage has it.
 pub async fn remembered(key: &str) -> Option<String> {
     let cache = open_named_cache(MEASUREMENTS).await?;
-    let hit = call(cache.match_with_str(&measurement_url(key)).into(), "cache lookup")
-        .await
-        .ok()
-        .filter(|r| !r.is_undefined())?;
+    let hit = call(
+        cache.match_with_str(&measurement_url(key)).into(),
+        "cache lookup",
+    )
+    .await
+    .ok()
+    .filter(|r| !r.is_undefined())?;
     let response: Response = hit.dyn_into().ok()?;
     call(response.text().ok()?.into(), "cache read")
         .await

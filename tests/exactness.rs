@@ -222,31 +222,51 @@ fn shipped_fill_mask_model_matches_transformers() {
 }
 
 /// The Linear kernels on shapes that are not multiples of their tiles (edge rows and columns), with the
-/// weight contiguous and as a transposed view, and the tiled kernel with its depth split in slices,
-/// against the sum computed here in f64.
+/// weight contiguous and as a transposed view, on their own and followed by Add & Norm (where the tiled
+/// kernel splits the depth in slices that the norm adds up), against sums computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {
+    use burn::module::Param;
+    use burn::nn::{LayerNormConfig, Linear};
     use burn::tensor::{Tensor, TensorData};
+    use webbert::ops::add_norm::dense_add_norm;
     use webbert::ops::linear::{Plan, TILES, affine, with_plan};
-    let (rows, width, out) = (37, 150, 70);
+    let (rows, width, out, eps) = (37, 150, 70, 1e-12);
     let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
     let x: Vec<f32> = (0..rows * width).map(value).collect();
     let w: Vec<f32> = (0..width * out).map(|i| value(i + 5)).collect();
     let b: Vec<f32> = (0..out).map(|i| value(i + 11)).collect();
-    let want: Vec<f32> = (0..rows * out)
+    let residual: Vec<f32> = (0..rows * out).map(|i| value(i + 17)).collect();
+    let (gamma, beta): (Vec<f32>, Vec<f32>) =
+        (0..out).map(|i| (1.0 + value(i + 3), value(i + 7))).unzip();
+    let dense: Vec<f64> = (0..rows * out)
         .map(|i| {
             let (r, c) = (i / out, i % out);
             let dot: f64 = (0..width)
                 .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
                 .sum();
-            (dot + b[c] as f64) as f32
+            dot + b[c] as f64
+        })
+        .collect();
+    let want_linear: Vec<f32> = dense.iter().map(|&y| y as f32).collect();
+    let want_norm: Vec<f32> = dense
+        .chunks_exact(out)
+        .zip(residual.chunks_exact(out))
+        .flat_map(|(row, res)| {
+            let sum: Vec<f64> = row.iter().zip(res).map(|(y, r)| y + *r as f64).collect();
+            let mean = sum.iter().sum::<f64>() / out as f64;
+            let var = sum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / out as f64;
+            let (gamma, beta) = (&gamma, &beta);
+            sum.into_iter().enumerate().map(move |(c, v)| {
+                ((v - mean) / (var + eps).sqrt() * gamma[c] as f64 + beta[c] as f64) as f32
+            })
         })
         .collect();
     // The same weight stored `[out, in]`, to be passed as a transposed view (the tied decoder's case).
     let w_t: Vec<f32> = (0..out * width)
         .map(|i| w[(i % width) * out + i / width])
         .collect();
-    // Each tile once, with and without the depth split in slices.
+    // Each tile once, with and without the depth split in slices (which only Add & Norm takes).
     let plans = [
         None,
         Some(Plan {
@@ -264,29 +284,59 @@ fn linear_on_edge_shapes_matches_f64() {
     ];
     for target in TARGETS {
         let device = target.device();
+        let tensor = |values: &[f32], shape: [usize; 2]| {
+            Tensor::<2>::from_data(TensorData::new(values.to_vec(), shape), &device)
+        };
+        let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
+        let mut norm = LayerNormConfig::new(out).init(&device);
+        norm.gamma = Param::from_tensor(Tensor::from_data(
+            TensorData::new(gamma.clone(), [out]),
+            &device,
+        ));
+        norm.beta = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(beta.clone(), [out]),
+            &device,
+        )));
         for plan in plans {
-            let input = Tensor::<2>::from_data(TensorData::new(x.clone(), [rows, width]), &device);
-            let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
             let weights = [
-                Tensor::<2>::from_data(TensorData::new(w.clone(), [width, out]), &device),
-                Tensor::<2>::from_data(TensorData::new(w_t.clone(), [out, width]), &device)
-                    .transpose(),
+                tensor(&w, [width, out]),
+                tensor(&w_t, [out, width]).transpose(),
             ];
             for (weight, layout) in weights.into_iter().zip(["contiguous", "transposed"]) {
-                let run = || {
-                    affine(input.clone(), weight, bias.clone(), false)
-                        .into_data()
-                        .try_into_vec::<f32>()
-                        .unwrap()
+                let layer = Linear {
+                    weight: Param::from_tensor(weight.clone()),
+                    bias: Some(Param::from_tensor(bias.clone())),
                 };
-                let got = target.run(|| match plan {
+                let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+                let run = || {
+                    let linear = read(affine(
+                        tensor(&x, [rows, width]),
+                        weight,
+                        bias.clone(),
+                        false,
+                    ));
+                    let normed = dense_add_norm(
+                        &layer,
+                        &norm,
+                        eps,
+                        tensor(&x, [rows, width]).reshape([1, rows, width]),
+                        tensor(&residual, [rows, out]).reshape([1, rows, out]),
+                    );
+                    (linear, read(normed.reshape([rows, out])))
+                };
+                let (linear, normed) = target.run(|| match plan {
                     Some(plan) => with_plan(plan, run),
                     None => run(),
                 });
-                let diff = max_abs_diff(&got, &want);
+                let diff = max_abs_diff(&linear, &want_linear);
                 assert!(
                     diff <= 1e-5,
                     "{target:?} {plan:?} {layout} weight: max abs diff {diff}"
+                );
+                let diff = max_abs_diff(&normed, &want_norm);
+                assert!(
+                    diff <= 1e-4,
+                    "{target:?} {plan:?} {layout} weight, Add & Norm: max abs diff {diff}"
                 );
             }
         }

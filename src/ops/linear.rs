@@ -176,8 +176,8 @@ impl Tile {
     }
 }
 
-/// How one product is laid out on a GPU: the tile, and into how many slices the depth is split (each
-/// slice's partial sums are added by a second kernel).
+/// How one product is laid out on a GPU: the tile, and into how many slices the depth is split (their
+/// partial sums are added by the kernel that reads them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub tile: Tile,
@@ -252,29 +252,14 @@ pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
 }
 
 fn tiled(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -> CubeTensor {
-    let (sums, splits) = tiled_sums(input, weight, Some((&bias, gelu)));
-    if splits == 1 {
-        return sums;
-    }
-    let [_, rows, cols] = sums.meta.shape().dims();
-    let output = empty_like(&sums, [rows, cols], sums.dtype);
-    tiled_kernel::sum_splits_kernel::launch(
-        &output.client,
-        CubeCount::Static(((rows * cols) as u32).div_ceil(REDUCE_WORKGROUP), 1, 1),
-        CubeDim::new_1d(REDUCE_WORKGROUP),
-        sums.into_tensor_arg(),
-        bias.into_tensor_arg(),
-        output.clone().into_tensor_arg(),
-        gelu,
-        storage(output.dtype),
-    );
-    output
+    tiled_sums(input, weight, Some((&bias, gelu))).0
 }
 
-/// `input·weight` by the tiled kernel, laid out by [`plan`]: `[splits, rows, cols]`, one partial sum per
-/// slice of the depth, and the number of slices. With an epilogue (bias, GELU) and one slice the bias
-/// and GELU are applied and the result is `[rows, cols]`; otherwise whoever reads the partial sums adds
-/// them up (and the bias).
+/// `input·weight` by the tiled kernel. With an epilogue (bias, GELU), in one slice, finished:
+/// `[rows, cols]`. Without, laid out by [`plan`]: `[splits, rows, cols]`, one partial sum per slice of
+/// the depth, and the number of slices, for a kernel that reads them anyway (the norm after BERT's
+/// output projections) to add up with the bias. A split elsewhere would cost a second dispatch, which in
+/// a browser costs more CPU time (~55 µs) than the split saves on the GPU.
 pub(crate) fn tiled_sums(
     input: CubeTensor,
     weight: CubeTensor,
@@ -282,14 +267,17 @@ pub(crate) fn tiled_sums(
 ) -> (CubeTensor, usize) {
     let [rows, depth] = input.meta.shape().dims();
     let [_, cols] = weight.meta.shape().dims();
-    let Plan { tile, splits } = plan(rows, cols, depth);
+    let finished = epilogue.is_some();
+    let Plan { tile, splits } = match plan(rows, cols, depth) {
+        plan if finished => Plan { splits: 1, ..plan },
+        plan => plan,
+    };
     // Each split covers whole tile steps.
     let split_depth = depth.div_ceil(splits).div_ceil(tile.depth) * tile.depth;
     let splits = depth.div_ceil(split_depth);
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
     let weight_by_depth = weight.meta.strides()[0] == 1 && cols > 1;
     let dtype = input.dtype;
-    let finished = splits == 1 && epilogue.is_some();
     let output = match finished {
         true => empty_like(&input, [rows, cols], dtype),
         false => empty_like(&input, [splits, rows, cols], dtype),
@@ -321,8 +309,6 @@ pub(crate) fn tiled_sums(
     );
     (output, splits)
 }
-
-const REDUCE_WORKGROUP: u32 = 256;
 
 mod tiled_kernel {
     use super::kernel::gelu_erf;
@@ -545,30 +531,6 @@ mod tiled_kernel {
         } else {
             e % tile_cols
         }
-    }
-
-    /// `output = Σ partial[slice] + bias` (then GELU): the second half of a split product.
-    #[cube(launch)]
-    pub fn sum_splits_kernel<F: Float>(
-        partial: &Tensor<F>,
-        bias: &Tensor<F>,
-        output: &mut Tensor<F>,
-        #[comptime] gelu: bool,
-        #[define(F)] _dtype: ElemType,
-    ) {
-        let (rows, cols) = (output.shape(0), output.shape(1));
-        let at = ABSOLUTE_POS;
-        if at >= rows * cols {
-            terminate!();
-        }
-        let mut y = bias[at % cols];
-        for slice in 0..partial.shape(0) {
-            y += partial[slice * rows * cols + at];
-        }
-        if gelu {
-            y = gelu_erf::<F>(y);
-        }
-        output[at] = y;
     }
 }
 

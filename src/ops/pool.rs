@@ -3,7 +3,8 @@
 //!
 //! Why: composed of burn's ops, mean pooling and the L2 norm are eight dispatches after the encoder's
 //! last layer. Here one workgroup per text sums its token vectors (its units spread over tokens and
-//! columns) and reduces the squared norm across the workgroup. Flex and autodiff compose burn's ops.
+//! columns) and reduces the squared norm across the workgroup. Flex, autodiff and CPU-backed adapters
+//! (the `Serial` shape) compose burn's ops.
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -73,12 +74,15 @@ impl PoolBackend for Cube {
         normalize: bool,
     ) -> FloatTensor<Self> {
         let [batch, _, width] = hidden.meta.shape().dims();
-        if width > MAX_WIDTH {
+        let shape = KernelShape::of(&hidden.client);
+        // CPU-backed adapters take burn's ops: SwiftShader spent ~1 s compiling this kernel (its unrolled
+        // loops) on the first call, for a few milliseconds saved per call.
+        if width > MAX_WIDTH || shape == KernelShape::Serial {
             return composed::<Self>(hidden, attention_mask, mean, normalize);
         }
         let [hidden, attention_mask] = [hidden, attention_mask].map(into_contiguous);
         let output = empty_like(&hidden, [batch, width], hidden.dtype);
-        let subgroups = subgroups(&hidden.client, KernelShape::of(&hidden.client));
+        let subgroups = subgroups(&hidden.client, shape);
         kernel::pool_kernel::launch(
             &output.client,
             CubeCount::Static(batch as u32, 1, 1),

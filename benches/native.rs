@@ -234,7 +234,14 @@ fn phases(models: &std::path::Path) {
     }
 }
 
-/// Each GPU kernel alone on MiniLM's shapes, timed by the device clock over `LAUNCHES` launches.
+/// What one launch of a kernel does, for its achieved rate.
+enum Work {
+    Gflop(f64),
+    Gbytes(f64),
+}
+
+/// Each GPU kernel alone on MiniLM's shapes, in both kernel shapes, timed by the device clock over
+/// `LAUNCHES` launches.
 fn kernels() {
     const LAUNCHES: usize = 20;
     let device = Backend::Wgpu.device().expect("a wgpu adapter");
@@ -253,16 +260,24 @@ fn kernels() {
         let ticks = pollster::block_on(duration.resolve()).expect("a measurement");
         ticks.duration().as_secs_f64() * 1e6 / LAUNCHES as f64
     };
-    let shapes = [
-        ("serial", KernelShape::Serial),
-        ("tiled", KernelShape::Tiled { subgroups: true }),
-    ];
     let mut table = Vec::new();
-    let mut record = |kernel: String, shape: &str, micros: f64, rate: String| {
-        println!("| {kernel} | {shape} | {micros:.1} | {rate} |");
-        table.push(
-            serde_json::json!({"kernel": kernel, "shape": shape, "us": micros, "rate": rate}),
-        );
+    // `tiled` names the tiled kernel's layout, where it has a choice.
+    let mut measure = |kernel: String, run: &(dyn Fn() + Sync), work: Work, tiled: &str| {
+        for shape in [KernelShape::Serial, KernelShape::Tiled { subgroups: true }] {
+            let micros = with_kernel_shape(shape, || time(run));
+            let rate = match work {
+                Work::Gflop(g) => format!("{:.0} GFLOP/s", g / micros * 1e6),
+                Work::Gbytes(g) => format!("{:.0} GB/s", g / micros * 1e6),
+            };
+            let label = match shape {
+                KernelShape::Serial => "serial".to_string(),
+                KernelShape::Tiled { .. } => format!("tiled{tiled}"),
+            };
+            println!("| {kernel} | {label} | {micros:.1} | {rate} |");
+            table.push(
+                serde_json::json!({"kernel": kernel, "shape": label, "us": micros, "rate": rate}),
+            );
+        }
     };
     println!("\n| kernel | shape | µs per launch | achieved |\n| --- | --- | --- | --- |");
     for tokens in [16, 128, 512, 1024, 8192] {
@@ -306,26 +321,19 @@ fn kernels() {
                     ops::linear::affine(x.clone(), w.clone(), b.clone(), gelu);
                 }
             };
-            let gflop = 2.0 * (tokens * cols * depth) as f64 / 1e9;
-            let kernel = format!("{name} {tokens}×{cols}×{depth}");
             let chosen = plan(tokens, cols, depth);
             let splits = if with_norm { chosen.splits } else { 1 };
-            for (label, shape) in shapes {
-                let label = match shape {
-                    KernelShape::Serial => label.to_string(),
-                    KernelShape::Tiled { .. } => format!(
-                        "{label} ({}×{} tile, depth in {splits})",
-                        chosen.tile.rows, chosen.tile.cols
-                    ),
-                };
-                let micros = with_kernel_shape(shape, || time(&run));
-                record(
-                    kernel.clone(),
-                    &label,
-                    micros,
-                    format!("{:.0} GFLOP/s", gflop / micros * 1e6),
-                );
-            }
+            let layout = format!(
+                " ({}×{} tile, depth in {splits})",
+                chosen.tile.rows, chosen.tile.cols
+            );
+            let gflop = 2.0 * (tokens * cols * depth) as f64 / 1e9;
+            measure(
+                format!("{name} {tokens}×{cols}×{depth}"),
+                &run,
+                Work::Gflop(gflop),
+                &layout,
+            );
         }
         let (x, r) = (random([tokens, hidden]), random([tokens, hidden]));
         let (x, r) = (
@@ -335,28 +343,20 @@ fn kernels() {
         let add_norm = || {
             ops::add_norm::add_norm(&norm, 1e-12, x.clone(), r.clone());
         };
-        let gbytes = (3 * tokens * hidden * 4) as f64 / 1e9;
-        for (label, shape) in shapes {
-            let micros = with_kernel_shape(shape, || time(&add_norm));
-            record(
-                format!("add_norm {tokens}×{hidden}"),
-                label,
-                micros,
-                format!("{:.0} GB/s", gbytes / micros * 1e6),
-            );
-        }
+        let bytes = (3 * tokens * hidden * 4) as f64 / 1e9;
+        measure(
+            format!("add_norm {tokens}×{hidden}"),
+            &add_norm,
+            Work::Gbytes(bytes),
+            "",
+        );
         let (batch, seq) = if tokens >= 1024 {
             (tokens / 128, 128)
         } else {
             (1, tokens)
         };
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(
-                (0..tokens as i64).map(|i| i * 7 % vocab as i64).collect(),
-                [batch, seq],
-            ),
-            &device,
-        );
+        let ids: Vec<i64> = (0..tokens as i64).map(|i| i * 7 % vocab as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq]), &device);
         let types = Tensor::<2, Int>::zeros([batch, seq], &device);
         let (word, position, token_type) = (
             random([vocab, hidden]),
@@ -375,53 +375,37 @@ fn kernels() {
                 1e-12,
             );
         };
-        let gbytes = (4 * tokens * hidden * 4) as f64 / 1e9;
-        for (label, shape) in shapes {
-            let micros = with_kernel_shape(shape, || time(&embed));
-            record(
-                format!("embeddings {batch}×{seq}"),
-                label,
-                micros,
-                format!("{:.0} GB/s", gbytes / micros * 1e6),
-            );
-        }
-        let qkv = Tensor::<3>::random(
-            [batch, seq, 3 * hidden],
-            Distribution::Uniform(-1.0, 1.0),
-            &device,
+        let bytes = (4 * tokens * hidden * 4) as f64 / 1e9;
+        measure(
+            format!("embeddings {batch}×{seq}"),
+            &embed,
+            Work::Gbytes(bytes),
+            "",
         );
+        let uniform = Distribution::Uniform(-1.0, 1.0);
+        let qkv = Tensor::<3>::random([batch, seq, 3 * hidden], uniform, &device);
         let mask = Tensor::<2>::ones([batch, seq], &device);
         let attention = || {
             ops::attention::self_attention(qkv.clone(), mask.clone(), heads);
         };
         let gflop = 4.0 * (batch * seq * seq * hidden) as f64 / 1e9;
-        for (label, shape) in shapes {
-            let micros = with_kernel_shape(shape, || time(&attention));
-            record(
-                format!("attention {batch}×{seq}"),
-                label,
-                micros,
-                format!("{:.0} GFLOP/s", gflop / micros * 1e6),
-            );
-        }
-        let states = Tensor::<3>::random(
-            [batch, seq, hidden],
-            Distribution::Uniform(-1.0, 1.0),
-            &device,
+        measure(
+            format!("attention {batch}×{seq}"),
+            &attention,
+            Work::Gflop(gflop),
+            "",
         );
+        let states = Tensor::<3>::random([batch, seq, hidden], uniform, &device);
         let pool = || {
             ops::pool::pool(states.clone(), mask.clone(), true, true);
         };
-        let gbytes = (tokens * hidden * 4) as f64 / 1e9;
-        for (label, shape) in shapes {
-            let micros = with_kernel_shape(shape, || time(&pool));
-            record(
-                format!("pool {batch}×{seq}"),
-                label,
-                micros,
-                format!("{:.0} GB/s", gbytes / micros * 1e6),
-            );
-        }
+        let bytes = (tokens * hidden * 4) as f64 / 1e9;
+        measure(
+            format!("pool {batch}×{seq}"),
+            &pool,
+            Work::Gbytes(bytes),
+            "",
+        );
     }
     // The fill-mask head on one masked row: the tied decoder reads the embeddings transposed.
     let (x, embeddings, bias) = (
@@ -438,30 +422,24 @@ fn kernels() {
             false,
         );
     };
-    let gbytes = (vocab * hidden * 4) as f64 / 1e9;
-    for (label, shape) in shapes {
-        let micros = with_kernel_shape(shape, || time(&decoder));
-        record(
-            format!("Linear decoder 1×{vocab}×{hidden}"),
-            label,
-            micros,
-            format!("{:.0} GB/s", gbytes / micros * 1e6),
-        );
-    }
+    let bytes = (vocab * hidden * 4) as f64 / 1e9;
+    measure(
+        format!("Linear decoder 1×{vocab}×{hidden}"),
+        &decoder,
+        Work::Gbytes(bytes),
+        "",
+    );
     let logits = random([1, vocab]);
     let top_k = || {
         ops::top_k::softmax_top_k(logits.clone(), 5);
     };
-    let gbytes = (vocab * 4) as f64 / 1e9;
-    for (label, shape) in shapes {
-        let micros = with_kernel_shape(shape, || time(&top_k));
-        record(
-            format!("softmax top-5 1×{vocab}"),
-            label,
-            micros,
-            format!("{:.0} GB/s", gbytes / micros * 1e6),
-        );
-    }
+    let bytes = (vocab * 4) as f64 / 1e9;
+    measure(
+        format!("softmax top-5 1×{vocab}"),
+        &top_k,
+        Work::Gbytes(bytes),
+        "",
+    );
     std::fs::write(
         "bench-kernels.json",
         serde_json::to_string_pretty(&table).unwrap(),

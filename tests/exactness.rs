@@ -87,6 +87,39 @@ fn minilm_embeddings_batched_with_padding() {
     }
 }
 
+/// More texts than one batch holds: each row is the text's own embedding, in input order, whichever
+/// texts it was batched (and padded) with.
+#[test]
+fn many_texts_are_embedded_in_chunks_in_order() {
+    let texts: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                "{} {}",
+                sentences()[i % sentences().len()],
+                "again ".repeat(i % 7)
+            )
+        })
+        .collect();
+    // The chunking is the pipeline's, the same on every device: the CPU and one wgpu shape cover it.
+    for target in &TARGETS[..2] {
+        let target = *target;
+        let embedder = Embedder::load(common::minilm(), target.device()).unwrap();
+        let rows = target.run(|| block_on(embedder.embed(&texts, Pooling::Mean, true)).unwrap());
+        assert_eq!(rows.len(), texts.len());
+        for i in [0, 31, 32, 39] {
+            let alone = target.run(|| {
+                block_on(embedder.embed(std::slice::from_ref(&texts[i]), Pooling::Mean, true))
+                    .unwrap()
+            });
+            let cos = cosine(&rows[i], &alone[0]);
+            assert!(
+                cos >= 0.99999,
+                "{target:?} text {i}: cosine {cos} to its own embedding"
+            );
+        }
+    }
+}
+
 #[test]
 fn minilm_attention_probabilities() {
     let golden = Golden::open("minilm_golden.safetensors");

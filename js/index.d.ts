@@ -42,6 +42,16 @@ export interface Attention {
   truncated: boolean;
 }
 
+export interface Tokens {
+  /** WordPiece pieces, [CLS] and [SEP] included. */
+  tokens: string[];
+  ids: Uint32Array;
+  /** [start, end) in characters of the input; [0, 0] for special tokens. */
+  offsets: [number, number][];
+  /** The text was longer than the model's positions and was cut. */
+  truncated: boolean;
+}
+
 export interface Timing {
   /** Building the batch and submitting every kernel: the CPU's share. */
   submitMs: number;
@@ -55,6 +65,8 @@ declare class Pipeline {
   readonly crossover?: number;
   /** One forward pass of `tokens` tokens, timed: where a call of that size spends its time. */
   timing(tokens: number): Promise<Timing>;
+  /** The text as the model reads it: e.g. to count tokens before embedding a long document. */
+  tokenize(text: string): Promise<Tokens>;
   attention(text: string): Promise<Attention>;
   /** Stops the worker and frees the model; calls still waiting, and any made later, reject. */
   dispose(): void;

@@ -84,6 +84,11 @@ class Pipeline {
     return this.client.call('timing', [tokens]);
   }
 
+  /** `{tokens, ids, offsets, truncated}`: the text as the model reads it (special tokens included). */
+  tokenize(text) {
+    return this.client.call('tokenize', [text]);
+  }
+
   /** Attention probabilities of every layer and head, for a heatmap. */
   attention(text) {
     return this.client.call('attention', [text]);

@@ -1,7 +1,7 @@
 //! JavaScript bindings (wasm-bindgen). Thin: every call is one pipeline call; every failure rejects with
 //! an `Error` whose message says what was wrong, and the instance stays usable.
 
-use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
@@ -345,6 +345,26 @@ impl Model {
             .collect())
     }
 
+    /// `{tokens, ids: Uint32Array, offsets, truncated}`: the text as the model reads it (special tokens
+    /// included, cut at the model's positions), e.g. to count tokens before embedding a long document.
+    pub fn tokenize(&self, text: JsValue) -> std::result::Result<Object, JsError> {
+        let text = text
+            .as_string()
+            .ok_or_else(|| JsError::new("text must be a string"))?;
+        let encoding = self.task.tokenizer().encode(&text).map_err(js)?;
+        let result = Object::new();
+        let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
+        set("tokens", tokens_array(&encoding.tokens))
+            .and(set(
+                "ids",
+                Uint32Array::from(encoding.ids.as_slice()).into(),
+            ))
+            .and(set("offsets", offsets_array(&encoding.offsets)))
+            .and(set("truncated", encoding.truncated.into()))
+            .map_err(|_| JsError::new("could not build the tokenize result"))?;
+        Ok(result)
+    }
+
     /// `{tokens, offsets, numLayers, numHeads, weights: Float32Array [layer][head][query][key], truncated}`.
     pub async fn attention(&self, text: String) -> std::result::Result<Object, JsError> {
         let output = match self.route(&[&text]) {
@@ -354,14 +374,8 @@ impl Model {
         .map_err(js)?;
         let result = Object::new();
         let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
-        let tokens: Array = output.tokens.iter().map(|t| JsValue::from_str(t)).collect();
-        let offsets: Array = output
-            .offsets
-            .iter()
-            .map(|(s, e)| Array::of2(&(*s as u32).into(), &(*e as u32).into()))
-            .collect();
-        set("tokens", tokens.into())
-            .and(set("offsets", offsets.into()))
+        set("tokens", tokens_array(&output.tokens))
+            .and(set("offsets", offsets_array(&output.offsets)))
             .and(set("numLayers", (output.num_layers as u32).into()))
             .and(set("numHeads", (output.num_heads as u32).into()))
             .and(set(
@@ -372,4 +386,21 @@ impl Model {
             .map_err(|_| JsError::new("could not build the attention result"))?;
         Ok(result)
     }
+}
+
+fn tokens_array(tokens: &[String]) -> JsValue {
+    tokens
+        .iter()
+        .map(|t| JsValue::from_str(t))
+        .collect::<Array>()
+        .into()
+}
+
+/// `[start, end)` character offsets as `[[start, end], …]`.
+fn offsets_array(offsets: &[(usize, usize)]) -> JsValue {
+    offsets
+        .iter()
+        .map(|(s, e)| Array::of2(&(*s as u32).into(), &(*e as u32).into()))
+        .collect::<Array>()
+        .into()
 }

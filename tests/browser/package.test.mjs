@@ -115,6 +115,36 @@ describe('with WebGPU', () => {
     assert.ok(maxAbsDiff(new Float32Array(layer2), want.data) <= 1e-4);
   });
 
+  test('tokenize gives the ids of PyTorch\'s tokenizer, and rejects a non-string', async () => {
+    const fixture = json('tiny-mlm_golden.json');
+    const want = golden('tiny-mlm_golden.safetensors');
+    const out = await page.evaluate(async ([url, texts]) => {
+      const fm = await webbert.FillMask.load(url, { device: 'cpu' });
+      const tokenized = [];
+      for (const t of texts) {
+        const { tokens, ids, offsets, truncated } = await fm.tokenize(t);
+        tokenized.push({ tokens, ids: Array.from(ids), offsets, truncated });
+      }
+      let error;
+      try { await fm.tokenize(42); error = 'no error'; } catch (e) { error = e.message; }
+      fm.dispose();
+      return { tokenized, error };
+    }, ['/fixtures/tiny-mlm/', fixture.texts]);
+    out.tokenized.forEach(({ tokens, ids, offsets, truncated }, i) => {
+      assert.deepEqual(ids, Array.from(want[`ids.${i}`].data, Number));
+      assert.equal(tokens.length, ids.length);
+      assert.deepEqual(offsets[0], [0, 0]);
+      assert.equal(truncated, false);
+    });
+    // Each piece is the lower-cased span of the text its offsets name ('##' marks a continuation).
+    const { tokens, offsets } = out.tokenized[0];
+    tokens.slice(1, -1).forEach((token, i) => {
+      const [start, end] = offsets[i + 1];
+      assert.equal(token.replace(/^##/, '').toLowerCase(), fixture.texts[0].slice(start, end).toLowerCase());
+    });
+    assert.match(out.error, /text must be a string/);
+  });
+
   test('user-supplied sharded bf16 files load and match', async () => {
     const fixture = json('tiny-mlm-bf16-sharded_golden.json');
     const masks = await page.evaluate(async ([text]) => {

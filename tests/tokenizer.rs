@@ -53,7 +53,10 @@ fn from_json() -> Tokenizer {
 
 #[test]
 fn tokenizer_json_matches_reference_ids_and_offsets() {
-    check_cases(&from_json(), true);
+    let tokenizer = from_json();
+    assert!(tokenizer.has_fast_path());
+    check_cases(&tokenizer, true);
+    check_cases(&tokenizer.without_fast_path(), true);
 }
 
 #[test]
@@ -61,10 +64,10 @@ fn vocab_txt_matches_reference_ids() {
     let dir = common::minilm_dir();
     let vocab = std::fs::read(dir.join("vocab.txt")).unwrap();
     let config = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
-    check_cases(
-        &Tokenizer::from_vocab(&vocab, Some(&config), 512).unwrap(),
-        true,
-    );
+    let tokenizer = Tokenizer::from_vocab(&vocab, Some(&config), 512).unwrap();
+    assert!(tokenizer.has_fast_path());
+    check_cases(&tokenizer, true);
+    check_cases(&tokenizer.without_fast_path(), true);
 }
 
 #[test]

@@ -1,5 +1,8 @@
 //! WordPiece tokenisation, delegated to Hugging Face's own `tokenizers` crate so ids match
-//! `BertTokenizerFast` exactly (same normaliser, pre-tokeniser, added-token matching).
+//! `BertTokenizerFast` exactly (same normaliser, pre-tokeniser, added-token matching); BERT's own
+//! normaliser and pre-tokeniser take a faster path of the same rules ([`basic`]).
+
+mod basic;
 
 use serde_json::Value;
 use tokenizers::models::wordpiece::WordPiece;
@@ -9,6 +12,7 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::{AddedToken, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
+use basic::BasicTokenizer;
 
 /// The tokens of one input, ready for the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +30,8 @@ pub struct Encoding {
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// Where the tokenizer is BERT's: its normaliser and pre-tokeniser in one pass.
+    basic: Option<BasicTokenizer>,
     mask_id: Option<u32>,
     max_len: usize,
 }
@@ -106,26 +112,56 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mask_id = inner.token_to_id("[MASK]");
         Ok(Self {
+            basic: BasicTokenizer::of(&inner),
             inner,
             mask_id,
             max_len,
         })
     }
 
+    /// Every step through the `tokenizers` crate, none on the fast path: what the fast path is checked against.
+    pub fn without_fast_path(mut self) -> Self {
+        self.basic = None;
+        self
+    }
+
+    /// Whether BERT's normaliser and pre-tokeniser take the fast path.
+    pub fn has_fast_path(&self) -> bool {
+        self.basic.is_some()
+    }
+
     pub fn encode(&self, text: &str) -> Result<Encoding> {
-        self.run(tokenizers::EncodeInput::Single(text.into()))
+        self.run(text, None)
     }
 
     /// `[CLS] a [SEP] b [SEP]` with segment ids 0 then 1.
     pub fn encode_pair(&self, a: &str, b: &str) -> Result<Encoding> {
-        self.run(tokenizers::EncodeInput::Dual(a.into(), b.into()))
+        self.run(a, Some(b))
     }
 
-    fn run(&self, input: tokenizers::EncodeInput) -> Result<Encoding> {
-        let encoding = self
-            .inner
-            .encode_char_offsets(input, true)
-            .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?;
+    fn run(&self, a: &str, b: Option<&str>) -> Result<Encoding> {
+        let error = |e| Error::Tokenizer(format!("could not tokenize: {e}"));
+        let encoding = match &self.basic {
+            Some(basic) => {
+                let model = self.inner.get_model();
+                let sequence = |text, type_id| {
+                    basic
+                        .tokenize(text, model)
+                        .map(|tokens| tokenizers::Encoding::from_tokens(tokens, type_id))
+                };
+                let pair = b.map(|b| sequence(b, 1)).transpose()?;
+                self.inner
+                    .post_process(sequence(a, 0)?, pair, true)
+                    .map_err(error)?
+            }
+            None => {
+                let input = match b {
+                    None => tokenizers::EncodeInput::Single(a.into()),
+                    Some(b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
+                };
+                self.inner.encode_char_offsets(input, true).map_err(error)?
+            }
+        };
         Ok(Encoding {
             ids: encoding.get_ids().to_vec(),
             token_type_ids: encoding.get_type_ids().to_vec(),

@@ -1,0 +1,222 @@
+//! BERT's basic tokenisation (clean, split CJK ideographs, strip accents, lowercase, split on whitespace and
+//! punctuation) in one pass over the text, for tokenizers that are exactly `BertNormalizer` +
+//! `BertPreTokenizer`. Same rules, same Unicode tables as the `tokenizers` crate, whose `NormalizedString`
+//! rebuilds the text and its alignments once per rule: in WebAssembly that cost 10–15 µs per token, as
+//! long as the model's forward pass on a GPU. The words then go through the crate's WordPiece and
+//! post-processor, so only this step is ours (checked against `BertTokenizerFast` in tests/tokenizer.rs).
+
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
+use tokenizers::{Model, Token};
+use unicode_categories::UnicodeCategories;
+use unicode_normalization_alignments::UnicodeNormalization;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct BasicTokenizer {
+    clean_text: bool,
+    handle_chinese_chars: bool,
+    strip_accents: bool,
+    lowercase: bool,
+    /// Added tokens (`[MASK]`, …) matched verbatim in the raw text, longest first, with their ids.
+    added: Vec<(String, u32)>,
+}
+
+impl BasicTokenizer {
+    /// The fast path for `tokenizer`, if its normaliser, pre-tokeniser and added tokens are BERT's.
+    pub fn of(tokenizer: &tokenizers::Tokenizer) -> Option<Self> {
+        let Some(NormalizerWrapper::BertNormalizer(n)) = tokenizer.get_normalizer() else {
+            return None;
+        };
+        let Some(PreTokenizerWrapper::BertPreTokenizer(_)) = tokenizer.get_pre_tokenizer() else {
+            return None;
+        };
+        let mut added = Vec::new();
+        for (id, token) in tokenizer.get_added_tokens_decoder() {
+            if token.normalized || token.lstrip || token.rstrip || token.single_word {
+                return None;
+            }
+            added.push((token.content, id));
+        }
+        added.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        Some(Self {
+            clean_text: n.clean_text,
+            handle_chinese_chars: n.handle_chinese_chars,
+            strip_accents: n.strip_accents.unwrap_or(n.lowercase),
+            lowercase: n.lowercase,
+            added,
+        })
+    }
+
+    /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`.
+    pub fn tokenize(&self, text: &str, model: &impl Model) -> Result<Vec<Token>> {
+        let mut out = Vec::new();
+        let mut words = Words::default();
+        let mut rest = text;
+        let mut at = 0; // characters of `text` before `rest`
+        while !rest.is_empty() {
+            let (before, found) = self.next_added(rest);
+            for c in before.chars() {
+                self.push_char(c, at, &mut words, &mut out, model)?;
+                at += 1;
+            }
+            words.end(&mut out, model)?;
+            let Some((content, id)) = found else { break };
+            let len = content.chars().count();
+            out.push(Token::new(*id, content.clone(), (at, at + len)));
+            at += len;
+            rest = &rest[before.len() + content.len()..];
+        }
+        Ok(out)
+    }
+
+    /// The text before the first added token in `text`, and that token (the longest, where several start there).
+    fn next_added<'t>(&self, text: &'t str) -> (&'t str, Option<&(String, u32)>) {
+        if !self.added.is_empty() {
+            for (i, _) in text.char_indices() {
+                if let Some(found) = self
+                    .added
+                    .iter()
+                    .find(|(c, _)| text[i..].starts_with(c.as_str()))
+                {
+                    return (&text[..i], Some(found));
+                }
+            }
+        }
+        (text, None)
+    }
+
+    /// `c`, the `at`-th character of the text, through the normaliser's rules into the current word.
+    fn push_char(
+        &self,
+        c: char,
+        at: usize,
+        words: &mut Words,
+        out: &mut Vec<Token>,
+        model: &impl Model,
+    ) -> Result<()> {
+        if self.clean_text {
+            if c == '\0' || c == '\u{fffd}' || is_control(c) {
+                return Ok(());
+            }
+            if is_whitespace(c) {
+                return words.end(out, model);
+            }
+        }
+        if c.is_ascii() {
+            let c = if self.lowercase {
+                c.to_ascii_lowercase()
+            } else {
+                c
+            };
+            return words.push(c, at, out, model);
+        }
+        // An ideograph is a word of its own (the normaliser pads it with spaces).
+        let ideograph = self.handle_chinese_chars && is_chinese_char(c);
+        if ideograph {
+            words.end(out, model)?;
+        }
+        if self.strip_accents {
+            let mut buf = [0; 4];
+            for (d, _) in c.encode_utf8(&mut buf).nfd() {
+                if !d.is_mark_nonspacing() {
+                    self.push_cased(d, at, words, out, model)?;
+                }
+            }
+        } else {
+            self.push_cased(c, at, words, out, model)?;
+        }
+        if ideograph {
+            words.end(out, model)?;
+        }
+        Ok(())
+    }
+
+    fn push_cased(
+        &self,
+        c: char,
+        at: usize,
+        words: &mut Words,
+        out: &mut Vec<Token>,
+        model: &impl Model,
+    ) -> Result<()> {
+        if self.lowercase {
+            for l in c.to_lowercase() {
+                words.push(l, at, out, model)?;
+            }
+            Ok(())
+        } else {
+            words.push(c, at, out, model)
+        }
+    }
+}
+
+/// The word being built (normalised), each byte's character in the original text, and WordPiece for
+/// each finished word.
+#[derive(Default)]
+struct Words {
+    word: String,
+    origin: Vec<usize>,
+}
+
+impl Words {
+    /// Adds `c` (from the `at`-th character): punctuation is a word of its own, as `BertPreTokenizer` splits.
+    fn push(&mut self, c: char, at: usize, out: &mut Vec<Token>, model: &impl Model) -> Result<()> {
+        if c.is_whitespace() {
+            return self.end(out, model);
+        }
+        let punctuation = c.is_ascii_punctuation() || c.is_punctuation();
+        if punctuation {
+            self.end(out, model)?;
+        }
+        self.word.push(c);
+        self.origin.extend(std::iter::repeat_n(at, c.len_utf8()));
+        if punctuation {
+            self.end(out, model)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the current word: its WordPiece tokens, offsets mapped back to the original characters.
+    fn end(&mut self, out: &mut Vec<Token>, model: &impl Model) -> Result<()> {
+        if self.word.is_empty() {
+            return Ok(());
+        }
+        let pieces = model
+            .tokenize(&self.word)
+            .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?;
+        for mut piece in pieces {
+            let (start, end) = piece.offsets;
+            piece.offsets = (self.origin[start], self.origin[end - 1] + 1);
+            out.push(piece);
+        }
+        self.word.clear();
+        self.origin.clear();
+        Ok(())
+    }
+}
+
+/// As `BertNormalizer`: tab, newline and carriage return count as whitespace, not control characters.
+fn is_whitespace(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r') || c.is_whitespace()
+}
+
+fn is_control(c: char) -> bool {
+    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+}
+
+/// The CJK Unified Ideographs blocks, as BERT defines "Chinese characters".
+fn is_chinese_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x4E00..=0x9FFF
+            | 0x3400..=0x4DBF
+            | 0x20000..=0x2A6DF
+            | 0x2A700..=0x2B73F
+            | 0x2B740..=0x2B81F
+            | 0x2B920..=0x2CEAF
+            | 0xF900..=0xFAFF
+            | 0x2F800..=0x2FA1F
+    )
+}

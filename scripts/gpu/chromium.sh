@@ -15,18 +15,35 @@ printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/chr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_P
 chmod +x /tmp/chr/run
 python3 scripts/gpu/make_models.py gen .chr/models /tmp/models > /dev/null || exit 2
 unxz() { python3 -c "import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],'wb'))" "$1" "$2"; }
-cp -r .chr/webbert /tmp/webbert && unxz /tmp/webbert/pkg/webbert_bg.wasm.xz /tmp/webbert/pkg/webbert_bg.wasm
+# .chr/webbert, and any other build carried beside it as .chr/webbert-NAME (to compare two in one run).
+for w in .chr/webbert*; do
+  cp -r "$w" /tmp/ && unxz "/tmp/${w#.chr/}/pkg/webbert_bg.wasm.xz" "/tmp/${w#.chr/}/pkg/webbert_bg.wasm"
+done
 mkdir -p /tmp/ort && cp .chr/ort/*.mjs /tmp/ort/ && unxz .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz /tmp/ort/ort-wasm-simd-threaded.asyncify.wasm
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
-FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --use-vulkan=native"
+FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --use-vulkan=native ${EXTRA_FLAGS:-}"
 D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
 CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
-echo "== webbert, WebGPU"
-timeout 200 $D --tag webbert --timeout 180 --webbert /tmp/webbert --models /tmp/models --flags "$FLAGS" \
-  --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+for w in .chr/webbert*; do
+  echo "== ${w#.chr/}, WebGPU"
+  timeout 200 $D --tag "${w#.chr/}" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
+    --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+done
+# PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).
+for t in ${PROFILE:-}; do
+  w=/tmp/webbert-profile && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/
+  { echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
+  timeout 200 $D --tag "profile-$t" --timeout 180 --webbert $w --models /tmp/models --flags "$FLAGS" \
+    --root scripts/profile --page profile.html --query "tokens=$t&post=1" | grep -v '^POST'
+  python3 scripts/gpu/browser/kernels.py "$OUT/browser-profile-$t.json" | tee -a $OUT/summary.md
+done
+[ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && exit 0
 echo "== transformers.js, WebGPU fp32"
 timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
 timeout 200 $D --tag tjs --timeout 180 --tjs .chr/tjs --ort /tmp/ort --models /tmp/models --flags "$FLAGS" \
   --query "tjs=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
-python3 scripts/gpu/browser/summary.py $OUT/browser-webbert.json $OUT/browser-tjs.json | tee $OUT/summary.md
+for w in .chr/webbert*; do
+  echo "== ${w#.chr/}" | tee -a $OUT/summary.md
+  python3 scripts/gpu/browser/summary.py "$OUT/browser-${w#.chr/}.json" $OUT/browser-tjs.json | tee -a $OUT/summary.md
+done

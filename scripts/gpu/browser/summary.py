@@ -24,3 +24,10 @@ for case, tokens in TOKENS.items():
     ratio = f"{a['median'] / b['median']:.2f}" if "median" in a and "median" in b else "–"
     rate = f"{tokens / a['median'] * 1e3:.0f}" if "median" in a else "–"
     print(f"| {case} | {cell(a)} | {cell(b)} | {ratio} | {rate} |")
+rows = json.load(open(sys.argv[1])) if ours else []
+timing = [f"{r['timing']} tokens: submit {r['submitMs']:.1f} + wait {r['waitMs']:.1f} ms" for r in rows if "timing" in r]
+tokenize = [f"{r['tokenize']}: {r['ms']:.2f} ms" for r in rows if "tokenize" in r]
+if timing:
+    print("\nforward alone (timing): " + "; ".join(timing))
+if tokenize:
+    print("tokenize (worker round trip included; 'a' is the round trip alone): " + "; ".join(tokenize))

@@ -7,9 +7,9 @@
 //! Two GPU shapes ([`KernelShape`]):
 //! - `Serial` (CPU-backed adapters): each invocation owns four query rows of one head and runs an online
 //!   softmax over all keys, no barrier; neighbouring invocations read the same K and V rows.
-//! - `Tiled` (GPUs): one workgroup per (item, head, block of queries); blocks of K and V rows are staged
-//!   in workgroup memory, each unit keeps one query's online softmax over a quarter of each block, and
-//!   the quarters are merged at the end.
+//! - `Tiled` (GPUs, heads a multiple of 4 wide): one workgroup per (item, head, block of queries);
+//!   blocks of K and V rows are staged in workgroup memory four words to an access, each unit keeps one
+//!   query's online softmax over a quarter of each block, and the quarters are merged at the end.
 //!
 //! The browser's CPU path runs [`cpu::self_attention`]; native flex and autodiff keep burn's `attention`
 //! op, and so does the GPU for heads wider than [`MAX_HEAD_DIM`] (whose per-unit registers would not fit).
@@ -157,8 +157,10 @@ impl AttentionBackend for Cube {
         }
         let [qkv, attention_mask] = [qkv, attention_mask].map(into_contiguous);
         match KernelShape::of(&qkv.client) {
-            KernelShape::Serial => serial(qkv, attention_mask, num_heads),
-            KernelShape::Tiled { .. } => tiled(qkv, attention_mask, num_heads),
+            KernelShape::Tiled { .. } if (width / 3 / num_heads).is_multiple_of(4) => {
+                tiled(qkv, attention_mask, num_heads)
+            }
+            _ => serial(qkv, attention_mask, num_heads),
         }
     }
 }
@@ -316,9 +318,29 @@ mod kernel {
 mod tiled_kernel {
     use cubecl::prelude::*;
 
+    /// Four consecutive words, the unit of workgroup memory here: in Chrome every workgroup-memory
+    /// access is bounds-clamped, and a clamp per word cost the kernel ~3× its time (H100, 1×512).
+    type Word4<F> = Vector<F, Const<4>>;
+
+    #[cube]
+    fn read4<F: Float>(tensor: &Tensor<F>, at: usize) -> Word4<F> {
+        let mut v = Word4::<F>::empty();
+        #[unroll]
+        for c in 0..4 {
+            v.insert(c, tensor[at + c]);
+        }
+        v
+    }
+
+    #[cube]
+    fn sum4<F: Float>(v: Word4<F>) -> F {
+        v.extract(0usize) + v.extract(1usize) + v.extract(2usize) + v.extract(3usize)
+    }
+
     /// One workgroup: item `CUBE_POS_Z`, head `CUBE_POS_Y`, queries `CUBE_POS_X × query_block ..`.
     /// Unit `u` owns query `u % query_block` and, of each staged block of keys, those congruent to
     /// `u / query_block` modulo `key_groups`; at the end the groups' softmax states are merged.
+    /// `head_dim` is a multiple of 4.
     #[cube(launch)]
     pub fn tiled_attention_kernel<F: Float>(
         qkv: &Tensor<F>,
@@ -335,6 +357,7 @@ mod tiled_kernel {
         let width = qkv.shape(2);
         let units = query_block * key_groups;
         let keys_per_unit = key_block / key_groups;
+        let lanes = comptime!(head_dim / 4); // words of 4 per head row
         let unit = UNIT_POS as usize;
         let qi = unit % query_block;
         let group = unit / query_block;
@@ -342,21 +365,22 @@ mod tiled_kernel {
         let column = CUBE_POS_Y as usize * head_dim;
         let i = CUBE_POS_X as usize * query_block + qi;
 
-        // Workgroup memory, used twice: K rows, V rows and the mask of one block of keys while the
-        // keys are walked; then each group's softmax state (max, sum, context) for the merge.
-        let staged = 2 * key_block * head_dim + key_block;
-        let merged = units * (head_dim + 2);
-        let mut shared = Shared::<[F]>::new_slice(comptime!(staged.max(merged)));
+        // Workgroup memory, used twice: K rows and V rows of one block of keys while the keys are
+        // walked; then each group's softmax state ([max, sum, _, _], context) for the merge.
+        let staged = 2 * key_block * lanes;
+        let merged = units * (lanes + 1);
+        let mut shared = Shared::<[Word4<F>]>::new_slice(comptime!(staged.max(merged)));
+        let mut keep = Shared::<[F]>::new_slice(key_block);
 
         // A query past the end computes on the last row and is not written.
         let row = (b * seq + min(i, seq - 1)) * width + column;
-        let scale = F::new(1.0) / F::cast_from(head_dim as u32).sqrt();
-        let mut q = Array::<F>::new(head_dim);
-        let mut context = Array::<F>::new(head_dim);
+        let scale = Word4::<F>::new(F::new(1.0) / F::cast_from(head_dim as u32).sqrt());
+        let mut q = Array::<Word4<F>>::new(lanes);
+        let mut context = Array::<Word4<F>>::new(lanes);
         #[unroll]
-        for d in 0..head_dim {
-            q[d] = qkv[row + d] * scale;
-            context[d] = F::new(0.0);
+        for l in 0..lanes {
+            q[l] = read4(qkv, row + 4 * l) * scale;
+            context[l] = Word4::<F>::new(F::new(0.0));
         }
         let mut max = F::min_value();
         let mut sum = F::new(0.0);
@@ -366,20 +390,22 @@ mod tiled_kernel {
         while j0 < seq {
             // Stage K and V rows j0.. (each a contiguous run of head_dim words) and their mask.
             #[unroll]
-            for s in 0..(2 * key_block * head_dim).div_ceil(units) {
+            for s in 0..(2 * key_block * lanes).div_ceil(units) {
                 let e = unit + s * units;
-                if e < 2 * key_block * head_dim {
-                    let part = e / (key_block * head_dim); // 0: K, 1: V
-                    let j = e % (key_block * head_dim) / head_dim;
+                if e < 2 * key_block * lanes {
+                    let part = e / (key_block * lanes); // 0: K, 1: V
+                    let j = e % (key_block * lanes) / lanes;
                     let key = min(j0 + j, seq - 1);
-                    shared[e] =
-                        qkv[(b * seq + key) * width + (part + 1) * hidden + column + e % head_dim];
+                    shared[e] = read4(
+                        qkv,
+                        (b * seq + key) * width + (part + 1) * hidden + column + 4 * (e % lanes),
+                    );
                 }
             }
             if unit < key_block {
                 let key = j0 + unit;
                 let token = attention_mask[b * seq + min(key, seq - 1)];
-                shared[2 * key_block * head_dim + unit] = select(key < seq, token, F::new(0.0));
+                keep[unit] = select(key < seq, token, F::new(0.0));
             }
             sync_cube();
 
@@ -388,32 +414,35 @@ mod tiled_kernel {
             #[unroll]
             for t in 0..keys_per_unit {
                 let j = group + t * key_groups;
-                let mut s = F::new(0.0);
+                let mut s = Word4::<F>::new(F::new(0.0));
                 #[unroll]
-                for d in 0..head_dim {
-                    s += q[d] * shared[j * head_dim + d];
+                for l in 0..lanes {
+                    s += q[l] * shared[j * lanes + l];
                 }
-                let keep = shared[2 * key_block * head_dim + j] != F::new(0.0);
-                score[t] = select(keep, s, F::min_value());
+                score[t] = select(keep[j] != F::new(0.0), sum4(s), F::min_value());
                 block_max = F::max(block_max, score[t]);
             }
             let new_max = F::max(max, block_max);
             let rescale = (max - new_max).exp();
             sum *= rescale;
             #[unroll]
-            for d in 0..head_dim {
-                context[d] *= rescale;
+            for l in 0..lanes {
+                context[l] *= Word4::<F>::new(rescale);
             }
             #[unroll]
             for t in 0..keys_per_unit {
                 let j = group + t * key_groups;
                 // A padded key weighs exactly 0, as with Hugging Face's additive f32::MIN mask.
-                let keep = shared[2 * key_block * head_dim + j] != F::new(0.0);
-                let p = select(keep, (score[t] - new_max).exp(), F::new(0.0));
+                let p = select(
+                    keep[j] != F::new(0.0),
+                    (score[t] - new_max).exp(),
+                    F::new(0.0),
+                );
                 sum += p;
+                let weight = Word4::<F>::new(p);
                 #[unroll]
-                for d in 0..head_dim {
-                    context[d] += p * shared[(key_block + j) * head_dim + d];
+                for l in 0..lanes {
+                    context[l] += weight * shared[(key_block + j) * lanes + l];
                 }
             }
             max = new_max;
@@ -422,39 +451,49 @@ mod tiled_kernel {
         }
 
         // Merge the groups' states of each query; group 0 writes.
-        let state = unit * (head_dim + 2);
-        shared[state] = max;
-        shared[state + 1] = sum;
+        let state = unit * (lanes + 1);
+        let mut head = Word4::<F>::new(F::new(0.0));
+        head.insert(0usize, max);
+        head.insert(1usize, sum);
+        shared[state] = head;
         #[unroll]
-        for d in 0..head_dim {
-            shared[state + 2 + d] = context[d];
+        for l in 0..lanes {
+            shared[state + 1 + l] = context[l];
         }
         sync_cube();
         if group == 0 && i < seq {
             let mut total_max = F::min_value();
             #[unroll]
             for g in 0..key_groups {
-                total_max = F::max(total_max, shared[(g * query_block + qi) * (head_dim + 2)]);
+                total_max = F::max(
+                    total_max,
+                    shared[(g * query_block + qi) * (lanes + 1)].extract(0usize),
+                );
             }
             let mut total = F::new(0.0);
             #[unroll]
-            for d in 0..head_dim {
-                context[d] = F::new(0.0);
+            for l in 0..lanes {
+                context[l] = Word4::<F>::new(F::new(0.0));
             }
             #[unroll]
             for g in 0..key_groups {
-                let at = (g * query_block + qi) * (head_dim + 2);
-                let weight = (shared[at] - total_max).exp();
-                total += shared[at + 1] * weight;
+                let at = (g * query_block + qi) * (lanes + 1);
+                let state = shared[at];
+                let weight = (state.extract(0usize) - total_max).exp();
+                total += state.extract(1usize) * weight;
+                let weight = Word4::<F>::new(weight);
                 #[unroll]
-                for d in 0..head_dim {
-                    context[d] += shared[at + 2 + d] * weight;
+                for l in 0..lanes {
+                    context[l] += shared[at + 1 + l] * weight;
                 }
             }
             let out = (b * seq + i) * hidden + column;
             #[unroll]
-            for d in 0..head_dim {
-                output[out + d] = context[d] / total;
+            for l in 0..lanes {
+                #[unroll]
+                for c in 0..4 {
+                    output[out + 4 * l + c] = context[l].extract(c) / total;
+                }
             }
         }
     }

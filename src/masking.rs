@@ -125,16 +125,20 @@ mod tests {
             MaskingConfig::new().apply(&sequences, &vocab(), &mut StdRng::seed_from_u64(7));
         let (mut chosen, mut to_mask, mut kept, mut random) = (0, 0, 0, 0);
         for (original, m) in sequences.iter().zip(&masked) {
-            for t in 0..original.len() {
-                match m.labels[t] {
-                    None => assert_eq!(m.input_ids[t], original[t], "unchosen token changed"),
+            assert_eq!(
+                (m.labels.len(), m.input_ids.len()),
+                (original.len(), original.len())
+            );
+            for ((&token, &label), &input) in original.iter().zip(&m.labels).zip(&m.input_ids) {
+                match label {
+                    None => assert_eq!(input, token, "unchosen token changed"),
                     Some(label) => {
-                        assert_eq!(label, original[t]);
-                        assert!(!SPECIALS.contains(&original[t]), "special token chosen");
+                        assert_eq!(label, token);
+                        assert!(!SPECIALS.contains(&token), "special token chosen");
                         chosen += 1;
-                        match m.input_ids[t] {
+                        match input {
                             MASK => to_mask += 1,
-                            id if id == original[t] => kept += 1,
+                            id if id == token => kept += 1,
                             _ => random += 1,
                         }
                     }

@@ -25,10 +25,16 @@ FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --us
 D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
 CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
-for w in .chr/webbert*; do
-  echo "== ${w#.chr/}, WebGPU"
-  timeout 200 $D --tag "${w#.chr/}" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
-    --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+# REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary.
+TAGS=
+for round in $(seq "${REPEAT:-1}"); do
+  for w in .chr/webbert*; do
+    tag=${w#.chr/}$([ "$round" -gt 1 ] && echo ".$round")
+    TAGS="$TAGS $tag"
+    echo "== $tag, WebGPU"
+    timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
+      --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+  done
 done
 # PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).
 for t in ${PROFILE:-}; do
@@ -43,7 +49,10 @@ echo "== transformers.js, WebGPU fp32"
 timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
 timeout 200 $D --tag tjs --timeout 180 --tjs .chr/tjs --ort /tmp/ort --models /tmp/models --flags "$FLAGS" \
   --query "tjs=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
-for w in .chr/webbert*; do
-  echo "== ${w#.chr/}" | tee -a $OUT/summary.md
-  python3 scripts/gpu/browser/summary.py "$OUT/browser-${w#.chr/}.json" $OUT/browser-tjs.json | tee -a $OUT/summary.md
+for tag in $TAGS; do
+  echo "== $tag" | tee -a $OUT/summary.md
+  python3 scripts/gpu/browser/summary.py "$OUT/browser-$tag.json" $OUT/browser-tjs.json | tee -a $OUT/summary.md
 done
+# A device call brings back at most 8 files: with several rounds, the tables and their JSON only.
+[ "${REPEAT:-1}" -gt 1 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json
+true

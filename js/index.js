@@ -105,9 +105,9 @@ export class FillMask extends Pipeline {
     return new FillMask(await open('fill-mask', source, options));
   }
 
-  /** For each [MASK], in order, the topK most likely `{token, tokenId, score, sequence}`. */
-  predict(text, { topK = 5 } = {}) {
-    return this.client.call('predict', [text, topK]);
+  /** For each [MASK], in order, the topK (default 5) most likely `{token, tokenId, score, sequence}`. */
+  predict(text, options) {
+    return this.client.call('predict', [text, options]);
   }
 }
 
@@ -116,8 +116,8 @@ export class Embedder extends Pipeline {
     return new Embedder(await open('embeddings', source, options));
   }
 
-  /** One Float32Array per text. */
-  embed(texts, { pooling = 'mean', normalize = true } = {}) {
-    return this.client.call('embed', [typeof texts === 'string' ? [texts] : texts, pooling, normalize]);
+  /** One Float32Array per text; options `{pooling: 'mean' (default) | 'cls', normalize: true (default)}`. */
+  embed(texts, options) {
+    return this.client.call('embed', [texts, options]);
   }
 }

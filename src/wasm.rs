@@ -292,7 +292,8 @@ impl Model {
 
     /// `{submitMs, waitMs}` of one forward pass of `tokens` tokens on `backend`: what the CPU spends
     /// submitting the work, then the wait for the device and one small read back.
-    pub async fn timing(&self, tokens: usize) -> std::result::Result<JsValue, JsError> {
+    pub async fn timing(&self, tokens: JsValue) -> std::result::Result<JsValue, JsError> {
+        let tokens = count_arg(&tokens, "tokens")?;
         let timing = self.task.timing(tokens).await.map_err(js)?;
         serde_wasm_bindgen::to_value(&timing).map_err(|e| JsError::new(&e.to_string()))
     }
@@ -306,12 +307,17 @@ impl Model {
         }
     }
 
-    /// Per `[MASK]`, an array of `{token, tokenId, score, sequence}`, best first.
+    /// Per `[MASK]`, an array of `{token, tokenId, score, sequence}`, best first; `options`: `{topK = 5}`.
     pub async fn predict(
         &self,
-        text: String,
-        top_k: usize,
+        text: JsValue,
+        options: JsValue,
     ) -> std::result::Result<JsValue, JsError> {
+        let text = string_arg(&text, "text")?;
+        let top_k = match option(&options, "topK")? {
+            Some(value) => count_arg(&value, "options.topK")?,
+            None => 5,
+        };
         let Task::FillMask(pipeline) = self.route(&[&text]) else {
             return Err(JsError::new(
                 "this model was loaded for embeddings; load it with FillMask for predictions",
@@ -321,20 +327,46 @@ impl Model {
         serde_wasm_bindgen::to_value(&output.masks).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// One `Float32Array` per text.
+    /// One `Float32Array` per text (a string, or an array of strings); `options`:
+    /// `{pooling = 'mean' | 'cls', normalize = true}`.
     pub async fn embed(
         &self,
-        texts: Vec<String>,
-        pooling: String,
-        normalize: bool,
+        texts: JsValue,
+        options: JsValue,
     ) -> std::result::Result<Array, JsError> {
+        let texts: Vec<String> = match texts.as_string() {
+            Some(text) => vec![text],
+            None if Array::is_array(&texts) => Array::from(&texts)
+                .iter()
+                .enumerate()
+                .map(|(i, text)| string_arg(&text, &format!("texts[{i}]")))
+                .collect::<std::result::Result<_, _>>()?,
+            None => {
+                return Err(JsError::new(&format!(
+                    "texts must be a string or an array of strings, not {}",
+                    describe(&texts)
+                )));
+            }
+        };
+        let pooling: Pooling = match option(&options, "pooling")? {
+            Some(value) => string_arg(&value, "options.pooling")?.parse().map_err(js)?,
+            None => Pooling::Mean,
+        };
+        let normalize = match option(&options, "normalize")? {
+            Some(value) => value.as_bool().ok_or_else(|| {
+                JsError::new(&format!(
+                    "options.normalize must be true or false, not {}",
+                    describe(&value)
+                ))
+            })?,
+            None => true,
+        };
         let all: Vec<&str> = texts.iter().map(String::as_str).collect();
         let Task::Embeddings(pipeline) = self.route(&all) else {
             return Err(JsError::new(
                 "this model was loaded for fill-mask; load it with Embedder for embeddings",
             ));
         };
-        let pooling: Pooling = pooling.parse().map_err(js)?;
         let rows = pipeline
             .embed(&texts, pooling, normalize)
             .await
@@ -348,9 +380,7 @@ impl Model {
     /// `{tokens, ids: Uint32Array, offsets, truncated}`: the text as the model reads it (special tokens
     /// included, cut at the model's positions), e.g. to count tokens before embedding a long document.
     pub fn tokenize(&self, text: JsValue) -> std::result::Result<Object, JsError> {
-        let text = text
-            .as_string()
-            .ok_or_else(|| JsError::new("text must be a string"))?;
+        let text = string_arg(&text, "text")?;
         let encoding = self.task.tokenizer().encode(&text).map_err(js)?;
         let result = Object::new();
         let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
@@ -366,7 +396,8 @@ impl Model {
     }
 
     /// `{tokens, offsets, numLayers, numHeads, weights: Float32Array [layer][head][query][key], truncated}`.
-    pub async fn attention(&self, text: String) -> std::result::Result<Object, JsError> {
+    pub async fn attention(&self, text: JsValue) -> std::result::Result<Object, JsError> {
+        let text = string_arg(&text, "text")?;
         let output = match self.route(&[&text]) {
             Task::Embeddings(p) => p.attention(&text).await,
             Task::FillMask(p) => p.attention(&text).await,
@@ -403,4 +434,55 @@ fn offsets_array(offsets: &[(usize, usize)]) -> JsValue {
         .map(|(s, e)| Array::of2(&(*s as u32).into(), &(*e as u32).into()))
         .collect::<Array>()
         .into()
+}
+
+// Arguments arrive from JavaScript as they were passed: each is checked here, so a wrong one rejects with
+// what was expected instead of reaching wasm-bindgen's conversions.
+
+fn string_arg(value: &JsValue, what: &str) -> std::result::Result<String, JsError> {
+    value
+        .as_string()
+        .ok_or_else(|| JsError::new(&format!("{what} must be a string, not {}", describe(value))))
+}
+
+/// A whole number of at least 1 (past `usize::MAX`, `usize::MAX`: every limit clamps it).
+fn count_arg(value: &JsValue, what: &str) -> std::result::Result<usize, JsError> {
+    match value.as_f64() {
+        Some(n) if n >= 1.0 && n.fract() == 0.0 => Ok(n as usize),
+        _ => Err(JsError::new(&format!(
+            "{what} must be a whole number of at least 1, not {}",
+            describe(value)
+        ))),
+    }
+}
+
+/// `options[key]`, where `options` is an object or nothing; `undefined` and `null` mean the default.
+fn option(options: &JsValue, key: &str) -> std::result::Result<Option<JsValue>, JsError> {
+    if options.is_undefined() || options.is_null() {
+        return Ok(None);
+    }
+    if !options.is_object() || Array::is_array(options) {
+        return Err(JsError::new(&format!(
+            "options must be an object, not {}",
+            describe(options)
+        )));
+    }
+    let value = Reflect::get(options, &key.into())
+        .map_err(|_| JsError::new(&format!("options.{key} could not be read")))?;
+    Ok((!value.is_undefined() && !value.is_null()).then_some(value))
+}
+
+/// A value as an error message names it: numbers and strings as written, anything else by its type.
+fn describe(value: &JsValue) -> String {
+    if let Some(n) = value.as_f64() {
+        format!("{n}")
+    } else if let Some(s) = value.as_string() {
+        format!("{s:?}")
+    } else if value.is_null() {
+        "null".into()
+    } else if Array::is_array(value) {
+        "an array".into()
+    } else {
+        value.js_typeof().as_string().unwrap_or_default()
+    }
 }

@@ -145,6 +145,52 @@ describe('with WebGPU', () => {
     assert.match(out.error, /text must be a string/);
   });
 
+  test('arguments of the wrong type or range reject with what was expected; defaults stand in for null', async () => {
+    const out = await page.evaluate(async (url) => {
+      const errorOf = async (p) => { try { await p; return 'no error'; } catch (e) { return e instanceof Error ? e.message : `not an Error: ${e}`; } };
+      const fm = await webbert.FillMask.load(url, { device: 'cpu' });
+      const emb = await webbert.Embedder.load(url, { device: 'cpu' });
+      const out = {
+        predictNumber: await errorOf(fm.predict(42)),
+        topKNegative: await errorOf(fm.predict('the [MASK] of', { topK: -1 })),
+        topKFraction: await errorOf(fm.predict('the [MASK] of', { topK: 2.5 })),
+        options: await errorOf(fm.predict('the [MASK] of', 'top 3')),
+        nullOptions: (await fm.predict('the [MASK] of', null))[0].length,
+        topKHuge: (await fm.predict('the [MASK] of', { topK: 2 ** 32 + 3 }))[0].length,
+        embedNumber: await errorOf(emb.embed(42)),
+        embedSet: await errorOf(emb.embed(new Set(['a']))),
+        embedMixed: await errorOf(emb.embed(['a', 3])),
+        normalize: await errorOf(emb.embed(['a'], { normalize: 'yes' })),
+        pooling: await errorOf(emb.embed(['a'], { pooling: 'max' })),
+        timing: await errorOf(emb.timing(-1)),
+        attention: await errorOf(emb.attention(['a'])),
+      };
+      const [plain] = await emb.embed('a', { pooling: null });
+      const [raw] = await emb.embed(['a'], { normalize: false });
+      out.norms = [plain, raw].map((v) => Math.hypot(...v));
+      out.goodAfter = (await fm.predict('the [MASK] dog', { topK: 2 }))[0].length;
+      fm.dispose();
+      emb.dispose();
+      return out;
+    }, '/fixtures/tiny-mlm/');
+    assert.match(out.predictNumber, /text must be a string, not 42/);
+    assert.match(out.topKNegative, /options\.topK must be a whole number of at least 1, not -1/);
+    assert.match(out.topKFraction, /not 2\.5/);
+    assert.match(out.options, /options must be an object, not "top 3"/);
+    assert.equal(out.nullOptions, 5);
+    assert.equal(out.topKHuge, 1000); // the whole vocabulary, not 3
+    assert.match(out.embedNumber, /texts must be a string or an array of strings, not 42/);
+    assert.match(out.embedSet, /texts must be a string or an array of strings, not object/);
+    assert.match(out.embedMixed, /texts\[1\] must be a string, not 3/);
+    assert.match(out.normalize, /options\.normalize must be true or false, not "yes"/);
+    assert.match(out.pooling, /pooling must be "mean" or "cls", not "max"/);
+    assert.match(out.timing, /tokens must be a whole number of at least 1, not -1/);
+    assert.match(out.attention, /text must be a string, not an array/);
+    assert.ok(Math.abs(out.norms[0] - 1) < 1e-5, `normalised by default: ${out.norms[0]}`);
+    assert.ok(Math.abs(out.norms[1] - 1) > 1e-3, `normalize: false leaves the norm: ${out.norms[1]}`);
+    assert.equal(out.goodAfter, 2);
+  });
+
   test('user-supplied sharded bf16 files load and match', async () => {
     const fixture = json('tiny-mlm-bf16-sharded_golden.json');
     const masks = await page.evaluate(async ([text]) => {

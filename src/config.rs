@@ -110,6 +110,12 @@ impl BertConfig {
                 config.hidden_size, config.num_attention_heads
             )));
         }
+        if config.max_position_embeddings < 3 {
+            return Err(Error::Config(format!(
+                "field `max_position_embeddings` ({}) must be at least 3: room for [CLS], a token and [SEP]",
+                config.max_position_embeddings
+            )));
+        }
         if config.pad_token_id >= config.vocab_size {
             return Err(Error::Config(format!(
                 "field `pad_token_id` ({}) must be below `vocab_size` ({})",

@@ -44,6 +44,15 @@ impl ModelFiles {
                 config.vocab_size
             )));
         }
+        // Ids, not the count, index the embeddings (a vocab.txt with a repeated line skips one).
+        if let Some((token, id)) = tokenizer.largest_id()
+            && id as usize >= config.vocab_size
+        {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer gives {token:?} the id {id}, past config.json's vocab_size of {}",
+                config.vocab_size
+            )));
+        }
         Ok(Self {
             config,
             tokenizer,

@@ -91,6 +91,10 @@ fn config_errors_name_the_field() {
             r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "pad_token_id": 10}"#,
             "`pad_token_id` (10) must be below `vocab_size` (10)",
         ),
+        (
+            r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "max_position_embeddings": 1}"#,
+            "`max_position_embeddings` (1) must be at least 3",
+        ),
     ];
     for (json, expected) in cases {
         let err = BertConfig::from_hf_json(json).unwrap_err();
@@ -233,6 +237,23 @@ fn tokenizer_errors() {
     ));
     assert!(
         err.contains("the tokenizer has 30522 tokens but config.json's vocab_size is 1000"),
+        "{err}"
+    );
+    // A repeated line in vocab.txt: as many tokens as the vocabulary, but the last id is past it.
+    let mut vocab = std::fs::read(tiny_dir().join("vocab.txt")).unwrap();
+    vocab.extend_from_slice(b"the\n");
+    let checkpoint =
+        Checkpoint::from_safetensors(std::fs::read(tiny_dir().join("model.safetensors")).unwrap())
+            .unwrap();
+    let tokenizer = TokenizerFiles::Vocab {
+        vocab,
+        config: None,
+    };
+    let err = message(ModelFiles::new(&tiny_config(), tokenizer, checkpoint));
+    assert!(
+        err.contains(
+            "the tokenizer gives \"the\" the id 1000, past config.json's vocab_size of 1000"
+        ),
         "{err}"
     );
 }

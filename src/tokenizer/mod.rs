@@ -199,6 +199,14 @@ impl Tokenizer {
         self.inner.id_to_token(id)
     }
 
+    /// The token with the largest id (added tokens included).
+    pub fn largest_id(&self) -> Option<(String, u32)> {
+        self.inner
+            .get_vocab(true)
+            .into_iter()
+            .max_by_key(|(_, id)| *id)
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }

@@ -96,7 +96,7 @@ impl Checkpoint {
         }
         let start = 8 + shard.header_len;
         let bytes = &shard.bytes[start + info.data_offsets.0..start + info.data_offsets.1];
-        Ok(match info.dtype {
+        let values: Vec<f32> = match info.dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -114,7 +114,15 @@ impl Checkpoint {
                     "tensor `{name}` has dtype {other:?}, expected F32, F16 or BF16"
                 )));
             }
-        })
+        };
+        // One NaN or infinity makes every output NaN: refuse the checkpoint, not each answer.
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::Weights(format!(
+                "tensor `{name}` holds {} at index {i}: the checkpoint is damaged",
+                values[i]
+            )));
+        }
+        Ok(values)
     }
 }
 

@@ -140,6 +140,22 @@ fn wrongly_shaped_tensor_names_expected_and_found_shape() {
 }
 
 #[test]
+fn non_finite_weights_are_refused() {
+    let mut tensors = tiny_tensors();
+    let t = tensors
+        .iter_mut()
+        .find(|t| t.0 == "cls.predictions.bias")
+        .unwrap();
+    assert_eq!(t.1, Dtype::F32);
+    t.3[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = message(load_mlm(serialize(&tensors)));
+    assert!(
+        err.contains("`cls.predictions.bias` holds NaN at index 3: the checkpoint is damaged"),
+        "{err}"
+    );
+}
+
+#[test]
 fn mistyped_tensor_is_an_error() {
     let mut tensors = tiny_tensors();
     let t = tensors

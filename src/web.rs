@@ -250,12 +250,34 @@ pub async fn fetch_model(base: &str, progress: Option<Function>) -> Result<Model
         )
         .await?;
         if let Some(index) = files.get("model.safetensors.index.json") {
-            let shards = Checkpoint::shard_names(&String::from_utf8_lossy(index))?;
+            let shards = match Checkpoint::shard_names(&String::from_utf8_lossy(index)) {
+                Ok(shards) => shards,
+                Err(e) => return Err(forget(cache, base, files.keys(), e).await),
+            };
             fetch_into(&mut files, &shards, base, cache, progress).await?;
         }
     }
-    ModelFiles::from_lookup(|name| Ok(files.remove(name))).map_err(|e| match e {
-        Error::Io(msg) => Error::Io(format!("{base}: {msg}")),
-        other => other,
-    })
+    let fetched: Vec<String> = files.keys().cloned().collect();
+    match ModelFiles::from_lookup(|name| Ok(files.remove(name))) {
+        Ok(model) => Ok(model),
+        Err(Error::Io(msg)) => Err(Error::Io(format!("{base}: {msg}"))),
+        Err(e) => Err(forget(cache, base, fetched.iter(), e).await),
+    }
+}
+
+/// Drops `names` from the cache because their contents were refused (`error`), so that a fixed server
+/// is fetched again rather than the bad copy kept forever; returns `error`.
+async fn forget<'n>(
+    cache: Option<&Cache>,
+    base: &str,
+    names: impl Iterator<Item = &'n String>,
+    error: Error,
+) -> Error {
+    if let Some(cache) = cache {
+        for name in names {
+            let url = format!("{}/{name}", base.trim_end_matches('/'));
+            let _ = call(cache.delete_with_str(&url).into(), "cache delete").await;
+        }
+    }
+    error
 }

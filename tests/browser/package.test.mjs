@@ -1,6 +1,9 @@
 // The npm package in headless Chromium: numbers against the PyTorch fixtures on WebGPU and on the CPU
 // fallback, user-supplied files, caching, and errors that leave the instance usable.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { golden, harness, json, launch, maxAbsDiff, startServer } from './helpers.mjs';
 
@@ -217,6 +220,27 @@ describe('with WebGPU', () => {
     }, MINILM);
     assert.equal(server.requests.filter((r) => r.startsWith(MINILM)).length, before);
     assert.ok(progress.some((p) => p.file === 'model.safetensors' && p.loaded === p.total));
+  });
+
+  test('a model file refused once is not kept: the fixed server is fetched again', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webbert-flaky-'));
+    const tiny = new URL('../fixtures/tiny-mlm/', import.meta.url);
+    for (const name of ['vocab.txt', 'model.safetensors']) fs.copyFileSync(new URL(name, tiny), path.join(dir, name));
+    fs.writeFileSync(path.join(dir, 'config.json'), '<!doctype html><title>Sign in</title>');
+    const flaky = await startServer({ '/flaky/': dir });
+    try {
+      const page = await harness(browser, flaky);
+      const first = await page.evaluate(async () => {
+        try { await webbert.FillMask.load('/flaky/'); return 'no error'; } catch (e) { return e.message; }
+      });
+      assert.match(first, /not valid JSON/);
+      fs.copyFileSync(new URL('config.json', tiny), path.join(dir, 'config.json'));
+      const second = await page.evaluate(async () => (await (await webbert.FillMask.load('/flaky/')).predict('the [MASK] of'))[0].length);
+      assert.equal(second, 5);
+    } finally {
+      flaky.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('bad input rejects with an Error and the instance stays usable', async () => {

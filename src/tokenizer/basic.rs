@@ -51,24 +51,25 @@ impl BasicTokenizer {
 
     /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`.
     pub fn tokenize(&self, text: &str, model: &impl Model) -> Result<Vec<Token>> {
-        let mut out = Vec::new();
-        let mut words = Words::default();
+        let mut words = Words::new(model);
         let mut rest = text;
         let mut at = 0; // characters of `text` before `rest`
         while !rest.is_empty() {
             let (before, found) = self.next_added(rest);
             for c in before.chars() {
-                self.push_char(c, at, &mut words, &mut out, model)?;
+                self.push_char(c, at, &mut words)?;
                 at += 1;
             }
-            words.end(&mut out, model)?;
+            words.end()?;
             let Some((content, id)) = found else { break };
             let len = content.chars().count();
-            out.push(Token::new(*id, content.clone(), (at, at + len)));
+            words
+                .tokens
+                .push(Token::new(*id, content.clone(), (at, at + len)));
             at += len;
             rest = &rest[before.len() + content.len()..];
         }
-        Ok(out)
+        Ok(words.tokens)
     }
 
     /// The text before the first added token in `text`, and that token (the longest, where several start there).
@@ -88,20 +89,13 @@ impl BasicTokenizer {
     }
 
     /// `c`, the `at`-th character of the text, through the normaliser's rules into the current word.
-    fn push_char(
-        &self,
-        c: char,
-        at: usize,
-        words: &mut Words,
-        out: &mut Vec<Token>,
-        model: &impl Model,
-    ) -> Result<()> {
+    fn push_char<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) -> Result<()> {
         if self.clean_text {
             if c == '\0' || c == '\u{fffd}' || is_control(c) {
                 return Ok(());
             }
             if is_whitespace(c) {
-                return words.end(out, model);
+                return words.end();
             }
         }
         if c.is_ascii() {
@@ -110,86 +104,90 @@ impl BasicTokenizer {
             } else {
                 c
             };
-            return words.push(c, at, out, model);
+            return words.push(c, at);
         }
         // An ideograph is a word of its own (the normaliser pads it with spaces).
         let ideograph = self.handle_chinese_chars && is_chinese_char(c);
         if ideograph {
-            words.end(out, model)?;
+            words.end()?;
         }
         if self.strip_accents {
             let mut buf = [0; 4];
             for (d, _) in c.encode_utf8(&mut buf).nfd() {
                 if !d.is_mark_nonspacing() {
-                    self.push_cased(d, at, words, out, model)?;
+                    self.push_cased(d, at, words)?;
                 }
             }
         } else {
-            self.push_cased(c, at, words, out, model)?;
+            self.push_cased(c, at, words)?;
         }
         if ideograph {
-            words.end(out, model)?;
+            words.end()?;
         }
         Ok(())
     }
 
-    fn push_cased(
-        &self,
-        c: char,
-        at: usize,
-        words: &mut Words,
-        out: &mut Vec<Token>,
-        model: &impl Model,
-    ) -> Result<()> {
+    fn push_cased<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) -> Result<()> {
         if self.lowercase {
             for l in c.to_lowercase() {
-                words.push(l, at, out, model)?;
+                words.push(l, at)?;
             }
             Ok(())
         } else {
-            words.push(c, at, out, model)
+            words.push(c, at)
         }
     }
 }
 
-/// The word being built (normalised), each byte's character in the original text, and WordPiece for
-/// each finished word.
-#[derive(Default)]
-struct Words {
+/// The tokens so far, the word being built (normalised) with each byte's character in the original text,
+/// and the WordPiece model each finished word goes through.
+struct Words<'m, M: Model> {
+    model: &'m M,
+    tokens: Vec<Token>,
     word: String,
     origin: Vec<usize>,
 }
 
-impl Words {
+impl<'m, M: Model> Words<'m, M> {
+    fn new(model: &'m M) -> Self {
+        Self {
+            model,
+            tokens: Vec::new(),
+            word: String::new(),
+            origin: Vec::new(),
+        }
+    }
+
     /// Adds `c` (from the `at`-th character): punctuation is a word of its own, as `BertPreTokenizer` splits.
-    fn push(&mut self, c: char, at: usize, out: &mut Vec<Token>, model: &impl Model) -> Result<()> {
+    fn push(&mut self, c: char, at: usize) -> Result<()> {
         if c.is_whitespace() {
-            return self.end(out, model);
+            return self.end();
         }
         let punctuation = c.is_ascii_punctuation() || c.is_punctuation();
         if punctuation {
-            self.end(out, model)?;
+            self.end()?;
         }
         self.word.push(c);
         self.origin.extend(std::iter::repeat_n(at, c.len_utf8()));
         if punctuation {
-            self.end(out, model)?;
+            self.end()?;
         }
         Ok(())
     }
 
     /// Ends the current word: its WordPiece tokens, offsets mapped back to the original characters.
-    fn end(&mut self, out: &mut Vec<Token>, model: &impl Model) -> Result<()> {
+    fn end(&mut self) -> Result<()> {
         if self.word.is_empty() {
             return Ok(());
         }
-        let pieces = model
+        let pieces = self
+            .model
             .tokenize(&self.word)
             .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?;
         for mut piece in pieces {
             let (start, end) = piece.offsets;
             piece.offsets = (self.origin[start], self.origin[end - 1] + 1);
-            out.push(piece);
+            self.tokens.push(piece);
         }
         self.word.clear();
         self.origin.clear();

@@ -39,6 +39,14 @@ fn tiny_tensors() -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
         .collect()
 }
 
+/// The tensor `name` of [`tiny_tensors`], for editing.
+fn named<'t>(
+    tensors: &'t mut [(String, Dtype, Vec<usize>, Vec<u8>)],
+    name: &str,
+) -> &'t mut (String, Dtype, Vec<usize>, Vec<u8>) {
+    tensors.iter_mut().find(|t| t.0 == name).unwrap()
+}
+
 fn serialize(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let views: Vec<(String, TensorView)> = tensors
         .iter()
@@ -125,10 +133,10 @@ fn missing_tensor_is_named() {
 #[test]
 fn wrongly_shaped_tensor_names_expected_and_found_shape() {
     let mut tensors = tiny_tensors();
-    let t = tensors
-        .iter_mut()
-        .find(|t| t.0 == "bert.encoder.layer.0.intermediate.dense.weight")
-        .unwrap();
+    let t = named(
+        &mut tensors,
+        "bert.encoder.layer.0.intermediate.dense.weight",
+    );
     t.2 = vec![32, 64]; // transposed: same bytes, wrong shape
     let err = message(load_mlm(serialize(&tensors)));
     assert!(
@@ -142,10 +150,7 @@ fn wrongly_shaped_tensor_names_expected_and_found_shape() {
 #[test]
 fn non_finite_weights_are_refused() {
     let mut tensors = tiny_tensors();
-    let t = tensors
-        .iter_mut()
-        .find(|t| t.0 == "cls.predictions.bias")
-        .unwrap();
+    let t = named(&mut tensors, "cls.predictions.bias");
     assert_eq!(t.1, Dtype::F32);
     t.3[12..16].copy_from_slice(&f32::NAN.to_le_bytes());
     let err = message(load_mlm(serialize(&tensors)));
@@ -158,10 +163,7 @@ fn non_finite_weights_are_refused() {
 #[test]
 fn mistyped_tensor_is_an_error() {
     let mut tensors = tiny_tensors();
-    let t = tensors
-        .iter_mut()
-        .find(|t| t.0 == "cls.predictions.bias")
-        .unwrap();
+    let t = named(&mut tensors, "cls.predictions.bias");
     t.1 = Dtype::I32;
     let err = message(load_mlm(serialize(&tensors)));
     assert!(

@@ -15,6 +15,9 @@ pub enum Error {
     Device(String),
     #[error("{0}")]
     Io(String),
+    /// The caller asked to stop (an `AbortSignal`); work stops between batches.
+    #[error("the call was aborted")]
+    Aborted,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

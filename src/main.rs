@@ -137,10 +137,9 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Tokenize(inputs) => {
-            let texts = inputs.texts()?;
             let files = ModelFiles::from_dir(&inputs.model)?;
-            for text in texts {
-                let e = files.tokenizer.encode(&text)?;
+            for text in inputs.texts()? {
+                let e = files.tokenizer.encode(&text?)?;
                 emit(
                     json!({"ids": e.ids, "tokens": e.tokens, "offsets": e.offsets, "truncated": e.truncated}),
                 )?;
@@ -151,10 +150,9 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
             backend,
         } => {
-            let texts = inputs.texts()?;
             let pipeline = FillMask::load(ModelFiles::from_dir(&inputs.model)?, backend.device()?)?;
-            for text in texts {
-                let output = pollster::block_on(pipeline.predict(&text, top_k))?;
+            for text in inputs.texts()? {
+                let output = pollster::block_on(pipeline.predict(&text?, top_k))?;
                 let masks: Vec<Vec<_>> = output
                     .masks
                     .iter()
@@ -169,10 +167,20 @@ fn run(cli: Cli) -> Result<()> {
             no_normalize,
             backend,
         } => {
-            let texts = inputs.texts()?;
             let pipeline = Embedder::load(ModelFiles::from_dir(&inputs.model)?, backend.device()?)?;
-            for embedding in pollster::block_on(pipeline.embed(&texts, pooling, !no_normalize))? {
-                emit(json!({"embedding": embedding}))?;
+            let mut texts = inputs.texts()?.peekable();
+            // A file of any length in constant memory: a window of texts at a time, grouped by length
+            // within it.
+            while texts.peek().is_some() {
+                let window = texts
+                    .by_ref()
+                    .take(EMBED_WINDOW)
+                    .collect::<Result<Vec<_>>>()?;
+                for embedding in
+                    pollster::block_on(pipeline.embed(&window, pooling, !no_normalize))?
+                {
+                    emit(json!({"embedding": embedding}))?;
+                }
             }
         }
         Command::TrainMlm(args) => {
@@ -229,14 +237,24 @@ impl TrainArgs {
     }
 }
 
+/// Texts embedded together from `--jsonl`: enough to group them by length.
+const EMBED_WINDOW: usize = 1024;
+
 impl Inputs {
-    /// The texts from the arguments, then from `--jsonl`; at least one.
-    fn texts(&self) -> Result<Vec<String>> {
-        let mut texts = self.texts.clone();
-        if let Some(path) = &self.jsonl {
-            texts.extend(read_jsonl(path)?);
-        }
-        if texts.is_empty() {
+    /// The texts from the arguments, then from `--jsonl` as it is read; at least one.
+    fn texts(&self) -> Result<impl Iterator<Item = Result<String>> + use<>> {
+        let lines = match &self.jsonl {
+            Some(path) => Some(JsonLines::open(path)?),
+            None => None,
+        };
+        let mut texts = self
+            .texts
+            .clone()
+            .into_iter()
+            .map(Ok)
+            .chain(lines.into_iter().flatten())
+            .peekable();
+        if texts.peek().is_none() {
             return Err(Error::Input(
                 "no input text: pass texts as arguments or with --jsonl FILE".into(),
             ));
@@ -245,29 +263,49 @@ impl Inputs {
     }
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<String>> {
-    let reader: Box<dyn BufRead> = if path == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        let file =
-            std::fs::File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        Box::new(std::io::BufReader::new(file))
-    };
-    let mut texts = Vec::new();
-    for (n, line) in reader.lines().enumerate() {
-        let line =
-            line.map_err(|e| Error::Io(format!("{} line {}: {e}", path.display(), n + 1)))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let text: String = serde_json::from_str(&line).map_err(|e| {
-            Error::Input(format!(
-                "{} line {}: expected a JSON string ({e})",
-                path.display(),
-                n + 1
-            ))
-        })?;
-        texts.push(text);
+/// A file of JSON strings, one per line (blank lines skipped), read a line at a time.
+struct JsonLines {
+    reader: Box<dyn BufRead>,
+    path: PathBuf,
+    line: usize,
+}
+
+impl JsonLines {
+    fn open(path: &Path) -> Result<Self> {
+        let reader: Box<dyn BufRead> = if path == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        Ok(Self {
+            reader,
+            path: path.to_owned(),
+            line: 0,
+        })
     }
-    Ok(texts)
+}
+
+impl Iterator for JsonLines {
+    type Item = Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            self.line += 1;
+            let at = || format!("{} line {}", self.path.display(), self.line);
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return None,
+                Ok(_) if line.trim().is_empty() => continue,
+                Ok(_) => {
+                    return Some(serde_json::from_str(&line).map_err(|e| {
+                        Error::Input(format!("{}: expected a JSON string ({e})", at()))
+                    }));
+                }
+                Err(e) => return Some(Err(Error::Io(format!("{}: {e}", at())))),
+            }
+        }
+    }
 }

@@ -12,8 +12,13 @@ use crate::source::ModelFiles;
 use crate::tokenizer::{Encoding, Tokenizer};
 use crate::weights::{load_bert, load_bert_for_masked_lm};
 
-/// Texts per forward pass when embedding many: bounds device memory.
-const EMBED_BATCH: usize = 32;
+/// Most texts in one forward pass.
+const BATCH_TEXTS: usize = 32;
+/// Most bytes of any one activation of a forward pass or read back: half the smallest
+/// `maxStorageBufferBindingSize` browsers give by default (128 MiB), and a bound on device memory.
+const BATCH_BYTES: usize = 64 << 20;
+/// Most predictions (masks × `top_k`) one fill-mask call returns: each carries its own copy of the text.
+pub const MAX_PREDICTIONS: usize = 50_000;
 
 /// A tokenizer and a model on one device.
 pub struct Pipeline<M> {
@@ -22,6 +27,49 @@ pub struct Pipeline<M> {
     pub device: Device,
     /// Fills batches to one length; attention ignores it.
     pub pad_id: u32,
+    /// The model's shape, as far as it sizes a batch.
+    pub shape: Shape,
+}
+
+/// The sizes that decide how much of a call fits in one forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// The widest activation per token: the feed-forward's inner layer, or Q, K and V side by side.
+    pub width: usize,
+    pub vocab_size: usize,
+}
+
+impl Shape {
+    fn of(config: &crate::config::BertConfig) -> Self {
+        Self {
+            num_layers: config.num_hidden_layers,
+            num_heads: config.num_attention_heads,
+            width: config.intermediate_size.max(3 * config.hidden_size),
+            vocab_size: config.vocab_size,
+        }
+    }
+
+    /// How many texts padded to `seq` tokens one forward pass takes (at least one): every activation,
+    /// the attention scores of all heads included, within [`BATCH_BYTES`].
+    pub fn texts_per_batch(&self, seq: usize) -> usize {
+        let per_text = 4 * seq * self.width.max(self.num_heads * seq);
+        (BATCH_BYTES / per_text.max(1)).clamp(1, BATCH_TEXTS)
+    }
+}
+
+/// Splits encodings (sorted by length) into forward passes under [`Shape::texts_per_batch`].
+fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding)>> {
+    let mut batches: Vec<Vec<(T, Encoding)>> = Vec::new();
+    for item in sorted {
+        let seq = item.1.ids.len();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < shape.texts_per_batch(seq) => batch.push(item),
+            _ => batches.push(vec![item]),
+        }
+    }
+    batches
 }
 
 pub type Embedder = Pipeline<BertModel>;
@@ -123,6 +171,7 @@ impl Embedder {
             model,
             device,
             pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
         })
     }
 
@@ -133,27 +182,68 @@ impl Embedder {
         pooling: Pooling,
         normalize: bool,
     ) -> Result<Vec<Vec<f32>>> {
-        let encode_all = |chunk: &[String]| {
-            chunk
+        self.embed_with(texts, pooling, normalize, async |_, _| Ok(()))
+            .await
+    }
+
+    /// As [`embed`](Self::embed), calling `progress(done, total)` after each group of texts; an error
+    /// from it (e.g. [`Error::Aborted`]) ends the call there.
+    ///
+    /// Texts go through in order of length, so that a batch pads its texts to little more than their
+    /// own length, in batches under [`Shape::texts_per_batch`]; the vectors come back in input order.
+    pub async fn embed_with(
+        &self,
+        texts: &[String],
+        pooling: Pooling,
+        normalize: bool,
+        mut progress: impl AsyncFnMut(usize, usize) -> Result<()>,
+    ) -> Result<Vec<Vec<f32>>> {
+        // Characters stand in for tokens, which are only known once a group is tokenized.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| texts[i].len());
+        let encode_group = |group: &[usize]| -> Result<Vec<(usize, Encoding)>> {
+            let mut encoded = group
                 .iter()
-                .map(|t| encode(&self.tokenizer, t))
-                .collect::<Result<Vec<_>>>()
+                .map(|&i| Ok((i, encode(&self.tokenizer, &texts[i])?)))
+                .collect::<Result<Vec<_>>>()?;
+            encoded.sort_by_key(|(_, e)| e.ids.len());
+            Ok(encoded)
         };
-        let mut chunks = texts.chunks(EMBED_BATCH);
-        let mut next = chunks.next().map(encode_all).transpose()?;
-        let mut rows = Vec::with_capacity(texts.len());
-        while let Some(encodings) = next {
-            let batch = Batch::new(&encodings, self.pad_id, &self.device);
-            let hidden = self.model.forward(&batch);
-            let pooled = pool(hidden, batch.attention_mask, pooling, normalize);
-            // A GPU runs this chunk while the CPU tokenizes the next (tokenizing 32 texts of 128 tokens
+        let mut groups = order.chunks(BATCH_TEXTS);
+        let mut next = groups.next().map(encode_group).transpose()?;
+        let mut rows = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        while let Some(encoded) = next {
+            done += encoded.len();
+            let pooled: Vec<(Vec<usize>, Tensor<2>)> = batches(encoded, &self.shape)
+                .into_iter()
+                .map(|batch| {
+                    let (indices, encodings): (Vec<usize>, Vec<Encoding>) =
+                        batch.into_iter().unzip();
+                    let batch = Batch::new(&encodings, self.pad_id, &self.device);
+                    let hidden = self.model.forward(&batch);
+                    (
+                        indices,
+                        pool(hidden, batch.attention_mask, pooling, normalize),
+                    )
+                })
+                .collect();
+            // A GPU runs this group while the CPU tokenizes the next (tokenizing 32 texts of 128 tokens
             // took as long as their forward pass on an H100).
             self.device
                 .flush()
                 .map_err(|e| Error::Device(format!("submitting the work failed: {e:?}")))?;
-            next = chunks.next().map(encode_all).transpose()?;
-            let width = pooled.dims()[1];
-            rows.extend(read(pooled).await?.chunks_exact(width).map(<[f32]>::to_vec));
+            next = groups.next().map(encode_group).transpose()?;
+            for (indices, pooled) in pooled {
+                let width = pooled.dims()[1];
+                for (i, row) in indices
+                    .into_iter()
+                    .zip(read(pooled).await?.chunks_exact(width))
+                {
+                    rows[i] = row.to_vec();
+                }
+            }
+            progress(done, texts.len()).await?;
         }
         Ok(rows)
     }
@@ -182,6 +272,7 @@ impl FillMask {
             model,
             device,
             pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
         })
     }
 
@@ -211,19 +302,30 @@ impl FillMask {
             return Err(Error::Input(format!("the text has no [MASK] token{hint}")));
         }
 
+        let top_k = top_k.min(self.shape.vocab_size);
+        if positions.len() * top_k > MAX_PREDICTIONS {
+            return Err(Error::Input(format!(
+                "{} masks × topK {top_k} is more than {MAX_PREDICTIONS} predictions; ask for fewer",
+                positions.len()
+            )));
+        }
+
         let batch = Batch::new(std::slice::from_ref(&encoding), self.pad_id, &self.device);
         let hidden = self.model.bert.forward(&batch);
         let [_, seq, width] = hidden.dims();
-        // Only the masked positions go through the head: the decoder onto the vocabulary is the costly part.
-        let index = Tensor::<1, Int>::from_data(
-            TensorData::new(positions.clone(), [positions.len()]),
-            &self.device,
-        );
-        let masked = hidden.reshape([seq, width]).select(0, index);
-        let logits = self.model.head(masked);
-        let top_k = top_k.min(logits.dims()[1]);
-        // Per mask: the k probabilities, then the k token ids (one read for everything).
-        let best = read(softmax_top_k(logits, top_k)).await?;
+        let hidden = hidden.reshape([seq, width]);
+        // Only the masked positions go through the head: the decoder onto the vocabulary is the costly
+        // part. Their logits in pieces under BATCH_BYTES; per mask the k probabilities, then the k ids.
+        let rows_per_read = (BATCH_BYTES / (4 * self.shape.vocab_size)).max(1);
+        let mut best = Vec::with_capacity(positions.len() * 2 * top_k);
+        for rows in positions.chunks(rows_per_read) {
+            let index = Tensor::<1, Int>::from_data(
+                TensorData::new(rows.to_vec(), [rows.len()]),
+                &self.device,
+            );
+            let logits = self.model.head(hidden.clone().select(0, index));
+            best.extend(read(softmax_top_k(logits, top_k)).await?);
+        }
 
         let single = positions.len() == 1;
         let masks = best
@@ -273,14 +375,65 @@ async fn attention(
     let (_, attentions) = model.forward_with_attentions(&batch);
     let num_layers = attentions.len();
     let [_, num_heads, seq, _] = attentions[0].dims();
-    // One read for all layers: every read back is a round trip to the device.
-    let all = Tensor::cat(attentions, 0).reshape([num_layers * num_heads * seq, seq]);
+    // As few reads as BATCH_BYTES allows: every read back is a round trip to the device.
+    let layers_per_read = (BATCH_BYTES / (4 * num_heads * seq * seq)).max(1);
+    let mut weights = Vec::with_capacity(num_layers * num_heads * seq * seq);
+    let mut attentions = attentions.into_iter().peekable();
+    while attentions.peek().is_some() {
+        let layers: Vec<_> = attentions.by_ref().take(layers_per_read).collect();
+        let rows = layers.len() * num_heads * seq;
+        weights.extend(read(Tensor::cat(layers, 0).reshape([rows, seq])).await?);
+    }
     Ok(AttentionOutput {
         tokens: encoding.tokens,
         offsets: encoding.offsets,
         num_layers,
         num_heads,
-        weights: read(all).await?,
+        weights,
         truncated: encoding.truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoding(len: usize) -> Encoding {
+        Encoding {
+            ids: vec![0; len],
+            token_type_ids: vec![0; len],
+            tokens: vec![String::new(); len],
+            offsets: vec![(0, 0); len],
+            truncated: false,
+        }
+    }
+
+    /// all-MiniLM-L6-v2's sizes: at most 32 texts of up to 200 tokens, 512-token texts 5 at a time; and
+    /// every batch's activations (scores of all heads included) stay within BATCH_BYTES.
+    #[test]
+    fn batches_keep_order_and_stay_under_the_byte_budget() {
+        let shape = Shape {
+            num_layers: 6,
+            num_heads: 12,
+            width: 1536,
+            vocab_size: 30522,
+        };
+        let lengths: Vec<usize> = [vec![8; 40], vec![200; 9], vec![512; 12]].concat();
+        let sorted: Vec<(usize, Encoding)> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i, encoding(n)))
+            .collect();
+        let batches = batches(sorted, &shape);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [32, 17, 5, 5, 2]);
+        let order: Vec<usize> = batches.iter().flatten().map(|(i, _)| *i).collect();
+        assert_eq!(order, (0..lengths.len()).collect::<Vec<_>>());
+        for batch in &batches {
+            let seq = batch.iter().map(|(_, e)| e.ids.len()).max().unwrap();
+            let scores = 4 * batch.len() * shape.num_heads * seq * seq;
+            let inner = 4 * batch.len() * seq * shape.width;
+            assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
+        }
+    }
 }

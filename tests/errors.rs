@@ -295,6 +295,17 @@ fn pipeline_input_errors_leave_the_pipeline_usable() {
     assert_eq!(ok.masks.len(), 1);
     assert_eq!(ok.masks[0].len(), 3);
     assert!(ok.masks[0][0].score >= ok.masks[0][1].score);
+    // topK past the vocabulary is the whole vocabulary; past 50,000 predictions in all, an error.
+    let all = run("the [MASK] of", usize::MAX).unwrap();
+    assert_eq!(all.masks[0].len(), 1000);
+    let sum: f32 = all.masks[0].iter().map(|p| p.score).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+    let many = "[MASK] ".repeat(60);
+    assert_eq!(
+        message(run(&many, 1000)),
+        "input: 60 masks × topK 1000 is more than 50000 predictions; ask for fewer"
+    );
+    assert_eq!(run(&many, 800).unwrap().masks.len(), 60);
 
     let embedder = Embedder::load(common::minilm(), Backend::Cpu.device().unwrap()).unwrap();
     let texts = vec!["fine".to_string(), String::new()];

@@ -104,9 +104,20 @@ fn many_texts_are_embedded_in_chunks_in_order() {
     for target in &TARGETS[..2] {
         let target = *target;
         let embedder = Embedder::load(common::minilm(), target.device()).unwrap();
-        let rows = target.run(|| block_on(embedder.embed(&texts, Pooling::Mean, true)).unwrap());
+        let mut steps = Vec::new();
+        let rows = target.run(|| {
+            block_on(
+                embedder.embed_with(&texts, Pooling::Mean, true, async |done, total| {
+                    steps.push((done, total));
+                    Ok(())
+                }),
+            )
+            .unwrap()
+        });
         assert_eq!(rows.len(), texts.len());
-        for i in [0, 31, 32, 39] {
+        assert_eq!(steps, [(32, 40), (40, 40)]);
+        // Grouped by length, so each group's texts went in in another order than they came.
+        for i in 0..texts.len() {
             let alone = target.run(|| {
                 block_on(embedder.embed(std::slice::from_ref(&texts[i]), Pooling::Mean, true))
                     .unwrap()
@@ -118,6 +129,21 @@ fn many_texts_are_embedded_in_chunks_in_order() {
             );
         }
     }
+}
+
+#[test]
+fn an_error_from_progress_stops_embedding_after_that_group() {
+    let texts: Vec<String> = (0..70).map(|i| format!("text number {i}")).collect();
+    let embedder = Embedder::load(common::minilm(), TARGETS[0].device()).unwrap();
+    let mut calls = 0;
+    let result = block_on(
+        embedder.embed_with(&texts, Pooling::Mean, true, async |_, _| {
+            calls += 1;
+            Err(webbert::Error::Aborted)
+        }),
+    );
+    assert!(matches!(result, Err(webbert::Error::Aborted)));
+    assert_eq!(calls, 1, "groups after the abort still ran");
 }
 
 #[test]

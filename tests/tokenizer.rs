@@ -93,6 +93,24 @@ fn long_text_is_truncated_to_max_positions_and_says_so() {
 }
 
 #[test]
+fn fast_path_stops_early_on_long_texts_with_the_same_result() {
+    let tokenizer = from_json();
+    let slow = from_json().without_fast_path();
+    let fixture = fixture();
+    let long = fixture["long"]["text"].as_str().unwrap().repeat(200);
+    let mut texts = vec![long];
+    // Around the limit: 510 words fit beside [CLS] and [SEP], 511 do not.
+    texts.extend((508..=513).map(|n| "word ".repeat(n)));
+    texts.push(format!("{} [MASK] tail", "x ".repeat(509)));
+    for text in &texts {
+        let (fast, reference) = (tokenizer.encode(text).unwrap(), slow.encode(text).unwrap());
+        assert_eq!(fast, reference, "{} characters", text.len());
+    }
+    assert!(!tokenizer.encode(&texts[3]).unwrap().truncated);
+    assert!(tokenizer.encode(&texts[4]).unwrap().truncated);
+}
+
+#[test]
 fn mask_written_in_text_is_the_mask_token() {
     let tokenizer = from_json();
     let encoding = tokenizer.encode("Paris is the [MASK] of France.").unwrap();

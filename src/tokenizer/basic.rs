@@ -49,8 +49,9 @@ impl BasicTokenizer {
         })
     }
 
-    /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`.
-    pub fn tokenize(&self, text: &str, model: &impl Model) -> Result<Vec<Token>> {
+    /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`; it
+    /// stops once it has more than `limit` (the rest would be truncated: a long text costs no more).
+    pub fn tokenize(&self, text: &str, model: &impl Model, limit: usize) -> Result<Vec<Token>> {
         let mut words = Words::new(model);
         let mut rest = text;
         let mut at = 0; // characters of `text` before `rest`
@@ -59,6 +60,10 @@ impl BasicTokenizer {
             for c in before.chars() {
                 self.push_char(c, at, &mut words)?;
                 at += 1;
+                // Finished words never change: the first `limit` tokens are final.
+                if words.tokens.len() > limit {
+                    return Ok(words.tokens);
+                }
             }
             words.end()?;
             let Some((content, id)) = found else { break };

@@ -144,9 +144,16 @@ impl Tokenizer {
         let encoding = match &self.basic {
             Some(basic) => {
                 let model = self.inner.get_model();
+                // A single text keeps at most `max_len` tokens; of a pair, truncation weighs both
+                // lengths, so each is read whole.
+                let limit = if b.is_none() {
+                    self.max_len
+                } else {
+                    usize::MAX
+                };
                 let sequence = |text, type_id| {
                     basic
-                        .tokenize(text, model)
+                        .tokenize(text, model, limit)
                         .map(|tokens| tokenizers::Encoding::from_tokens(tokens, type_id))
                 };
                 let pair = b.map(|b| sequence(b, 1)).transpose()?;

@@ -13,7 +13,31 @@ export interface LoadOptions {
   /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
    * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
   kernels?: 'serial' | 'tiled';
+  /** Bytes of each file as they arrive. */
   onProgress?: (progress: Progress) => void;
+  /** Aborting it stops the download and rejects the load with the signal's reason. */
+  signal?: AbortSignal;
+  /** Milliseconds a download may receive nothing before the load fails naming the file (default 30000). */
+  stallTimeout?: number;
+}
+
+export interface CallOptions {
+  /** Aborting it rejects the call at once with the signal's reason; the model skips the call, or stops it
+   * between groups of texts, and serves the next call. */
+  signal?: AbortSignal;
+}
+
+export interface PredictOptions extends CallOptions {
+  /** Predictions per mask (default 5); past the vocabulary, the whole vocabulary. At most 50,000
+   * predictions per call (masks × topK). */
+  topK?: number;
+}
+
+export interface EmbedOptions extends CallOptions {
+  pooling?: 'mean' | 'cls';
+  normalize?: boolean;
+  /** After each group of (up to 32) texts. */
+  onProgress?: (progress: { done: number; total: number }) => void;
 }
 
 /** A base URL in Hugging Face layout, or the model's files by name. */
@@ -74,10 +98,12 @@ declare class Pipeline {
 
 export declare class FillMask extends Pipeline {
   static load(source: Source, options?: LoadOptions): Promise<FillMask>;
-  predict(text: string, options?: { topK?: number }): Promise<Prediction[][]>;
+  predict(text: string, options?: PredictOptions): Promise<Prediction[][]>;
 }
 
 export declare class Embedder extends Pipeline {
   static load(source: Source, options?: LoadOptions): Promise<Embedder>;
-  embed(texts: string | string[], options?: { pooling?: 'mean' | 'cls'; normalize?: boolean }): Promise<Float32Array[]>;
+  /** Texts are grouped by length, so that short ones are not padded to the longest; vectors come back in
+   * input order. */
+  embed(texts: string | string[], options?: EmbedOptions): Promise<Float32Array[]>;
 }

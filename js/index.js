@@ -21,22 +21,53 @@ class Client {
     this.worker.onerror = (event) => this.end(`webbert worker failed: ${event.message ?? 'unknown error'}`);
   }
 
-  /** Stops the worker; `reason` is what every pending and later call rejects with. */
+  /** Stops the worker; `reason` (an Error, or its message) is what every pending and later call rejects with. */
   end(reason) {
-    this.dead ??= new Error(reason);
+    this.dead ??= typeof reason === 'string' ? new Error(reason) : reason;
     this.worker.terminate();
     for (const call of this.pending.values()) call.reject(this.dead);
     this.pending.clear();
   }
 
-  call(op, args, { transfer = [], onProgress } = {}) {
+  /** Runs `op` in the worker. An aborted `signal` rejects the call at once with its reason; the worker
+   * skips it, or stops it at its next group of texts, and goes on with the next call. */
+  call(op, args, { transfer = [], onProgress, signal } = {}) {
     if (this.dead) return Promise.reject(this.dead);
+    if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const id = ++this.nextId;
-      this.pending.set(id, { resolve, reject, onProgress });
-      this.worker.postMessage({ id, op, args }, transfer);
+      const abort = () => {
+        if (!this.pending.delete(id)) return;
+        this.worker.postMessage({ abort: id });
+        reject(signal.reason);
+      };
+      const settled = (settle) => (value) => {
+        signal?.removeEventListener('abort', abort);
+        settle(value);
+      };
+      try {
+        this.worker.postMessage({ id, op, args }, transfer);
+      } catch (error) {
+        return reject(new Error(`the arguments of ${op}() cannot be sent to the worker: ${error.message}`));
+      }
+      this.pending.set(id, { resolve: settled(resolve), reject: settled(reject), onProgress });
+      signal?.addEventListener('abort', abort, { once: true });
     });
   }
+}
+
+/** Splits `options` into what the model reads and what stays on this side: `onProgress` and `signal`,
+ * checked here. Anything but an object goes to the model as it is, for the model to reject. */
+function split(options) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) return [options, {}];
+  const { onProgress, signal, ...rest } = options;
+  if (onProgress != null && typeof onProgress !== 'function') {
+    throw new Error(`options.onProgress must be a function, not ${typeof onProgress}`);
+  }
+  if (signal != null && !(signal instanceof AbortSignal)) {
+    throw new Error(`options.signal must be an AbortSignal, not ${typeof signal}`);
+  }
+  return [rest, { onProgress: onProgress ?? undefined, signal: signal ?? undefined }];
 }
 
 /** User-supplied files (File, FileList, or {name: File|Blob|ArrayBuffer|Uint8Array|string}) as bytes. */
@@ -55,18 +86,25 @@ async function readFiles(source) {
   return files;
 }
 
-async function open(task, source, { device = 'auto', kernels, onProgress } = {}) {
+async function open(task, source, options) {
   if (source == null) throw new Error('source is required: a base URL or model files');
+  const [rest, { onProgress, signal }] = split(options);
+  signal?.throwIfAborted();
   const client = new Client();
+  // Aborting a load stops its worker, and with it every download.
+  const abort = () => client.end(signal.reason);
+  signal?.addEventListener('abort', abort, { once: true });
   try {
     const files = typeof source === 'string' || source instanceof URL
       ? new URL(source, globalThis.location?.href).href
       : await readFiles(source);
-    const { backend, crossover } = await client.call('load', [task, files, device, kernels], { onProgress });
+    const { backend, crossover } = await client.call('load', [task, files, rest], { onProgress });
     return { client, backend, crossover };
   } catch (error) {
-    client.end(error.message);
+    client.end(error);
     throw error;
+  } finally {
+    signal?.removeEventListener('abort', abort);
   }
 }
 
@@ -106,8 +144,9 @@ export class FillMask extends Pipeline {
   }
 
   /** For each [MASK], in order, the topK (default 5) most likely `{token, tokenId, score, sequence}`. */
-  predict(text, options) {
-    return this.client.call('predict', [text, options]);
+  async predict(text, options) {
+    const [rest, call] = split(options);
+    return this.client.call('predict', [text, rest], call);
   }
 }
 
@@ -116,8 +155,10 @@ export class Embedder extends Pipeline {
     return new Embedder(await open('embeddings', source, options));
   }
 
-  /** One Float32Array per text; options `{pooling: 'mean' (default) | 'cls', normalize: true (default)}`. */
-  embed(texts, options) {
-    return this.client.call('embed', [texts, options]);
+  /** One Float32Array per text; options `{pooling: 'mean' (default) | 'cls', normalize: true (default),
+   * onProgress({done, total}), signal}`. */
+  async embed(texts, options) {
+    const [rest, call] = split(options);
+    return this.client.call('embed', [texts, rest], call);
   }
 }

@@ -4,24 +4,36 @@ import init, { Model } from '../pkg/webbert.js';
 const ready = init();
 let model = null;
 let queue = Promise.resolve();
+/** Calls the page gave up on: skipped if not started, stopped between groups if running. */
+const aborted = new Set();
 
 self.onmessage = ({ data }) => {
+  if ('abort' in data) return aborted.add(data.abort);
   queue = queue.then(() => run(data));
 };
 
 async function run({ id, op, args }) {
+  // Reports progress to the page; `false` tells the model to stop (the page aborted the call).
+  const progress = (progress) => {
+    if (aborted.has(id)) return false;
+    self.postMessage({ id, progress });
+    return true;
+  };
   try {
     await ready;
+    if (aborted.has(id)) return;
     let result;
     if (op === 'load') {
-      const [task, source, device, kernels] = args;
-      model = await Model.load(task, source, device, (progress) => self.postMessage({ id, progress }), kernels);
+      const [task, source, options] = args;
+      model = await Model.load(task, source, options, progress);
       result = { backend: model.backend, crossover: model.crossover };
     } else {
-      result = await model[op](...args);
+      result = await model[op](...args, progress);
     }
     self.postMessage({ id, result });
   } catch (error) {
     self.postMessage({ id, error: error instanceof Error ? error.message : String(error) });
+  } finally {
+    aborted.delete(id);
   }
 }

@@ -4,11 +4,12 @@ import http from 'node:http';
 import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 
-/** `mounts`: URL prefix → folder (longest prefix first). Counts requests and bytes sent. */
+/** `mounts`: URL prefix → folder, or a handler `(req, res)` (longest prefix first). Counts requests and
+ * bytes sent. */
 export function serve(mounts, port = 0) {
   const routes = Object.entries(mounts)
     .sort(([a], [b]) => b.length - a.length)
-    .map(([prefix, dir]) => [prefix, sirv(dir, { dev: true, dotfiles: false })]);
+    .map(([prefix, dir]) => [prefix, typeof dir === 'function' ? dir : sirv(dir, { dev: true, dotfiles: false })]);
   const stats = { requests: [], bytes: 0 };
   const server = http.createServer((req, res) => {
     stats.requests.push(req.url);
@@ -29,7 +30,7 @@ export function serve(mounts, port = 0) {
     server.listen(port, '127.0.0.1', () => resolve({
       url: `http://127.0.0.1:${server.address().port}`,
       stats,
-      close: () => server.close(),
+      close: () => { server.close(); server.closeAllConnections(); },
     }));
   });
 }

@@ -237,20 +237,28 @@ fn files_from_object(files: &Object) -> Result<ModelFiles> {
 #[wasm_bindgen]
 impl Model {
     /// `task`: `"embeddings"` or `"fill-mask"`; `source`: a base URL (string) in Hugging Face layout, or an
-    /// object of file name → `Uint8Array`; `kernels`: `"serial"` or `"tiled"` to run the GPU kernels in
-    /// that shape whatever the adapter (for comparing them on one GPU).
+    /// object of file name → `Uint8Array`; `options`: `{device = 'auto', kernels, stallTimeout = 30000}`,
+    /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
+    /// comparing them on one GPU), `stallTimeout` the milliseconds a download may receive nothing.
     pub async fn load(
         task: String,
         source: JsValue,
-        device: Option<String>,
+        options: JsValue,
         on_progress: Option<Function>,
-        kernels: Option<String>,
     ) -> std::result::Result<Model, JsError> {
-        if let Some(kernels) = kernels {
+        let device = option(&options, "device")?
+            .map(|v| string_arg(&v, "options.device"))
+            .transpose()?;
+        if let Some(kernels) = option(&options, "kernels")? {
+            let kernels = string_arg(&kernels, "options.kernels")?;
             crate::ops::set_kernel_shape(Some(kernels.parse().map_err(js)?));
         }
+        let stall_ms = match option(&options, "stallTimeout")? {
+            Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
+            None => crate::web::STALL_MS,
+        };
         let files = match source.as_string() {
-            Some(url) => crate::web::fetch_model(&url, on_progress).await,
+            Some(url) => crate::web::fetch_model(&url, on_progress, stall_ms).await,
             None => match source.dyn_ref::<Object>() {
                 Some(object) => files_from_object(object),
                 None => Err(Error::Input(
@@ -268,19 +276,20 @@ impl Model {
     }
 
     /// The task that takes a call on `texts`: the CPU copy if it was measured faster at their length.
+    /// Counting stops at the threshold, so a large call is not tokenized twice.
     fn route(&self, texts: &[&str]) -> &Task {
-        match &self.small {
-            Some((cpu, threshold)) => {
-                let tokenizer = self.task.tokenizer();
-                let tokens: usize = texts
-                    .iter()
-                    .filter_map(|t| tokenizer.encode(t).ok())
-                    .map(|e| e.ids.len())
-                    .sum();
-                if tokens < *threshold { cpu } else { &self.task }
+        let Some((cpu, threshold)) = &self.small else {
+            return &self.task;
+        };
+        let tokenizer = self.task.tokenizer();
+        let mut tokens = 0;
+        for text in texts {
+            tokens += tokenizer.encode(text).map_or(0, |e| e.ids.len());
+            if tokens >= *threshold {
+                return &self.task;
             }
-            None => &self.task,
         }
+        cpu
     }
 
     /// With `device: 'auto'`: calls of fewer tokens than this run on the CPU, as the load measured it
@@ -307,7 +316,8 @@ impl Model {
         }
     }
 
-    /// Per `[MASK]`, an array of `{token, tokenId, score, sequence}`, best first; `options`: `{topK = 5}`.
+    /// Per `[MASK]`, an array of `{token, tokenId, score, sequence}`, best first; `options`: `{topK = 5}`
+    /// (past the vocabulary, the whole vocabulary; at most 50,000 predictions in all).
     pub async fn predict(
         &self,
         text: JsValue,
@@ -328,11 +338,13 @@ impl Model {
     }
 
     /// One `Float32Array` per text (a string, or an array of strings); `options`:
-    /// `{pooling = 'mean' | 'cls', normalize = true}`.
+    /// `{pooling = 'mean' | 'cls', normalize = true}`. After each group of texts, `progress({done,
+    /// total})`; when it returns `false` the call stops there.
     pub async fn embed(
         &self,
         texts: JsValue,
         options: JsValue,
+        progress: Option<Function>,
     ) -> std::result::Result<Array, JsError> {
         let texts: Vec<String> = match texts.as_string() {
             Some(text) => vec![text],
@@ -367,8 +379,9 @@ impl Model {
                 "this model was loaded for fill-mask; load it with Embedder for embeddings",
             ));
         };
+        let step = async |done, total| between_groups(progress.as_ref(), done, total).await;
         let rows = pipeline
-            .embed(&texts, pooling, normalize)
+            .embed_with(&texts, pooling, normalize, step)
             .await
             .map_err(js)?;
         Ok(rows
@@ -416,6 +429,22 @@ impl Model {
             .and(set("truncated", output.truncated.into()))
             .map_err(|_| JsError::new("could not build the attention result"))?;
         Ok(result)
+    }
+}
+
+/// Between the groups of a long call: lets the worker's event loop run (so that an abort from the page
+/// can arrive), reports `{done, total}`, and stops the call when `progress` returns `false`.
+async fn between_groups(progress: Option<&Function>, done: usize, total: usize) -> Result<()> {
+    let Some(progress) = progress else {
+        return Ok(());
+    };
+    crate::web::yield_to_events().await;
+    let event = Object::new();
+    let _ = Reflect::set(&event, &"done".into(), &(done as f64).into());
+    let _ = Reflect::set(&event, &"total".into(), &(total as f64).into());
+    match progress.call1(&JsValue::NULL, &event) {
+        Ok(go_on) if go_on == JsValue::FALSE => Err(Error::Aborted),
+        _ => Ok(()),
     }
 }
 

@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use js_sys::{Function, Object, Reflect, Uint8Array};
+use js_sys::{Array, Function, Object, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Cache, ReadableStreamDefaultReader, Response};
+use web_sys::{AbortController, Cache, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::error::{Error, Result};
 use crate::source::ModelFiles;
@@ -100,173 +100,272 @@ pub async fn remember(key: &str, value: &str) {
     }
 }
 
-/// Fetches `base/name`; `Ok(None)` on 404 (an optional file), an error for any other failure.
-async fn fetch_file(
-    base: &str,
-    name: &str,
-    cache: Option<&Cache>,
-    progress: Option<&Function>,
-) -> Result<Option<Vec<u8>>> {
-    let url = format!("{}/{name}", base.trim_end_matches('/'));
-    let cached = match cache {
-        Some(cache) => call(cache.match_with_str(&url).into(), "cache lookup")
-            .await
-            .ok()
-            .filter(|r| !r.is_undefined()),
-        None => None,
-    };
-    let response: Response = match cached {
-        Some(hit) => hit.dyn_into().map_err(|e| js_error(&url, e))?,
-        None => {
-            let (global, fetch) = global_method("fetch")?;
-            let context = format!("could not fetch {url}");
-            let response: Response = call(
-                fetch
-                    .call1(&global, &url.clone().into())
-                    .map_err(|e| js_error(&context, e))?,
-                &context,
-            )
+/// A download that receives nothing for this long fails, unless the load asks for another limit.
+pub const STALL_MS: u32 = 30_000;
+/// The largest file a load accepts: the weights and their copy on the device must fit beside it in
+/// WebAssembly's 4 GiB.
+const MAX_FILE_BYTES: f64 = (2u64 << 30) as f64;
+
+/// How one load fetches: where it caches, whom it tells of progress, how long a stall may last.
+struct Fetcher<'a> {
+    base: &'a str,
+    cache: Option<&'a Cache>,
+    progress: Option<&'a Function>,
+    stall_ms: u32,
+    /// Aborts the load's requests when one stalls.
+    controller: Option<AbortController>,
+}
+
+/// A fetched file, and the response to keep in Cache Storage once the whole model is found valid.
+struct Fetched {
+    bytes: Vec<u8>,
+    to_cache: Option<(String, Response)>,
+}
+
+/// `global[name](...args)`.
+fn call_global(name: &str, args: &Array) -> Result<JsValue> {
+    let (global, method) = global_method(name)?;
+    method.apply(&global, args).map_err(|e| js_error(name, e))
+}
+
+impl Fetcher<'_> {
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base.trim_end_matches('/'))
+    }
+
+    /// `promise`'s value, or an error naming `url` once `stall_ms` pass without it settling.
+    async fn within(&self, promise: JsValue, url: &str, context: &str) -> Result<JsValue> {
+        const STALLED: &str = "webbert: stalled";
+        let promise: Promise = promise.dyn_into().map_err(|e| js_error(context, e))?;
+        let mut timer = Ok(JsValue::UNDEFINED);
+        let timeout = Promise::new(&mut |_, reject| {
+            let args = Array::of3(&reject, &self.stall_ms.into(), &STALLED.into());
+            timer = call_global("setTimeout", &args);
+        });
+        let timer = timer?;
+        let result = JsFuture::from(Promise::race(&Array::of2(&promise, &timeout))).await;
+        let _ = call_global("clearTimeout", &Array::of1(&timer));
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) if e.as_string().as_deref() == Some(STALLED) => {
+                if let Some(controller) = &self.controller {
+                    controller.abort();
+                }
+                Err(Error::Io(format!(
+                    "{url}: no data for {} s; the download stalled",
+                    self.stall_ms as f64 / 1e3
+                )))
+            }
+            Err(e) => Err(js_error(context, e)),
+        }
+    }
+
+    /// Fetches `name` (from the cache if it is there); `Ok(None)` on 404 (an optional file), an error
+    /// for any other failure.
+    async fn file(&self, name: &str) -> Result<Option<Fetched>> {
+        let url = self.url(name);
+        let cached = match self.cache {
+            Some(cache) => call(cache.match_with_str(&url).into(), "cache lookup")
+                .await
+                .ok()
+                .filter(|r| !r.is_undefined()),
+            None => None,
+        };
+        if let Some(hit) = cached {
+            let response: Response = hit.dyn_into().map_err(|e| js_error(&url, e))?;
+            let bytes = self.body(&url, name, response).await?;
+            return Ok(Some(Fetched {
+                bytes,
+                to_cache: None,
+            }));
+        }
+        let context = format!("could not fetch {url}");
+        let init = RequestInit::new();
+        if let Some(controller) = &self.controller {
+            init.set_signal(Some(&controller.signal()));
+        }
+        let request = call_global("fetch", &Array::of2(&url.clone().into(), &init.into()))?;
+        let response: Response = self
+            .within(request, &url, &context)
             .await?
             .dyn_into()
             .map_err(|e| js_error(&context, e))?;
-            if response.status() == 404 {
-                return Ok(None);
+        if response.status() == 404 {
+            return Ok(None);
+        }
+        if !response.ok() {
+            return Err(Error::Io(format!(
+                "{url}: HTTP {} {}",
+                response.status(),
+                response.status_text()
+            )));
+        }
+        // The copy is kept for the cache while the body streams in (so progress is reported as bytes
+        // arrive); it enters the cache only once the whole model is read and found valid.
+        let copy = if self.cache.is_some() {
+            response.clone().ok()
+        } else {
+            None
+        };
+        let bytes = self.body(&url, name, response).await?;
+        Ok(Some(Fetched {
+            bytes,
+            to_cache: copy.map(|copy| (url, copy)),
+        }))
+    }
+
+    /// Reads the body chunk by chunk, reporting `{file, loaded, total}` after each.
+    async fn body(&self, url: &str, name: &str, response: Response) -> Result<Vec<u8>> {
+        let total: Option<f64> = response
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|v| v.parse().ok());
+        let too_big = || {
+            Error::Io(format!(
+                "{url} is larger than 2 GiB, more than WebAssembly's memory can hold beside the model"
+            ))
+        };
+        if total.is_some_and(|t| t > MAX_FILE_BYTES) {
+            return Err(too_big());
+        }
+        let body = response
+            .body()
+            .ok_or_else(|| Error::Io(format!("{url}: empty response")))?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve_exact(total.unwrap_or(0.0) as usize)
+            .map_err(|_| too_big())?;
+        let context = format!("reading {url}");
+        loop {
+            let chunk = self.within(reader.read().into(), url, &context).await?;
+            if Reflect::get(&chunk, &"done".into())
+                .ok()
+                .and_then(|d| d.as_bool())
+                .unwrap_or(true)
+            {
+                break;
             }
-            if !response.ok() {
-                return Err(Error::Io(format!(
-                    "{url}: HTTP {} {}",
-                    response.status(),
-                    response.status_text()
-                )));
+            let value = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, e))?;
+            // Copy the chunk straight into place: no temporary per chunk on a 90 MB download.
+            let chunk = Uint8Array::new(&value);
+            let start = bytes.len();
+            let end = start + chunk.length() as usize;
+            if end as f64 > MAX_FILE_BYTES {
+                let _ = reader.cancel();
+                return Err(too_big());
             }
-            if let Some(cache) = cache {
+            bytes.try_reserve(end - start).map_err(|_| too_big())?;
+            bytes.resize(end, 0);
+            chunk.copy_to(&mut bytes[start..]);
+            if let Some(progress) = self.progress {
+                let event = Object::new();
+                let _ = Reflect::set(&event, &"file".into(), &name.into());
+                let _ = Reflect::set(&event, &"loaded".into(), &(bytes.len() as f64).into());
+                let _ = Reflect::set(
+                    &event,
+                    &"total".into(),
+                    &total.map(JsValue::from).unwrap_or(JsValue::NULL),
+                );
+                let _ = progress.call1(&JsValue::NULL, &event);
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Fetches each of `names` that the server has into `files`.
+    async fn into(
+        &self,
+        files: &mut HashMap<String, Vec<u8>>,
+        to_cache: &mut Vec<(String, Response)>,
+        names: &[&str],
+    ) -> Result<()> {
+        for name in names {
+            if let Some(fetched) = self.file(name).await? {
+                files.insert(name.to_string(), fetched.bytes);
+                to_cache.extend(fetched.to_cache);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Downloads a model from a base URL in Hugging Face layout: the files `ModelFiles::from_lookup` would
+/// ask for, fetched ahead because fetching is async. A request that receives nothing for `stall_ms`
+/// fails with an error naming its file.
+pub async fn fetch_model(
+    base: &str,
+    progress: Option<Function>,
+    stall_ms: u32,
+) -> Result<ModelFiles> {
+    let cache = open_cache().await;
+    let fetcher = Fetcher {
+        base,
+        cache: cache.as_ref(),
+        progress: progress.as_ref(),
+        stall_ms,
+        controller: AbortController::new().ok(),
+    };
+    let mut files = HashMap::new();
+    let mut to_cache = Vec::new();
+    let found = fetch_files(&fetcher, &mut files, &mut to_cache).await;
+    let fetched: Vec<String> = files.keys().cloned().collect();
+    let refused = async |e| forget(cache.as_ref(), base, fetched.iter(), e).await;
+    match found {
+        Err(e @ Error::Io(_)) => return Err(e),
+        Err(e) => return Err(refused(e).await),
+        Ok(()) => {}
+    }
+    match ModelFiles::from_lookup(|name| Ok(files.remove(name))) {
+        Ok(model) => {
+            if let Some(cache) = &cache {
                 // Best effort: a full or unavailable cache only costs a later re-download.
-                if let Ok(copy) = response.clone() {
-                    let _ = call(cache.put_with_str(&url, &copy).into(), "cache put").await;
+                for (url, response) in to_cache {
+                    let _ = call(cache.put_with_str(&url, &response).into(), "cache put").await;
                 }
             }
-            response
+            Ok(model)
         }
-    };
-    read_body(&url, name, response, progress).await.map(Some)
-}
-
-/// Reads the body chunk by chunk, reporting `{file, loaded, total}` after each.
-async fn read_body(
-    url: &str,
-    name: &str,
-    response: Response,
-    progress: Option<&Function>,
-) -> Result<Vec<u8>> {
-    let total: Option<f64> = response
-        .headers()
-        .get("content-length")
-        .ok()
-        .flatten()
-        .and_then(|v| v.parse().ok());
-    let body = response
-        .body()
-        .ok_or_else(|| Error::Io(format!("{url}: empty response")))?;
-    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0.0).min(2e9) as usize);
-    loop {
-        let chunk = call(reader.read().into(), &format!("reading {url}")).await?;
-        if Reflect::get(&chunk, &"done".into())
-            .ok()
-            .and_then(|d| d.as_bool())
-            .unwrap_or(true)
-        {
-            break;
-        }
-        let value = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, e))?;
-        // Copy the chunk straight into place: no temporary per chunk on a 90 MB download.
-        let chunk = Uint8Array::new(&value);
-        let start = bytes.len();
-        bytes.resize(start + chunk.length() as usize, 0);
-        chunk.copy_to(&mut bytes[start..]);
-        if let Some(progress) = progress {
-            let event = Object::new();
-            let _ = Reflect::set(&event, &"file".into(), &name.into());
-            let _ = Reflect::set(&event, &"loaded".into(), &(bytes.len() as f64).into());
-            let _ = Reflect::set(
-                &event,
-                &"total".into(),
-                &total.map(JsValue::from).unwrap_or(JsValue::NULL),
-            );
-            let _ = progress.call1(&JsValue::NULL, &event);
-        }
+        Err(Error::Io(msg)) => Err(Error::Io(format!("{base}: {msg}"))),
+        Err(e) => Err(refused(e).await),
     }
-    Ok(bytes)
 }
 
-/// Fetches each of `names` that the server has into `files`.
-async fn fetch_into(
+async fn fetch_files(
+    fetcher: &Fetcher<'_>,
     files: &mut HashMap<String, Vec<u8>>,
-    names: &[String],
-    base: &str,
-    cache: Option<&Cache>,
-    progress: Option<&Function>,
+    to_cache: &mut Vec<(String, Response)>,
 ) -> Result<()> {
-    for name in names {
-        if let Some(bytes) = fetch_file(base, name, cache, progress).await? {
-            files.insert(name.clone(), bytes);
+    fetcher
+        .into(
+            files,
+            to_cache,
+            &["config.json", "tokenizer.json", "model.safetensors"],
+        )
+        .await?;
+    if !files.contains_key("tokenizer.json") {
+        fetcher
+            .into(files, to_cache, &["vocab.txt", "tokenizer_config.json"])
+            .await?;
+    }
+    if !files.contains_key("model.safetensors") {
+        fetcher
+            .into(files, to_cache, &["model.safetensors.index.json"])
+            .await?;
+        if let Some(index) = files.get("model.safetensors.index.json") {
+            let shards = Checkpoint::shard_names(&String::from_utf8_lossy(index))?;
+            let shards: Vec<&str> = shards.iter().map(String::as_str).collect();
+            fetcher.into(files, to_cache, &shards).await?;
         }
     }
     Ok(())
 }
 
-/// Downloads a model from a base URL in Hugging Face layout: the files `ModelFiles::from_lookup` would
-/// ask for, fetched ahead because fetching is async.
-pub async fn fetch_model(base: &str, progress: Option<Function>) -> Result<ModelFiles> {
-    let cache = open_cache().await;
-    let (cache, progress) = (cache.as_ref(), progress.as_ref());
-    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
-    let mut files = HashMap::new();
-    fetch_into(
-        &mut files,
-        &names(&["config.json", "tokenizer.json", "model.safetensors"]),
-        base,
-        cache,
-        progress,
-    )
-    .await?;
-    if !files.contains_key("tokenizer.json") {
-        fetch_into(
-            &mut files,
-            &names(&["vocab.txt", "tokenizer_config.json"]),
-            base,
-            cache,
-            progress,
-        )
-        .await?;
-    }
-    if !files.contains_key("model.safetensors") {
-        fetch_into(
-            &mut files,
-            &names(&["model.safetensors.index.json"]),
-            base,
-            cache,
-            progress,
-        )
-        .await?;
-        if let Some(index) = files.get("model.safetensors.index.json") {
-            let shards = match Checkpoint::shard_names(&String::from_utf8_lossy(index)) {
-                Ok(shards) => shards,
-                Err(e) => return Err(forget(cache, base, files.keys(), e).await),
-            };
-            fetch_into(&mut files, &shards, base, cache, progress).await?;
-        }
-    }
-    let fetched: Vec<String> = files.keys().cloned().collect();
-    match ModelFiles::from_lookup(|name| Ok(files.remove(name))) {
-        Ok(model) => Ok(model),
-        Err(Error::Io(msg)) => Err(Error::Io(format!("{base}: {msg}"))),
-        Err(e) => Err(forget(cache, base, fetched.iter(), e).await),
-    }
-}
-
-/// Drops `names` from the cache because their contents were refused (`error`), so that a fixed server
-/// is fetched again rather than the bad copy kept forever; returns `error`.
+/// Drops `names` from the cache because their contents were refused (`error`): copies an earlier load
+/// kept (a new download enters the cache only once the model is found valid), so that a fixed server
+/// is fetched again rather than a bad copy kept forever; returns `error`.
 async fn forget<'n>(
     cache: Option<&Cache>,
     base: &str,
@@ -280,4 +379,19 @@ async fn forget<'n>(
         }
     }
     error
+}
+
+/// Lets the event loop run (a message from the page, say) before going on: between the batches of a
+/// long call on the CPU, where nothing else would yield until the call ends.
+pub async fn yield_to_events() {
+    let Ok(channel) = web_sys::MessageChannel::new() else {
+        return;
+    };
+    let promise = Promise::new(&mut |resolve, _| {
+        channel.port1().set_onmessage(Some(&resolve));
+    });
+    if channel.port2().post_message(&JsValue::NULL).is_ok() {
+        let _ = JsFuture::from(promise).await;
+    }
+    channel.port1().set_onmessage(None);
 }

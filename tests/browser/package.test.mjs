@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { golden, harness, json, launch, maxAbsDiff, startServer } from './helpers.mjs';
+import { FIXTURES, golden, harness, json, launch, maxAbsDiff, startServer } from './helpers.mjs';
 
 const MINILM = '/models/all-MiniLM-L6-v2/';
 const sentences = json('minilm_golden.json').sentences;
@@ -294,5 +294,135 @@ describe('without WebGPU (CPU fallback)', () => {
       try { await webbert.Embedder.load('/models/all-MiniLM-L6-v2/', { device: 'webgpu' }); return 'no error'; } catch (e) { return e.message; }
     });
     assert.match(message, /WebGPU is not available/);
+  });
+});
+
+describe('long calls and slow servers', () => {
+  const tiny = path.join(FIXTURES, 'tiny-mlm');
+  const weights = fs.readFileSync(path.join(tiny, 'model.safetensors'));
+  let release = () => {};
+  // Model folders whose model.safetensors misbehaves; the other files are tiny-mlm's.
+  const misbehaving = {
+    // Headers, a first piece, then nothing.
+    stall: (res) => { res.setHeader('content-length', weights.length); res.write(weights.subarray(0, 1000)); },
+    // Promises more bytes than it sends, then ends the response.
+    short: (res) => { res.setHeader('content-length', weights.length); res.end(weights.subarray(0, 1000)); },
+    // The last piece only once the page asks for it at /release (after its first progress event).
+    gated: (res) => {
+      res.setHeader('content-length', weights.length);
+      res.write(weights.subarray(0, 4096));
+      release = () => res.end(weights.subarray(4096));
+    },
+  };
+  const handler = (req, res) => {
+    const [, folder, name] = req.url.split('/');
+    if (folder === 'release') { release(); return res.end('ok'); }
+    if (folder === 'silent') return; // never answers
+    if (name === 'model.safetensors' && misbehaving[folder]) return misbehaving[folder](res);
+    const file = path.join(tiny, name ?? '');
+    if (!name || !fs.existsSync(file)) { res.statusCode = 404; return res.end('not found'); }
+    res.end(fs.readFileSync(file));
+  };
+  let server; let browser; let page;
+  before(async () => {
+    server = await startServer({ '/slow/': handler });
+    browser = await launch({ webgpu: false });
+    page = await harness(browser, server);
+  });
+  after(async () => { await browser?.close(); server?.close(); });
+
+  const errorOf = `async (p) => { try { await p; return 'no error'; } catch (e) { return e?.name === 'AbortError' ? 'AbortError' : e instanceof Error ? e.message : 'not an Error: ' + e; } }`;
+
+  test('a stalled or cut download rejects naming the file; aborting a load rejects at once', async () => {
+    const out = await page.evaluate(async (errorOf) => {
+      errorOf = eval(errorOf);
+      const controller = new AbortController();
+      setTimeout(() => controller.abort(), 300);
+      return {
+        body: await errorOf(webbert.FillMask.load('/slow/stall/', { stallTimeout: 500 })),
+        headers: await errorOf(webbert.FillMask.load('/slow/silent/', { stallTimeout: 500 })),
+        short: await errorOf(webbert.FillMask.load('/slow/short/')),
+        aborted: await errorOf(webbert.FillMask.load('/slow/silent/', { signal: controller.signal })),
+        before: await errorOf(webbert.FillMask.load('/slow/stall/', { signal: AbortSignal.abort() })),
+        badTimeout: await errorOf(webbert.FillMask.load('/slow/stall/', { stallTimeout: 0 })),
+      };
+    }, errorOf);
+    assert.match(out.body, /\/slow\/stall\/model\.safetensors: no data for 0\.5 s; the download stalled/);
+    assert.match(out.headers, /\/slow\/silent\/config\.json: no data for 0\.5 s/);
+    assert.match(out.short, /reading http:\S+\/slow\/short\/model\.safetensors/);
+    assert.equal(out.aborted, 'AbortError');
+    assert.equal(out.before, 'AbortError');
+    assert.match(out.badTimeout, /options\.stallTimeout must be a whole number of at least 1, not 0/);
+  });
+
+  test('download progress is reported as the bytes arrive', async () => {
+    // The server holds the last piece back until the page has seen a progress event: a load that
+    // reported progress only once the body was complete would stall here.
+    const events = await page.evaluate(async () => {
+      const events = [];
+      const fm = await webbert.FillMask.load('/slow/gated/', {
+        stallTimeout: 5000,
+        onProgress: (p) => {
+          if (p.file === 'model.safetensors' && !events.length) fetch('/slow/release/');
+          if (p.file === 'model.safetensors') events.push(p);
+        },
+      });
+      fm.dispose();
+      return events;
+    });
+    assert.ok(events[0].loaded < events[0].total, JSON.stringify(events[0]));
+    assert.equal(events.at(-1).loaded, weights.length);
+  });
+
+  test('a long embed reports progress, aborts between groups, and the next call runs at once', async () => {
+    const out = await page.evaluate(async ([url, errorOf]) => {
+      errorOf = eval(errorOf);
+      const e = await webbert.Embedder.load(url, { device: 'cpu' });
+      const texts = Array.from({ length: 128 }, (_, i) => `sentence ${i}: ${'all work and no play '.repeat(2 + (i % 5))}`);
+      const events = [];
+      let start = performance.now();
+      const all = await e.embed(texts, { onProgress: (p) => events.push(p) });
+      const fullMs = performance.now() - start;
+      const controller = new AbortController();
+      start = performance.now();
+      const aborted = errorOf(e.embed(texts, { signal: controller.signal, onProgress: () => controller.abort() }));
+      const next = await e.embed(texts[100]);
+      const nextMs = performance.now() - start;
+      return {
+        events,
+        fullMs,
+        nextMs,
+        aborted: await aborted,
+        same: Math.max(...next[0].map((v, i) => Math.abs(v - all[100][i]))),
+        preAborted: await errorOf(e.embed('x', { signal: AbortSignal.abort() })),
+        badSignal: await errorOf(e.embed('x', { signal: 'stop' })),
+        badProgress: await errorOf(e.embed('x', { onProgress: 1 })),
+        after: (await e.embed(['fine']))[0].length,
+      };
+    }, [MINILM, errorOf]);
+    assert.deepEqual(out.events, [32, 64, 96, 128].map((done) => ({ done, total: 128 })));
+    assert.equal(out.aborted, 'AbortError');
+    assert.ok(out.same <= 1e-5, `the text's vector differs by ${out.same} alone`);
+    // The aborted call stopped after its first group of four: the next call did not wait for the rest.
+    console.log(`full call ${out.fullMs.toFixed(0)} ms; aborted after a group + next call ${out.nextMs.toFixed(0)} ms`);
+    assert.ok(out.nextMs < 0.75 * out.fullMs, `next call came after ${out.nextMs} ms (full call ${out.fullMs} ms)`);
+    assert.equal(out.preAborted, 'AbortError');
+    assert.match(out.badSignal, /options\.signal must be an AbortSignal, not string/);
+    assert.match(out.badProgress, /options\.onProgress must be a function, not number/);
+    assert.equal(out.after, 384);
+  });
+
+  test('50 concurrent calls on one instance give what 50 sequential calls give', async () => {
+    const { together, oneByOne } = await page.evaluate(async () => {
+      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device: 'cpu' });
+      const texts = Array.from({ length: 50 }, (_, i) => `the ${'very '.repeat(i % 7)}[MASK] of number ${i}`);
+      const together = await Promise.all(texts.map((t) => fm.predict(t, { topK: 3 })));
+      const oneByOne = [];
+      for (const t of texts) oneByOne.push(await fm.predict(t, { topK: 3 }));
+      fm.dispose();
+      return { together, oneByOne };
+    });
+    assert.equal(together.length, 50);
+    assert.deepEqual(together, oneByOne);
   });
 });

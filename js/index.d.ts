@@ -84,6 +84,8 @@ export interface Timing {
 }
 
 declare class Pipeline {
+  /** Where the model runs: on 'webgpu' until the GPU is lost (a GPU process crash), then on the 'cpu',
+   * where the call that saw the loss is run again. */
   readonly backend: 'webgpu' | 'cpu';
   /** With device 'auto' on a GPU the CPU beats on short inputs: calls of fewer tokens run on the CPU. */
   readonly crossover?: number;

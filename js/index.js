@@ -11,6 +11,8 @@ class Client {
     this.dead = null;
     this.worker.onmessage = ({ data }) => {
       if ('panic' in data) return this.end(`webbert crashed (${data.panic.split('\n')[0]}); load the model again`);
+      // The model moves to the CPU if the GPU is lost.
+      if (data.backend) this.backend = data.backend;
       const call = this.pending.get(data.id);
       if (!call) return;
       if ('progress' in data) return call.onProgress?.(data.progress);
@@ -98,8 +100,8 @@ async function open(task, source, options) {
     const files = typeof source === 'string' || source instanceof URL
       ? new URL(source, globalThis.location?.href).href
       : await readFiles(source);
-    const { backend, crossover } = await client.call('load', [task, files, rest], { onProgress });
-    return { client, backend, crossover };
+    const { crossover } = await client.call('load', [task, files, rest], { onProgress });
+    return { client, crossover };
   } catch (error) {
     client.end(error);
     throw error;
@@ -109,12 +111,15 @@ async function open(task, source, options) {
 }
 
 class Pipeline {
-  constructor({ client, backend, crossover }) {
+  constructor({ client, crossover }) {
     this.client = client;
-    /** 'webgpu' or 'cpu': where the model runs. */
-    this.backend = backend;
     /** With device 'auto': calls of fewer tokens than this run on the CPU, measured faster there. */
     this.crossover = crossover;
+  }
+
+  /** 'webgpu' or 'cpu': where the model runs (the CPU after the GPU was lost). */
+  get backend() {
+    return this.client.backend;
   }
 
   /** `{submitMs, waitMs}` of one forward pass of `tokens` tokens: where a call of that size spends its time. */

@@ -30,9 +30,9 @@ async function run({ id, op, args }) {
     } else {
       result = await model[op](...args, progress);
     }
-    self.postMessage({ id, result });
+    self.postMessage({ id, result, backend: model?.backend });
   } catch (error) {
-    self.postMessage({ id, error: error instanceof Error ? error.message : String(error) });
+    self.postMessage({ id, error: error instanceof Error ? error.message : String(error), backend: model?.backend });
   } finally {
     aborted.delete(id);
   }

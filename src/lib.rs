@@ -10,6 +10,7 @@ pub mod config;
 pub mod embeddings;
 pub mod error;
 pub mod heads;
+pub mod jsonl;
 pub mod layer;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod masking;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use webbert::jsonl::JsonLines;
 use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result};
 
 #[derive(Parser)]
@@ -17,6 +18,9 @@ use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Errors in full (a device error's chain and backtrace), not just their first line.
+    #[arg(long, global = true)]
+    verbose: bool,
 }
 
 #[derive(Subcommand)]
@@ -121,10 +125,16 @@ struct Inputs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("webbert: {e}");
+            let message = e.to_string();
+            match message.lines().next() {
+                Some(first) if !verbose => eprintln!("webbert: {first}"),
+                _ => eprintln!("webbert: {message}"),
+            }
             ExitCode::FAILURE
         }
     }
@@ -244,7 +254,7 @@ impl Inputs {
     /// The texts from the arguments, then from `--jsonl` as it is read; at least one.
     fn texts(&self) -> Result<impl Iterator<Item = Result<String>> + use<>> {
         let lines = match &self.jsonl {
-            Some(path) => Some(JsonLines::open(path)?),
+            Some(path) => Some(open_jsonl(path)?),
             None => None,
         };
         let mut texts = self
@@ -263,49 +273,14 @@ impl Inputs {
     }
 }
 
-/// A file of JSON strings, one per line (blank lines skipped), read a line at a time.
-struct JsonLines {
-    reader: Box<dyn BufRead>,
-    path: PathBuf,
-    line: usize,
-}
-
-impl JsonLines {
-    fn open(path: &Path) -> Result<Self> {
-        let reader: Box<dyn BufRead> = if path == Path::new("-") {
-            Box::new(std::io::stdin().lock())
-        } else {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-            Box::new(std::io::BufReader::new(file))
-        };
-        Ok(Self {
-            reader,
-            path: path.to_owned(),
-            line: 0,
-        })
-    }
-}
-
-impl Iterator for JsonLines {
-    type Item = Result<String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            self.line += 1;
-            let at = || format!("{} line {}", self.path.display(), self.line);
-            match self.reader.read_line(&mut line) {
-                Ok(0) => return None,
-                Ok(_) if line.trim().is_empty() => continue,
-                Ok(_) => {
-                    return Some(serde_json::from_str(&line).map_err(|e| {
-                        Error::Input(format!("{}: expected a JSON string ({e})", at()))
-                    }));
-                }
-                Err(e) => return Some(Err(Error::Io(format!("{}: {e}", at())))),
-            }
-        }
-    }
+/// `--jsonl PATH` (`-` for stdin), read a line at a time.
+fn open_jsonl(path: &Path) -> Result<JsonLines<Box<dyn BufRead>>> {
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    Ok(JsonLines::new(reader, &path.display().to_string()))
 }

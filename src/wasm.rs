@@ -1,6 +1,9 @@
 //! JavaScript bindings (wasm-bindgen). Thin: every call is one pipeline call; every failure rejects with
 //! an `Error` whose message says what was wrong, and the instance stays usable.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array, Uint32Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -37,8 +40,9 @@ fn start() {
     }));
 }
 
+/// One line: the first of a message (a device error can carry a chain and a backtrace after it).
 fn js(e: Error) -> JsError {
-    JsError::new(&e.to_string())
+    JsError::new(e.to_string().lines().next().unwrap_or_default())
 }
 
 // One per loaded model: the size difference between variants costs nothing.
@@ -75,13 +79,92 @@ impl Task {
 }
 
 /// A loaded model: an encoder for embeddings, or a masked-LM for fill-mask. Both give attention maps.
+/// If the GPU is lost (a GPU process crash, a driver reset), the model moves to the CPU and the call
+/// that saw it runs again there.
 #[wasm_bindgen]
 pub struct Model {
+    /// Swapped only when the GPU is lost; each call holds its own reference, no borrow across awaits.
+    placed: RefCell<Rc<Placed>>,
+    task: String,
+    /// Where the files came from, to load them again on the CPU.
+    source: Source,
+}
+
+/// The model on its device(s).
+struct Placed {
     task: Task,
     backend: Backend,
     /// With `device: 'auto'` on a GPU that the CPU beats on short inputs: a copy of the model on the CPU,
     /// and the fewest tokens a call needs to go to the GPU.
     small: Option<(Task, usize)>,
+}
+
+enum Source {
+    Url {
+        url: String,
+        stall_ms: u32,
+    },
+    /// The page's files (a JS object of `Uint8Array`s, kept in the worker's JS heap).
+    Files(Object),
+}
+
+impl Source {
+    async fn files(&self, on_progress: Option<Function>) -> Result<ModelFiles> {
+        match self {
+            Source::Url { url, stall_ms } => {
+                crate::web::fetch_model(url, on_progress, *stall_ms).await
+            }
+            Source::Files(object) => files_from_object(object),
+        }
+    }
+}
+
+impl Placed {
+    /// The task that takes a call on `texts`: the CPU copy if it was measured faster at their length.
+    /// Counting stops at the threshold, so a large call is not tokenized twice.
+    fn route(&self, texts: &[&str]) -> &Task {
+        let Some((cpu, threshold)) = &self.small else {
+            return &self.task;
+        };
+        let tokenizer = self.task.tokenizer();
+        let mut tokens = 0;
+        for text in texts {
+            tokens += tokenizer.encode(text).map_or(0, |e| e.ids.len());
+            if tokens >= *threshold {
+                return &self.task;
+            }
+        }
+        cpu
+    }
+}
+
+impl Model {
+    fn placed(&self) -> Rc<Placed> {
+        self.placed.borrow().clone()
+    }
+
+    /// `call` on the model; if the GPU fails under it, the model moves to the CPU and `call` runs again.
+    async fn run<T>(&self, call: impl AsyncFn(&Placed) -> Result<T>) -> Result<T> {
+        let placed = self.placed();
+        match call(&placed).await {
+            Err(Error::Device(reason)) if placed.backend == Backend::Wgpu => {
+                let first_line = reason.lines().next().unwrap_or_default();
+                web_sys::console::warn_1(
+                    &format!("webbert: the GPU failed ({first_line}); going on on the CPU").into(),
+                );
+                let files = self.source.files(None).await?;
+                let cpu = Task::load(&self.task, &files, Backend::Cpu.device().await?)?;
+                let placed = Rc::new(Placed {
+                    task: cpu,
+                    backend: Backend::Cpu,
+                    small: None,
+                });
+                *self.placed.borrow_mut() = placed.clone();
+                call(&placed).await
+            }
+            result => result,
+        }
+    }
 }
 
 /// What `navigator.gpu.requestAdapter()` says of the adapter, if the browser hands one out
@@ -257,60 +340,57 @@ impl Model {
             Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
             None => crate::web::STALL_MS,
         };
-        let files = match source.as_string() {
-            Some(url) => crate::web::fetch_model(&url, on_progress, stall_ms).await,
-            None => match source.dyn_ref::<Object>() {
-                Some(object) => files_from_object(object),
-                None => Err(Error::Input(
-                    "source must be a base URL or an object of files".into(),
-                )),
+        let source = match source.as_string() {
+            Some(url) => Source::Url { url, stall_ms },
+            None => match source.dyn_into::<Object>() {
+                Ok(object) => Source::Files(object),
+                Err(_) => {
+                    return Err(JsError::new(
+                        "source must be a base URL or an object of files",
+                    ));
+                }
             },
-        }
-        .map_err(js)?;
-        let (task, backend, small) = place(&task, &files, device.as_deref()).await.map_err(js)?;
-        Ok(Model {
-            task,
-            backend,
-            small,
-        })
-    }
-
-    /// The task that takes a call on `texts`: the CPU copy if it was measured faster at their length.
-    /// Counting stops at the threshold, so a large call is not tokenized twice.
-    fn route(&self, texts: &[&str]) -> &Task {
-        let Some((cpu, threshold)) = &self.small else {
-            return &self.task;
         };
-        let tokenizer = self.task.tokenizer();
-        let mut tokens = 0;
-        for text in texts {
-            tokens += tokenizer.encode(text).map_or(0, |e| e.ids.len());
-            if tokens >= *threshold {
-                return &self.task;
-            }
-        }
-        cpu
+        let files = source.files(on_progress).await.map_err(js)?;
+        let (task_on, backend, small) =
+            place(&task, &files, device.as_deref()).await.map_err(js)?;
+        Ok(Model {
+            placed: RefCell::new(Rc::new(Placed {
+                task: task_on,
+                backend,
+                small,
+            })),
+            task,
+            source,
+        })
     }
 
     /// With `device: 'auto'`: calls of fewer tokens than this run on the CPU, as the load measured it
     /// faster there (`undefined` when every call runs on `backend`).
     #[wasm_bindgen(getter)]
     pub fn crossover(&self) -> Option<u32> {
-        self.small.as_ref().map(|(_, threshold)| *threshold as u32)
+        let placed = self.placed();
+        placed
+            .small
+            .as_ref()
+            .map(|(_, threshold)| *threshold as u32)
     }
 
     /// `{submitMs, waitMs}` of one forward pass of `tokens` tokens on `backend`: what the CPU spends
     /// submitting the work, then the wait for the device and one small read back.
     pub async fn timing(&self, tokens: JsValue) -> std::result::Result<JsValue, JsError> {
         let tokens = count_arg(&tokens, "tokens")?;
-        let timing = self.task.timing(tokens).await.map_err(js)?;
+        let timing = self
+            .run(async |placed| placed.task.timing(tokens).await)
+            .await
+            .map_err(js)?;
         serde_wasm_bindgen::to_value(&timing).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// `"webgpu"` or `"cpu"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
-        match self.backend {
+        match self.placed().backend {
             Backend::Wgpu => "webgpu".into(),
             Backend::Cpu => "cpu".into(),
         }
@@ -328,12 +408,16 @@ impl Model {
             Some(value) => count_arg(&value, "options.topK")?,
             None => 5,
         };
-        let Task::FillMask(pipeline) = self.route(&[&text]) else {
-            return Err(JsError::new(
-                "this model was loaded for embeddings; load it with FillMask for predictions",
-            ));
-        };
-        let output = pipeline.predict(&text, top_k).await.map_err(js)?;
+        let output = self
+            .run(async |placed| match placed.route(&[&text]) {
+                Task::FillMask(pipeline) => pipeline.predict(&text, top_k).await,
+                Task::Embeddings(_) => Err(Error::Input(
+                    "this model was loaded for embeddings; load it with FillMask for predictions"
+                        .into(),
+                )),
+            })
+            .await
+            .map_err(js)?;
         serde_wasm_bindgen::to_value(&output.masks).map_err(|e| JsError::new(&e.to_string()))
     }
 
@@ -374,14 +458,18 @@ impl Model {
             None => true,
         };
         let all: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let Task::Embeddings(pipeline) = self.route(&all) else {
-            return Err(JsError::new(
-                "this model was loaded for fill-mask; load it with Embedder for embeddings",
-            ));
-        };
-        let step = async |done, total| between_groups(progress.as_ref(), done, total).await;
-        let rows = pipeline
-            .embed_with(&texts, pooling, normalize, step)
+        let rows = self
+            .run(async |placed| match placed.route(&all) {
+                Task::Embeddings(pipeline) => {
+                    let step =
+                        async |done, total| between_groups(progress.as_ref(), done, total).await;
+                    pipeline.embed_with(&texts, pooling, normalize, step).await
+                }
+                Task::FillMask(_) => Err(Error::Input(
+                    "this model was loaded for fill-mask; load it with Embedder for embeddings"
+                        .into(),
+                )),
+            })
             .await
             .map_err(js)?;
         Ok(rows
@@ -394,7 +482,7 @@ impl Model {
     /// included, cut at the model's positions), e.g. to count tokens before embedding a long document.
     pub fn tokenize(&self, text: JsValue) -> std::result::Result<Object, JsError> {
         let text = string_arg(&text, "text")?;
-        let encoding = self.task.tokenizer().encode(&text).map_err(js)?;
+        let encoding = self.placed().task.tokenizer().encode(&text).map_err(js)?;
         let result = Object::new();
         let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
         set("tokens", tokens_array(&encoding.tokens))
@@ -411,11 +499,13 @@ impl Model {
     /// `{tokens, offsets, numLayers, numHeads, weights: Float32Array [layer][head][query][key], truncated}`.
     pub async fn attention(&self, text: JsValue) -> std::result::Result<Object, JsError> {
         let text = string_arg(&text, "text")?;
-        let output = match self.route(&[&text]) {
-            Task::Embeddings(p) => p.attention(&text).await,
-            Task::FillMask(p) => p.attention(&text).await,
-        }
-        .map_err(js)?;
+        let output = self
+            .run(async |placed| match placed.route(&[&text]) {
+                Task::Embeddings(p) => p.attention(&text).await,
+                Task::FillMask(p) => p.attention(&text).await,
+            })
+            .await
+            .map_err(js)?;
         let result = Object::new();
         let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
         set("tokens", tokens_array(&output.tokens))

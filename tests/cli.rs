@@ -103,27 +103,41 @@ fn fill_mask_and_embed() {
         assert_eq!(got[0]["token_id"], want[0]["token_id"]);
     }
 
+    // The reference sentences from --jsonl after one argument: grouped by length inside, printed in order.
+    let sentences: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("minilm_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let jsonl: String = sentences["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{s}\n"))
+        .collect();
     let model = common::minilm_dir();
     let out = lines(&webbert(
         &[
             "embed",
             "--model",
             model.to_str().unwrap(),
-            "A man is playing a guitar.",
             "Hi",
+            "--jsonl",
+            "-",
         ],
-        None,
+        Some(&jsonl),
     ));
-    assert_eq!(out.len(), 2);
     let golden = common::Golden::open("minilm_golden.safetensors");
-    let (_, mean) = golden.get("embedding.mean");
-    let row: Vec<f32> = out[0]["embedding"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_f64().unwrap() as f32)
-        .collect();
-    assert!(common::cosine(&row, &mean[2 * 384..3 * 384]) >= 0.99999);
+    let (shape, mean) = golden.get("embedding.mean");
+    assert_eq!(out.len(), 1 + shape[0]);
+    for (line, want) in out[1..].iter().zip(mean.chunks_exact(shape[1])) {
+        let row: Vec<f32> = line["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert!(common::cosine(&row, want) >= 0.99999);
+    }
 }
 
 #[test]

@@ -358,3 +358,181 @@ fn missing_files_are_named() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every parser a user can feed, on mutated valid files and arbitrary input, and arbitrary text through
+/// tokenize → fill-mask / embed: a value or an error, never a panic. `PROPTEST_CASES` sets the cases per
+/// target (scripts/fuzz.sh runs many more than CI's default).
+mod fuzz {
+    use std::io::Cursor;
+
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    use serde_json::Value;
+    use webbert::jsonl::JsonLines;
+
+    use super::*;
+
+    /// `default` cases, or `share` of `PROPTEST_CASES` where it is set.
+    fn budget(default: u32, share: f64) -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|c| c.parse::<f64>().ok())
+            .map_or(default, |c| (c * share).max(1.0) as u32);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    /// Byte edits and a cut: `(where, new byte)`s, then where the file ends.
+    fn mutations() -> impl Strategy<Value = (Vec<(Index, u8)>, Option<Index>)> {
+        (
+            prop::collection::vec((any::<Index>(), any::<u8>()), 1..8),
+            prop::option::weighted(0.2, any::<Index>()),
+        )
+    }
+
+    /// `bytes` with the edits applied within its first `span` bytes (where the structure is).
+    fn mutate(
+        mut bytes: Vec<u8>,
+        span: usize,
+        (edits, cut): &(Vec<(Index, u8)>, Option<Index>),
+    ) -> Vec<u8> {
+        let span = span.min(bytes.len());
+        for (at, byte) in edits {
+            bytes[at.index(span)] = *byte;
+        }
+        if let Some(cut) = cut {
+            bytes.truncate(cut.index(bytes.len() + 1));
+        }
+        bytes
+    }
+
+    fn tiny_weights() -> Vec<u8> {
+        std::fs::read(tiny_dir().join("model.safetensors")).unwrap()
+    }
+
+    /// A JSON value of any kind, sizes at the edges included.
+    fn json_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (0u64..4096).prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            ".{0,8}".prop_map(Value::from),
+            Just(Value::Array(vec![])),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            // Words, punctuation, accents, CJK, controls and specials: what BERT's rules treat specially.
+            prop::collection::vec(
+                prop::sample::select(vec![
+                    "the", " ", "\t", "\n", "[MASK]", "[SEP]", "[CLS]", "[UNK]", "é", "Ä", "ß",
+                    "İ", "中", "文", "\u{0}", "\u{fffd}", "\u{200b}", "\u{301}", "...", "-", "'",
+                    "🙂", "Straße", "naïve", "x", "##", "[MAS", "K]", "\u{a0}", "\r\n",
+                ]),
+                0..40,
+            )
+            .prop_map(|parts| parts.concat()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(budget(64, 1.0))]
+
+        #[test]
+        fn safetensors_files(m in mutations()) {
+            let bytes = tiny_weights();
+            let header = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+            let _ = load_mlm(mutate(bytes, header + 64, &m));
+        }
+
+        #[test]
+        fn safetensors_index(m in mutations()) {
+            let dir = common::fixtures().join("tiny-mlm-bf16-sharded");
+            let index = std::fs::read(dir.join("model.safetensors.index.json")).unwrap();
+            let index = String::from_utf8_lossy(&mutate(index, usize::MAX, &m)).into_owned();
+            if let Ok(names) = Checkpoint::shard_names(&index) {
+                let shards = names
+                    .iter()
+                    .filter_map(|n| Some((n.clone(), std::fs::read(dir.join(n)).ok()?)))
+                    .collect();
+                let _ = Checkpoint::from_shards(&index, shards);
+            }
+        }
+
+        #[test]
+        fn config_json(edits in prop::collection::vec((any::<Index>(), json_value()), 1..4)) {
+            let mut config: Value = serde_json::from_str(&tiny_config()).unwrap();
+            let keys: Vec<String> = config.as_object().unwrap().keys().cloned().collect();
+            for (key, value) in edits {
+                config[key.get(&keys).as_str()] = value;
+            }
+            if let Ok(checkpoint) = Checkpoint::from_safetensors(tiny_weights())
+                && let Ok(files) = ModelFiles::new(&config.to_string(), tiny_tokenizer(), checkpoint)
+            {
+                let _ = FillMask::load(files, Backend::Cpu.device().unwrap());
+            }
+        }
+
+        #[test]
+        fn tokenizer_json(m in mutations(), text in text()) {
+            let json = std::fs::read(common::fixtures().join("tiny-mlm-bf16-sharded/tokenizer.json")).unwrap();
+            if let Ok(tokenizer) = Tokenizer::from_tokenizer_json(&mutate(json, usize::MAX, &m), 64) {
+                let _ = tokenizer.encode(&text);
+            }
+        }
+
+        #[test]
+        fn vocab_txt(lines in prop::collection::vec(text(), 0..50), text in text()) {
+            let vocab = lines.join("\n");
+            if let Ok(tokenizer) = Tokenizer::from_vocab(vocab.as_bytes(), None, 16) {
+                let _ = tokenizer.encode(&text);
+            }
+        }
+
+        #[test]
+        fn jsonl(bytes in prop::collection::vec(any::<u8>(), 0..200), lines in prop::collection::vec(text(), 0..5)) {
+            let quoted: Vec<String> = lines.iter().map(|l| Value::from(l.as_str()).to_string()).collect();
+            let read = JsonLines::new(Cursor::new(quoted.join("\n\n")), "test").collect::<webbert::Result<Vec<_>>>();
+            prop_assert_eq!(read.unwrap(), lines);
+            let _ = JsonLines::new(Cursor::new(bytes), "test").count();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(budget(32, 0.1))]
+
+        /// Any text: the fast tokenizer path gives what `tokenizers` gives, fill-mask and embed give a
+        /// result or an input error.
+        #[test]
+        fn any_text_through_the_pipelines(text in text(), at in any::<Index>()) {
+            let files = || ModelFiles::from_dir(&tiny_dir()).unwrap();
+            let tokenizer = files().tokenizer;
+            prop_assert!(tokenizer.has_fast_path());
+            let fast = tokenizer.encode(&text);
+            let reference = tokenizer.clone().without_fast_path().encode(&text);
+            prop_assert_eq!(fast.ok(), reference.ok());
+            let mut masked = text.clone();
+            let cut = masked.char_indices().map(|(i, _)| i).chain([masked.len()]).nth(at.index(text.chars().count() + 1)).unwrap();
+            masked.insert_str(cut, "[MASK]");
+            let fill = FillMask::load(files(), Backend::Cpu.device().unwrap()).unwrap();
+            match common::block_on(fill.predict(&masked, 3)) {
+                Ok(out) => prop_assert!(!out.masks.is_empty()),
+                Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
+            }
+            let embedder = Embedder::load(files(), Backend::Cpu.device().unwrap()).unwrap();
+            match common::block_on(embedder.embed(&[text], Pooling::Mean, true)) {
+                Ok(rows) => prop_assert!(rows[0].iter().all(|v| v.is_finite())),
+                Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
+            }
+        }
+    }
+}

@@ -42,6 +42,9 @@ impl Tokenizer {
     /// From a `tokenizer.json` (the fast tokenizer's own file). Its saved padding is dropped and its
     /// truncation replaced by `max_len`, as `transformers` does per call.
     pub fn from_tokenizer_json(json: &[u8], max_len: usize) -> Result<Self> {
+        // JSON syntax first: `tokenizers` panics (`expect("Helper")`) on a syntax error inside `decoder`.
+        serde_json::from_slice::<serde::de::IgnoredAny>(json)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be read: {e}")))?;
         let inner = tokenizers::Tokenizer::from_bytes(json)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be read: {e}")))?;
         Self::with_limits(inner, max_len)

@@ -104,6 +104,32 @@ describe('with WebGPU', () => {
     assert.match(messages.kernels, /kernels must be "serial", "tiled"/);
   });
 
+  test('when the GPU process crashes, the model moves to the CPU and the call runs there', async () => {
+    // A browser of its own: the crash takes WebGPU away from every page in it.
+    const own = await launch({ webgpu: true });
+    try {
+      const page = await harness(own, server);
+      const before = await page.evaluate(async () => {
+        window.fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device: 'webgpu' });
+        return { backend: fm.backend, masks: await fm.predict('the [MASK] of') };
+      });
+      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      const after = await page.evaluate(async () => {
+        const masks = await fm.predict('the [MASK] of');
+        return { backend: fm.backend, masks, again: await fm.predict('the [MASK] of') };
+      });
+      assert.equal(before.backend, 'webgpu');
+      assert.equal(after.backend, 'cpu');
+      before.masks[0].forEach((p, k) => {
+        assert.equal(after.masks[0][k].tokenId, p.tokenId);
+        assert.ok(Math.abs(after.masks[0][k].score - p.score) <= 1e-5);
+      });
+      assert.deepEqual(after.again, after.masks);
+    } finally {
+      await own.close();
+    }
+  });
+
   test('attention probabilities match PyTorch', async () => {
     const out = await page.evaluate(async ([url, text]) => {
       const e = await webbert.Embedder.load(url);
@@ -398,6 +424,11 @@ describe('long calls and slow servers', () => {
         badSignal: await errorOf(e.embed('x', { signal: 'stop' })),
         badProgress: await errorOf(e.embed('x', { onProgress: 1 })),
         after: (await e.embed(['fine']))[0].length,
+        // 210k characters cost what their first 512 tokens cost, and give what those give.
+        huge: await (async () => {
+          const [huge, cut] = await e.embed(['all work and no play '.repeat(10000), 'all work and no play '.repeat(200)]);
+          return Math.max(...huge.map((v, i) => Math.abs(v - cut[i])));
+        })(),
       };
     }, [MINILM, errorOf]);
     assert.deepEqual(out.events, [32, 64, 96, 128].map((done) => ({ done, total: 128 })));
@@ -410,6 +441,7 @@ describe('long calls and slow servers', () => {
     assert.match(out.badSignal, /options\.signal must be an AbortSignal, not string/);
     assert.match(out.badProgress, /options\.onProgress must be a function, not number/);
     assert.equal(out.after, 384);
+    assert.ok(out.huge <= 1e-6, `a huge text differs from its first 512 tokens by ${out.huge}`);
   });
 
   test('50 concurrent calls on one instance give what 50 sequential calls give', async () => {

@@ -126,7 +126,7 @@ struct Inputs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some();
+    let verbose = cli.verbose || std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -185,19 +185,28 @@ impl Loader<'_> {
 
     /// Several Linear layers of the same shape read as one, their outputs side by side (`[in, n × out]`).
     fn linears(&self, prefixes: &[&str], d_in: usize, d_out: usize) -> Result<Linear> {
+        // Every part read (and its shape checked against the file) before the sizes from config.json
+        // allocate anything.
+        let parts = prefixes
+            .iter()
+            .map(|prefix| {
+                let weight = self
+                    .checkpoint
+                    .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
+                let bias = self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?;
+                Ok((weight, bias))
+            })
+            .collect::<Result<Vec<_>>>()?;
         let width = prefixes.len() * d_out;
         let mut weight = vec![0.0f32; d_in * width];
         let mut bias = Vec::with_capacity(width);
-        for (n, prefix) in prefixes.iter().enumerate() {
-            let part = self
-                .checkpoint
-                .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        for (n, (part, part_bias)) in parts.into_iter().enumerate() {
             for (o, row) in part.chunks_exact(d_in).enumerate() {
                 for (i, w) in row.iter().enumerate() {
                     weight[i * width + n * d_out + o] = *w;
                 }
             }
-            bias.extend(self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?);
+            bias.extend(part_bias);
         }
         Ok(Linear {
             weight: Param::from_tensor(Tensor::from_data(
@@ -213,12 +222,15 @@ impl Loader<'_> {
 
     fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
         let hidden = self.config.hidden_size;
+        // Read first: `init` allocates `hidden_size` from config.json, checked against the file here.
+        let gamma = self.tensor1(&format!("{prefix}.weight"), hidden)?;
+        let beta = self.tensor1(&format!("{prefix}.bias"), hidden)?;
         // `init` only sets epsilon here; its ones/zeros are replaced at once.
         let mut norm = LayerNormConfig::new(hidden)
             .with_epsilon(self.config.layer_norm_eps)
             .init(self.device);
-        norm.gamma = self.tensor1(&format!("{prefix}.weight"), hidden)?;
-        norm.beta = Some(self.tensor1(&format!("{prefix}.bias"), hidden)?);
+        norm.gamma = gamma;
+        norm.beta = Some(beta);
         Ok(norm)
     }
 

@@ -145,6 +145,19 @@ fn wrongly_shaped_tensor_names_expected_and_found_shape() {
         ),
         "{err}"
     );
+    // Sizes in config.json far past the file's are an error before they allocate anything (found by
+    // fuzz::config_json: the process aborted allocating 2^60 floats).
+    for (field, size) in [("intermediate_size", 1u64 << 60), ("hidden_size", 1 << 40)] {
+        let mut config: serde_json::Value = serde_json::from_str(&tiny_config()).unwrap();
+        config[field] = size.into();
+        let checkpoint = Checkpoint::from_safetensors(serialize(&tiny_tensors())).unwrap();
+        let files = ModelFiles::new(&config.to_string(), tiny_tokenizer(), checkpoint).unwrap();
+        let err = message(FillMask::load(files, Backend::Cpu.device().unwrap()));
+        assert!(
+            err.contains("expected [") && err.contains(&size.to_string()),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -237,6 +237,52 @@ fn sharded_checkpoint_errors() {
     assert!(message(Checkpoint::shard_names(unsafe_index)).contains("unsafe shard path"));
 }
 
+/// Found by fuzz::tokenizer_json: files `tokenizers` reads, then panics on (a trap in the browser).
+#[test]
+fn tokenizer_json_that_would_panic_in_tokenizers_is_an_error() {
+    let path = common::fixtures().join("tiny-mlm-bf16-sharded/tokenizer.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut json = json.clone();
+        edit(&mut json);
+        json.to_string().into_bytes()
+    };
+    let undefined =
+        edited(&|j| j["post_processor"]["single"][0]["SpecialToken"]["id"] = "[CLX]".into());
+    assert_eq!(
+        message(Tokenizer::from_tokenizer_json(&undefined, 64)),
+        "tokenizer: tokenizer.json: post_processor names \"[CLX]\", which its special_tokens do not define"
+    );
+    let uneven = edited(&|j| {
+        j["post_processor"]["special_tokens"]["[SEP]"]["ids"] = serde_json::json!([102, 103])
+    });
+    assert!(
+        message(Tokenizer::from_tokenizer_json(&uneven, 64))
+            .contains("different number of ids and tokens")
+    );
+    let mut syntax = json.to_string();
+    syntax.insert(
+        syntax
+            .find("\"WordPiece\", \"prefix")
+            .or(syntax.find("\"prefix\":\"##\""))
+            .unwrap()
+            + 3,
+        '\u{1}',
+    );
+    assert!(
+        message(Tokenizer::from_tokenizer_json(syntax.as_bytes(), 64))
+            .contains("could not be read")
+    );
+    // An id no token has, from the post-processor: an error at encode, not a gather past the embeddings.
+    let foreign = edited(&|j| {
+        j["post_processor"]["special_tokens"]["[CLS]"]["ids"] = serde_json::json!([5000])
+    });
+    let tokenizer = Tokenizer::from_tokenizer_json(&foreign, 64).unwrap();
+    assert!(
+        message(tokenizer.encode("hello")).contains("the id 5000, which is not in its vocabulary")
+    );
+}
+
 #[test]
 fn tokenizer_errors() {
     assert!(

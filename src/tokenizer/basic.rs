@@ -10,6 +10,7 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{Model, Token};
 use unicode_categories::UnicodeCategories;
 use unicode_normalization_alignments::UnicodeNormalization;
+use unicode_normalization_alignments::char::{canonical_combining_class, decompose_canonical};
 
 use crate::error::{Error, Result};
 
@@ -75,6 +76,37 @@ impl BasicTokenizer {
             rest = &rest[before.len() + content.len()..];
         }
         Ok(words.tokens)
+    }
+
+    /// Whether NFD would reorder combining marks across two of `text`'s characters (a mark of a lower
+    /// class after one of a higher): then stripping accents character by character, as here, would place
+    /// a kept mark differently from the normaliser, which decomposes the text as a whole. Such texts take
+    /// the `tokenizers` path.
+    pub fn reorders_marks(&self, text: &str) -> bool {
+        if !self.strip_accents {
+            return false;
+        }
+        let mut last = 0; // combining class of the character before, as decomposed
+        for c in text.chars() {
+            if self.clean_text && (c == '\0' || c == '\u{fffd}' || is_control(c)) {
+                continue; // removed first: the marks either side meet
+            }
+            if c.is_ascii() {
+                last = 0;
+                continue;
+            }
+            let (mut first, mut end) = (None, 0);
+            decompose_canonical(c, |d| {
+                let class = canonical_combining_class(d);
+                first.get_or_insert(class);
+                end = class;
+            });
+            if first.is_some_and(|first| first != 0 && first < last) {
+                return true;
+            }
+            last = end;
+        }
+        false
     }
 
     /// The text before the first added token in `text`, and that token (the longest, where several start there).

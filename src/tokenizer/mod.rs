@@ -34,17 +34,61 @@ pub struct Tokenizer {
     basic: Option<BasicTokenizer>,
     mask_id: Option<u32>,
     max_len: usize,
+    /// Past this, an id is not in the vocabulary (a post-processor can be given any id).
+    largest_id: u32,
 }
 
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+
+/// A `TemplateProcessing` (alone or in a `Sequence`) defines every special token its templates name, each
+/// with as many ids as tokens.
+fn check_post_processor(processor: &Value) -> Result<()> {
+    let error = |what: String| {
+        Err(Error::Tokenizer(format!(
+            "tokenizer.json: post_processor {what}"
+        )))
+    };
+    match processor["type"].as_str() {
+        Some("Sequence") => {
+            for p in processor["processors"].as_array().into_iter().flatten() {
+                check_post_processor(p)?;
+            }
+        }
+        Some("TemplateProcessing") => {
+            let specials = &processor["special_tokens"];
+            for template in ["single", "pair"] {
+                for piece in processor[template].as_array().into_iter().flatten() {
+                    if let Some(id) = piece["SpecialToken"]["id"].as_str()
+                        && specials.get(id).is_none()
+                    {
+                        return error(format!(
+                            "names {id:?}, which its special_tokens do not define"
+                        ));
+                    }
+                }
+            }
+            for (id, token) in specials.as_object().into_iter().flatten() {
+                let len = |key: &str| token[key].as_array().map(Vec::len);
+                if len("ids") != len("tokens") {
+                    return error(format!("gives {id:?} a different number of ids and tokens"));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
 
 impl Tokenizer {
     /// From a `tokenizer.json` (the fast tokenizer's own file). Its saved padding is dropped and its
     /// truncation replaced by `max_len`, as `transformers` does per call.
     pub fn from_tokenizer_json(json: &[u8], max_len: usize) -> Result<Self> {
-        // JSON syntax first: `tokenizers` panics (`expect("Helper")`) on a syntax error inside `decoder`.
-        serde_json::from_slice::<serde::de::IgnoredAny>(json)
+        // Checked first, where `tokenizers` would panic instead of failing: on a syntax error inside
+        // `decoder` (`expect("Helper")`), and at the first encode on a template naming a special token
+        // it does not define.
+        let value: Value = serde_json::from_slice(json)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be read: {e}")))?;
+        check_post_processor(&value["post_processor"])?;
         let inner = tokenizers::Tokenizer::from_bytes(json)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be read: {e}")))?;
         Self::with_limits(inner, max_len)
@@ -114,11 +158,13 @@ impl Tokenizer {
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         let mask_id = inner.token_to_id("[MASK]");
+        let largest_id = inner.get_vocab(true).into_values().max().unwrap_or(0);
         Ok(Self {
             basic: BasicTokenizer::of(&inner),
             inner,
             mask_id,
             max_len,
+            largest_id,
         })
     }
 
@@ -145,7 +191,7 @@ impl Tokenizer {
     fn run(&self, a: &str, b: Option<&str>) -> Result<Encoding> {
         let error = |e| Error::Tokenizer(format!("could not tokenize: {e}"));
         let encoding = match &self.basic {
-            Some(basic) => {
+            Some(basic) if !b.into_iter().chain([a]).any(|t| basic.reorders_marks(t)) => {
                 let model = self.inner.get_model();
                 // A single text keeps at most `max_len` tokens; of a pair, truncation weighs both
                 // lengths, so each is read whole.
@@ -164,7 +210,7 @@ impl Tokenizer {
                     .post_process(sequence(a, 0)?, pair, true)
                     .map_err(error)?
             }
-            None => {
+            _ => {
                 let input = match b {
                     None => tokenizers::EncodeInput::Single(a.into()),
                     Some(b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
@@ -172,6 +218,11 @@ impl Tokenizer {
                 self.inner.encode_char_offsets(input, true).map_err(error)?
             }
         };
+        if let Some(id) = encoding.get_ids().iter().find(|&&id| id > self.largest_id) {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer gave the id {id}, which is not in its vocabulary (its post-processor?)"
+            )));
+        }
         Ok(Encoding {
             ids: encoding.get_ids().to_vec(),
             token_type_ids: encoding.get_type_ids().to_vec(),

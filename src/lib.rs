@@ -17,6 +17,8 @@ pub mod masking;
 pub mod model;
 pub mod ops;
 pub mod pipelines;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod quantize;
 pub mod source;
 pub mod tokenizer;
 #[cfg(not(target_arch = "wasm32"))]
@@ -32,6 +34,6 @@ pub use config::BertConfig;
 pub use error::{Error, Result};
 pub use heads::Pooling;
 pub use pipelines::{AttentionOutput, Embedder, FillMask, FillMaskOutput, Prediction};
-pub use source::{ModelFiles, TokenizerFiles};
+pub use source::{ModelFiles, TokenizerFiles, WeightsDtype};
 pub use tokenizer::{Encoding, Tokenizer};
 pub use weights::Checkpoint;

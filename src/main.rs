@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use webbert::jsonl::JsonLines;
-use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result};
+use webbert::quantize::quantize_fp16;
+use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result, WeightsDtype};
 
 #[derive(Parser)]
 #[command(
@@ -68,6 +69,15 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Writes a smaller variant of a model's weights beside its other files (OUT may be MODEL itself),
+    /// refused if its embeddings stray from the original's.
+    Quantize {
+        /// The only variant so far: `fp16` (model.fp16.safetensors, half the bytes).
+        #[arg(long)]
+        dtype: String,
+        model: PathBuf,
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -121,6 +131,9 @@ struct Inputs {
     /// A file of JSON strings, one per line (`-` for stdin).
     #[arg(long)]
     jsonl: Option<PathBuf>,
+    /// Which weights: `fp32` (model.safetensors), `fp16` (model.fp16.safetensors), `auto` (the smallest there is).
+    #[arg(long, default_value = "auto")]
+    dtype: WeightsDtype,
     texts: Vec<String>,
 }
 
@@ -147,7 +160,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Tokenize(inputs) => {
-            let files = ModelFiles::from_dir(&inputs.model)?;
+            let files = inputs.files()?;
             for text in inputs.texts()? {
                 let e = files.tokenizer.encode(&text?)?;
                 emit(
@@ -160,7 +173,7 @@ fn run(cli: Cli) -> Result<()> {
             top_k,
             backend,
         } => {
-            let pipeline = FillMask::load(ModelFiles::from_dir(&inputs.model)?, backend.device()?)?;
+            let pipeline = FillMask::load(inputs.files()?, backend.device()?)?;
             for text in inputs.texts()? {
                 let output = pollster::block_on(pipeline.predict(&text?, top_k))?;
                 let masks: Vec<Vec<_>> = output
@@ -177,7 +190,7 @@ fn run(cli: Cli) -> Result<()> {
             no_normalize,
             backend,
         } => {
-            let pipeline = Embedder::load(ModelFiles::from_dir(&inputs.model)?, backend.device()?)?;
+            let pipeline = Embedder::load(inputs.files()?, backend.device()?)?;
             let mut texts = inputs.texts()?.peekable();
             // A file of any length in constant memory: a window of texts at a time, grouped by length
             // within it.
@@ -212,6 +225,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::ShipMlm { model, out } => {
             let bytes = webbert::train::ship(&model, &out)?;
             emit(json!({"delta_bytes": bytes, "out": out}))?;
+        }
+        Command::Quantize { dtype, model, out } => {
+            if dtype != "fp16" {
+                return Err(Error::Input(format!(
+                    "--dtype must be fp16 (the only variant so far), not {dtype:?}"
+                )));
+            }
+            let report = quantize_fp16(&model, &out, &Backend::Cpu.device()?)?;
+            emit(serde_json::to_value(report).unwrap_or_default())?;
         }
     }
     Ok(())
@@ -251,6 +273,10 @@ impl TrainArgs {
 const EMBED_WINDOW: usize = 1024;
 
 impl Inputs {
+    fn files(&self) -> Result<ModelFiles> {
+        ModelFiles::from_dir_as(&self.model, self.dtype)
+    }
+
     /// The texts from the arguments, then from `--jsonl` as it is read; at least one.
     fn texts(&self) -> Result<impl Iterator<Item = Result<String>> + use<>> {
         let lines = match &self.jsonl {

@@ -16,6 +16,46 @@ pub enum TokenizerFiles {
     },
 }
 
+/// Which weights to load from a model directory: `model.safetensors` (or its index and shards) as the
+/// model was published, or `model.fp16.safetensors` beside it (written by `webbert quantize --dtype fp16`,
+/// which refuses a variant whose embeddings stray from the original's: half the download, widened to f32
+/// at load). `Auto` takes the smallest the directory has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightsDtype {
+    Fp32,
+    Fp16,
+    #[default]
+    Auto,
+}
+
+/// The file name of the f16 variant.
+pub const FP16_WEIGHTS: &str = "model.fp16.safetensors";
+
+impl WeightsDtype {
+    /// Single-file weights to look for, in order of preference; `Fp32` and `Auto` then try an index.
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            WeightsDtype::Fp32 => &["model.safetensors"],
+            WeightsDtype::Fp16 => &[FP16_WEIGHTS],
+            WeightsDtype::Auto => &[FP16_WEIGHTS, "model.safetensors"],
+        }
+    }
+}
+
+impl std::str::FromStr for WeightsDtype {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" => Ok(WeightsDtype::Fp32),
+            "fp16" => Ok(WeightsDtype::Fp16),
+            "auto" => Ok(WeightsDtype::Auto),
+            other => Err(Error::Input(format!(
+                "dtype must be \"fp32\", \"fp16\" or \"auto\", not {other:?}"
+            ))),
+        }
+    }
+}
+
 pub struct ModelFiles {
     pub config: BertConfig,
     pub tokenizer: Tokenizer,
@@ -62,7 +102,10 @@ impl ModelFiles {
 
     /// Assembles a model from files looked up by name (`None`: no such file), in Hugging Face's order of
     /// preference: `tokenizer.json` over `vocab.txt`, `model.safetensors` over an index and its shards.
-    pub fn from_lookup(mut file: impl FnMut(&str) -> Result<Option<Vec<u8>>>) -> Result<Self> {
+    pub fn from_lookup(
+        dtype: WeightsDtype,
+        mut file: impl FnMut(&str) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Self> {
         let config =
             file("config.json")?.ok_or_else(|| Error::Io("config.json is missing".into()))?;
         let config = text(config, "config.json")?;
@@ -77,8 +120,20 @@ impl ModelFiles {
                     .transpose()?,
             },
         };
-        let checkpoint = match file("model.safetensors")? {
+        let mut single = None;
+        for name in dtype.files() {
+            if let Some(bytes) = file(name)? {
+                single = Some(bytes);
+                break;
+            }
+        }
+        let checkpoint = match single {
             Some(bytes) => Checkpoint::from_safetensors(bytes)?,
+            None if dtype == WeightsDtype::Fp16 => {
+                return Err(Error::Io(format!(
+                    "{FP16_WEIGHTS} is missing (`webbert quantize --dtype fp16` writes it)"
+                )));
+            }
             None => {
                 let index = file("model.safetensors.index.json")?.ok_or_else(|| {
                     Error::Io(
@@ -102,21 +157,29 @@ impl ModelFiles {
         Self::new(&config, tokenizer, checkpoint)
     }
 
-    /// Reads a folder in Hugging Face layout.
+    /// Reads a folder in Hugging Face layout, its weights as published (`model.safetensors` or shards).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &std::path::Path) -> Result<Self> {
-        Self::from_lookup(|name| {
-            let path = dir.join(name);
-            match std::fs::read(&path) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::Io(format!("{}: {e}", path.display()))),
-            }
-        })
-        .map_err(|e| match e {
+        Self::from_dir_as(dir, WeightsDtype::Fp32)
+    }
+
+    /// As [`from_dir`](Self::from_dir), with the weights `dtype` chooses.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn from_dir_as(dir: &std::path::Path, dtype: WeightsDtype) -> Result<Self> {
+        Self::from_lookup(dtype, |name| read_optional(&dir.join(name))).map_err(|e| match e {
             Error::Io(msg) => Error::Io(format!("{}: {msg}", dir.display())),
             other => other,
         })
+    }
+}
+
+/// A file's bytes, or `None` if there is no such file.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_optional(path: &std::path::Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io(format!("{}: {e}", path.display()))),
     }
 }
 

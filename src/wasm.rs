@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::heads::Pooling;
 use crate::pipelines::{Embedder, FillMask, Timing};
-use crate::source::ModelFiles;
+use crate::source::{ModelFiles, WeightsDtype};
 use crate::tokenizer::Tokenizer;
 
 unsafe extern "C" {
@@ -102,19 +102,22 @@ struct Placed {
 enum Source {
     Url {
         url: String,
+        dtype: WeightsDtype,
         stall_ms: u32,
     },
     /// The page's files (a JS object of `Uint8Array`s, kept in the worker's JS heap).
-    Files(Object),
+    Files { files: Object, dtype: WeightsDtype },
 }
 
 impl Source {
     async fn files(&self, on_progress: Option<Function>) -> Result<ModelFiles> {
         match self {
-            Source::Url { url, stall_ms } => {
-                crate::web::fetch_model(url, on_progress, *stall_ms).await
-            }
-            Source::Files(object) => files_from_object(object),
+            Source::Url {
+                url,
+                dtype,
+                stall_ms,
+            } => crate::web::fetch_model(url, *dtype, on_progress, *stall_ms).await,
+            Source::Files { files, dtype } => files_from_object(files, *dtype),
         }
     }
 }
@@ -301,8 +304,8 @@ async fn place(
 }
 
 /// `{ "config.json": Uint8Array, ... }` → the model's files.
-fn files_from_object(files: &Object) -> Result<ModelFiles> {
-    ModelFiles::from_lookup(|name| {
+fn files_from_object(files: &Object, dtype: WeightsDtype) -> Result<ModelFiles> {
+    ModelFiles::from_lookup(dtype, |name| {
         let value = Reflect::get(files, &name.into())
             .map_err(|_| Error::Input(format!("cannot read {name}")))?;
         if value.is_undefined() || value.is_null() {
@@ -320,7 +323,8 @@ fn files_from_object(files: &Object) -> Result<ModelFiles> {
 #[wasm_bindgen]
 impl Model {
     /// `task`: `"embeddings"` or `"fill-mask"`; `source`: a base URL (string) in Hugging Face layout, or an
-    /// object of file name → `Uint8Array`; `options`: `{device = 'auto', kernels, stallTimeout = 30000}`,
+    /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
+    /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, or the smallest there is),
     /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
     /// comparing them on one GPU), `stallTimeout` the milliseconds a download may receive nothing.
     pub async fn load(
@@ -340,10 +344,18 @@ impl Model {
             Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
             None => crate::web::STALL_MS,
         };
+        let dtype = match option(&options, "dtype")? {
+            Some(value) => string_arg(&value, "options.dtype")?.parse().map_err(js)?,
+            None => WeightsDtype::Auto,
+        };
         let source = match source.as_string() {
-            Some(url) => Source::Url { url, stall_ms },
+            Some(url) => Source::Url {
+                url,
+                dtype,
+                stall_ms,
+            },
             None => match source.dyn_into::<Object>() {
-                Ok(object) => Source::Files(object),
+                Ok(files) => Source::Files { files, dtype },
                 Err(_) => {
                     return Err(JsError::new(
                         "source must be a base URL or an object of files",

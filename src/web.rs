@@ -9,7 +9,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Cache, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::error::{Error, Result};
-use crate::source::ModelFiles;
+use crate::source::{ModelFiles, WeightsDtype};
 use crate::weights::Checkpoint;
 
 const CACHE_NAME: &str = "webbert-models-v1";
@@ -160,18 +160,23 @@ impl Fetcher<'_> {
         }
     }
 
+    async fn cached(&self, url: &str) -> Option<JsValue> {
+        let cache = self.cache?;
+        call(cache.match_with_str(url).into(), "cache lookup")
+            .await
+            .ok()
+            .filter(|r| !r.is_undefined())
+    }
+
+    async fn is_cached(&self, name: &str) -> bool {
+        self.cached(&self.url(name)).await.is_some()
+    }
+
     /// Fetches `name` (from the cache if it is there); `Ok(None)` on 404 (an optional file), an error
     /// for any other failure.
     async fn file(&self, name: &str) -> Result<Option<Fetched>> {
         let url = self.url(name);
-        let cached = match self.cache {
-            Some(cache) => call(cache.match_with_str(&url).into(), "cache lookup")
-                .await
-                .ok()
-                .filter(|r| !r.is_undefined()),
-            None => None,
-        };
-        if let Some(hit) = cached {
+        if let Some(hit) = self.cached(&url).await {
             let response: Response = hit.dyn_into().map_err(|e| js_error(&url, e))?;
             let bytes = self.body(&url, name, response).await?;
             return Ok(Some(Fetched {
@@ -297,6 +302,7 @@ impl Fetcher<'_> {
 /// fails with an error naming its file.
 pub async fn fetch_model(
     base: &str,
+    dtype: WeightsDtype,
     progress: Option<Function>,
     stall_ms: u32,
 ) -> Result<ModelFiles> {
@@ -310,7 +316,7 @@ pub async fn fetch_model(
     };
     let mut files = HashMap::new();
     let mut to_cache = Vec::new();
-    let found = fetch_files(&fetcher, &mut files, &mut to_cache).await;
+    let found = fetch_files(&fetcher, dtype, &mut files, &mut to_cache).await;
     let fetched: Vec<String> = files.keys().cloned().collect();
     let refused = async |e| forget(cache.as_ref(), base, fetched.iter(), e).await;
     match found {
@@ -318,7 +324,7 @@ pub async fn fetch_model(
         Err(e) => return Err(refused(e).await),
         Ok(()) => {}
     }
-    match ModelFiles::from_lookup(|name| Ok(files.remove(name))) {
+    match ModelFiles::from_lookup(dtype, |name| Ok(files.remove(name))) {
         Ok(model) => {
             if let Some(cache) = &cache {
                 // Best effort: a full or unavailable cache only costs a later re-download.
@@ -333,24 +339,37 @@ pub async fn fetch_model(
     }
 }
 
+/// The files [`ModelFiles::from_lookup`] will ask for: only the weights `dtype` picks are downloaded.
 async fn fetch_files(
     fetcher: &Fetcher<'_>,
+    dtype: WeightsDtype,
     files: &mut HashMap<String, Vec<u8>>,
     to_cache: &mut Vec<(String, Response)>,
 ) -> Result<()> {
     fetcher
-        .into(
-            files,
-            to_cache,
-            &["config.json", "tokenizer.json", "model.safetensors"],
-        )
+        .into(files, to_cache, &["config.json", "tokenizer.json"])
         .await?;
     if !files.contains_key("tokenizer.json") {
         fetcher
             .into(files, to_cache, &["vocab.txt", "tokenizer_config.json"])
             .await?;
     }
-    if !files.contains_key("model.safetensors") {
+    // A variant already in the cache wins, so that a second load needs no network (not even to ask
+    // for a smaller variant that is not there).
+    let mut names = dtype.files().to_vec();
+    for (i, name) in dtype.files().iter().enumerate() {
+        if fetcher.is_cached(name).await {
+            names.swap(0, i);
+            break;
+        }
+    }
+    for name in names {
+        fetcher.into(files, to_cache, &[name]).await?;
+        if files.contains_key(name) {
+            return Ok(());
+        }
+    }
+    if dtype != WeightsDtype::Fp16 {
         fetcher
             .into(files, to_cache, &["model.safetensors.index.json"])
             .await?;

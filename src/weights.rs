@@ -75,6 +75,54 @@ impl Checkpoint {
         Ok(Self { shards })
     }
 
+    /// The whole checkpoint as one safetensors file with every F32 and BF16 tensor stored as F16 (half
+    /// the bytes; others as they are). A value past f16's range is an error naming its tensor.
+    pub fn to_f16(&self) -> Result<Vec<u8>> {
+        let mut tensors = Vec::new();
+        for shard in &self.shards {
+            let mut names: Vec<String> = shard.metadata.tensors().into_keys().collect();
+            names.sort();
+            for name in &names {
+                let info = shard.metadata.info(name).expect("listed by the metadata");
+                let start = 8 + shard.header_len;
+                let bytes = &shard.bytes[start + info.data_offsets.0..start + info.data_offsets.1];
+                let (dtype, bytes) = match info.dtype {
+                    Dtype::F32 | Dtype::BF16 => {
+                        let values = self.read(name, &info.shape)?;
+                        if let Some(v) = values.iter().find(|v| v.abs() > f32::from(half::f16::MAX))
+                        {
+                            return Err(Error::Weights(format!(
+                                "tensor `{name}` holds {v}, past f16's range: keep it in f32"
+                            )));
+                        }
+                        let bytes = values
+                            .iter()
+                            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                            .collect();
+                        (Dtype::F16, bytes)
+                    }
+                    other => (other, bytes.to_vec()),
+                };
+                tensors.push((name.clone(), dtype, info.shape.clone(), bytes));
+            }
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, dtype, shape, bytes)| {
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
+                    .map(|view| (name.clone(), view))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Weights(e.to_string()))?;
+        let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
+    }
+
+    /// Bytes of every file, headers included.
+    pub fn byte_len(&self) -> usize {
+        self.shards.iter().map(|s| s.bytes.len()).sum()
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.shards.iter().any(|s| s.metadata.info(name).is_some())
     }

@@ -5,7 +5,7 @@ mod common;
 use safetensors::tensor::{Dtype, TensorView};
 use webbert::{
     Backend, BertConfig, Checkpoint, Embedder, Error, FillMask, ModelFiles, Pooling, Tokenizer,
-    TokenizerFiles,
+    TokenizerFiles, WeightsDtype,
 };
 
 fn tiny_dir() -> std::path::PathBuf {
@@ -413,6 +413,13 @@ fn missing_files_are_named() {
     let err = message(ModelFiles::from_dir(&dir));
     assert!(
         err.ends_with("neither model.safetensors nor model.safetensors.index.json is present"),
+        "{err}"
+    );
+    let err = message(ModelFiles::from_dir_as(&tiny_dir(), WeightsDtype::Fp16));
+    assert!(
+        err.ends_with(
+            "model.fp16.safetensors is missing (`webbert quantize --dtype fp16` writes it)"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

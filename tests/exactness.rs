@@ -6,7 +6,7 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
-use webbert::{Backend, Embedder, FillMask, ModelFiles, Pooling};
+use webbert::{Backend, Embedder, FillMask, ModelFiles, Pooling, WeightsDtype};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -495,4 +495,68 @@ fn softmax_top_k_matches_cpu_selection() {
             }
         }
     }
+}
+
+/// The f16 variant (`webbert quantize --dtype fp16`): half the bytes; all-MiniLM-L6-v2's embeddings of the
+/// reference sentences within cosine 0.9999 of PyTorch's, and the shipped fill-mask model's top-1 the same
+/// as in f32 on every reference text.
+#[test]
+fn fp16_variant_keeps_embeddings_and_fill_mask() {
+    let out = std::env::temp_dir().join(format!("webbert-fp16-{}", std::process::id()));
+    let device = Backend::Cpu.device().unwrap();
+    let report = webbert::quantize::quantize_fp16(&common::minilm_dir(), &out, &device).unwrap();
+    println!("all-MiniLM-L6-v2 fp16: {report:?}");
+    assert!(report.bytes * 2 <= report.original_bytes + 1_000_000);
+    assert!(report.min_cosine >= webbert::quantize::FP16_MIN_COSINE);
+    let embedder = Embedder::load(
+        ModelFiles::from_dir_as(&out, WeightsDtype::Auto).unwrap(),
+        device.clone(),
+    )
+    .unwrap();
+    let rows = block_on(embedder.embed(&sentences(), Pooling::Mean, true)).unwrap();
+    let golden = Golden::open("minilm_golden.safetensors");
+    let (shape, expected) = golden.get("embedding.mean");
+    for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+        let cos = cosine(row, want);
+        println!("fp16 embedding: cosine {cos:.8} to PyTorch's f32");
+        assert!(cos >= 0.9999, "cosine {cos}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let f32_files = ModelFiles::from_dir(&dir).unwrap();
+    let f16 = f32_files.checkpoint.to_f16().unwrap();
+    let f16_files = ModelFiles::from_lookup(WeightsDtype::Fp16, |name| match name {
+        "model.fp16.safetensors" => Ok(Some(f16.clone())),
+        name => webbert::source::read_optional(&dir.join(name)),
+    })
+    .unwrap();
+    let (a, b) = (
+        FillMask::load(f32_files, device.clone()).unwrap(),
+        FillMask::load(f16_files, device).unwrap(),
+    );
+    let texts = meta["texts"].as_array().unwrap();
+    let (mut same, mut shared) = (0, 0);
+    for text in texts {
+        let text = text.as_str().unwrap();
+        let (x, y) = (
+            block_on(a.predict(text, 5)).unwrap(),
+            block_on(b.predict(text, 5)).unwrap(),
+        );
+        same += usize::from(x.masks[0][0].token_id == y.masks[0][0].token_id);
+        shared += x.masks[0]
+            .iter()
+            .filter(|p| y.masks[0].iter().any(|q| q.token_id == p.token_id))
+            .count();
+    }
+    println!(
+        "fp16 fill-mask: top-1 identical on {same} of {} texts, {shared} of {} top-5 tokens shared",
+        texts.len(),
+        5 * texts.len()
+    );
+    assert_eq!(same, texts.len());
 }

@@ -444,6 +444,45 @@ describe('long calls and slow servers', () => {
     assert.ok(out.huge <= 1e-6, `a huge text differs from its first 512 tokens by ${out.huge}`);
   });
 
+  test("dtype picks which weights are downloaded: 'auto' the f16 variant when there is one", async () => {
+    // tiny-mlm-f16's files, its weights as the f16 variant, and tiny-mlm's (same shapes) as model.safetensors.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webbert-dtype-'));
+    const f16 = path.join(FIXTURES, 'tiny-mlm-f16');
+    for (const name of ['config.json', 'vocab.txt']) fs.copyFileSync(path.join(f16, name), path.join(dir, name));
+    fs.copyFileSync(path.join(f16, 'model.safetensors'), path.join(dir, 'model.fp16.safetensors'));
+    fs.copyFileSync(path.join(tiny, 'model.safetensors'), path.join(dir, 'model.safetensors'));
+    const variants = await startServer({ '/variants/': dir });
+    try {
+      const page = await harness(browser, variants);
+      let seen = 0;
+      const fetched = () => {
+        const since = variants.requests.slice(seen);
+        seen = variants.requests.length;
+        return since.filter((r) => r.includes('safetensors'));
+      };
+      const fixture = json('tiny-mlm-f16_golden.json');
+      const top = async (dtype) => page.evaluate(async ([dtype, text]) => {
+        const fm = await webbert.FillMask.load('/variants/', { device: 'cpu', dtype });
+        const masks = await fm.predict(text);
+        fm.dispose();
+        return masks[0][0].tokenId;
+      }, [dtype, fixture.texts[0]]);
+      assert.equal(await top('auto'), fixture.fill_mask[0][0][0].token_id);
+      assert.deepEqual(fetched(), ['/variants/model.fp16.safetensors']);
+      assert.equal(await top('fp16'), fixture.fill_mask[0][0][0].token_id);
+      assert.deepEqual(fetched(), []); // from Cache Storage
+      await top('fp32');
+      assert.deepEqual(fetched(), ['/variants/model.safetensors']);
+      const bad = await page.evaluate(async () => {
+        try { await webbert.FillMask.load('/variants/', { dtype: 'int4' }); return 'no error'; } catch (e) { return e.message; }
+      });
+      assert.match(bad, /dtype must be "fp32", "fp16" or "auto", not "int4"/);
+    } finally {
+      variants.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('50 concurrent calls on one instance give what 50 sequential calls give', async () => {
     const { together, oneByOne } = await page.evaluate(async () => {
       const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device: 'cpu' });

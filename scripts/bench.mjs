@@ -96,7 +96,7 @@ try {
     }
   }
   // Cold start: a fresh context (empty caches), page load to first embedding, bytes over the wire.
-  for (const [runtime, device, dtype] of [['webbert', 'webgpu'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'q8']]) {
+  for (const [runtime, device, dtype] of [['webbert', 'webgpu'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['webbert', 'cpu', 'fp16'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'q8']]) {
     const context = await browser.newContext();
     const cold = await context.newPage();
     const before = server.stats.bytes;

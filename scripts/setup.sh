@@ -18,4 +18,10 @@ fi
 ./scripts/fetch-model.sh
 # The default fill-mask model: the committed delta in models/ plus the word embeddings of the wheel's encoder.
 [ -f www/models/minilm-l6-mlm/model.safetensors.index.json ] && cmp -s models/minilm-l6-mlm/model-00002-of-00002.safetensors www/models/minilm-l6-mlm/model-00002-of-00002.safetensors \
-  || python3 scripts/assemble-mlm.py www/models/all-MiniLM-L6-v2 models/minilm-l6-mlm www/models/minilm-l6-mlm
+  || { rm -f www/models/minilm-l6-mlm/model.fp16.safetensors
+       python3 scripts/assemble-mlm.py www/models/all-MiniLM-L6-v2 models/minilm-l6-mlm www/models/minilm-l6-mlm; }
+# Their f16 variants, which the demo downloads ('auto'): half the bytes, written only if they pass the guard.
+for model in all-MiniLM-L6-v2 minilm-l6-mlm; do
+  [ -f "www/models/$model/model.fp16.safetensors" ] \
+    || cargo run --quiet --bin webbert -- quantize --dtype fp16 "www/models/$model" "www/models/$model"
+done

@@ -10,15 +10,15 @@ env.backends.onnx.wasm.wasmPaths = '/ort/';
 
 const MODELS = { embed: 'all-MiniLM-L6-v2', 'fill-mask': 'minilm-l6-mlm' };
 
-/** `{runtime: 'webbert'|'tjs', device: 'webgpu'|'cpu', dtype: 'fp32'|'q8'}` → `(input) => output`. */
+/** `{runtime: 'webbert'|'tjs', device: 'webgpu'|'cpu', dtype: 'fp32'|'fp16'|'q8'}` → `(input) => output`. */
 export async function load({ runtime, task, device, dtype = 'fp32' }) {
   if (runtime === 'webbert') {
     const source = `/models/${MODELS[task]}/`;
     if (task === 'embed') {
-      const e = await Embedder.load(source, { device });
+      const e = await Embedder.load(source, { device, dtype });
       return { backend: e.backend, run: async (texts) => (await e.embed(texts)).map((r) => Array.from(r)) };
     }
-    const fm = await FillMask.load(source, { device });
+    const fm = await FillMask.load(source, { device, dtype });
     return { backend: fm.backend, run: async (text) => (await fm.predict(text, { topK: 5 }))[0].map((p) => ({ token: p.token, score: p.score })) };
   }
   const options = { device: device === 'cpu' ? 'wasm' : 'webgpu', dtype };

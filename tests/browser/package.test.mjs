@@ -13,7 +13,7 @@ const minilm = golden('minilm_golden.safetensors');
 
 async function checkEmbeddings(page, device, kernels) {
   const { backend, rows } = await page.evaluate(async ([url, device, kernels, texts]) => {
-    const e = await webbert.Embedder.load(url, { device, kernels });
+    const e = await webbert.Embedder.load(url, { device, kernels, dtype: 'fp32' });
     const rows = (await e.embed(texts)).map((r) => Array.from(r));
     e.dispose();
     return { backend: e.backend, rows };
@@ -132,7 +132,7 @@ describe('with WebGPU', () => {
 
   test('attention probabilities match PyTorch', async () => {
     const out = await page.evaluate(async ([url, text]) => {
-      const e = await webbert.Embedder.load(url);
+      const e = await webbert.Embedder.load(url, { dtype: 'fp32' });
       const a = await e.attention(text);
       return { ...a, weights: Array.from(a.weights) };
     }, [MINILM, sentences[0]]);
@@ -245,7 +245,7 @@ describe('with WebGPU', () => {
       return events;
     }, MINILM);
     assert.equal(server.requests.filter((r) => r.startsWith(MINILM)).length, before);
-    assert.ok(progress.some((p) => p.file === 'model.safetensors' && p.loaded === p.total));
+    assert.ok(progress.some((p) => p.file === 'model.fp16.safetensors' && p.loaded === p.total)); // 'auto': the f16 variant
   });
 
   test('a model file refused once is not kept: the fixed server is fetched again', async () => {

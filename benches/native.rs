@@ -209,7 +209,8 @@ fn phases(models: &std::path::Path) {
             let padded = webbert::model::Batch::new(&encodings, embedder.pad_id, &device);
             let t2 = Instant::now();
             let hidden = embedder.model.forward(&padded);
-            let pooled = webbert::heads::pool(hidden, padded.attention_mask, Pooling::Mean, true);
+            let pooled =
+                webbert::model::heads::pool(hidden, padded.attention_mask, Pooling::Mean, true);
             let t3 = Instant::now();
             pooled.into_data();
             let t4 = Instant::now();

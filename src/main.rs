@@ -6,8 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use webbert::jsonl::JsonLines;
-use webbert::quantize::quantize_fp16;
+use webbert::io::jsonl::JsonLines;
+use webbert::io::quantize::quantize_fp16;
 use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result, WeightsDtype};
 
 #[derive(Parser)]

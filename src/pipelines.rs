@@ -5,12 +5,12 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::heads::{BertForMaskedLM, Pooling, pool};
+use crate::io::source::ModelFiles;
+use crate::io::weights::{load_bert, load_bert_for_masked_lm};
+use crate::model::heads::{BertForMaskedLM, Pooling, pool};
 use crate::model::{Batch, BertModel};
 use crate::ops::top_k::softmax_top_k;
-use crate::source::ModelFiles;
 use crate::tokenizer::{Encoding, Tokenizer};
-use crate::weights::{load_bert, load_bert_for_masked_lm};
 
 /// Most texts in one forward pass.
 const BATCH_TEXTS: usize = 32;
@@ -42,7 +42,7 @@ pub struct Shape {
 }
 
 impl Shape {
-    fn of(config: &crate::config::BertConfig) -> Self {
+    fn of(config: &crate::model::config::BertConfig) -> Self {
         Self {
             num_layers: config.num_hidden_layers,
             num_heads: config.num_attention_heads,
@@ -52,7 +52,7 @@ impl Shape {
     }
 
     /// How many texts padded to `seq` tokens one forward pass takes (at least one): every activation,
-    /// the attention scores of all heads included, within [`BATCH_BYTES`].
+    /// the attention scores of all heads included, within `BATCH_BYTES` (64 MiB).
     pub fn texts_per_batch(&self, seq: usize) -> usize {
         let per_text = 4 * seq * self.width.max(self.num_heads * seq);
         (BATCH_BYTES / per_text.max(1)).clamp(1, BATCH_TEXTS)

@@ -434,7 +434,7 @@ mod fuzz {
     use proptest::prelude::*;
     use proptest::sample::Index;
     use serde_json::Value;
-    use webbert::jsonl::JsonLines;
+    use webbert::io::jsonl::JsonLines;
 
     use super::*;
 

@@ -504,10 +504,11 @@ fn softmax_top_k_matches_cpu_selection() {
 fn fp16_variant_keeps_embeddings_and_fill_mask() {
     let out = std::env::temp_dir().join(format!("webbert-fp16-{}", std::process::id()));
     let device = Backend::Cpu.device().unwrap();
-    let report = webbert::quantize::quantize_fp16(&common::minilm_dir(), &out, &device).unwrap();
+    let report =
+        webbert::io::quantize::quantize_fp16(&common::minilm_dir(), &out, &device).unwrap();
     println!("all-MiniLM-L6-v2 fp16: {report:?}");
     assert!(report.bytes * 2 <= report.original_bytes + 1_000_000);
-    assert!(report.min_cosine >= webbert::quantize::FP16_MIN_COSINE);
+    assert!(report.min_cosine >= webbert::io::quantize::FP16_MIN_COSINE);
     let embedder = Embedder::load(
         ModelFiles::from_dir_as(&out, WeightsDtype::Auto).unwrap(),
         device.clone(),
@@ -532,7 +533,7 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     let f16 = f32_files.checkpoint.to_f16().unwrap();
     let f16_files = ModelFiles::from_lookup(WeightsDtype::Fp16, |name| match name {
         "model.fp16.safetensors" => Ok(Some(f16.clone())),
-        name => webbert::source::read_optional(&dir.join(name)),
+        name => webbert::io::source::read_optional(&dir.join(name)),
     })
     .unwrap();
     let (a, b) = (

@@ -12,9 +12,9 @@ use common::{Golden, fixtures, max_abs_diff};
 use safetensors::SafeTensors;
 use serde_json::Value;
 use webbert::ModelFiles;
-use webbert::masking::MaskedSequence;
+use webbert::io::weights::load_bert_for_masked_lm;
+use webbert::train::masking::MaskedSequence;
 use webbert::train::{mlm_loss, prepare};
-use webbert::weights::load_bert_for_masked_lm;
 
 fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data()

@@ -7,9 +7,9 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::heads::Pooling;
+use crate::io::source::{FP16_WEIGHTS, ModelFiles, WeightsDtype};
+use crate::model::heads::Pooling;
 use crate::pipelines::Embedder;
-use crate::source::{FP16_WEIGHTS, ModelFiles, WeightsDtype};
 
 /// The least cosine between a sentence's f16 and f32 embeddings that the f16 variant may have.
 pub const FP16_MIN_COSINE: f32 = 0.9999;
@@ -50,7 +50,7 @@ pub fn quantize_fp16(model: &Path, out: &Path, device: &Device) -> Result<Report
     let bytes = original.checkpoint.to_f16()?;
     let variant = ModelFiles::from_lookup(WeightsDtype::Fp16, |name| match name {
         FP16_WEIGHTS => Ok(Some(bytes.clone())),
-        name => crate::source::read_optional(&model.join(name)),
+        name => crate::io::source::read_optional(&model.join(name)),
     })?;
     let min_cosine = min_cosine(original, variant, device)?;
     if min_cosine < FP16_MIN_COSINE {

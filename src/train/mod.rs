@@ -4,6 +4,8 @@
 //! A run is a pure function of its config and seed: batch order is fixed per epoch by the seed, and each
 //! step's masking by the seed and the step number, so a resumed run repeats an uninterrupted one exactly.
 
+pub mod masking;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -20,12 +22,12 @@ use rand::seq::SliceRandom;
 use safetensors::Dtype;
 
 use crate::error::Error;
-use crate::heads::{BertForMaskedLM, MlmHead};
-use crate::masking::{MaskedSequence, MaskingConfig, Vocabulary};
+use crate::io::source::ModelFiles;
+use crate::io::weights::{self, SaveOptions};
 use crate::model::Batch;
-use crate::source::ModelFiles;
+use crate::model::heads::{BertForMaskedLM, MlmHead};
 use crate::tokenizer::Tokenizer;
-use crate::weights::{self, SaveOptions};
+use crate::train::masking::{MaskedSequence, MaskingConfig, Vocabulary};
 
 #[derive(Config, Debug)]
 pub struct TrainConfig {
@@ -150,10 +152,6 @@ impl Corpus {
 
     pub fn is_empty(&self) -> bool {
         self.sequences.is_empty()
-    }
-
-    pub fn tokens(&self) -> usize {
-        self.sequences.iter().map(Vec::len).sum()
     }
 
     /// The epoch's batches as passage indices: shuffled, then grouped so that passages of similar length

@@ -124,8 +124,4 @@ impl BertConfig {
         }
         Ok(config)
     }
-
-    pub fn head_dim(&self) -> usize {
-        self.hidden_size / self.num_attention_heads
-    }
 }

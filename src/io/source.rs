@@ -1,10 +1,10 @@
 //! A model's files in Hugging Face layout: `config.json`, a tokenizer (`tokenizer.json`, or `vocab.txt`
 //! with an optional `tokenizer_config.json`) and weights (`model.safetensors`, or an index and shards).
 
-use crate::config::BertConfig;
 use crate::error::{Error, Result};
+use crate::io::weights::Checkpoint;
+use crate::model::config::BertConfig;
 use crate::tokenizer::Tokenizer;
-use crate::weights::Checkpoint;
 
 pub enum TokenizerFiles {
     /// `tokenizer.json`.

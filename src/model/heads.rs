@@ -4,8 +4,8 @@ use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::config::{BertConfig, HiddenAct};
-use crate::layer::linear_activate;
+use crate::model::config::{BertConfig, HiddenAct};
+use crate::model::layer::linear_activate;
 use crate::model::{Batch, BertModel};
 use crate::ops;
 use crate::ops::add_norm::norm;

@@ -1,11 +1,17 @@
 //! The BERT encoder: embeddings, then N encoder layers. Input ids in, contextual hidden states out.
 
+pub mod attention;
+pub mod config;
+pub mod embeddings;
+pub mod heads;
+pub mod layer;
+
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::embeddings::BertEmbeddings;
-use crate::layer::BertLayer;
 use crate::tokenizer::Encoding;
+use embeddings::BertEmbeddings;
+use layer::BertLayer;
 
 #[derive(Module, Debug)]
 pub struct BertModel {

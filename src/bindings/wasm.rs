@@ -10,9 +10,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::heads::Pooling;
+use crate::io::source::{ModelFiles, WeightsDtype};
+use crate::model::heads::Pooling;
 use crate::pipelines::{Embedder, FillMask, Timing};
-use crate::source::{ModelFiles, WeightsDtype};
 use crate::tokenizer::Tokenizer;
 
 unsafe extern "C" {
@@ -116,7 +116,7 @@ impl Source {
                 url,
                 dtype,
                 stall_ms,
-            } => crate::web::fetch_model(url, *dtype, on_progress, *stall_ms).await,
+            } => super::web::fetch_model(url, *dtype, on_progress, *stall_ms).await,
             Source::Files { files, dtype } => files_from_object(files, *dtype),
         }
     }
@@ -276,7 +276,7 @@ async fn place(
                 c.intermediate_size,
                 c.num_attention_heads
             );
-            let remembered = crate::web::remembered(&key)
+            let remembered = super::web::remembered(&key)
                 .await
                 .and_then(|v| v.parse::<usize>().ok());
             if remembered == Some(0) {
@@ -287,7 +287,7 @@ async fn place(
                 Some(threshold) => threshold,
                 None => {
                     let threshold = gpu_threshold(&gpu, &cpu).await?;
-                    crate::web::remember(&key, &threshold.to_string()).await;
+                    super::web::remember(&key, &threshold.to_string()).await;
                     threshold
                 }
             };
@@ -342,7 +342,7 @@ impl Model {
         }
         let stall_ms = match option(&options, "stallTimeout")? {
             Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
-            None => crate::web::STALL_MS,
+            None => super::web::STALL_MS,
         };
         let dtype = match option(&options, "dtype")? {
             Some(value) => string_arg(&value, "options.dtype")?.parse().map_err(js)?,
@@ -540,7 +540,7 @@ async fn between_groups(progress: Option<&Function>, done: usize, total: usize) 
     let Some(progress) = progress else {
         return Ok(());
     };
-    crate::web::yield_to_events().await;
+    super::web::yield_to_events().await;
     let event = Object::new();
     let _ = Reflect::set(&event, &"done".into(), &(done as f64).into());
     let _ = Reflect::set(&event, &"total".into(), &(total as f64).into());

@@ -6,8 +6,8 @@ use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 
-use crate::attention::BertAttention;
-use crate::config::HiddenAct;
+use crate::model::attention::BertAttention;
+use crate::model::config::HiddenAct;
 use crate::ops::add_norm::dense_add_norm;
 use crate::ops::linear::linear;
 

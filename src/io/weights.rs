@@ -11,13 +11,13 @@ use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
-use crate::attention::BertAttention;
-use crate::config::BertConfig;
-use crate::embeddings::BertEmbeddings;
 use crate::error::{Error, Result};
-use crate::heads::{BertForMaskedLM, MlmHead};
-use crate::layer::BertLayer;
 use crate::model::BertModel;
+use crate::model::attention::BertAttention;
+use crate::model::config::BertConfig;
+use crate::model::embeddings::BertEmbeddings;
+use crate::model::heads::{BertForMaskedLM, MlmHead};
+use crate::model::layer::BertLayer;
 
 struct Shard {
     name: String,

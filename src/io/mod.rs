@@ -1,0 +1,8 @@
+//! Model files in, model files out: Hugging Face layout, safetensors checkpoints, JSON Lines of texts,
+//! and the smaller weight variants `webbert quantize` writes.
+
+pub mod jsonl;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod quantize;
+pub mod source;
+pub mod weights;

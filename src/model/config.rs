@@ -54,6 +54,14 @@ impl BertConfig {
                     }),
             }
         };
+        // Other architectures name their tensors and shape their layers differently: say so up front.
+        if let Some(model_type) = object.get("model_type").filter(|t| !t.is_null())
+            && model_type.as_str() != Some("bert")
+        {
+            return Err(Error::Config(format!(
+                "field `model_type` = {model_type} is not supported yet (only \"bert\")"
+            )));
+        }
         if let Some(kind) = object
             .get("position_embedding_type")
             .and_then(Value::as_str)

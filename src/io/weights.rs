@@ -203,36 +203,263 @@ fn weight_map(index_json: &str) -> Result<BTreeMap<String, String>> {
 /// Hugging Face's names of the three projections that [`BertAttention::qkv`] holds side by side.
 const QKV: [&str; 3] = ["query", "key", "value"];
 
-/// Builds modules from checkpoint tensors, with Hugging Face's key names.
+/// Where a model's tensors come from or go to. [`bert`] and [`mlm_head`] name every tensor once, under
+/// Hugging Face's names, for both: each part is built from the checkpoint when loading ([`Loader`], `have`
+/// is `None`), and written out and handed back when saving ([`Saver`], `have` is the model's own part).
+trait Tensors {
+    fn tensor1(
+        &mut self,
+        name: &str,
+        len: usize,
+        have: Option<&Param<Tensor<1>>>,
+    ) -> Result<Param<Tensor<1>>>;
+
+    fn tensor2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        have: Option<&Param<Tensor<2>>>,
+    ) -> Result<Param<Tensor<2>>>;
+
+    /// A tensor a checkpoint may leave out (`have`: the model's, if it has one).
+    fn optional2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        have: Option<Option<&Param<Tensor<2>>>>,
+    ) -> Result<Option<Param<Tensor<2>>>>;
+
+    /// Of names for one tensor, oldest convention last: the one the checkpoint has (saving: the last).
+    fn which<'n>(&self, names: &[&'n str]) -> &'n str;
+
+    /// Several PyTorch Linears (`[out, in]` weights) as one burn Linear, outputs side by side
+    /// (`[in, n × out]`).
+    fn linears(
+        &mut self,
+        prefixes: &[String],
+        d_in: usize,
+        d_out: usize,
+        have: Option<&Linear>,
+    ) -> Result<Linear>;
+
+    fn linear(
+        &mut self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        have: Option<&Linear>,
+    ) -> Result<Linear> {
+        self.linears(&[prefix.to_string()], d_in, d_out, have)
+    }
+
+    fn layer_norm(
+        &mut self,
+        prefix: &str,
+        config: &BertConfig,
+        have: Option<&LayerNorm>,
+    ) -> Result<LayerNorm>;
+}
+
+/// The encoder; `prefix` is `""` in a `BertModel` checkpoint, `"bert."` inside task models.
+fn bert(
+    t: &mut impl Tensors,
+    c: &BertConfig,
+    prefix: &str,
+    have: Option<&BertModel>,
+) -> Result<BertModel> {
+    let h = c.hidden_size;
+    let e = have.map(|m| &m.embeddings);
+    let mut embedding = |name: &str, rows, have: Option<&Embedding>| -> Result<Embedding> {
+        let weight = t.tensor2(
+            &format!("{prefix}embeddings.{name}.weight"),
+            [rows, h],
+            have.map(|e| &e.weight),
+        )?;
+        Ok(Embedding { weight })
+    };
+    let word_embeddings = embedding(
+        "word_embeddings",
+        c.vocab_size,
+        e.map(|e| &e.word_embeddings),
+    )?;
+    let position_embeddings = embedding(
+        "position_embeddings",
+        c.max_position_embeddings,
+        e.map(|e| &e.position_embeddings),
+    )?;
+    let token_type_embeddings = embedding(
+        "token_type_embeddings",
+        c.type_vocab_size,
+        e.map(|e| &e.token_type_embeddings),
+    )?;
+    let embeddings = BertEmbeddings {
+        word_embeddings,
+        position_embeddings,
+        token_type_embeddings,
+        layer_norm: t.layer_norm(
+            &format!("{prefix}embeddings.LayerNorm"),
+            c,
+            e.map(|e| &e.layer_norm),
+        )?,
+        layer_norm_eps: c.layer_norm_eps,
+    };
+    let layers = (0..c.num_hidden_layers)
+        .map(|n| {
+            let prefix = format!("{prefix}encoder.layer.{n}");
+            let have = have.map(|m| &m.layers[n]);
+            let a = have.map(|l| &l.attention);
+            let attention = BertAttention {
+                qkv: t.linears(
+                    &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
+                    h,
+                    h,
+                    a.map(|a| &a.qkv),
+                )?,
+                dense: t.linear(
+                    &format!("{prefix}.attention.output.dense"),
+                    h,
+                    h,
+                    a.map(|a| &a.dense),
+                )?,
+                layer_norm: t.layer_norm(
+                    &format!("{prefix}.attention.output.LayerNorm"),
+                    c,
+                    a.map(|a| &a.layer_norm),
+                )?,
+                num_heads: c.num_attention_heads,
+                layer_norm_eps: c.layer_norm_eps,
+            };
+            let i = c.intermediate_size;
+            Ok(BertLayer {
+                attention,
+                intermediate: t.linear(
+                    &format!("{prefix}.intermediate.dense"),
+                    h,
+                    i,
+                    have.map(|l| &l.intermediate),
+                )?,
+                output: t.linear(
+                    &format!("{prefix}.output.dense"),
+                    i,
+                    h,
+                    have.map(|l| &l.output),
+                )?,
+                layer_norm: t.layer_norm(
+                    &format!("{prefix}.output.LayerNorm"),
+                    c,
+                    have.map(|l| &l.layer_norm),
+                )?,
+                layer_norm_eps: c.layer_norm_eps,
+                hidden_act: c.hidden_act,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(BertModel { embeddings, layers })
+}
+
+/// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.
+fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Result<MlmHead> {
+    let (h, v) = (c.hidden_size, c.vocab_size);
+    // The decoder's own bias is what `transformers` applies; older checkpoints only carry the (then tied)
+    // `cls.predictions.bias`.
+    let bias = t.which(&["cls.predictions.decoder.bias", "cls.predictions.bias"]);
+    Ok(MlmHead {
+        dense: t.linear(
+            "cls.predictions.transform.dense",
+            h,
+            h,
+            have.map(|m| &m.dense),
+        )?,
+        layer_norm: t.layer_norm(
+            "cls.predictions.transform.LayerNorm",
+            c,
+            have.map(|m| &m.layer_norm),
+        )?,
+        decoder: t.optional2(
+            "cls.predictions.decoder.weight",
+            [v, h],
+            have.map(|m| m.decoder.as_ref()),
+        )?,
+        bias: t.tensor1(bias, v, have.map(|m| &m.bias))?,
+        layer_norm_eps: c.layer_norm_eps,
+        hidden_act: c.hidden_act,
+    })
+}
+
+/// Builds modules from a checkpoint's tensors, each checked by name, shape and dtype.
 struct Loader<'a> {
     checkpoint: &'a Checkpoint,
-    config: &'a BertConfig,
     device: &'a Device,
 }
 
 impl Loader<'_> {
-    fn tensor1(&self, name: &str, len: usize) -> Result<Param<Tensor<1>>> {
-        let values = self.checkpoint.read(name, &[len])?;
-        Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(values, [len]),
+    fn param<const D: usize>(&self, values: Vec<f32>, shape: [usize; D]) -> Param<Tensor<D>> {
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
             self.device,
-        )))
+        ))
     }
 
-    fn tensor2(&self, name: &str, rows: usize, cols: usize) -> Result<Param<Tensor<2>>> {
-        let values = self.checkpoint.read(name, &[rows, cols])?;
-        Ok(Param::from_tensor(Tensor::from_data(
-            TensorData::new(values, [rows, cols]),
-            self.device,
-        )))
+    /// `"bert."` if the checkpoint is a task model's, `""` if a bare encoder's.
+    fn bert_prefix(&self) -> &'static str {
+        if self
+            .checkpoint
+            .contains("bert.embeddings.word_embeddings.weight")
+        {
+            "bert."
+        } else {
+            ""
+        }
+    }
+}
+
+impl Tensors for Loader<'_> {
+    fn tensor1(
+        &mut self,
+        name: &str,
+        len: usize,
+        _: Option<&Param<Tensor<1>>>,
+    ) -> Result<Param<Tensor<1>>> {
+        Ok(self.param(self.checkpoint.read(name, &[len])?, [len]))
     }
 
-    fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear> {
-        self.linears(&[prefix], d_in, d_out)
+    fn tensor2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        _: Option<&Param<Tensor<2>>>,
+    ) -> Result<Param<Tensor<2>>> {
+        Ok(self.param(self.checkpoint.read(name, &shape)?, shape))
     }
 
-    /// Several Linear layers of the same shape read as one, their outputs side by side (`[in, n × out]`).
-    fn linears(&self, prefixes: &[&str], d_in: usize, d_out: usize) -> Result<Linear> {
+    fn optional2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        _: Option<Option<&Param<Tensor<2>>>>,
+    ) -> Result<Option<Param<Tensor<2>>>> {
+        match self.checkpoint.contains(name) {
+            true => self.tensor2(name, shape, None).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    fn which<'n>(&self, names: &[&'n str]) -> &'n str {
+        let last = names[names.len() - 1];
+        names
+            .iter()
+            .copied()
+            .find(|n| self.checkpoint.contains(n))
+            .unwrap_or(last)
+    }
+
+    fn linears(
+        &mut self,
+        prefixes: &[String],
+        d_in: usize,
+        d_out: usize,
+        _: Option<&Linear>,
+    ) -> Result<Linear> {
         // Every part read (and its shape checked against the file) before the sizes from config.json
         // allocate anything.
         let parts = prefixes
@@ -257,127 +484,28 @@ impl Loader<'_> {
             bias.extend(part_bias);
         }
         Ok(Linear {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::new(weight, [d_in, width]),
-                self.device,
-            )),
-            bias: Some(Param::from_tensor(Tensor::from_data(
-                TensorData::new(bias, [width]),
-                self.device,
-            ))),
+            weight: self.param(weight, [d_in, width]),
+            bias: Some(self.param(bias, [width])),
         })
     }
 
-    fn layer_norm(&self, prefix: &str) -> Result<LayerNorm> {
-        let hidden = self.config.hidden_size;
+    fn layer_norm(
+        &mut self,
+        prefix: &str,
+        c: &BertConfig,
+        _: Option<&LayerNorm>,
+    ) -> Result<LayerNorm> {
+        let hidden = c.hidden_size;
         // Read first: `init` allocates `hidden_size` from config.json, checked against the file here.
-        let gamma = self.tensor1(&format!("{prefix}.weight"), hidden)?;
-        let beta = self.tensor1(&format!("{prefix}.bias"), hidden)?;
+        let gamma = self.tensor1(&format!("{prefix}.weight"), hidden, None)?;
+        let beta = self.tensor1(&format!("{prefix}.bias"), hidden, None)?;
         // `init` only sets epsilon here; its ones/zeros are replaced at once.
         let mut norm = LayerNormConfig::new(hidden)
-            .with_epsilon(self.config.layer_norm_eps)
+            .with_epsilon(c.layer_norm_eps)
             .init(self.device);
         norm.gamma = gamma;
         norm.beta = Some(beta);
         Ok(norm)
-    }
-
-    fn embedding(&self, name: &str, rows: usize) -> Result<Embedding> {
-        Ok(Embedding {
-            weight: self.tensor2(name, rows, self.config.hidden_size)?,
-        })
-    }
-
-    fn attention(&self, prefix: &str) -> Result<BertAttention> {
-        let h = self.config.hidden_size;
-        Ok(BertAttention {
-            qkv: self.linears(
-                &QKV.map(|name| format!("{prefix}.self.{name}"))
-                    .each_ref()
-                    .map(String::as_str),
-                h,
-                h,
-            )?,
-            dense: self.linear(&format!("{prefix}.output.dense"), h, h)?,
-            layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
-            num_heads: self.config.num_attention_heads,
-            layer_norm_eps: self.config.layer_norm_eps,
-        })
-    }
-
-    fn layer(&self, prefix: &str) -> Result<BertLayer> {
-        let (h, i) = (self.config.hidden_size, self.config.intermediate_size);
-        Ok(BertLayer {
-            attention: self.attention(&format!("{prefix}.attention"))?,
-            intermediate: self.linear(&format!("{prefix}.intermediate.dense"), h, i)?,
-            output: self.linear(&format!("{prefix}.output.dense"), i, h)?,
-            layer_norm: self.layer_norm(&format!("{prefix}.output.LayerNorm"))?,
-            layer_norm_eps: self.config.layer_norm_eps,
-            hidden_act: self.config.hidden_act,
-        })
-    }
-
-    /// `prefix` is `""` for a `BertModel` checkpoint, `"bert."` inside task models.
-    fn bert(&self, prefix: &str) -> Result<BertModel> {
-        let c = self.config;
-        let embeddings = BertEmbeddings {
-            word_embeddings: self.embedding(
-                &format!("{prefix}embeddings.word_embeddings.weight"),
-                c.vocab_size,
-            )?,
-            position_embeddings: self.embedding(
-                &format!("{prefix}embeddings.position_embeddings.weight"),
-                c.max_position_embeddings,
-            )?,
-            token_type_embeddings: self.embedding(
-                &format!("{prefix}embeddings.token_type_embeddings.weight"),
-                c.type_vocab_size,
-            )?,
-            layer_norm: self.layer_norm(&format!("{prefix}embeddings.LayerNorm"))?,
-            layer_norm_eps: c.layer_norm_eps,
-        };
-        let layers = (0..c.num_hidden_layers)
-            .map(|n| self.layer(&format!("{prefix}encoder.layer.{n}")))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BertModel { embeddings, layers })
-    }
-
-    fn bert_prefix(&self) -> &'static str {
-        if self
-            .checkpoint
-            .contains("bert.embeddings.word_embeddings.weight")
-        {
-            "bert."
-        } else {
-            ""
-        }
-    }
-
-    fn mlm_head(&self) -> Result<MlmHead> {
-        let c = self.config;
-        let decoder_name = "cls.predictions.decoder.weight";
-        let decoder = match self.checkpoint.contains(decoder_name) {
-            true => Some(self.tensor2(decoder_name, c.vocab_size, c.hidden_size)?),
-            false => None,
-        };
-        // The decoder's own bias is what `transformers` applies; older checkpoints only carry the
-        // (then tied) `cls.predictions.bias`.
-        let bias_name = match self.checkpoint.contains("cls.predictions.decoder.bias") {
-            true => "cls.predictions.decoder.bias",
-            false => "cls.predictions.bias",
-        };
-        Ok(MlmHead {
-            dense: self.linear(
-                "cls.predictions.transform.dense",
-                c.hidden_size,
-                c.hidden_size,
-            )?,
-            layer_norm: self.layer_norm("cls.predictions.transform.LayerNorm")?,
-            decoder,
-            bias: self.tensor1(bias_name, c.vocab_size)?,
-            layer_norm_eps: c.layer_norm_eps,
-            hidden_act: c.hidden_act,
-        })
     }
 }
 
@@ -387,12 +515,9 @@ pub fn load_bert(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertModel> {
-    let loader = Loader {
-        checkpoint,
-        config,
-        device,
-    };
-    loader.bert(loader.bert_prefix())
+    let mut loader = Loader { checkpoint, device };
+    let prefix = loader.bert_prefix();
+    bert(&mut loader, config, prefix, None)
 }
 
 /// A `BertForMaskedLM` checkpoint; the decoder is tied to the word embeddings unless the checkpoint
@@ -402,14 +527,11 @@ pub fn load_bert_for_masked_lm(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForMaskedLM> {
-    let loader = Loader {
-        checkpoint,
-        config,
-        device,
-    };
+    let mut loader = Loader { checkpoint, device };
+    let prefix = loader.bert_prefix();
     Ok(BertForMaskedLM {
-        bert: loader.bert(loader.bert_prefix())?,
-        cls: loader.mlm_head()?,
+        bert: bert(&mut loader, config, prefix, None)?,
+        cls: mlm_head(&mut loader, config, None)?,
     })
 }
 
@@ -422,14 +544,18 @@ pub struct SaveOptions {
 }
 
 /// Writes a `BertForMaskedLM` under Hugging Face's names (`bert.…`, `cls.predictions.…`): the inverse
-/// of [`load_bert_for_masked_lm`]. Linear weights go back to PyTorch's `[out, in]`.
-pub fn save_bert_for_masked_lm(model: &BertForMaskedLM, options: SaveOptions) -> Result<Vec<u8>> {
+/// of [`load_bert_for_masked_lm`], by the same walk. Linear weights go back to PyTorch's `[out, in]`.
+pub fn save_bert_for_masked_lm(
+    model: &BertForMaskedLM,
+    config: &BertConfig,
+    options: SaveOptions,
+) -> Result<Vec<u8>> {
     let mut saver = Saver {
         tensors: Vec::new(),
-        dtype: options.dtype,
+        options,
     };
-    saver.bert(&model.bert, options.word_embeddings);
-    saver.mlm_head(&model.cls);
+    bert(&mut saver, config, "bert.", Some(&model.bert))?;
+    mlm_head(&mut saver, config, Some(&model.cls))?;
     let views: Vec<(String, safetensors::tensor::TensorView)> = saver
         .tensors
         .iter()
@@ -443,21 +569,24 @@ pub fn save_bert_for_masked_lm(model: &BertForMaskedLM, options: SaveOptions) ->
     safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Weights(e.to_string()))
 }
 
-/// Collects `(name, shape, little-endian bytes)` mirroring [`Loader`]'s names.
+/// Collects `(name, shape, little-endian bytes)` of the parts it is handed, and hands them back.
 struct Saver {
     tensors: Vec<(String, Vec<usize>, Vec<u8>)>,
-    dtype: Dtype,
+    options: SaveOptions,
 }
 
 impl Saver {
-    fn tensor<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
+    fn write<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
+        if !self.options.word_embeddings && name.ends_with("embeddings.word_embeddings.weight") {
+            return;
+        }
         let shape = tensor.dims().to_vec();
         let values = tensor
             .into_data()
             .convert::<f32>()
             .try_into_vec::<f32>()
             .unwrap_or_default();
-        let bytes = match self.dtype {
+        let bytes = match self.options.dtype {
             Dtype::F16 => values
                 .iter()
                 .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
@@ -470,72 +599,81 @@ impl Saver {
         };
         self.tensors.push((name, shape, bytes));
     }
+}
 
-    fn linear(&mut self, prefix: &str, linear: &Linear) {
-        self.linears(&[prefix.to_string()], linear);
+/// Saving walks the model it writes: every part is there.
+fn part<T>(have: Option<T>) -> Result<T> {
+    have.ok_or_else(|| Error::Weights("saving needs the model's own tensors".into()))
+}
+
+impl Tensors for Saver {
+    fn tensor1(
+        &mut self,
+        name: &str,
+        _: usize,
+        have: Option<&Param<Tensor<1>>>,
+    ) -> Result<Param<Tensor<1>>> {
+        let have = part(have)?;
+        self.write(name.to_string(), have.val());
+        Ok(have.clone())
     }
 
-    /// The inverse of [`Loader::linears`]: one Linear per name, from equal slices of the outputs.
-    fn linears(&mut self, prefixes: &[String], linear: &Linear) {
-        let d_out = linear.weight.dims()[1] / prefixes.len();
+    fn tensor2(
+        &mut self,
+        name: &str,
+        _: [usize; 2],
+        have: Option<&Param<Tensor<2>>>,
+    ) -> Result<Param<Tensor<2>>> {
+        let have = part(have)?;
+        self.write(name.to_string(), have.val());
+        Ok(have.clone())
+    }
+
+    fn optional2(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        have: Option<Option<&Param<Tensor<2>>>>,
+    ) -> Result<Option<Param<Tensor<2>>>> {
+        part(have)?
+            .map(|t| self.tensor2(name, shape, Some(t)))
+            .transpose()
+    }
+
+    fn which<'n>(&self, names: &[&'n str]) -> &'n str {
+        names[names.len() - 1]
+    }
+
+    fn linears(
+        &mut self,
+        prefixes: &[String],
+        _: usize,
+        d_out: usize,
+        have: Option<&Linear>,
+    ) -> Result<Linear> {
+        let linear = part(have)?;
         for (n, prefix) in prefixes.iter().enumerate() {
             let start = n * d_out;
             let weight = linear.weight.val().narrow(1, start, d_out);
-            self.tensor(format!("{prefix}.weight"), weight.transpose());
+            self.write(format!("{prefix}.weight"), weight.transpose());
             if let Some(bias) = &linear.bias {
-                self.tensor(format!("{prefix}.bias"), bias.val().narrow(0, start, d_out));
+                self.write(format!("{prefix}.bias"), bias.val().narrow(0, start, d_out));
             }
         }
+        Ok(linear.clone())
     }
 
-    fn layer_norm(&mut self, prefix: &str, norm: &LayerNorm) {
-        self.tensor(format!("{prefix}.weight"), norm.gamma.val());
+    fn layer_norm(
+        &mut self,
+        prefix: &str,
+        _: &BertConfig,
+        have: Option<&LayerNorm>,
+    ) -> Result<LayerNorm> {
+        let norm = part(have)?;
+        self.write(format!("{prefix}.weight"), norm.gamma.val());
         if let Some(beta) = &norm.beta {
-            self.tensor(format!("{prefix}.bias"), beta.val());
+            self.write(format!("{prefix}.bias"), beta.val());
         }
-    }
-
-    fn bert(&mut self, bert: &BertModel, word_embeddings: bool) {
-        let e = &bert.embeddings;
-        if word_embeddings {
-            self.tensor(
-                "bert.embeddings.word_embeddings.weight".into(),
-                e.word_embeddings.weight.val(),
-            );
-        }
-        self.tensor(
-            "bert.embeddings.position_embeddings.weight".into(),
-            e.position_embeddings.weight.val(),
-        );
-        self.tensor(
-            "bert.embeddings.token_type_embeddings.weight".into(),
-            e.token_type_embeddings.weight.val(),
-        );
-        self.layer_norm("bert.embeddings.LayerNorm", &e.layer_norm);
-        for (n, layer) in bert.layers.iter().enumerate() {
-            let prefix = format!("bert.encoder.layer.{n}");
-            let a = &layer.attention;
-            self.linears(
-                &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
-                &a.qkv,
-            );
-            self.linear(&format!("{prefix}.attention.output.dense"), &a.dense);
-            self.layer_norm(
-                &format!("{prefix}.attention.output.LayerNorm"),
-                &a.layer_norm,
-            );
-            self.linear(&format!("{prefix}.intermediate.dense"), &layer.intermediate);
-            self.linear(&format!("{prefix}.output.dense"), &layer.output);
-            self.layer_norm(&format!("{prefix}.output.LayerNorm"), &layer.layer_norm);
-        }
-    }
-
-    fn mlm_head(&mut self, head: &MlmHead) {
-        self.linear("cls.predictions.transform.dense", &head.dense);
-        self.layer_norm("cls.predictions.transform.LayerNorm", &head.layer_norm);
-        if let Some(decoder) = &head.decoder {
-            self.tensor("cls.predictions.decoder.weight".into(), decoder.val());
-        }
-        self.tensor("cls.predictions.bias".into(), head.bias.val());
+        Ok(norm.clone())
     }
 }

@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::io::source::ModelFiles;
 use crate::io::weights::{self, SaveOptions};
 use crate::model::Batch;
+use crate::model::config::BertConfig;
 use crate::model::heads::{BertForMaskedLM, MlmHead};
 use crate::tokenizer::Tokenizer;
 use crate::train::masking::{MaskedSequence, MaskingConfig, Vocabulary};
@@ -545,15 +546,16 @@ fn save_checkpoint(
 /// names `BertForMaskedLM`, and the base's tokenizer files.
 fn export(model: &BertForMaskedLM, base: &Path, out: &Path) -> crate::Result<()> {
     let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
+    let config = std::fs::read_to_string(base.join("config.json")).map_err(|e| io(&e))?;
     let bytes = weights::save_bert_for_masked_lm(
         &model.valid(),
+        &BertConfig::from_hf_json(&config)?,
         SaveOptions {
             dtype: Dtype::F32,
             word_embeddings: true,
         },
     )?;
     std::fs::write(out.join("model.safetensors"), bytes).map_err(|e| io(&e))?;
-    let config = std::fs::read_to_string(base.join("config.json")).map_err(|e| io(&e))?;
     let mut config: serde_json::Value = serde_json::from_str(&config).map_err(|e| io(&e))?;
     config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
     config["tie_word_embeddings"] = serde_json::json!(true);
@@ -585,6 +587,7 @@ pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
         weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;
     let delta = weights::save_bert_for_masked_lm(
         &model,
+        &files.config,
         SaveOptions {
             dtype: Dtype::F16,
             word_embeddings: false,

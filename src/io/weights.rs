@@ -308,53 +308,70 @@ fn bert(
             let prefix = format!("{prefix}encoder.layer.{n}");
             let have = have.map(|m| &m.layers[n]);
             let a = have.map(|l| &l.attention);
+            let qkv = t.linears(
+                &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
+                h,
+                h,
+                a.map(|a| &a.qkv),
+            )?;
+            let (dense, layer_norm) = output(
+                t,
+                c,
+                &format!("{prefix}.attention.output"),
+                h,
+                a.map(|a| (&a.dense, &a.layer_norm)),
+            )?;
             let attention = BertAttention {
-                qkv: t.linears(
-                    &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
-                    h,
-                    h,
-                    a.map(|a| &a.qkv),
-                )?,
-                dense: t.linear(
-                    &format!("{prefix}.attention.output.dense"),
-                    h,
-                    h,
-                    a.map(|a| &a.dense),
-                )?,
-                layer_norm: t.layer_norm(
-                    &format!("{prefix}.attention.output.LayerNorm"),
-                    c,
-                    a.map(|a| &a.layer_norm),
-                )?,
+                qkv,
+                dense,
+                layer_norm,
                 num_heads: c.num_attention_heads,
                 layer_norm_eps: c.layer_norm_eps,
             };
             let i = c.intermediate_size;
+            let intermediate = t.linear(
+                &format!("{prefix}.intermediate.dense"),
+                h,
+                i,
+                have.map(|l| &l.intermediate),
+            )?;
+            let (output, layer_norm) = output(
+                t,
+                c,
+                &format!("{prefix}.output"),
+                i,
+                have.map(|l| (&l.output, &l.layer_norm)),
+            )?;
             Ok(BertLayer {
                 attention,
-                intermediate: t.linear(
-                    &format!("{prefix}.intermediate.dense"),
-                    h,
-                    i,
-                    have.map(|l| &l.intermediate),
-                )?,
-                output: t.linear(
-                    &format!("{prefix}.output.dense"),
-                    i,
-                    h,
-                    have.map(|l| &l.output),
-                )?,
-                layer_norm: t.layer_norm(
-                    &format!("{prefix}.output.LayerNorm"),
-                    c,
-                    have.map(|l| &l.layer_norm),
-                )?,
+                intermediate,
+                output,
+                layer_norm,
                 layer_norm_eps: c.layer_norm_eps,
                 hidden_act: c.hidden_act,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(BertModel { embeddings, layers })
+}
+
+/// Hugging Face's `BertSelfOutput` and `BertOutput`: `{prefix}.dense` from `d_in` to the hidden size,
+/// then `{prefix}.LayerNorm` (applied to it plus the residual).
+fn output(
+    t: &mut impl Tensors,
+    c: &BertConfig,
+    prefix: &str,
+    d_in: usize,
+    have: Option<(&Linear, &LayerNorm)>,
+) -> Result<(Linear, LayerNorm)> {
+    let dense = t.linear(
+        &format!("{prefix}.dense"),
+        d_in,
+        c.hidden_size,
+        have.map(|h| h.0),
+    )?;
+    let norm = t.layer_norm(&format!("{prefix}.LayerNorm"), c, have.map(|h| h.1))?;
+    Ok((dense, norm))
 }
 
 /// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.

@@ -593,6 +593,17 @@ struct Saver {
 }
 
 impl Saver {
+    /// Writes the model's own tensor and hands it back.
+    fn keep<const D: usize>(
+        &mut self,
+        name: &str,
+        have: Option<&Param<Tensor<D>>>,
+    ) -> Result<Param<Tensor<D>>> {
+        let have = part(have)?;
+        self.write(name.to_string(), have.val());
+        Ok(have.clone())
+    }
+
     fn write<const D: usize>(&mut self, name: String, tensor: Tensor<D>) {
         if !self.options.word_embeddings && name.ends_with("embeddings.word_embeddings.weight") {
             return;
@@ -630,9 +641,7 @@ impl Tensors for Saver {
         _: usize,
         have: Option<&Param<Tensor<1>>>,
     ) -> Result<Param<Tensor<1>>> {
-        let have = part(have)?;
-        self.write(name.to_string(), have.val());
-        Ok(have.clone())
+        self.keep(name, have)
     }
 
     fn tensor2(
@@ -641,9 +650,7 @@ impl Tensors for Saver {
         _: [usize; 2],
         have: Option<&Param<Tensor<2>>>,
     ) -> Result<Param<Tensor<2>>> {
-        let have = part(have)?;
-        self.write(name.to_string(), have.val());
-        Ok(have.clone())
+        self.keep(name, have)
     }
 
     fn optional2(

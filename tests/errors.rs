@@ -352,6 +352,11 @@ fn pipeline_input_errors_leave_the_pipeline_usable() {
         message(run("a [MASK]", 0)),
         "input: top_k must be at least 1"
     );
+    let huge = "word ".repeat(2_000_001);
+    assert_eq!(
+        message(run(&huge, 5)),
+        "input: a text of 10000005 bytes is more than the 10000000 a call takes (the model reads only its first 64 tokens): cut it first"
+    );
     let long = format!("{} [MASK]", "the ".repeat(100));
     assert!(message(run(&long, 5)).contains("truncated"));
     let ok = run("the [MASK] of", 3).unwrap();

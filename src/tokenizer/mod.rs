@@ -38,6 +38,9 @@ pub struct Tokenizer {
     largest_id: u32,
 }
 
+/// The longest text tokenized, in bytes.
+pub const MAX_TEXT_BYTES: usize = 10_000_000;
+
 const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
 
 /// A `TemplateProcessing` (alone or in a `Sequence`) defines every special token its templates name, each
@@ -189,6 +192,15 @@ impl Tokenizer {
     }
 
     fn run(&self, a: &str, b: Option<&str>) -> Result<Encoding> {
+        // The model reads a few hundred tokens; past this, `tokenizers` would still normalise every byte.
+        if let Some(text) = b.into_iter().chain([a]).find(|t| t.len() > MAX_TEXT_BYTES) {
+            return Err(Error::Input(format!(
+                "a text of {} bytes is more than the {MAX_TEXT_BYTES} a call takes (the model reads only \
+                 its first {} tokens): cut it first",
+                text.len(),
+                self.max_len
+            )));
+        }
         let error = |e| Error::Tokenizer(format!("could not tokenize: {e}"));
         let encoding = match &self.basic {
             Some(basic) if !b.into_iter().chain([a]).any(|t| basic.reorders_marks(t)) => {

@@ -86,8 +86,9 @@ pub struct Model {
     /// Swapped only when the GPU is lost; each call holds its own reference, no borrow across awaits.
     placed: RefCell<Rc<Placed>>,
     task: String,
-    /// Where the files came from, to load them again on the CPU.
-    source: Source,
+    /// Where the files came from, to load them again on the CPU if the GPU is lost (kept only while the
+    /// model is on the GPU).
+    source: RefCell<Option<Source>>,
 }
 
 /// The model on its device(s).
@@ -99,6 +100,7 @@ struct Placed {
     small: Option<(Task, usize)>,
 }
 
+#[derive(Clone)]
 enum Source {
     Url {
         url: String,
@@ -155,7 +157,10 @@ impl Model {
                 web_sys::console::warn_1(
                     &format!("webbert: the GPU failed ({first_line}); going on on the CPU").into(),
                 );
-                let files = self.source.files(None).await?;
+                let Some(source) = self.source.borrow().clone() else {
+                    return Err(Error::Device(reason));
+                };
+                let files = source.files(None).await?;
                 let cpu = Task::load(&self.task, &files, Backend::Cpu.device().await?)?;
                 let placed = Rc::new(Placed {
                     task: cpu,
@@ -163,6 +168,7 @@ impl Model {
                     small: None,
                 });
                 *self.placed.borrow_mut() = placed.clone();
+                *self.source.borrow_mut() = None;
                 call(&placed).await
             }
             result => result,
@@ -373,7 +379,7 @@ impl Model {
                 small,
             })),
             task,
-            source,
+            source: RefCell::new((backend == Backend::Wgpu).then_some(source)),
         })
     }
 

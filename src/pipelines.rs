@@ -34,7 +34,6 @@ pub struct Pipeline<M> {
 /// The sizes that decide how much of a call fits in one forward pass.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
-    pub num_layers: usize,
     pub num_heads: usize,
     /// The widest activation per token: the feed-forward's inner layer, or Q, K and V side by side.
     pub width: usize,
@@ -44,7 +43,6 @@ pub struct Shape {
 impl Shape {
     fn of(config: &crate::model::config::BertConfig) -> Self {
         Self {
-            num_layers: config.num_hidden_layers,
             num_heads: config.num_attention_heads,
             width: config.intermediate_size.max(3 * config.hidden_size),
             vocab_size: config.vocab_size,
@@ -413,7 +411,6 @@ mod tests {
     #[test]
     fn batches_keep_order_and_stay_under_the_byte_budget() {
         let shape = Shape {
-            num_layers: 6,
             num_heads: 12,
             width: 1536,
             vocab_size: 30522,

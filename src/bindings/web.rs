@@ -168,6 +168,19 @@ impl Fetcher<'_> {
             .filter(|r| !r.is_undefined())
     }
 
+    /// Drops `names` from the cache because their contents were refused (`error`): copies an earlier
+    /// load kept (a new download enters the cache only once the model is found valid), so that a fixed
+    /// server is fetched again rather than a bad copy kept forever; returns `error`.
+    async fn forget(&self, names: &[String], error: Error) -> Error {
+        if let Some(cache) = self.cache {
+            for name in names {
+                let url = self.url(name);
+                let _ = call(cache.delete_with_str(&url).into(), "cache delete").await;
+            }
+        }
+        error
+    }
+
     async fn is_cached(&self, name: &str) -> bool {
         self.cached(&self.url(name)).await.is_some()
     }
@@ -318,7 +331,7 @@ pub async fn fetch_model(
     let mut to_cache = Vec::new();
     let found = fetch_files(&fetcher, dtype, &mut files, &mut to_cache).await;
     let fetched: Vec<String> = files.keys().cloned().collect();
-    let refused = async |e| forget(cache.as_ref(), base, fetched.iter(), e).await;
+    let refused = async |e| fetcher.forget(&fetched, e).await;
     match found {
         Err(e @ Error::Io(_)) => return Err(e),
         Err(e) => return Err(refused(e).await),
@@ -380,24 +393,6 @@ async fn fetch_files(
         }
     }
     Ok(())
-}
-
-/// Drops `names` from the cache because their contents were refused (`error`): copies an earlier load
-/// kept (a new download enters the cache only once the model is found valid), so that a fixed server
-/// is fetched again rather than a bad copy kept forever; returns `error`.
-async fn forget<'n>(
-    cache: Option<&Cache>,
-    base: &str,
-    names: impl Iterator<Item = &'n String>,
-    error: Error,
-) -> Error {
-    if let Some(cache) = cache {
-        for name in names {
-            let url = format!("{}/{name}", base.trim_end_matches('/'));
-            let _ = call(cache.delete_with_str(&url).into(), "cache delete").await;
-        }
-    }
-    error
 }
 
 /// Lets the event loop run (a message from the page, say) before going on: between the batches of a

@@ -88,7 +88,7 @@ impl BasicTokenizer {
         }
         let mut last = 0; // combining class of the character before, as decomposed
         for c in text.chars() {
-            if self.clean_text && (c == '\0' || c == '\u{fffd}' || is_control(c)) {
+            if self.cleans_away(c) {
                 continue; // removed first: the marks either side meet
             }
             if c.is_ascii() {
@@ -125,15 +125,18 @@ impl BasicTokenizer {
         (text, None)
     }
 
+    /// Whether cleaning removes `c` (NUL, the replacement character, controls) before any other rule.
+    fn cleans_away(&self, c: char) -> bool {
+        self.clean_text && (c == '\0' || c == '\u{fffd}' || is_control(c))
+    }
+
     /// `c`, the `at`-th character of the text, through the normaliser's rules into the current word.
     fn push_char<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) -> Result<()> {
-        if self.clean_text {
-            if c == '\0' || c == '\u{fffd}' || is_control(c) {
-                return Ok(());
-            }
-            if is_whitespace(c) {
-                return words.end();
-            }
+        if self.cleans_away(c) {
+            return Ok(());
+        }
+        if self.clean_text && is_whitespace(c) {
+            return words.end();
         }
         if c.is_ascii() {
             let c = if self.lowercase {

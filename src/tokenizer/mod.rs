@@ -274,10 +274,8 @@ impl Tokenizer {
 
     /// The token with the largest id (added tokens included).
     pub fn largest_id(&self) -> Option<(String, u32)> {
-        self.inner
-            .get_vocab(true)
-            .into_iter()
-            .max_by_key(|(_, id)| *id)
+        let id = self.largest_id;
+        self.inner.id_to_token(id).map(|token| (token, id))
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -1,6 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
+          [--part all|bert|architectures]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -16,7 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.numpy import save_file
-from transformers import BertConfig, BertForMaskedLM, BertModel, BertTokenizerFast, pipeline
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast,
+                          DistilBertConfig, DistilBertForMaskedLM, DistilBertForSequenceClassification,
+                          DistilBertTokenizerFast, PreTrainedModel, RobertaConfig, RobertaForMaskedLM,
+                          RobertaForSequenceClassification, RobertaTokenizerFast, XLMRobertaConfig,
+                          XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -137,7 +143,9 @@ def tiny_model(seed: int, hidden_act: str, tie: bool) -> BertForMaskedLM:
 
 
 @torch.no_grad()
-def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast, dtype, shard: str | None) -> None:
+def write_tiny_fixture(name: str, model: PreTrainedModel, tok, dtype, shard: str | None,
+                       texts: list[str] = TINY_TEXTS) -> None:
+    """A masked-LM model dir plus its golden logits and transformers' own fill-mask top-5 for `texts`."""
     out_dir = FIXTURES / name
     shutil.rmtree(out_dir, ignore_errors=True)
     model = model.to(dtype)
@@ -146,7 +154,7 @@ def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast
     model = model.float()  # compute in f32 from the rounded weights, as webbert does
     fill = pipeline("fill-mask", model=model, tokenizer=tok)
     tensors, masks = {}, []
-    for i, text in enumerate(TINY_TEXTS):
+    for i, text in enumerate(texts):
         enc = tok(text, return_tensors="pt")
         logits = model(**enc).logits[0]
         tensors[f"logits.{i}"] = logits.numpy()
@@ -158,7 +166,7 @@ def write_tiny_fixture(name: str, model: BertForMaskedLM, tok: BertTokenizerFast
         tensors[f"ids.{i}"] = enc["input_ids"][0].numpy().astype(np.float32)
     save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
               FIXTURES / f"{name}_golden.safetensors")
-    (FIXTURES / f"{name}_golden.json").write_text(json.dumps({"texts": TINY_TEXTS, "fill_mask": masks}, indent=1))
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps({"texts": texts, "fill_mask": masks}, indent=1))
 
 
 # Tensors whose gradients the training test checks (Hugging Face names).
@@ -224,20 +232,245 @@ def write_shipped_mlm_fixture(model_dir: Path) -> None:
         print(text, "→", ", ".join(f"{p['token']} {p['score']:.2f}" for p in predictions))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
-    ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    args = ap.parse_args()
-    if args.mlm:
-        write_shipped_mlm_fixture(args.mlm)
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    write_tokenizer_fixture(args.model)
-    write_minilm_fixture(args.model)
+# ---------------------------------------------------------------------------------------------------------
+# Other architectures: RoBERTa (byte-level BPE), XLM-RoBERTa (Unigram), DistilBERT; masked LM and
+# sequence classification. Everything is random and built here, so nothing is downloaded.
 
-    # The tiny models keep 1000 MiniLM vocabulary entries: specials, single characters, the commonest words.
-    full = (args.model / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    vocab = full[:104] + full[999:1600] + full[1996:2291]
+ROBERTA_TEXTS = [t.replace("[MASK]", "<mask>") for t in TINY_TEXTS]
+
+CLS_SINGLE = [
+    "I loved this movie, it was wonderful!",
+    "Café au lait, naïve résumé — déjà vu!",
+    "The service was slow and the food was cold.",
+    # ~40 common words: under 64 tokens with every tiny tokenizer, so no position table runs out.
+    "the city of new york was known for the music and the people who came there every year, and many of them "
+    "said that it was the best place in the world to live, work and play with their family and friends.",
+]
+CLS_PAIRS = [
+    ("How old are you?", "I am six years old."),
+    ("A man is playing a guitar.", "Someone plays an instrument."),
+    ("The cat sat on the mat.", "Dogs are loyal animals."),
+]
+RERANK_QUERY = "what is the capital of france"
+RERANK_PASSAGES = [
+    "Paris is the capital and largest city of France.",
+    "The Eiffel Tower is in Paris.",
+    "Berlin is the capital of Germany.",
+    "France is a country in Western Europe, with a long history and many famous cities.",
+    "Bananas are yellow.",
+]
+
+
+def english_corpus(vocab: list[str]) -> list[str]:
+    """Lines of English-ish text to train the tiny BPE and Unigram tokenizers on: MiniLM's whole-word
+    vocabulary entries (frequency ordered, so Zipf weights by rank look like real text), some capitalised,
+    with punctuation, plus every fixture text, so that the test sentences mostly become whole words."""
+    rng = random.Random(7)
+    words = [w for w in vocab if w.isascii() and w.isalpha()]
+    weights = [1.0 / (rank + 10) for rank in range(len(words))]
+    lines = []
+    for _ in range(20000):
+        line = rng.choices(words, weights, k=rng.randint(4, 14))
+        if rng.random() < 0.6:
+            line[0] = line[0].capitalize()
+        lines.append(" ".join(line) + rng.choice([".", ".", ",", "!", "?", ""]))
+    texts = (TINY_TEXTS + CLS_SINGLE + [t for pair in CLS_PAIRS for t in pair] + [RERANK_QUERY] + RERANK_PASSAGES)
+    return lines + [t.replace("[MASK]", "") for t in texts] * 20
+
+
+def with_mask_last(tokenizer: Tokenizer) -> Tokenizer:
+    """Appends <mask> as the last id, in the model's vocabulary and as a special added token that eats the
+    space before it (lstrip), as roberta-base and xlm-roberta-base have it."""
+    spec = json.loads(tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    if isinstance(vocab, dict):  # BPE: token -> id
+        vocab["<mask>"] = len(vocab)
+    else:  # Unigram: [piece, score] in id order
+        vocab.append(["<mask>", 0.0])
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    tokenizer.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
+    return tokenizer
+
+
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as fairseq numbers them
+
+
+def bpe_tokenizer(corpus: list[str]) -> RobertaTokenizerFast:
+    """A 1000-id byte-level BPE like roberta-base's: no normaliser, ByteLevel pre-tokenizer (no prefix space)
+    and decoder, RobertaProcessing <s> A </s></s> B </s>."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=999, special_tokens=SPECIALS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer = with_mask_last(tokenizer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                            add_prefix_space=False)
+    return RobertaTokenizerFast(tokenizer_object=tokenizer, mask_token=AddedToken("<mask>", lstrip=True, special=True))
+
+
+def unigram_tokenizer(corpus: list[str]) -> XLMRobertaTokenizerFast:
+    """A 1000-id SentencePiece-style Unigram like xlm-roberta-base's: NFKC (XLM-R's precompiled charsmap is
+    nmt_nfkc), Metaspace "▁" pre-tokenizer and decoder, <s> A </s></s> B </s>."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=999, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False))
+    tokenizer = with_mask_last(tokenizer)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
+    return XLMRobertaTokenizerFast(tokenizer_object=tokenizer,
+                                   mask_token=AddedToken("<mask>", lstrip=True, special=True))
+
+
+def perturbed(model_class, config, seed: int) -> PreTrainedModel:
+    """A random tiny model, eager attention, with every parameter (biases, LayerNorms) moved off its init."""
+    torch.manual_seed(seed)
+    config._attn_implementation = "eager"
+    model = model_class(config).eval()
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 0.2)
+    return model
+
+
+def bert_config(**kw) -> BertConfig:
+    return BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                      max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, **kw)
+
+
+def roberta_config(config_class, vocab_size: int, **kw):
+    # Positions start at pad_token_id + 1 = 2, hence 64 usable + 2; eps 1e-5 as roberta-base and xlm-roberta-base.
+    return config_class(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+                        bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, **kw)
+
+
+def distilbert_config(**kw) -> DistilBertConfig:
+    return DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
+                            activation="gelu", pad_token_id=0, **kw)
+
+
+def save_tokenizer(tok, out_dir: Path) -> None:
+    """tokenizer.json (what webbert reads) and tokenizer_config.json; the file must encode as `tok` does."""
+    tok.save_pretrained(out_dir)
+    for name in ("special_tokens_map.json", "chat_template.jinja"):
+        (out_dir / name).unlink(missing_ok=True)
+    saved = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    for text in ROBERTA_TEXTS + TINY_TEXTS + CLS_SINGLE + RERANK_PASSAGES:
+        assert saved.encode(text).ids == tok(text)["input_ids"], (out_dir, text)
+    for a, b in CLS_PAIRS:
+        assert saved.encode(a, b).ids == tok(a, b)["input_ids"], (out_dir, a, b)
+
+
+def reloaded(out_dir: Path, model_class) -> PreTrainedModel:
+    """The saved model loaded back as a user would, eager attention; nothing missing, nothing unexpected."""
+    model, info = model_class.from_pretrained(out_dir, attn_implementation="eager", output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v}
+    assert not problems, f"{out_dir} does not load cleanly: {problems}"
+    return model.eval()
+
+
+def write_mlm_architecture(name: str, model: PreTrainedModel, tok, texts: list[str]) -> None:
+    write_tiny_fixture(name, model, tok, torch.float32, None, texts)
+    save_tokenizer(tok, FIXTURES / name)
+    # What the fixture holds is what the saved files give back.
+    back = reloaded(FIXTURES / name, type(model))
+    with torch.no_grad():
+        for i, text in enumerate(texts):
+            torch.testing.assert_close(back(**tok(text, return_tensors="pt")).logits[0],
+                                       model(**tok(text, return_tensors="pt")).logits[0])
+
+
+@torch.no_grad()
+def write_cls_fixture(name: str, model: PreTrainedModel, tok, rerank: bool = False) -> None:
+    """Raw logits of each input alone and transformers' text-classification pipeline with every label."""
+    out_dir = FIXTURES / name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    save_tokenizer(tok, out_dir)
+    model = reloaded(out_dir, type(model))
+    classify = pipeline("text-classification", model=model, tokenizer=tok)
+
+    # What the pipeline applies by default (transformers' TextClassificationPipeline.postprocess).
+    config = model.config
+    function = "sigmoid" if config.problem_type == "multi_label_classification" or config.num_labels == 1 else "softmax"
+
+    def entry(inputs: dict) -> dict:
+        enc = tok(inputs["text"], inputs.get("text_pair"), return_tensors="pt")
+        logits = model(**enc).logits[0]
+        result = classify(inputs, top_k=None)
+        # The pipeline must have run on the same tensors (token_type_ids included, for BERT pairs).
+        scores = logits.softmax(-1) if function == "softmax" else logits.sigmoid()
+        assert all(abs(r["score"] - scores[config.label2id[r["label"]]].item()) < 1e-6 for r in result), (name, inputs)
+        return {**inputs, "ids": enc["input_ids"][0].tolist(), "logits": logits.tolist(), "pipeline": result}
+
+    fixture = {"single": [entry({"text": t}) for t in CLS_SINGLE],
+               "pairs": [entry({"text": a, "text_pair": b}) for a, b in CLS_PAIRS],
+               "function_to_apply": function}
+    if rerank:
+        # sentence-transformers' CrossEncoder.predict: every (query, passage) in one padded batch, sigmoid.
+        enc = tok([RERANK_QUERY] * len(RERANK_PASSAGES), RERANK_PASSAGES, padding=True, truncation=True,
+                  return_tensors="pt")
+        scores = model(**enc).logits[:, 0].sigmoid()
+        alone = torch.stack([model(**tok(RERANK_QUERY, p, return_tensors="pt")).logits[0, 0].sigmoid()
+                             for p in RERANK_PASSAGES])
+        torch.testing.assert_close(scores, alone)  # padding changes nothing
+        fixture["rerank"] = {"query": RERANK_QUERY, "passages": RERANK_PASSAGES, "scores": scores.tolist()}
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
+
+
+def write_architecture_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    wordpiece = vocab_tokenizer(tiny_vocab(full))
+    # DistilBERT's tokenizer is BERT's WordPiece without token_type_ids (DistilBERT has no segment embeddings).
+    distil = DistilBertTokenizerFast(tokenizer_object=wordpiece.backend_tokenizer)
+    corpus = english_corpus(full)
+    bpe, unigram = bpe_tokenizer(corpus), unigram_tokenizer(corpus)
+    for tok in (bpe, unigram):
+        assert len(tok) == 1000 and tok.mask_token_id == 999, (type(tok), len(tok), tok.mask_token_id)
+        assert tok.convert_tokens_to_ids(SPECIALS) == [0, 1, 2, 3]
+        assert tok("Paris is the <mask> of France.")["input_ids"].count(999) == 1
+
+    write_mlm_architecture("tiny-roberta", perturbed(
+        RobertaForMaskedLM, roberta_config(RobertaConfig, len(bpe), tie_word_embeddings=True), 10), bpe, ROBERTA_TEXTS)
+    write_mlm_architecture("tiny-xlm-roberta", perturbed(
+        XLMRobertaForMaskedLM, roberta_config(XLMRobertaConfig, len(unigram), tie_word_embeddings=True), 11),
+        unigram, ROBERTA_TEXTS)
+    write_mlm_architecture("tiny-distilbert", perturbed(DistilBertForMaskedLM, distilbert_config(), 12), distil,
+                           TINY_TEXTS)
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    write_cls_fixture("tiny-bert-cls", perturbed(
+        BertForSequenceClassification, bert_config(**labels(["negative", "neutral", "positive"])), 20), wordpiece)
+    write_cls_fixture("tiny-roberta-cls", perturbed(
+        RobertaForSequenceClassification, roberta_config(RobertaConfig, len(bpe), **labels(["NEGATIVE", "POSITIVE"])),
+        21), bpe)
+    write_cls_fixture("tiny-distilbert-cls", perturbed(
+        DistilBertForSequenceClassification,
+        distilbert_config(problem_type="multi_label_classification", **labels(["toxic", "insult", "threat", "obscene"])),
+        22), distil)
+    # A cross-encoder like cross-encoder/ms-marco-MiniLM-L6-v2: one logit, which the pipeline puts through a sigmoid.
+    write_cls_fixture("tiny-reranker", perturbed(BertForSequenceClassification, bert_config(num_labels=1), 23),
+                      wordpiece, rerank=True)
+
+
+def tiny_vocab(full: list[str]) -> list[str]:
+    """The tiny models keep 1000 MiniLM vocabulary entries: specials, single characters, the commonest words."""
+    return full[:104] + full[999:1600] + full[1996:2291]
+
+
+def write_bert_fixtures(model_dir: Path, mlm_dir: Path | None) -> None:
+    if mlm_dir:
+        write_shipped_mlm_fixture(mlm_dir)
+    write_tokenizer_fixture(model_dir)
+    write_minilm_fixture(model_dir)
+
+    vocab = tiny_vocab((model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
     tiny_dir = FIXTURES / "tiny-mlm"
     tok = vocab_tokenizer(vocab)
     vocab_txt = "\n".join(vocab) + "\n"
@@ -253,6 +486,20 @@ def main() -> None:
     write_tiny_fixture("tiny-mlm-f16", tiny_model(2, "relu", tie=True), tok, torch.float16, None)
     (FIXTURES / "tiny-mlm-f16" / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
     write_gradient_fixture(tok)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
+    ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
+    ap.add_argument("--part", choices=["all", "bert", "architectures"], default="all",
+                    help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, classifiers")
+    args = ap.parse_args()
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    if args.part in ("all", "bert"):
+        write_bert_fixtures(args.model, args.mlm)
+    if args.part in ("all", "architectures"):
+        write_architecture_fixtures(args.model)
 
 
 if __name__ == "__main__":

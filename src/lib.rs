@@ -21,7 +21,9 @@ pub use backend::Backend;
 pub use error::{Error, Result};
 pub use io::source::{ModelFiles, TokenizerFiles, WeightsDtype};
 pub use io::weights::Checkpoint;
-pub use model::config::BertConfig;
+pub use model::config::{Architecture, BertConfig};
 pub use model::heads::Pooling;
-pub use pipelines::{AttentionOutput, Embedder, FillMask, FillMaskOutput, Prediction};
+pub use pipelines::{
+    AttentionOutput, Classifier, Embedder, FillMask, FillMaskOutput, Label, Prediction, Ranked,
+};
 pub use tokenizer::{Encoding, Tokenizer};

@@ -1,4 +1,5 @@
-//! Text in, results out: fill-mask, sentence embeddings, and attention maps. Reads back from the device
+//! Text in, results out: fill-mask, sentence embeddings, text classification and reranking, and
+//! attention maps. Reads back from the device
 //! are async, so the same code runs on WebGPU in a browser.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -6,8 +7,11 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
-use crate::io::weights::{load_bert, load_bert_for_masked_lm};
-use crate::model::heads::{BertForMaskedLM, Pooling, pool};
+use crate::io::weights::{
+    load_bert, load_bert_for_masked_lm, load_bert_for_sequence_classification,
+};
+use crate::model::config::ScoreFunction;
+use crate::model::heads::{BertForMaskedLM, BertForSequenceClassification, Pooling, pool};
 use crate::model::{Batch, BertModel};
 use crate::ops::top_k::softmax_top_k;
 use crate::tokenizer::{Encoding, Tokenizer};
@@ -72,6 +76,7 @@ fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding
 
 pub type Embedder = Pipeline<BertModel>;
 pub type FillMask = Pipeline<BertForMaskedLM>;
+pub type Classifier = Pipeline<BertForSequenceClassification>;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -85,7 +90,7 @@ pub struct Prediction {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FillMaskOutput {
-    /// For each `[MASK]`, in order, the `top_k` most likely tokens.
+    /// For each mask, in order, the `top_k` most likely tokens.
     pub masks: Vec<Vec<Prediction>>,
     pub truncated: bool,
 }
@@ -274,15 +279,19 @@ impl FillMask {
         })
     }
 
-    /// For every `[MASK]` in `text`, the `top_k` most likely tokens with their softmax probabilities.
+    /// For every mask token (`[MASK]`, `<mask>`) in `text`, the `top_k` most likely tokens with their
+    /// softmax probabilities.
     pub async fn predict(&self, text: &str, top_k: usize) -> Result<FillMaskOutput> {
         if top_k == 0 {
             return Err(Error::Input("top_k must be at least 1".into()));
         }
-        let mask_id = self
-            .tokenizer
-            .mask_token_id()
-            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?;
+        let (Some(mask_id), Some(mask)) =
+            (self.tokenizer.mask_token_id(), self.tokenizer.mask_token())
+        else {
+            return Err(Error::Tokenizer(
+                "the tokenizer has no mask token ([MASK] or <mask>)".into(),
+            ));
+        };
         let encoding = encode(&self.tokenizer, text)?;
         let positions: Vec<i64> = encoding
             .ids
@@ -297,7 +306,7 @@ impl FillMask {
             } else {
                 ""
             };
-            return Err(Error::Input(format!("the text has no [MASK] token{hint}")));
+            return Err(Error::Input(format!("the text has no {mask} token{hint}")));
         }
 
         let top_k = top_k.min(self.shape.vocab_size);
@@ -339,10 +348,8 @@ impl FillMask {
                         let mut ids = encoding.ids.clone();
                         ids[pos as usize] = id;
                         Prediction {
-                            token: self
-                                .tokenizer
-                                .id_to_token(id)
-                                .unwrap_or_else(|| "[UNK]".into()),
+                            // As the pipeline shows it: RoBERTa's `Ġcapital` as " capital".
+                            token: self.tokenizer.decode(&[id], false),
                             token_id: id,
                             score,
                             sequence: self.tokenizer.decode(&ids, single),
@@ -359,6 +366,147 @@ impl FillMask {
 
     pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
         attention(&self.tokenizer, &self.model.bert, &self.device, text).await
+    }
+}
+
+/// A label and its score (softmax or sigmoid of the logits, as the checkpoint's `problem_type` says).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Label {
+    pub label: String,
+    pub score: f32,
+}
+
+/// A passage's place in a reranking: its index in the input, its relevance score and its text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ranked {
+    pub index: usize,
+    pub score: f32,
+    pub text: String,
+}
+
+/// One input of a classifier: a text, or a pair read together (`[CLS] a [SEP] b [SEP]`).
+pub type TextInput<'a> = (&'a str, Option<&'a str>);
+
+impl Classifier {
+    /// A `*ForSequenceClassification` checkpoint, its labels from `id2label`.
+    pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        Self::load_from(&files, device)
+    }
+
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
+        let model =
+            load_bert_for_sequence_classification(&files.checkpoint, &files.config, &device)
+                .map_err(|e| match e {
+                    Error::Weights(msg) if msg.contains("is missing") => Error::Weights(format!(
+                        "{msg}: text classification needs a sequence-classification checkpoint"
+                    )),
+                    other => other,
+                })?;
+        Ok(Self {
+            tokenizer: files.tokenizer.clone(),
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
+        })
+    }
+
+    /// The classifier's raw output for each input, in input order (inputs batched by length).
+    pub async fn logits(&self, inputs: &[TextInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        let mut encoded = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (a, b))| {
+                let encoding = match b {
+                    None => encode(&self.tokenizer, a)?,
+                    Some(b) => self.tokenizer.encode_pair(a, b)?,
+                };
+                Ok((i, encoding))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        encoded.sort_by_key(|(_, e)| e.ids.len());
+        let mut rows = vec![Vec::new(); inputs.len()];
+        for batch in batches(encoded, &self.shape) {
+            let (indices, encodings): (Vec<usize>, Vec<Encoding>) = batch.into_iter().unzip();
+            let batch = Batch::new(&encodings, self.pad_id, &self.device);
+            let logits = self.model.forward(&batch);
+            let labels = logits.dims()[1];
+            for (i, row) in indices
+                .into_iter()
+                .zip(read(logits).await?.chunks_exact(labels))
+            {
+                rows[i] = row.to_vec();
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Per input, the `top_k` likeliest labels, best first (as the `text-classification` pipeline).
+    pub async fn classify(
+        &self,
+        inputs: &[TextInput<'_>],
+        top_k: usize,
+    ) -> Result<Vec<Vec<Label>>> {
+        let labels = &self.model.classifier.labels;
+        let logits = self.logits(inputs).await?;
+        Ok(logits
+            .into_iter()
+            .map(|row| {
+                let mut scored: Vec<Label> = scores(&row, self.model.classifier.score_function)
+                    .into_iter()
+                    .zip(labels)
+                    .map(|(score, label)| Label {
+                        label: label.clone(),
+                        score,
+                    })
+                    .collect();
+                scored.sort_by(|a, b| b.score.total_cmp(&a.score));
+                scored.truncate(top_k);
+                scored
+            })
+            .collect())
+    }
+
+    /// `passages` by relevance to `query`, best first, the `top_k` best: a cross-encoder reads each
+    /// (query, passage) pair; the score is the last label's (a reranker's single logit, through a sigmoid).
+    pub async fn rerank(
+        &self,
+        query: &str,
+        passages: &[String],
+        top_k: usize,
+    ) -> Result<Vec<Ranked>> {
+        let pairs: Vec<TextInput> = passages.iter().map(|p| (query, Some(p.as_str()))).collect();
+        let logits = self.logits(&pairs).await?;
+        let mut ranked: Vec<Ranked> = logits
+            .iter()
+            .zip(passages)
+            .enumerate()
+            .map(|(index, (row, text))| Ranked {
+                index,
+                score: *scores(row, self.model.classifier.score_function)
+                    .last()
+                    .expect("a classifier has at least one label"),
+                text: text.clone(),
+            })
+            .collect();
+        ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+        ranked.truncate(top_k);
+        Ok(ranked)
+    }
+}
+
+/// Logits to scores, in f32 as the pipeline computes them.
+fn scores(logits: &[f32], function: ScoreFunction) -> Vec<f32> {
+    match function {
+        ScoreFunction::Softmax => {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = logits.iter().map(|x| (x - max).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.into_iter().map(|e| e / sum).collect()
+        }
+        ScoreFunction::Sigmoid => logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
+        ScoreFunction::None => logits.to_vec(),
     }
 }
 

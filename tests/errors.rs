@@ -76,8 +76,8 @@ fn config_errors_name_the_field() {
     let cases = [
         ("not json", "not valid JSON"),
         (
-            r#"{"model_type": "roberta", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
-            "field `model_type` = \"roberta\" is not supported yet (only \"bert\")",
+            r#"{"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert)",
         ),
         (
             r#"{"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,

@@ -2,6 +2,7 @@
 //! and the smaller weight variants `webbert quantize` writes.
 
 pub mod jsonl;
+pub mod layout;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod quantize;
 pub mod source;

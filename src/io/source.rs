@@ -70,13 +70,16 @@ impl ModelFiles {
         checkpoint: Checkpoint,
     ) -> Result<Self> {
         let config = BertConfig::from_hf_json(config_json)?;
-        let max_len = config.max_position_embeddings;
-        let tokenizer = match tokenizer {
+        let max_len = config.max_len();
+        let mut tokenizer = match tokenizer {
             TokenizerFiles::Json(json) => Tokenizer::from_tokenizer_json(&json, max_len)?,
             TokenizerFiles::Vocab { vocab, config } => {
                 Tokenizer::from_vocab(&vocab, config.as_deref(), max_len)?
             }
         };
+        if config.type_vocab_size <= 1 {
+            tokenizer = tokenizer.without_segments();
+        }
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {} tokens but config.json's vocab_size is {}: they belong to different models",

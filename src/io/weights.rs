@@ -12,11 +12,14 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
 use crate::error::{Error, Result};
+use crate::io::layout::Layout;
 use crate::model::BertModel;
 use crate::model::attention::BertAttention;
 use crate::model::config::BertConfig;
 use crate::model::embeddings::BertEmbeddings;
-use crate::model::heads::{BertForMaskedLM, MlmHead};
+use crate::model::heads::{
+    BertForMaskedLM, BertForSequenceClassification, ClassificationHead, MlmHead,
+};
 use crate::model::layer::BertLayer;
 
 struct Shard {
@@ -200,11 +203,8 @@ fn weight_map(index_json: &str) -> Result<BTreeMap<String, String>> {
         .map_err(|e| Error::Weights(format!("model.safetensors.index.json: {e}")))
 }
 
-/// Hugging Face's names of the three projections that [`BertAttention::qkv`] holds side by side.
-const QKV: [&str; 3] = ["query", "key", "value"];
-
-/// Where a model's tensors come from or go to. [`bert`] and [`mlm_head`] name every tensor once, under
-/// Hugging Face's names, for both: each part is built from the checkpoint when loading ([`Loader`], `have`
+/// Where a model's tensors come from or go to. [`bert`] and the heads' walks name every tensor once
+/// (through [`Layout`]), for both: each part is built from the checkpoint when loading ([`Loader`], `have`
 /// is `None`), and written out and handed back when saving ([`Saver`], `have` is the model's own part).
 trait Tensors {
     fn tensor1(
@@ -260,93 +260,87 @@ trait Tensors {
     ) -> Result<LayerNorm>;
 }
 
-/// The encoder; `prefix` is `""` in a `BertModel` checkpoint, `"bert."` inside task models.
+/// The encoder; `prefix` is `""` in a bare encoder's checkpoint, `layout.encoder` inside task models.
 fn bert(
     t: &mut impl Tensors,
     c: &BertConfig,
     prefix: &str,
     have: Option<&BertModel>,
 ) -> Result<BertModel> {
+    let names = Layout::of(c.architecture);
     let h = c.hidden_size;
     let e = have.map(|m| &m.embeddings);
     let mut embedding = |name: &str, rows, have: Option<&Embedding>| -> Result<Embedding> {
         let weight = t.tensor2(
-            &format!("{prefix}embeddings.{name}.weight"),
+            &format!("{prefix}{name}.weight"),
             [rows, h],
             have.map(|e| &e.weight),
         )?;
         Ok(Embedding { weight })
     };
     let word_embeddings = embedding(
-        "word_embeddings",
+        names.word_embeddings,
         c.vocab_size,
         e.map(|e| &e.word_embeddings),
     )?;
     let position_embeddings = embedding(
-        "position_embeddings",
+        names.position_embeddings,
         c.max_position_embeddings,
         e.map(|e| &e.position_embeddings),
     )?;
-    let token_type_embeddings = embedding(
-        "token_type_embeddings",
-        c.type_vocab_size,
-        e.map(|e| &e.token_type_embeddings),
-    )?;
+    let token_type_embeddings = names
+        .token_type_embeddings
+        .map(|name| {
+            embedding(
+                name,
+                c.type_vocab_size,
+                e.and_then(|e| e.token_type_embeddings.as_ref()),
+            )
+        })
+        .transpose()?;
     let embeddings = BertEmbeddings {
         word_embeddings,
         position_embeddings,
         token_type_embeddings,
         layer_norm: t.layer_norm(
-            &format!("{prefix}embeddings.LayerNorm"),
+            &format!("{prefix}{}", names.embeddings_norm),
             c,
             e.map(|e| &e.layer_norm),
         )?,
         layer_norm_eps: c.layer_norm_eps,
+        position_offset: c.position_offset(),
     };
     let layers = (0..c.num_hidden_layers)
         .map(|n| {
-            let prefix = format!("{prefix}encoder.layer.{n}");
+            let name = |part: &str| format!("{prefix}{}.{n}.{part}", names.layers);
             let have = have.map(|m| &m.layers[n]);
             let a = have.map(|l| &l.attention);
-            let qkv = t.linears(
-                &QKV.map(|name| format!("{prefix}.attention.self.{name}")),
-                h,
-                h,
-                a.map(|a| &a.qkv),
-            )?;
-            let (dense, layer_norm) = output(
-                t,
-                c,
-                &format!("{prefix}.attention.output"),
-                h,
-                a.map(|a| (&a.dense, &a.layer_norm)),
-            )?;
+            let (h, i) = (h, c.intermediate_size);
             let attention = BertAttention {
-                qkv,
-                dense,
-                layer_norm,
+                qkv: t.linears(&names.qkv.map(name), h, h, a.map(|a| &a.qkv))?,
+                dense: t.linear(&name(names.attention_output), h, h, a.map(|a| &a.dense))?,
+                layer_norm: t.layer_norm(
+                    &name(names.attention_norm),
+                    c,
+                    a.map(|a| &a.layer_norm),
+                )?,
                 num_heads: c.num_attention_heads,
                 layer_norm_eps: c.layer_norm_eps,
             };
-            let i = c.intermediate_size;
-            let intermediate = t.linear(
-                &format!("{prefix}.intermediate.dense"),
-                h,
-                i,
-                have.map(|l| &l.intermediate),
-            )?;
-            let (output, layer_norm) = output(
-                t,
-                c,
-                &format!("{prefix}.output"),
-                i,
-                have.map(|l| (&l.output, &l.layer_norm)),
-            )?;
             Ok(BertLayer {
                 attention,
-                intermediate,
-                output,
-                layer_norm,
+                intermediate: t.linear(
+                    &name(names.intermediate),
+                    h,
+                    i,
+                    have.map(|l| &l.intermediate),
+                )?,
+                output: t.linear(&name(names.output), i, h, have.map(|l| &l.output))?,
+                layer_norm: t.layer_norm(
+                    &name(names.output_norm),
+                    c,
+                    have.map(|l| &l.layer_norm),
+                )?,
                 layer_norm_eps: c.layer_norm_eps,
                 hidden_act: c.hidden_act,
             })
@@ -355,51 +349,46 @@ fn bert(
     Ok(BertModel { embeddings, layers })
 }
 
-/// Hugging Face's `BertSelfOutput` and `BertOutput`: `{prefix}.dense` from `d_in` to the hidden size,
-/// then `{prefix}.LayerNorm` (applied to it plus the residual).
-fn output(
+/// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.
+fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Result<MlmHead> {
+    let names = &Layout::of(c.architecture).mlm;
+    let (h, v) = (c.hidden_size, c.vocab_size);
+    let bias = t.which(&names.bias);
+    Ok(MlmHead {
+        dense: t.linear(names.dense, h, h, have.map(|m| &m.dense))?,
+        layer_norm: t.layer_norm(names.norm, c, have.map(|m| &m.layer_norm))?,
+        decoder: t.optional2(names.decoder, [v, h], have.map(|m| m.decoder.as_ref()))?,
+        bias: t.tensor1(bias, v, have.map(|m| &m.bias))?,
+        layer_norm_eps: c.layer_norm_eps,
+        hidden_act: names.act.unwrap_or(c.hidden_act),
+    })
+}
+
+/// The sequence classifier on the first token; `prefix` is the encoder's (BERT's pooler is part of it).
+fn classification_head(
     t: &mut impl Tensors,
     c: &BertConfig,
     prefix: &str,
-    d_in: usize,
-    have: Option<(&Linear, &LayerNorm)>,
-) -> Result<(Linear, LayerNorm)> {
-    let dense = t.linear(
-        &format!("{prefix}.dense"),
-        d_in,
-        c.hidden_size,
-        have.map(|h| h.0),
-    )?;
-    let norm = t.layer_norm(&format!("{prefix}.LayerNorm"), c, have.map(|h| h.1))?;
-    Ok((dense, norm))
-}
-
-/// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.
-fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Result<MlmHead> {
-    let (h, v) = (c.hidden_size, c.vocab_size);
-    // The decoder's own bias is what `transformers` applies; older checkpoints only carry the (then tied)
-    // `cls.predictions.bias`.
-    let bias = t.which(&["cls.predictions.decoder.bias", "cls.predictions.bias"]);
-    Ok(MlmHead {
-        dense: t.linear(
-            "cls.predictions.transform.dense",
-            h,
-            h,
-            have.map(|m| &m.dense),
-        )?,
-        layer_norm: t.layer_norm(
-            "cls.predictions.transform.LayerNorm",
-            c,
-            have.map(|m| &m.layer_norm),
-        )?,
-        decoder: t.optional2(
-            "cls.predictions.decoder.weight",
-            [v, h],
-            have.map(|m| m.decoder.as_ref()),
-        )?,
-        bias: t.tensor1(bias, v, have.map(|m| &m.bias))?,
-        layer_norm_eps: c.layer_norm_eps,
-        hidden_act: c.hidden_act,
+    have: Option<&ClassificationHead>,
+) -> Result<ClassificationHead> {
+    let names = &Layout::of(c.architecture).classifier;
+    let h = c.hidden_size;
+    let labels = c.labels.len();
+    if labels == 0 {
+        return Err(Error::Config(
+            "config.json has no `id2label`: a classifier needs its labels".into(),
+        ));
+    }
+    let dense = match names.pooler_in_encoder {
+        true => format!("{prefix}{}", names.dense),
+        false => names.dense.to_string(),
+    };
+    Ok(ClassificationHead {
+        dense: t.linear(&dense, h, h, have.map(|m| &m.dense))?,
+        out: t.linear(names.out, h, labels, have.map(|m| &m.out))?,
+        act: names.act,
+        labels: c.labels.clone(),
+        score_function: c.score_function,
     })
 }
 
@@ -417,15 +406,13 @@ impl Loader<'_> {
         ))
     }
 
-    /// `"bert."` if the checkpoint is a task model's, `""` if a bare encoder's.
-    fn bert_prefix(&self) -> &'static str {
-        if self
-            .checkpoint
-            .contains("bert.embeddings.word_embeddings.weight")
-        {
-            "bert."
-        } else {
-            ""
+    /// The encoder's prefix (`"bert."`) if the checkpoint is a task model's, `""` if a bare encoder's.
+    fn encoder_prefix(&self, config: &BertConfig) -> &'static str {
+        let names = Layout::of(config.architecture);
+        let word = format!("{}{}.weight", names.encoder, names.word_embeddings);
+        match self.checkpoint.contains(&word) {
+            true => names.encoder,
+            false => "",
         }
     }
 }
@@ -526,18 +513,18 @@ impl Tensors for Loader<'_> {
     }
 }
 
-/// The encoder from a `BertModel` or any `Bert*` task checkpoint (task heads are ignored).
+/// The encoder from a bare encoder's checkpoint or any task model's of its family (heads ignored).
 pub fn load_bert(
     checkpoint: &Checkpoint,
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertModel> {
     let mut loader = Loader { checkpoint, device };
-    let prefix = loader.bert_prefix();
+    let prefix = loader.encoder_prefix(config);
     bert(&mut loader, config, prefix, None)
 }
 
-/// A `BertForMaskedLM` checkpoint; the decoder is tied to the word embeddings unless the checkpoint
+/// A `*ForMaskedLM` checkpoint; the decoder is tied to the word embeddings unless the checkpoint
 /// carries `cls.predictions.decoder.weight`.
 pub fn load_bert_for_masked_lm(
     checkpoint: &Checkpoint,
@@ -545,10 +532,24 @@ pub fn load_bert_for_masked_lm(
     device: &Device,
 ) -> Result<BertForMaskedLM> {
     let mut loader = Loader { checkpoint, device };
-    let prefix = loader.bert_prefix();
+    let prefix = loader.encoder_prefix(config);
     Ok(BertForMaskedLM {
         bert: bert(&mut loader, config, prefix, None)?,
         cls: mlm_head(&mut loader, config, None)?,
+    })
+}
+
+/// A `*ForSequenceClassification` checkpoint: the encoder and the classifier on its first token.
+pub fn load_bert_for_sequence_classification(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+) -> Result<BertForSequenceClassification> {
+    let mut loader = Loader { checkpoint, device };
+    let prefix = loader.encoder_prefix(config);
+    Ok(BertForSequenceClassification {
+        bert: bert(&mut loader, config, prefix, None)?,
+        classifier: classification_head(&mut loader, config, prefix, None)?,
     })
 }
 
@@ -571,7 +572,12 @@ pub fn save_bert_for_masked_lm(
         tensors: Vec::new(),
         options,
     };
-    bert(&mut saver, config, "bert.", Some(&model.bert))?;
+    bert(
+        &mut saver,
+        config,
+        Layout::of(config.architecture).encoder,
+        Some(&model.bert),
+    )?;
     mlm_head(&mut saver, config, Some(&model.cls))?;
     let views: Vec<(String, safetensors::tensor::TensorView)> = saver
         .tensors

@@ -1,7 +1,7 @@
 //! The encoder's hyper-parameters, read from a Hugging Face `config.json`.
 
 use burn::config::Config;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{self, Error};
 
@@ -15,9 +15,72 @@ pub enum HiddenAct {
     Relu,
 }
 
-/// BERT's shape, named as in Hugging Face's `BertConfig`.
+impl HiddenAct {
+    fn parse(field: &str, value: Option<&Value>) -> error::Result<Self> {
+        match value {
+            None => Ok(HiddenAct::Gelu),
+            Some(Value::String(name)) => match name.as_str() {
+                "gelu" => Ok(HiddenAct::Gelu),
+                "gelu_new" | "gelu_pytorch_tanh" => Ok(HiddenAct::GeluNew),
+                "relu" => Ok(HiddenAct::Relu),
+                other => Err(Error::Config(format!(
+                    "field `{field}` = \"{other}\" is not supported (gelu, gelu_new, relu)"
+                ))),
+            },
+            Some(v) => Err(Error::Config(format!(
+                "field `{field}` must be a string, found {v}"
+            ))),
+        }
+    }
+}
+
+/// The checkpoint's family (`model_type`): the same post-norm encoder, its tensors named and its
+/// inputs laid out differently (see `io::layout`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    Bert,
+    /// BERT's encoder; positions count from `pad_token_id + 1`, one segment, byte-level BPE.
+    Roberta,
+    /// RoBERTa with a SentencePiece (Unigram) vocabulary.
+    XlmRoberta,
+    /// Six layers distilled from BERT: no segment embeddings, no pooler.
+    DistilBert,
+}
+
+impl Architecture {
+    /// Hugging Face's `model_type`.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::Roberta => "roberta",
+            Architecture::XlmRoberta => "xlm-roberta",
+            Architecture::DistilBert => "distilbert",
+        }
+    }
+}
+
+const ARCHITECTURES: [Architecture; 4] = [
+    Architecture::Bert,
+    Architecture::Roberta,
+    Architecture::XlmRoberta,
+    Architecture::DistilBert,
+];
+
+/// How a sequence classifier's logits become scores (`problem_type`, as the `text-classification`
+/// pipeline reads it).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum ScoreFunction {
+    Softmax,
+    /// Each label on its own (multi-label classification, and one-logit rerankers).
+    Sigmoid,
+    /// Regression: the logits themselves.
+    None,
+}
+
+/// BERT's shape, named as in Hugging Face's `BertConfig` (other families' fields are read into it).
 #[derive(Config, Debug, PartialEq)]
 pub struct BertConfig {
+    pub architecture: Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
@@ -25,9 +88,13 @@ pub struct BertConfig {
     pub intermediate_size: usize,
     pub hidden_act: HiddenAct,
     pub max_position_embeddings: usize,
+    /// 0 for models without segment embeddings (DistilBERT).
     pub type_vocab_size: usize,
     pub layer_norm_eps: f64,
     pub pad_token_id: usize,
+    /// The classifier's labels (`id2label`, by id).
+    pub labels: Vec<String>,
+    pub score_function: ScoreFunction,
 }
 
 impl BertConfig {
@@ -38,6 +105,23 @@ impl BertConfig {
         let object = value
             .as_object()
             .ok_or_else(|| Error::Config("expected a JSON object".into()))?;
+        let architecture = match object.get("model_type").filter(|t| !t.is_null()) {
+            None => Architecture::Bert,
+            Some(model_type) => ARCHITECTURES
+                .into_iter()
+                .find(|a| model_type.as_str() == Some(a.model_type()))
+                .ok_or_else(|| {
+                    let known: Vec<&str> = ARCHITECTURES.iter().map(|a| a.model_type()).collect();
+                    Error::Config(format!(
+                        "field `model_type` = {model_type} is not supported yet (only {})",
+                        known.join(", ")
+                    ))
+                })?,
+        };
+        // DistilBERT names the same sizes its own way.
+        let distil = architecture == Architecture::DistilBert;
+        let name =
+            |bert: &'static str, distilbert: &'static str| if distil { distilbert } else { bert };
         let size = |field: &str, default: Option<usize>| -> error::Result<usize> {
             match object.get(field) {
                 None | Some(Value::Null) => {
@@ -54,14 +138,6 @@ impl BertConfig {
                     }),
             }
         };
-        // Other architectures name their tensors and shape their layers differently: say so up front.
-        if let Some(model_type) = object.get("model_type").filter(|t| !t.is_null())
-            && model_type.as_str() != Some("bert")
-        {
-            return Err(Error::Config(format!(
-                "field `model_type` = {model_type} is not supported yet (only \"bert\")"
-            )));
-        }
         if let Some(kind) = object
             .get("position_embedding_type")
             .and_then(Value::as_str)
@@ -71,25 +147,8 @@ impl BertConfig {
                 "field `position_embedding_type` = \"{kind}\" is not supported (only \"absolute\")"
             )));
         }
-        let hidden_act = match object.get("hidden_act") {
-            None => HiddenAct::Gelu,
-            Some(Value::String(name)) => match name.as_str() {
-                "gelu" => HiddenAct::Gelu,
-                "gelu_new" | "gelu_pytorch_tanh" => HiddenAct::GeluNew,
-                "relu" => HiddenAct::Relu,
-                other => {
-                    return Err(Error::Config(format!(
-                        "field `hidden_act` = \"{other}\" is not supported (gelu, gelu_new, relu)"
-                    )));
-                }
-            },
-            Some(v) => {
-                return Err(Error::Config(format!(
-                    "field `hidden_act` must be a string, found {v}"
-                )));
-            }
-        };
         let layer_norm_eps = match object.get("layer_norm_eps") {
+            // DistilBERT's is fixed in its code.
             None => 1e-12,
             Some(v) => v.as_f64().filter(|e| *e > 0.0).ok_or_else(|| {
                 Error::Config(format!(
@@ -97,31 +156,55 @@ impl BertConfig {
                 ))
             })?,
         };
+        let labels = labels(object)?;
+        let score_function = match object.get("problem_type").and_then(Value::as_str) {
+            Some("multi_label_classification") => ScoreFunction::Sigmoid,
+            _ if labels.len() == 1 => ScoreFunction::Sigmoid,
+            _ => ScoreFunction::Softmax,
+        };
+        let roberta = matches!(
+            architecture,
+            Architecture::Roberta | Architecture::XlmRoberta
+        );
         let config = BertConfig {
+            architecture,
             vocab_size: size("vocab_size", None)?,
-            hidden_size: size("hidden_size", None)?,
-            num_hidden_layers: size("num_hidden_layers", None)?,
-            num_attention_heads: size("num_attention_heads", None)?,
-            intermediate_size: size("intermediate_size", None)?,
-            hidden_act,
+            hidden_size: size(name("hidden_size", "dim"), None)?,
+            num_hidden_layers: size(name("num_hidden_layers", "n_layers"), None)?,
+            num_attention_heads: size(name("num_attention_heads", "n_heads"), None)?,
+            intermediate_size: size(name("intermediate_size", "hidden_dim"), None)?,
+            hidden_act: HiddenAct::parse(
+                name("hidden_act", "activation"),
+                object.get(name("hidden_act", "activation")),
+            )?,
             max_position_embeddings: size("max_position_embeddings", Some(512))?,
-            type_vocab_size: size("type_vocab_size", Some(2))?,
+            type_vocab_size: if distil {
+                0
+            } else {
+                size("type_vocab_size", Some(2))?
+            },
             layer_norm_eps,
-            pad_token_id: size("pad_token_id", Some(0))?,
+            pad_token_id: size("pad_token_id", Some(if roberta { 1 } else { 0 }))?,
+            labels,
+            score_function,
         };
         if !config
             .hidden_size
             .is_multiple_of(config.num_attention_heads)
         {
             return Err(Error::Config(format!(
-                "field `hidden_size` ({}) must be a multiple of `num_attention_heads` ({})",
-                config.hidden_size, config.num_attention_heads
+                "field `{}` ({}) must be a multiple of `{}` ({})",
+                name("hidden_size", "dim"),
+                config.hidden_size,
+                name("num_attention_heads", "n_heads"),
+                config.num_attention_heads
             )));
         }
-        if config.max_position_embeddings < 3 {
+        if config.max_len() < 3 {
             return Err(Error::Config(format!(
-                "field `max_position_embeddings` ({}) must be at least 3: room for [CLS], a token and [SEP]",
-                config.max_position_embeddings
+                "field `max_position_embeddings` ({}) must be at least {}: room for [CLS], a token and [SEP]",
+                config.max_position_embeddings,
+                config.position_offset() + 3
             )));
         }
         if config.pad_token_id >= config.vocab_size {
@@ -132,4 +215,41 @@ impl BertConfig {
         }
         Ok(config)
     }
+
+    /// The first position's row in the position embeddings: RoBERTa counts from `pad_token_id + 1`.
+    pub fn position_offset(&self) -> usize {
+        match self.architecture {
+            Architecture::Roberta | Architecture::XlmRoberta => self.pad_token_id + 1,
+            Architecture::Bert | Architecture::DistilBert => 0,
+        }
+    }
+
+    /// The most tokens a sequence can have.
+    pub fn max_len(&self) -> usize {
+        self.max_position_embeddings
+            .saturating_sub(self.position_offset())
+    }
+}
+
+/// `id2label` as a list by id: `{"0": "NEGATIVE", "1": "POSITIVE"}` → `["NEGATIVE", "POSITIVE"]`.
+fn labels(object: &Map<String, Value>) -> error::Result<Vec<String>> {
+    let Some(id2label) = object.get("id2label").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let error = || {
+        Error::Config(format!(
+            "field `id2label` must map the ids 0, 1, … to label names, found {id2label}"
+        ))
+    };
+    let map = id2label.as_object().ok_or_else(error)?;
+    let mut labels = vec![None; map.len()];
+    for (id, label) in map {
+        let slot = id
+            .parse::<usize>()
+            .ok()
+            .and_then(|id| labels.get_mut(id))
+            .ok_or_else(error)?;
+        *slot = Some(label.as_str().ok_or_else(error)?.to_string());
+    }
+    labels.into_iter().map(|l| l.ok_or_else(error)).collect()
 }

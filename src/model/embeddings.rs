@@ -1,4 +1,4 @@
-//! Input representation: token + learned position + segment embeddings, then LayerNorm.
+//! Input representation: token + learned position (+ segment) embeddings, then LayerNorm.
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
@@ -10,25 +10,36 @@ use crate::ops::embeddings::embed_norm;
 pub struct BertEmbeddings {
     pub word_embeddings: Embedding,
     pub position_embeddings: Embedding,
-    pub token_type_embeddings: Embedding,
+    /// `None` where the family has no segments (DistilBERT).
+    pub token_type_embeddings: Option<Embedding>,
     pub layer_norm: LayerNorm,
     pub layer_norm_eps: f64,
+    /// The row of the first position (RoBERTa's count from `pad_token_id + 1`).
+    pub position_offset: usize,
 }
 
 impl BertEmbeddings {
     /// `input_ids`, `token_type_ids`: `[batch, seq]` → `[batch, seq, hidden]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
         let hidden = self.word_embeddings.weight.dims()[1];
+        let device = input_ids.device();
         let beta = match &self.layer_norm.beta {
             Some(beta) => beta.val(),
-            None => Tensor::zeros([hidden], &input_ids.device()),
+            None => Tensor::zeros([hidden], &device),
         };
+        // Without segments, every token's type is 0 (the tokenizer gives no others): a zero row.
+        let token_type = match &self.token_type_embeddings {
+            Some(table) => table.weight.val(),
+            None => Tensor::zeros([1, hidden], &device),
+        };
+        let positions = self.position_embeddings.weight.val();
+        let rows = positions.dims()[0] - self.position_offset;
         embed_norm(
             input_ids,
             token_type_ids,
             self.word_embeddings.weight.val(),
-            self.position_embeddings.weight.val(),
-            self.token_type_embeddings.weight.val(),
+            positions.narrow(0, self.position_offset, rows),
+            token_type,
             self.layer_norm.gamma.val(),
             beta,
             self.layer_norm_eps,

@@ -1,15 +1,17 @@
-//! What sits on top of the encoder: the masked-LM head (fill-mask) and sentence pooling (embeddings).
+//! What sits on top of the encoder: the masked-LM head (fill-mask), the sequence classifier
+//! (text classification, reranking) and sentence pooling (embeddings).
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::model::config::{BertConfig, HiddenAct};
+use crate::model::config::{BertConfig, HiddenAct, ScoreFunction};
 use crate::model::layer::linear_activate;
 use crate::model::{Batch, BertModel};
 use crate::ops;
 use crate::ops::add_norm::norm;
-use crate::ops::linear::affine;
+use crate::ops::linear::{affine, linear};
+use burn::tensor::activation::{relu, tanh};
 
 /// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
 #[derive(Module, Debug)]
@@ -81,6 +83,64 @@ impl BertForMaskedLM {
     pub fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
         self.cls
             .forward(hidden, self.bert.embeddings.word_embeddings.weight.val())
+    }
+}
+
+/// The activation after the classifier's dense layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolerAct {
+    /// BERT's pooler, RoBERTa's `classifier.dense`.
+    Tanh,
+    /// DistilBERT's `pre_classifier`.
+    Relu,
+}
+
+/// Sequence classification from the first token (`[CLS]`, `<s>`): dense and activation (BERT's pooler),
+/// then the projection onto the labels.
+#[derive(Module, Debug)]
+pub struct ClassificationHead {
+    pub dense: Linear,
+    pub out: Linear,
+    #[module(skip)]
+    pub act: PoolerAct,
+    /// By id (`id2label`).
+    #[module(skip)]
+    pub labels: Vec<String>,
+    #[module(skip)]
+    pub score_function: ScoreFunction,
+}
+
+impl ClassificationHead {
+    /// `hidden`: `[batch, seq, hidden]` → logits `[batch, labels]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [batch, _, width] = hidden.dims();
+        let first = hidden.narrow(1, 0, 1).reshape([batch, width]);
+        let pooled = linear(&self.dense, first, false);
+        let pooled = match self.act {
+            PoolerAct::Tanh => tanh(pooled),
+            PoolerAct::Relu => relu(pooled),
+        };
+        linear(&self.out, pooled, false)
+    }
+}
+
+/// `*ForSequenceClassification`: the encoder with a classifier.
+#[derive(Module, Debug)]
+pub struct BertForSequenceClassification {
+    pub bert: BertModel,
+    pub classifier: ClassificationHead,
+}
+
+impl AsRef<BertModel> for BertForSequenceClassification {
+    fn as_ref(&self) -> &BertModel {
+        &self.bert
+    }
+}
+
+impl BertForSequenceClassification {
+    /// Logits `[batch, labels]`.
+    pub fn forward(&self, batch: &Batch) -> Tensor<2> {
+        self.classifier.forward(self.bert.forward(batch))
     }
 }
 

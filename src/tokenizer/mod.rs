@@ -1,6 +1,6 @@
-//! WordPiece tokenisation, delegated to Hugging Face's own `tokenizers` crate so ids match
-//! `BertTokenizerFast` exactly (same normaliser, pre-tokeniser, added-token matching); BERT's own
-//! normaliser and pre-tokeniser take a faster path of the same rules ([`basic`]).
+//! Tokenisation (WordPiece, byte-level BPE, Unigram), delegated to Hugging Face's own `tokenizers` crate
+//! so ids match the fast tokenizers exactly (same normaliser, pre-tokeniser, added-token matching);
+//! BERT's own normaliser and pre-tokeniser take a faster path of the same rules ([`basic`]).
 
 mod basic;
 
@@ -32,7 +32,10 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// Where the tokenizer is BERT's: its normaliser and pre-tokeniser in one pass.
     basic: Option<BasicTokenizer>,
-    mask_id: Option<u32>,
+    /// `[MASK]` (BERT) or `<mask>` (RoBERTa), and its id.
+    mask: Option<(String, u32)>,
+    /// Whether encodings carry segment ids; models without segments (RoBERTa, DistilBERT) read 0s.
+    segments: bool,
     max_len: usize,
     /// Past this, an id is not in the vocabulary (a post-processor can be given any id).
     largest_id: u32,
@@ -41,7 +44,10 @@ pub struct Tokenizer {
 /// The longest text tokenized, in bytes.
 pub const MAX_TEXT_BYTES: usize = 10_000_000;
 
-const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+/// BERT's special tokens, then RoBERTa's.
+const SPECIALS: [&str; 10] = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>", "<pad>", "<unk>", "<mask>",
+];
 
 /// A `TemplateProcessing` (alone or in a `Sequence`) defines every special token its templates name, each
 /// with as many ids as tokens.
@@ -160,15 +166,25 @@ impl Tokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mask_id = inner.token_to_id("[MASK]");
+        let mask = ["[MASK]", "<mask>"]
+            .into_iter()
+            .find_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)));
         let largest_id = inner.get_vocab(true).into_values().max().unwrap_or(0);
         Ok(Self {
             basic: BasicTokenizer::of(&inner),
             inner,
-            mask_id,
+            mask,
+            segments: true,
             max_len,
             largest_id,
         })
+    }
+
+    /// Every token of segment 0, pairs included: for models without segment embeddings, as their
+    /// tokenizers leave `token_type_ids` out.
+    pub fn without_segments(mut self) -> Self {
+        self.segments = false;
+        self
     }
 
     /// Every step through the `tokenizers` crate, none on the fast path: what the fast path is checked against.
@@ -237,7 +253,10 @@ impl Tokenizer {
         }
         Ok(Encoding {
             ids: encoding.get_ids().to_vec(),
-            token_type_ids: encoding.get_type_ids().to_vec(),
+            token_type_ids: match self.segments {
+                true => encoding.get_type_ids().to_vec(),
+                false => vec![0; encoding.len()],
+            },
             tokens: encoding.get_tokens().to_vec(),
             offsets: encoding.get_offsets().to_vec(),
             truncated: !encoding.get_overflowing().is_empty(),
@@ -251,7 +270,8 @@ impl Tokenizer {
             .unwrap_or_default()
     }
 
-    /// The ids of BERT's special tokens this vocabulary has (`[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`, `[MASK]`).
+    /// The ids of the special tokens this vocabulary has (BERT's `[PAD]`, `[UNK]`, `[CLS]`, `[SEP]`,
+    /// `[MASK]`; RoBERTa's `<s>`, `</s>`, `<pad>`, `<unk>`, `<mask>`).
     pub fn special_ids(&self) -> Vec<u32> {
         SPECIALS
             .iter()
@@ -265,7 +285,12 @@ impl Tokenizer {
     }
 
     pub fn mask_token_id(&self) -> Option<u32> {
-        self.mask_id
+        self.mask.as_ref().map(|(_, id)| *id)
+    }
+
+    /// `[MASK]` or `<mask>`, as a text writes it.
+    pub fn mask_token(&self) -> Option<&str> {
+        self.mask.as_ref().map(|(token, _)| token.as_str())
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {

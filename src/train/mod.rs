@@ -277,6 +277,13 @@ impl TrainMlm {
                 },
             ),
         };
+        // Training starts from a BERT checkpoint (its MLM head's names and activation).
+        if files.config.architecture != crate::model::config::Architecture::Bert {
+            return Err(Error::Input(format!(
+                "training takes a BERT checkpoint, not model_type {:?}",
+                files.config.architecture.model_type()
+            )));
+        }
         if config.max_len > files.config.max_position_embeddings || config.max_len < 2 {
             return Err(Error::Input(format!(
                 "max_len must be between 2 and the model's {} positions, not {}",

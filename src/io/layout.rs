@@ -1,0 +1,139 @@
+//! Hugging Face's tensor names, per architecture: the one place they are written. The encoder and its
+//! heads are the same modules for every family here; only these names differ.
+
+use crate::model::config::{Architecture, HiddenAct};
+use crate::model::heads::PoolerAct;
+
+/// Where each of the encoder's tensors sits in a checkpoint, relative to [`Layout::encoder`]; a layer's
+/// names are relative to `{layers}.{n}`.
+pub struct Layout {
+    /// The encoder's prefix inside a task model (`bert.`); a bare encoder checkpoint has none.
+    pub encoder: &'static str,
+    pub word_embeddings: &'static str,
+    pub position_embeddings: &'static str,
+    /// `None`: the family has no segments.
+    pub token_type_embeddings: Option<&'static str>,
+    pub embeddings_norm: &'static str,
+    pub layers: &'static str,
+    /// The query, key and value projections.
+    pub qkv: [&'static str; 3],
+    pub attention_output: &'static str,
+    pub attention_norm: &'static str,
+    pub intermediate: &'static str,
+    pub output: &'static str,
+    pub output_norm: &'static str,
+    pub mlm: MlmNames,
+    pub classifier: ClassifierNames,
+}
+
+/// The masked-LM head: transform, LayerNorm, decoder onto the vocabulary.
+pub struct MlmNames {
+    pub dense: &'static str,
+    pub norm: &'static str,
+    pub decoder: &'static str,
+    /// The decoder's bias under each name it has had, newest first.
+    pub bias: [&'static str; 2],
+    /// `None`: the model's `hidden_act`.
+    pub act: Option<HiddenAct>,
+}
+
+/// The sequence classifier on the first token: a dense layer and its activation, then the projection
+/// onto the labels.
+pub struct ClassifierNames {
+    /// With the encoder's prefix (BERT's pooler belongs to the encoder).
+    pub dense: &'static str,
+    pub pooler_in_encoder: bool,
+    pub act: PoolerAct,
+    pub out: &'static str,
+}
+
+const BERT: Layout = Layout {
+    encoder: "bert.",
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: Some("embeddings.token_type_embeddings"),
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "encoder.layer",
+    qkv: [
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+    ],
+    attention_output: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    intermediate: "intermediate.dense",
+    output: "output.dense",
+    output_norm: "output.LayerNorm",
+    mlm: MlmNames {
+        dense: "cls.predictions.transform.dense",
+        norm: "cls.predictions.transform.LayerNorm",
+        decoder: "cls.predictions.decoder.weight",
+        // `transformers` applies the decoder's own bias; older checkpoints carry only the (then tied) other.
+        bias: ["cls.predictions.decoder.bias", "cls.predictions.bias"],
+        act: None,
+    },
+    classifier: ClassifierNames {
+        dense: "pooler.dense",
+        pooler_in_encoder: true,
+        act: PoolerAct::Tanh,
+        out: "classifier",
+    },
+};
+
+const ROBERTA: Layout = Layout {
+    encoder: "roberta.",
+    mlm: MlmNames {
+        dense: "lm_head.dense",
+        norm: "lm_head.layer_norm",
+        decoder: "lm_head.decoder.weight",
+        bias: ["lm_head.decoder.bias", "lm_head.bias"],
+        // `RobertaLMHead` calls `gelu` whatever `hidden_act` says.
+        act: Some(HiddenAct::Gelu),
+    },
+    classifier: ClassifierNames {
+        dense: "classifier.dense",
+        pooler_in_encoder: false,
+        act: PoolerAct::Tanh,
+        out: "classifier.out_proj",
+    },
+    ..BERT
+};
+
+const DISTILBERT: Layout = Layout {
+    encoder: "distilbert.",
+    word_embeddings: "embeddings.word_embeddings",
+    position_embeddings: "embeddings.position_embeddings",
+    token_type_embeddings: None,
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "transformer.layer",
+    qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+    attention_output: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    intermediate: "ffn.lin1",
+    output: "ffn.lin2",
+    output_norm: "output_layer_norm",
+    mlm: MlmNames {
+        dense: "vocab_transform",
+        norm: "vocab_layer_norm",
+        decoder: "vocab_projector.weight",
+        bias: ["vocab_projector.bias", "vocab_projector.bias"],
+        act: None,
+    },
+    classifier: ClassifierNames {
+        dense: "pre_classifier",
+        pooler_in_encoder: false,
+        act: PoolerAct::Relu,
+        out: "classifier",
+    },
+};
+
+impl Layout {
+    pub fn of(architecture: Architecture) -> &'static Layout {
+        match architecture {
+            Architecture::Bert => &BERT,
+            // XLM-R is RoBERTa's code with another vocabulary; its checkpoints say `roberta.` too.
+            Architecture::Roberta | Architecture::XlmRoberta => &ROBERTA,
+            Architecture::DistilBert => &DISTILBERT,
+        }
+    }
+}

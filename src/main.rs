@@ -8,13 +8,15 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use webbert::io::jsonl::JsonLines;
 use webbert::io::quantize::quantize_fp16;
-use webbert::{Backend, Embedder, Error, FillMask, ModelFiles, Pooling, Result, WeightsDtype};
+use webbert::{
+    Backend, Classifier, Embedder, Error, FillMask, ModelFiles, Pooling, Result, WeightsDtype,
+};
 
 #[derive(Parser)]
 #[command(
     name = "webbert",
     version,
-    about = "BERT encoders on burn: tokenize, fill-mask, embed, train a masked-LM"
+    about = "BERT-family encoders on burn: tokenize, fill-mask, embed, classify, rerank, train a masked-LM"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,9 +28,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// WordPiece ids, tokens and character offsets.
+    /// Token ids, tokens and character offsets.
     Tokenize(Inputs),
-    /// Top-k predictions for every [MASK].
+    /// Top-k predictions for every mask token ([MASK], <mask>).
     FillMask {
         #[command(flatten)]
         inputs: Inputs,
@@ -45,6 +47,30 @@ enum Command {
         pooling: Pooling,
         #[arg(long)]
         no_normalize: bool,
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// The likeliest labels of a sequence classifier per text (or per pair, with --text-pair).
+    Classify {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// A second text read with each one (`[CLS] text [SEP] pair [SEP]`).
+        #[arg(long)]
+        text_pair: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        top_k: usize,
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// The texts as passages ranked by a cross-encoder's relevance to --query, best first.
+    Rerank {
+        #[command(flatten)]
+        inputs: Inputs,
+        #[arg(long)]
+        query: String,
+        /// Only the best this many.
+        #[arg(long)]
+        top_k: Option<usize>,
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
@@ -191,19 +217,43 @@ fn run(cli: Cli) -> Result<()> {
             backend,
         } => {
             let pipeline = Embedder::load(inputs.files()?, backend.device()?)?;
-            let mut texts = inputs.texts()?.peekable();
-            // A file of any length in constant memory: a window of texts at a time, grouped by length
-            // within it.
-            while texts.peek().is_some() {
-                let window = texts
-                    .by_ref()
-                    .take(EMBED_WINDOW)
-                    .collect::<Result<Vec<_>>>()?;
+            for window in inputs.windows()? {
                 for embedding in
-                    pollster::block_on(pipeline.embed(&window, pooling, !no_normalize))?
+                    pollster::block_on(pipeline.embed(&window?, pooling, !no_normalize))?
                 {
                     emit(json!({"embedding": embedding}))?;
                 }
+            }
+        }
+        Command::Classify {
+            inputs,
+            text_pair,
+            top_k,
+            backend,
+        } => {
+            let pipeline = Classifier::load(inputs.files()?, backend.device()?)?;
+            for window in inputs.windows()? {
+                let window = window?;
+                let pairs: Vec<_> = window
+                    .iter()
+                    .map(|text| (text.as_str(), text_pair.as_deref()))
+                    .collect();
+                for labels in pollster::block_on(pipeline.classify(&pairs, top_k))? {
+                    emit(json!({"labels": labels}))?;
+                }
+            }
+        }
+        Command::Rerank {
+            inputs,
+            query,
+            top_k,
+            backend,
+        } => {
+            let pipeline = Classifier::load(inputs.files()?, backend.device()?)?;
+            let passages = inputs.texts()?.collect::<Result<Vec<_>>>()?;
+            let top_k = top_k.unwrap_or(passages.len());
+            for ranked in pollster::block_on(pipeline.rerank(&query, &passages, top_k))? {
+                emit(serde_json::to_value(ranked).unwrap_or_default())?;
             }
         }
         Command::TrainMlm(args) => {
@@ -269,12 +319,24 @@ impl TrainArgs {
     }
 }
 
-/// Texts embedded together from `--jsonl`: enough to group them by length.
-const EMBED_WINDOW: usize = 1024;
+/// Texts embedded or classified together from `--jsonl`: enough to group them by length.
+const WINDOW: usize = 1024;
 
 impl Inputs {
     fn files(&self) -> Result<ModelFiles> {
         ModelFiles::from_dir_as(&self.model, self.dtype)
+    }
+
+    /// The texts in windows of [`WINDOW`]: a file of any length in constant memory, grouped by length
+    /// within each window.
+    fn windows(&self) -> Result<impl Iterator<Item = Result<Vec<String>>> + use<>> {
+        let mut texts = self.texts()?.peekable();
+        Ok(std::iter::from_fn(move || {
+            texts
+                .peek()
+                .is_some()
+                .then(|| texts.by_ref().take(WINDOW).collect::<Result<Vec<_>>>())
+        }))
     }
 
     /// The texts from the arguments, then from `--jsonl` as it is read; at least one.

@@ -126,13 +126,15 @@ async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
         .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
 }
 
-impl<M> Pipeline<M> {
+impl<M: AsRef<BertModel>> Pipeline<M> {
+    /// Every layer's attention probabilities for `text`.
+    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
+        attention(&self.tokenizer, self.model.as_ref(), &self.device, text).await
+    }
+
     /// Times one forward pass of a sequence of `tokens` tokens (no tokenizing), split into submitting and
     /// waiting: what a call of that size costs on this device, and where.
-    pub async fn timing(&self, tokens: usize) -> Result<Timing>
-    where
-        M: AsRef<BertModel>,
-    {
+    pub async fn timing(&self, tokens: usize) -> Result<Timing> {
         let max = self.tokenizer.max_len();
         if tokens == 0 || tokens > max {
             return Err(Error::Input(format!(
@@ -250,10 +252,6 @@ impl Embedder {
         }
         Ok(rows)
     }
-
-    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
-        attention(&self.tokenizer, &self.model, &self.device, text).await
-    }
 }
 
 impl FillMask {
@@ -362,10 +360,6 @@ impl FillMask {
             masks,
             truncated: encoding.truncated,
         })
-    }
-
-    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
-        attention(&self.tokenizer, &self.model.bert, &self.device, text).await
     }
 }
 

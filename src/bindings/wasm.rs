@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::io::source::{ModelFiles, WeightsDtype};
 use crate::model::heads::Pooling;
-use crate::pipelines::{Embedder, FillMask, Timing};
+use crate::pipelines::{Classifier, Embedder, FillMask, TextInput, Timing};
 use crate::tokenizer::Tokenizer;
 
 unsafe extern "C" {
@@ -50,6 +50,7 @@ fn js(e: Error) -> JsError {
 enum Task {
     Embeddings(Embedder),
     FillMask(FillMask),
+    TextClassification(Classifier),
 }
 
 impl Task {
@@ -57,9 +58,20 @@ impl Task {
         match task {
             "embeddings" => Ok(Task::Embeddings(Embedder::load_from(files, device)?)),
             "fill-mask" => Ok(Task::FillMask(FillMask::load_from(files, device)?)),
+            "text-classification" => Ok(Task::TextClassification(Classifier::load_from(
+                files, device,
+            )?)),
             other => Err(Error::Input(format!(
-                "task must be 'embeddings' or 'fill-mask', not {other:?}"
+                "task must be 'embeddings', 'fill-mask' or 'text-classification', not {other:?}"
             ))),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Task::Embeddings(_) => "embeddings (Embedder)",
+            Task::FillMask(_) => "fill-mask (FillMask)",
+            Task::TextClassification(_) => "text classification (Classifier)",
         }
     }
 
@@ -67,6 +79,7 @@ impl Task {
         match self {
             Task::Embeddings(p) => &p.tokenizer,
             Task::FillMask(p) => &p.tokenizer,
+            Task::TextClassification(p) => &p.tokenizer,
         }
     }
 
@@ -74,11 +87,21 @@ impl Task {
         match self {
             Task::Embeddings(p) => p.timing(tokens).await,
             Task::FillMask(p) => p.timing(tokens).await,
+            Task::TextClassification(p) => p.timing(tokens).await,
         }
     }
 }
 
-/// A loaded model: an encoder for embeddings, or a masked-LM for fill-mask. Both give attention maps.
+/// A call that the loaded task cannot answer.
+fn wrong_task(task: &Task, wanted: &str) -> Error {
+    Error::Input(format!(
+        "this model was loaded for {}; load it with {wanted} for this call",
+        task.name()
+    ))
+}
+
+/// A loaded model: an encoder for embeddings, a masked-LM for fill-mask, or a sequence classifier. Each
+/// gives attention maps.
 /// If the GPU is lost (a GPU process crash, a driver reset), the model moves to the CPU and the call
 /// that saw it runs again there.
 #[wasm_bindgen]
@@ -328,7 +351,7 @@ fn files_from_object(files: &Object, dtype: WeightsDtype) -> Result<ModelFiles> 
 
 #[wasm_bindgen]
 impl Model {
-    /// `task`: `"embeddings"` or `"fill-mask"`; `source`: a base URL (string) in Hugging Face layout, or an
+    /// `task`: `"embeddings"`, `"fill-mask"` or `"text-classification"`; `source`: a base URL (string) in Hugging Face layout, or an
     /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
     /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, or the smallest there is),
     /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
@@ -429,10 +452,7 @@ impl Model {
         let output = self
             .run(async |placed| match placed.route(&[&text]) {
                 Task::FillMask(pipeline) => pipeline.predict(&text, top_k).await,
-                Task::Embeddings(_) => Err(Error::Input(
-                    "this model was loaded for embeddings; load it with FillMask for predictions"
-                        .into(),
-                )),
+                other => Err(wrong_task(other, "FillMask")),
             })
             .await
             .map_err(js)?;
@@ -483,10 +503,7 @@ impl Model {
                         async |done, total| between_groups(progress.as_ref(), done, total).await;
                     pipeline.embed_with(&texts, pooling, normalize, step).await
                 }
-                Task::FillMask(_) => Err(Error::Input(
-                    "this model was loaded for fill-mask; load it with Embedder for embeddings"
-                        .into(),
-                )),
+                other => Err(wrong_task(other, "Embedder")),
             })
             .await
             .map_err(js)?;
@@ -494,6 +511,90 @@ impl Model {
             .iter()
             .map(|row| Float32Array::from(row.as_slice()))
             .collect())
+    }
+
+    /// The `topK` (default 1) likeliest `{label, score}` of each input, best first. `inputs`: a text, a
+    /// pair `{text, textPair}`, or an array of them (then one array of labels per input).
+    pub async fn classify(
+        &self,
+        inputs: JsValue,
+        options: JsValue,
+    ) -> std::result::Result<JsValue, JsError> {
+        let top_k = match option(&options, "topK")? {
+            Some(value) => count_arg(&value, "options.topK")?,
+            None => 1,
+        };
+        let single = !Array::is_array(&inputs);
+        let owned: Vec<(String, Option<String>)> = match single {
+            true => vec![text_input(&inputs, "input")?],
+            false => Array::from(&inputs)
+                .iter()
+                .enumerate()
+                .map(|(i, input)| text_input(&input, &format!("inputs[{i}]")))
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        let pairs: Vec<TextInput> = owned
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_deref()))
+            .collect();
+        let all: Vec<&str> = pairs
+            .iter()
+            .flat_map(|(a, b)| [Some(*a), *b])
+            .flatten()
+            .collect();
+        let labels = self
+            .run(async |placed| match placed.route(&all) {
+                Task::TextClassification(pipeline) => pipeline.classify(&pairs, top_k).await,
+                other => Err(wrong_task(other, "Classifier")),
+            })
+            .await
+            .map_err(js)?;
+        let value = match single {
+            true => serde_wasm_bindgen::to_value(&labels[0]),
+            false => serde_wasm_bindgen::to_value(&labels),
+        };
+        value.map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// `passages` (an array of strings) as `{index, score, text}`, the most relevant to `query` first,
+    /// scored by a cross-encoder; `options`: `{topK}` (default: all).
+    pub async fn rerank(
+        &self,
+        query: JsValue,
+        passages: JsValue,
+        options: JsValue,
+    ) -> std::result::Result<JsValue, JsError> {
+        let query = string_arg(&query, "query")?;
+        if !Array::is_array(&passages) {
+            return Err(JsError::new(&format!(
+                "passages must be an array of strings, not {}",
+                describe(&passages)
+            )));
+        }
+        let passages: Vec<String> = Array::from(&passages)
+            .iter()
+            .enumerate()
+            .map(|(i, p)| string_arg(&p, &format!("passages[{i}]")))
+            .collect::<std::result::Result<_, _>>()?;
+        let top_k = match option(&options, "topK")? {
+            Some(value) => count_arg(&value, "options.topK")?,
+            None => passages.len(),
+        };
+        let all: Vec<&str> = passages
+            .iter()
+            .map(String::as_str)
+            .chain([query.as_str()])
+            .collect();
+        let ranked = self
+            .run(async |placed| match placed.route(&all) {
+                Task::TextClassification(pipeline) => {
+                    pipeline.rerank(&query, &passages, top_k).await
+                }
+                other => Err(wrong_task(other, "Classifier")),
+            })
+            .await
+            .map_err(js)?;
+        serde_wasm_bindgen::to_value(&ranked).map_err(|e| JsError::new(&e.to_string()))
     }
 
     /// `{tokens, ids: Uint32Array, offsets, truncated}`: the text as the model reads it (special tokens
@@ -521,6 +622,7 @@ impl Model {
             .run(async |placed| match placed.route(&[&text]) {
                 Task::Embeddings(p) => p.attention(&text).await,
                 Task::FillMask(p) => p.attention(&text).await,
+                Task::TextClassification(p) => p.attention(&text).await,
             })
             .await
             .map_err(js)?;
@@ -580,6 +682,30 @@ fn string_arg(value: &JsValue, what: &str) -> std::result::Result<String, JsErro
     value
         .as_string()
         .ok_or_else(|| JsError::new(&format!("{what} must be a string, not {}", describe(value))))
+}
+
+/// A classifier's input: a string, or `{text, textPair}`.
+fn text_input(
+    value: &JsValue,
+    what: &str,
+) -> std::result::Result<(String, Option<String>), JsError> {
+    if let Some(text) = value.as_string() {
+        return Ok((text, None));
+    }
+    if !value.is_object() {
+        return Err(JsError::new(&format!(
+            "{what} must be a string or {{text, textPair}}, not {}",
+            describe(value)
+        )));
+    }
+    let field = |key: &str| Reflect::get(value, &key.into()).unwrap_or(JsValue::UNDEFINED);
+    let text = string_arg(&field("text"), &format!("{what}.text"))?;
+    let pair = field("textPair");
+    let pair = match pair.is_undefined() || pair.is_null() {
+        true => None,
+        false => Some(string_arg(&pair, &format!("{what}.textPair"))?),
+    };
+    Ok((text, pair))
 }
 
 /// A whole number of at least 1 (past `usize::MAX`, `usize::MAX`: every limit clamps it).

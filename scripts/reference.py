@@ -232,17 +232,48 @@ def write_shipped_mlm_fixture(model_dir: Path) -> None:
         print(text, "→", ", ".join(f"{p['token']} {p['score']:.2f}" for p in predictions))
 
 
+def tiny_vocab(full: list[str]) -> list[str]:
+    """The tiny models keep 1000 MiniLM vocabulary entries: specials, single characters, the commonest words."""
+    return full[:104] + full[999:1600] + full[1996:2291]
+
+
+def write_bert_fixtures(model_dir: Path, mlm_dir: Path | None) -> None:
+    if mlm_dir:
+        write_shipped_mlm_fixture(mlm_dir)
+    write_tokenizer_fixture(model_dir)
+    write_minilm_fixture(model_dir)
+
+    vocab = tiny_vocab((model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
+    tiny_dir = FIXTURES / "tiny-mlm"
+    tok = vocab_tokenizer(vocab)
+    vocab_txt = "\n".join(vocab) + "\n"
+
+    # f32, single file, decoder tied to the word embeddings; vocab.txt + tokenizer_config.json.
+    write_tiny_fixture("tiny-mlm", tiny_model(0, "gelu", tie=True), tok, torch.float32, None)
+    (tiny_dir / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
+    (tiny_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
+    # bf16, sharded, untied decoder, gelu_new; tokenizer.json.
+    write_tiny_fixture("tiny-mlm-bf16-sharded", tiny_model(1, "gelu_new", tie=False), tok, torch.bfloat16, "60KB")
+    tok.backend_tokenizer.save(str(FIXTURES / "tiny-mlm-bf16-sharded" / "tokenizer.json"))
+    # f16, single file
+    write_tiny_fixture("tiny-mlm-f16", tiny_model(2, "relu", tie=True), tok, torch.float16, None)
+    (FIXTURES / "tiny-mlm-f16" / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
+    write_gradient_fixture(tok)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Other architectures: RoBERTa (byte-level BPE), XLM-RoBERTa (Unigram), DistilBERT; masked LM and
 # sequence classification. Everything is random and built here, so nothing is downloaded.
 
+SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3 of the BPE and Unigram tokenizers, as fairseq numbers them
+MAX_TOKENS = 64  # the position table of every tiny model (RoBERTa's starts 2 rows later, at pad + 1)
 ROBERTA_TEXTS = [t.replace("[MASK]", "<mask>") for t in TINY_TEXTS]
 
 CLS_SINGLE = [
     "I loved this movie, it was wonderful!",
     "Café au lait, naïve résumé — déjà vu!",
     "The service was slow and the food was cold.",
-    # ~40 common words: under 64 tokens with every tiny tokenizer, so no position table runs out.
+    # ~40 common words: under MAX_TOKENS with every tiny tokenizer.
     "the city of new york was known for the music and the people who came there every year, and many of them "
     "said that it was the best place in the world to live, work and play with their family and friends.",
 ]
@@ -264,18 +295,29 @@ RERANK_PASSAGES = [
 def english_corpus(vocab: list[str]) -> list[str]:
     """Lines of English-ish text to train the tiny BPE and Unigram tokenizers on: MiniLM's whole-word
     vocabulary entries (frequency ordered, so Zipf weights by rank look like real text), some capitalised,
-    with punctuation, plus every fixture text, so that the test sentences mostly become whole words."""
+    with punctuation, plus every fixture text (20 times), so that its words are likelier to be whole tokens."""
     rng = random.Random(7)
     words = [w for w in vocab if w.isascii() and w.isalpha()]
     weights = [1.0 / (rank + 10) for rank in range(len(words))]
     lines = []
     for _ in range(20000):
         line = rng.choices(words, weights, k=rng.randint(4, 14))
-        if rng.random() < 0.6:
-            line[0] = line[0].capitalize()
+        # Capitals to start most lines and here and there inside (names), so "ĠParis"-like merges exist too.
+        line = [w.capitalize() if rng.random() < (0.6 if i == 0 else 0.08) else w for i, w in enumerate(line)]
         lines.append(" ".join(line) + rng.choice([".", ".", ",", "!", "?", ""]))
     texts = (TINY_TEXTS + CLS_SINGLE + [t for pair in CLS_PAIRS for t in pair] + [RERANK_QUERY] + RERANK_PASSAGES)
     return lines + [t.replace("[MASK]", "") for t in texts] * 20
+
+
+def canonical_pieces(pieces: list[list]) -> list[list]:
+    """The Unigram trainer's pieces made the same on every run. Its scores differ in the last digits from run
+    to run, and the characters it must keep but did not choose come last, 1e-4 apart, in hash order: those
+    get the same scores in alphabetical order, then all are rounded and sorted best first (as SentencePiece)."""
+    start = len(pieces) - 1
+    while start > 0 and abs(pieces[start - 1][1] - pieces[start][1] - 1e-4) < 1e-7:
+        start -= 1
+    pieces[start:] = zip(sorted(p for p, _ in pieces[start:]), [s for _, s in pieces[start:]])
+    return [[p, s] for p, s in sorted(((p, round(s, 6)) for p, s in pieces), key=lambda ps: (-ps[1], ps[0]))]
 
 
 def with_mask_last(tokenizer: Tokenizer) -> Tokenizer:
@@ -286,13 +328,10 @@ def with_mask_last(tokenizer: Tokenizer) -> Tokenizer:
     if isinstance(vocab, dict):  # BPE: token -> id
         vocab["<mask>"] = len(vocab)
     else:  # Unigram: [piece, score] in id order
-        vocab.append(["<mask>", 0.0])
+        vocab[len(SPECIALS):] = canonical_pieces(vocab[len(SPECIALS):]) + [["<mask>", 0.0]]
     tokenizer = Tokenizer.from_str(json.dumps(spec))
     tokenizer.add_special_tokens([AddedToken("<mask>", lstrip=True, special=True)])
     return tokenizer
-
-
-SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as fairseq numbers them
 
 
 def bpe_tokenizer(corpus: list[str]) -> RobertaTokenizerFast:
@@ -307,7 +346,8 @@ def bpe_tokenizer(corpus: list[str]) -> RobertaTokenizerFast:
     tokenizer = with_mask_last(tokenizer)
     tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
                                                             add_prefix_space=False)
-    return RobertaTokenizerFast(tokenizer_object=tokenizer, mask_token=AddedToken("<mask>", lstrip=True, special=True))
+    return RobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_TOKENS,
+                                mask_token=AddedToken("<mask>", lstrip=True, special=True))
 
 
 def unigram_tokenizer(corpus: list[str]) -> XLMRobertaTokenizerFast:
@@ -322,7 +362,7 @@ def unigram_tokenizer(corpus: list[str]) -> XLMRobertaTokenizerFast:
     tokenizer = with_mask_last(tokenizer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
-    return XLMRobertaTokenizerFast(tokenizer_object=tokenizer,
+    return XLMRobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_TOKENS,
                                    mask_token=AddedToken("<mask>", lstrip=True, special=True))
 
 
@@ -338,31 +378,31 @@ def perturbed(model_class, config, seed: int) -> PreTrainedModel:
 
 def bert_config(**kw) -> BertConfig:
     return BertConfig(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                      max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-12, **kw)
+                      max_position_embeddings=MAX_TOKENS, type_vocab_size=2, layer_norm_eps=1e-12, **kw)
 
 
 def roberta_config(config_class, vocab_size: int, **kw):
-    # Positions start at pad_token_id + 1 = 2, hence 64 usable + 2; eps 1e-5 as roberta-base and xlm-roberta-base.
+    # Positions start at pad_token_id + 1 = 2, hence 2 more rows; eps 1e-5 as roberta-base and xlm-roberta-base.
     return config_class(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1,
+                        intermediate_size=64, max_position_embeddings=MAX_TOKENS + 2, type_vocab_size=1, pad_token_id=1,
                         bos_token_id=0, eos_token_id=2, layer_norm_eps=1e-5, **kw)
 
 
 def distilbert_config(**kw) -> DistilBertConfig:
-    return DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64,
-                            activation="gelu", pad_token_id=0, **kw)
+    return DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                            max_position_embeddings=MAX_TOKENS, activation="gelu", pad_token_id=0, **kw)
 
 
 def save_tokenizer(tok, out_dir: Path) -> None:
     """tokenizer.json (what webbert reads) and tokenizer_config.json; the file must encode as `tok` does."""
     tok.save_pretrained(out_dir)
-    for name in ("special_tokens_map.json", "chat_template.jinja"):
-        (out_dir / name).unlink(missing_ok=True)
     saved = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
     for text in ROBERTA_TEXTS + TINY_TEXTS + CLS_SINGLE + RERANK_PASSAGES:
         assert saved.encode(text).ids == tok(text)["input_ids"], (out_dir, text)
-    for a, b in CLS_PAIRS:
+    for a, b in CLS_PAIRS + [(RERANK_QUERY, p) for p in RERANK_PASSAGES]:
         assert saved.encode(a, b).ids == tok(a, b)["input_ids"], (out_dir, a, b)
+        assert len(saved.encode(a, b).ids) <= MAX_TOKENS
+    assert len(saved.encode(CLS_SINGLE[-1]).ids) <= MAX_TOKENS
 
 
 def reloaded(out_dir: Path, model_class) -> PreTrainedModel:
@@ -424,9 +464,10 @@ def write_cls_fixture(name: str, model: PreTrainedModel, tok, rerank: bool = Fal
 
 def write_architecture_fixtures(model_dir: Path) -> None:
     full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
-    wordpiece = vocab_tokenizer(tiny_vocab(full))
+    backend = vocab_tokenizer(tiny_vocab(full)).backend_tokenizer
+    wordpiece = BertTokenizerFast(tokenizer_object=backend, model_max_length=MAX_TOKENS)
     # DistilBERT's tokenizer is BERT's WordPiece without token_type_ids (DistilBERT has no segment embeddings).
-    distil = DistilBertTokenizerFast(tokenizer_object=wordpiece.backend_tokenizer)
+    distil = DistilBertTokenizerFast(tokenizer_object=backend, model_max_length=MAX_TOKENS)
     corpus = english_corpus(full)
     bpe, unigram = bpe_tokenizer(corpus), unigram_tokenizer(corpus)
     for tok in (bpe, unigram):
@@ -457,35 +498,6 @@ def write_architecture_fixtures(model_dir: Path) -> None:
     # A cross-encoder like cross-encoder/ms-marco-MiniLM-L6-v2: one logit, which the pipeline puts through a sigmoid.
     write_cls_fixture("tiny-reranker", perturbed(BertForSequenceClassification, bert_config(num_labels=1), 23),
                       wordpiece, rerank=True)
-
-
-def tiny_vocab(full: list[str]) -> list[str]:
-    """The tiny models keep 1000 MiniLM vocabulary entries: specials, single characters, the commonest words."""
-    return full[:104] + full[999:1600] + full[1996:2291]
-
-
-def write_bert_fixtures(model_dir: Path, mlm_dir: Path | None) -> None:
-    if mlm_dir:
-        write_shipped_mlm_fixture(mlm_dir)
-    write_tokenizer_fixture(model_dir)
-    write_minilm_fixture(model_dir)
-
-    vocab = tiny_vocab((model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines())
-    tiny_dir = FIXTURES / "tiny-mlm"
-    tok = vocab_tokenizer(vocab)
-    vocab_txt = "\n".join(vocab) + "\n"
-
-    # f32, single file, decoder tied to the word embeddings; vocab.txt + tokenizer_config.json.
-    write_tiny_fixture("tiny-mlm", tiny_model(0, "gelu", tie=True), tok, torch.float32, None)
-    (tiny_dir / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
-    (tiny_dir / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "tokenizer_class": "BertTokenizer"}))
-    # bf16, sharded, untied decoder, gelu_new; tokenizer.json.
-    write_tiny_fixture("tiny-mlm-bf16-sharded", tiny_model(1, "gelu_new", tie=False), tok, torch.bfloat16, "60KB")
-    tok.backend_tokenizer.save(str(FIXTURES / "tiny-mlm-bf16-sharded" / "tokenizer.json"))
-    # f16, single file
-    write_tiny_fixture("tiny-mlm-f16", tiny_model(2, "relu", tie=True), tok, torch.float16, None)
-    (FIXTURES / "tiny-mlm-f16" / "vocab.txt").write_text(vocab_txt, encoding="utf-8")
-    write_gradient_fixture(tok)
 
 
 def main() -> None:

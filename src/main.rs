@@ -43,8 +43,11 @@ enum Command {
     Embed {
         #[command(flatten)]
         inputs: Inputs,
-        #[arg(long, default_value = "mean")]
-        pooling: Pooling,
+        /// `mean` or `cls`; by default as the model's sentence-transformers files say (else mean).
+        #[arg(long)]
+        pooling: Option<Pooling>,
+        /// Leave the vectors as pooled (by default normalised unless the model's modules.json has no
+        /// Normalize module).
         #[arg(long)]
         no_normalize: bool,
         #[arg(long, default_value = "cpu")]
@@ -217,10 +220,10 @@ fn run(cli: Cli) -> Result<()> {
             backend,
         } => {
             let pipeline = Embedder::load(inputs.files()?, backend.device()?)?;
+            let pooling = pooling.unwrap_or(pipeline.sentence.pooling);
+            let normalize = pipeline.sentence.normalize && !no_normalize;
             for window in inputs.windows()? {
-                for embedding in
-                    pollster::block_on(pipeline.embed(&window?, pooling, !no_normalize))?
-                {
+                for embedding in pollster::block_on(pipeline.embed(&window?, pooling, normalize))? {
                     emit(json!({"embedding": embedding}))?;
                 }
             }

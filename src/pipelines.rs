@@ -6,12 +6,15 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::io::layout::Layout;
 use crate::io::source::ModelFiles;
 use crate::io::weights::{
     load_bert, load_bert_for_masked_lm, load_bert_for_sequence_classification,
 };
 use crate::model::config::ScoreFunction;
-use crate::model::heads::{BertForMaskedLM, BertForSequenceClassification, Pooling, pool};
+use crate::model::heads::{
+    BertForMaskedLM, BertForSequenceClassification, Pooling, Sentence, pool,
+};
 use crate::model::{Batch, BertModel};
 use crate::ops::top_k::softmax_top_k;
 use crate::tokenizer::{Encoding, Tokenizer};
@@ -33,6 +36,8 @@ pub struct Pipeline<M> {
     pub pad_id: u32,
     /// The model's shape, as far as it sizes a batch.
     pub shape: Shape,
+    /// How the checkpoint makes sentence vectors: what embedding calls do unless told otherwise.
+    pub sentence: Sentence,
 }
 
 /// The sizes that decide how much of a call fits in one forward pass.
@@ -177,6 +182,7 @@ impl Embedder {
             device,
             pad_id: files.config.pad_token_id as u32,
             shape: Shape::of(&files.config),
+            sentence: files.sentence,
         })
     }
 
@@ -262,9 +268,10 @@ impl FillMask {
 
     /// As [`load`](Self::load), leaving the files to load another copy (on another device).
     pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
+        let head = Layout::of(files.config.architecture).mlm.dense;
         let model = load_bert_for_masked_lm(&files.checkpoint, &files.config, &device).map_err(|e| match e {
-            Error::Weights(msg) if msg.contains("cls.predictions") => Error::Weights(format!(
-                "{msg}: fill-mask needs a masked-LM checkpoint (BertForMaskedLM), not a bare encoder"
+            Error::Weights(msg) if msg.contains(head) => Error::Weights(format!(
+                "{msg}: fill-mask needs a masked-LM checkpoint (…ForMaskedLM), not a bare encoder or a classifier"
             )),
             other => other,
         })?;
@@ -274,6 +281,7 @@ impl FillMask {
             device,
             pad_id: files.config.pad_token_id as u32,
             shape: Shape::of(&files.config),
+            sentence: files.sentence,
         })
     }
 
@@ -403,6 +411,7 @@ impl Classifier {
             device,
             pad_id: files.config.pad_token_id as u32,
             shape: Shape::of(&files.config),
+            sentence: files.sentence,
         })
     }
 

@@ -162,3 +162,95 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     let err = stderr_line(&webbert(&["tokenize", "--model", tiny], None));
     assert!(err.contains("no input text"), "{err}");
 }
+
+/// `classify` (texts and `--text-pair`, `--top-k`) and `rerank` against transformers' pipeline scores.
+#[test]
+fn classify_and_rerank() {
+    let fixtures = common::fixtures();
+    let golden = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join(format!("{name}_golden.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let model = fixtures.join("tiny-bert-cls");
+    let want = golden("tiny-bert-cls");
+    let single = &want["single"][0];
+    let pair = &want["pairs"][0];
+    let jsonl = format!("{}\n", single["text"]);
+    let out = webbert(
+        &[
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--top-k",
+            "3",
+            "--jsonl",
+            "-",
+        ],
+        Some(&jsonl),
+    );
+    let labels = &lines(&out)[0]["labels"];
+    for (got, want) in labels
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(single["pipeline"].as_array().unwrap())
+    {
+        assert_eq!(got["label"], want["label"]);
+        assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-4);
+    }
+    let out = webbert(
+        &[
+            "classify",
+            "--model",
+            model.to_str().unwrap(),
+            "--text-pair",
+            pair["text_pair"].as_str().unwrap(),
+            pair["text"].as_str().unwrap(),
+        ],
+        None,
+    );
+    let labels = &lines(&out)[0]["labels"];
+    assert_eq!(labels.as_array().unwrap().len(), 1);
+    assert_eq!(labels[0]["label"], pair["pipeline"][0]["label"]);
+
+    let rerank = &golden("tiny-reranker")["rerank"];
+    let mut args = vec![
+        "rerank".to_string(),
+        "--model".into(),
+        fixtures.join("tiny-reranker").to_str().unwrap().into(),
+        "--query".into(),
+        rerank["query"].as_str().unwrap().into(),
+    ];
+    args.extend(
+        rerank["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string()),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ranked = lines(&webbert(&args, None));
+    let scores = rerank["scores"].as_array().unwrap();
+    assert_eq!(ranked.len(), scores.len());
+    let mut last = f64::INFINITY;
+    for r in &ranked {
+        let index = r["index"].as_u64().unwrap() as usize;
+        let score = r["score"].as_f64().unwrap();
+        assert!((score - scores[index].as_f64().unwrap()).abs() < 1e-4);
+        assert!(score <= last, "best first");
+        last = score;
+        assert_eq!(r["text"], rerank["passages"][index]);
+    }
+    let err = stderr_line(&webbert(
+        &[
+            "classify",
+            "--model",
+            fixtures.join("tiny-mlm").to_str().unwrap(),
+            "a text",
+        ],
+        None,
+    ));
+    assert!(err.contains("bert.pooler.dense.weight"), "{err}");
+}

@@ -4,8 +4,8 @@ mod common;
 
 use safetensors::tensor::{Dtype, TensorView};
 use webbert::{
-    Backend, BertConfig, Checkpoint, Embedder, Error, FillMask, ModelFiles, Pooling, Tokenizer,
-    TokenizerFiles, WeightsDtype,
+    Backend, BertConfig, Checkpoint, Classifier, Embedder, Error, FillMask, ModelFiles, Pooling,
+    Tokenizer, TokenizerFiles, WeightsDtype,
 };
 
 fn tiny_dir() -> std::path::PathBuf {
@@ -610,4 +610,67 @@ mod fuzz {
             }
         }
     }
+}
+
+/// A checkpoint without a classifier, or one whose classifier has other labels than config.json names.
+#[test]
+fn classifier_needs_a_classification_checkpoint() {
+    let err = message(Classifier::load(
+        ModelFiles::from_dir(&common::fixtures().join("tiny-mlm")).unwrap(),
+        Backend::Cpu.device().unwrap(),
+    ));
+    assert!(
+        err.contains("tensor `bert.pooler.dense.weight` is missing")
+            && err.contains("needs a sequence-classification checkpoint"),
+        "{err}"
+    );
+    let dir = common::fixtures().join("tiny-bert-cls");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["id2label"] = serde_json::json!({"0": "no", "1": "yes"});
+    let files = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
+        "config.json" => Ok(Some(config.to_string().into_bytes())),
+        name => webbert::io::source::read_optional(&dir.join(name)),
+    })
+    .unwrap();
+    let err = message(Classifier::load(files, Backend::Cpu.device().unwrap()));
+    assert!(
+        err.contains("tensor `classifier.weight` has shape [3, 32], expected [2, 32]"),
+        "{err}"
+    );
+    let err = message(BertConfig::from_hf_json(
+        r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "id2label": {"0": "a", "2": "c"}}"#,
+    ));
+    assert!(err.contains("`id2label` must map the ids 0, 1, …"), "{err}");
+}
+
+/// sentence-transformers files that ask for what webbert does not do, or point outside the model.
+#[test]
+fn sentence_transformers_modules_errors() {
+    let dir = tiny_dir();
+    let load = |modules: &str, pooling: &str| {
+        let error = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
+            "modules.json" => Ok(Some(modules.as_bytes().to_vec())),
+            "1_Pooling/config.json" => Ok(Some(pooling.as_bytes().to_vec())),
+            name => webbert::io::source::read_optional(&dir.join(name)),
+        });
+        message(error)
+    };
+    let pooling_module =
+        r#"[{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#;
+    let err = load(pooling_module, r#"{"pooling_mode_max_tokens": true}"#);
+    assert!(
+        err.contains("1_Pooling/config.json asks for pooling [\"max_tokens\"]"),
+        "{err}"
+    );
+    let err = load(
+        r#"[{"path": "../../etc", "type": "sentence_transformers.models.Pooling"}]"#,
+        "{}",
+    );
+    assert!(err.contains("unsafe Pooling path \"../../etc\""), "{err}");
+    let err = load("{not json", "{}");
+    assert!(
+        err.starts_with("config error: modules.json:") || err.contains("modules.json:"),
+        "{err}"
+    );
 }

@@ -6,7 +6,7 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
-use webbert::{Backend, Embedder, FillMask, ModelFiles, Pooling, WeightsDtype};
+use webbert::{Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, WeightsDtype};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -560,4 +560,182 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
         5 * texts.len()
     );
     assert_eq!(same, texts.len());
+}
+
+/// RoBERTa: byte-level BPE, `<mask>`, positions counted from `pad_token_id + 1`, one segment.
+#[test]
+fn tiny_roberta_masked_lm() {
+    for target in TARGETS {
+        tiny("tiny-roberta", target);
+    }
+}
+
+/// XLM-RoBERTa: RoBERTa's encoder with a Unigram (SentencePiece) vocabulary.
+#[test]
+fn tiny_xlm_roberta_masked_lm() {
+    for target in TARGETS {
+        tiny("tiny-xlm-roberta", target);
+    }
+}
+
+/// DistilBERT: its own tensor names, no segment embeddings.
+#[test]
+fn tiny_distilbert_masked_lm() {
+    for target in TARGETS {
+        tiny("tiny-distilbert", target);
+    }
+}
+
+/// A sequence classifier against the model's logits and transformers' `text-classification` pipeline:
+/// single texts and pairs, each alone and all in one padded call; the reranker's scores too.
+fn classifier(name: &str, target: Target) {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
+    )
+    .unwrap();
+    let pipeline = Classifier::load(
+        ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
+        target.device(),
+    )
+    .unwrap();
+    let cases: Vec<&Value> = ["single", "pairs"]
+        .iter()
+        .flat_map(|kind| meta[kind].as_array().unwrap())
+        .collect();
+    let inputs: Vec<(&str, Option<&str>)> = cases
+        .iter()
+        .map(|case| (case["text"].as_str().unwrap(), case["text_pair"].as_str()))
+        .collect();
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let together = target.run(|| block_on(pipeline.logits(&inputs)).unwrap());
+    let labels = pipeline.model.classifier.labels.len();
+    let all = target.run(|| block_on(pipeline.classify(&inputs, labels)).unwrap());
+    for (i, (case, input)) in cases.iter().zip(&inputs).enumerate() {
+        let encoding = match input.1 {
+            None => pipeline.tokenizer.encode(input.0).unwrap(),
+            Some(pair) => pipeline.tokenizer.encode_pair(input.0, pair).unwrap(),
+        };
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(encoding.ids, ids, "{name} ids of input {i}");
+        let want = floats(&case["logits"]);
+        let alone = target.run(|| block_on(pipeline.logits(&[*input])).unwrap());
+        for got in [&alone[0], &together[i]] {
+            let diff = max_abs_diff(got, &want);
+            println!("{target:?} {name} input {i}: logits max abs diff {diff:.2e}");
+            assert!(diff <= TOLERANCE, "{target:?} {name} input {i}: {diff}");
+        }
+        let expected = case["pipeline"].as_array().unwrap();
+        assert_eq!(all[i].len(), expected.len());
+        for (got, want) in all[i].iter().zip(expected) {
+            assert_eq!(
+                got.label,
+                want["label"].as_str().unwrap(),
+                "{name} input {i}"
+            );
+            assert!((got.score as f64 - want["score"].as_f64().unwrap()).abs() <= 1e-4);
+        }
+    }
+    if let Some(rerank) = meta.get("rerank") {
+        let passages: Vec<String> = rerank["passages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
+        let query = rerank["query"].as_str().unwrap();
+        let ranked =
+            target.run(|| block_on(pipeline.rerank(query, &passages, passages.len())).unwrap());
+        let want = floats(&rerank["scores"]);
+        for r in &ranked {
+            assert_eq!(r.text, passages[r.index]);
+            assert!(
+                (r.score - want[r.index]).abs() <= 1e-4,
+                "{name} passage {}",
+                r.index
+            );
+        }
+        let mut order: Vec<usize> = (0..want.len()).collect();
+        order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+        assert_eq!(ranked.iter().map(|r| r.index).collect::<Vec<_>>(), order);
+        let top = target.run(|| block_on(pipeline.rerank(query, &passages, 2)).unwrap());
+        assert_eq!(top, ranked[..2]);
+    }
+}
+
+#[test]
+fn tiny_bert_sequence_classification_softmax_and_pairs() {
+    for target in TARGETS {
+        classifier("tiny-bert-cls", target);
+    }
+}
+
+#[test]
+fn tiny_roberta_sequence_classification() {
+    for target in TARGETS {
+        classifier("tiny-roberta-cls", target);
+    }
+}
+
+#[test]
+fn tiny_distilbert_multi_label_classification_sigmoid() {
+    for target in TARGETS {
+        classifier("tiny-distilbert-cls", target);
+    }
+}
+
+/// A cross-encoder (one logit): scores through a sigmoid, passages ranked by them.
+#[test]
+fn tiny_reranker_scores_and_ranks_passages() {
+    for target in TARGETS {
+        classifier("tiny-reranker", target);
+    }
+}
+
+/// sentence-transformers' files choose the pooling and normalisation of every call that does not: here a
+/// Pooling module asking for `[CLS]` (all-MiniLM-L6-v2's own is mean) with and without a Normalize module.
+#[test]
+fn sentence_transformers_modules_set_the_default_pooling() {
+    let golden = Golden::open("minilm_golden.safetensors");
+    let texts = sentences();
+    let dir = common::minilm_dir();
+    let cls = r#"{"word_embedding_dimension": 384, "pooling_mode_cls_token": true}"#;
+    let mean = r#"{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}"#;
+    for (pooling, normalize, key) in [
+        (cls, true, "embedding.cls"),
+        (mean, false, "embedding.mean_raw"),
+    ] {
+        let mut modules = vec![
+            r#"{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}"#,
+            r#"{"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}"#,
+        ];
+        if normalize {
+            modules.push(r#"{"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}"#);
+        }
+        let modules = format!("[{}]", modules.join(","));
+        let files = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
+            "modules.json" => Ok(Some(modules.clone().into_bytes())),
+            "1_Pooling/config.json" => Ok(Some(pooling.as_bytes().to_vec())),
+            name => webbert::io::source::read_optional(&dir.join(name)),
+        })
+        .unwrap();
+        let embedder = Embedder::load(files, Backend::Cpu.device().unwrap()).unwrap();
+        let sentence = embedder.sentence;
+        assert_eq!(sentence.normalize, normalize);
+        let rows = block_on(embedder.embed(&texts, sentence.pooling, sentence.normalize)).unwrap();
+        let (shape, expected) = golden.get(key);
+        for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+            assert!(max_abs_diff(row, want) <= TOLERANCE, "{key}");
+        }
+    }
 }

@@ -459,8 +459,9 @@ impl Model {
         serde_wasm_bindgen::to_value(&output.masks).map_err(|e| JsError::new(&e.to_string()))
     }
 
-    /// One `Float32Array` per text (a string, or an array of strings); `options`:
-    /// `{pooling = 'mean' | 'cls', normalize = true}`. After each group of texts, `progress({done,
+    /// One `Float32Array` per text (a string, or an array of strings); `options`: `{pooling: 'mean' |
+    /// 'cls', normalize}`, by default as the checkpoint's sentence-transformers files say (else mean,
+    /// normalised). After each group of texts, `progress({done,
     /// total})`; when it returns `false` the call stops there.
     pub async fn embed(
         &self,
@@ -482,18 +483,19 @@ impl Model {
                 )));
             }
         };
-        let pooling: Pooling = match option(&options, "pooling")? {
-            Some(value) => string_arg(&value, "options.pooling")?.parse().map_err(js)?,
-            None => Pooling::Mean,
+        // Unless given, as the checkpoint's sentence-transformers files say.
+        let pooling: Option<Pooling> = match option(&options, "pooling")? {
+            Some(value) => Some(string_arg(&value, "options.pooling")?.parse().map_err(js)?),
+            None => None,
         };
         let normalize = match option(&options, "normalize")? {
-            Some(value) => value.as_bool().ok_or_else(|| {
+            Some(value) => Some(value.as_bool().ok_or_else(|| {
                 JsError::new(&format!(
                     "options.normalize must be true or false, not {}",
                     describe(&value)
                 ))
-            })?,
-            None => true,
+            })?),
+            None => None,
         };
         let all: Vec<&str> = texts.iter().map(String::as_str).collect();
         let rows = self
@@ -501,6 +503,8 @@ impl Model {
                 Task::Embeddings(pipeline) => {
                     let step =
                         async |done, total| between_groups(progress.as_ref(), done, total).await;
+                    let pooling = pooling.unwrap_or(pipeline.sentence.pooling);
+                    let normalize = normalize.unwrap_or(pipeline.sentence.normalize);
                     pipeline.embed_with(&texts, pooling, normalize, step).await
                 }
                 other => Err(wrong_task(other, "Embedder")),

@@ -9,7 +9,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Cache, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::error::{Error, Result};
-use crate::io::source::{ModelFiles, WeightsDtype};
+use crate::io::source::{ModelFiles, WeightsDtype, sentence_modules};
 use crate::io::weights::Checkpoint;
 
 const CACHE_NAME: &str = "webbert-models-v1";
@@ -360,8 +360,18 @@ async fn fetch_files(
     to_cache: &mut Vec<(String, Response)>,
 ) -> Result<()> {
     fetcher
-        .into(files, to_cache, &["config.json", "tokenizer.json"])
+        .into(
+            files,
+            to_cache,
+            &["config.json", "tokenizer.json", "modules.json"],
+        )
         .await?;
+    if let Some(modules) = files.get("modules.json")
+        && let (Some(pooling), _) = sentence_modules(modules)?
+    {
+        let name = format!("{pooling}/config.json");
+        fetcher.into(files, to_cache, &[&name]).await?;
+    }
     if !files.contains_key("tokenizer.json") {
         fetcher
             .into(files, to_cache, &["vocab.txt", "tokenizer_config.json"])

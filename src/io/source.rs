@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::io::weights::Checkpoint;
 use crate::model::config::BertConfig;
+use crate::model::heads::{Pooling, Sentence};
 use crate::tokenizer::Tokenizer;
 
 pub enum TokenizerFiles {
@@ -60,6 +61,67 @@ pub struct ModelFiles {
     pub config: BertConfig,
     pub tokenizer: Tokenizer,
     pub checkpoint: Checkpoint,
+    /// From sentence-transformers' `modules.json` and its Pooling module's `config.json`, if present.
+    pub sentence: Sentence,
+}
+
+/// sentence-transformers' `modules.json`: the folder of its Pooling module (its `config.json` says which
+/// pooling), and whether a Normalize module follows.
+pub fn sentence_modules(modules_json: &[u8]) -> Result<(Option<String>, bool)> {
+    #[derive(serde::Deserialize)]
+    struct Module {
+        #[serde(default)]
+        path: String,
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let modules: Vec<Module> = serde_json::from_slice(modules_json)
+        .map_err(|e| Error::Config(format!("modules.json: {e}")))?;
+    let mut pooling = None;
+    let mut normalize = false;
+    for module in modules {
+        match module.kind.rsplit('.').next() {
+            Some("Pooling") => {
+                let path = module.path.trim_end_matches('/');
+                if path.is_empty()
+                    || path.starts_with(['/', '\\', '.'])
+                    || path.contains("..")
+                    || path.contains('\\')
+                {
+                    return Err(Error::Config(format!(
+                        "modules.json names an unsafe Pooling path {:?}",
+                        module.path
+                    )));
+                }
+                pooling = Some(path.to_string());
+            }
+            Some("Normalize") => normalize = true,
+            _ => {}
+        }
+    }
+    Ok((pooling, normalize))
+}
+
+/// The pooling a Pooling module's `config.json` asks for: `[CLS]` or the mean (others are refused).
+fn pooling_mode(config_json: &[u8], name: &str) -> Result<Pooling> {
+    let value: serde_json::Value =
+        serde_json::from_slice(config_json).map_err(|e| Error::Config(format!("{name}: {e}")))?;
+    let on = |mode: &str| value[format!("pooling_mode_{mode}")].as_bool() == Some(true);
+    let modes = [
+        "cls_token",
+        "mean_tokens",
+        "max_tokens",
+        "mean_sqrt_len_tokens",
+        "weightedmean_tokens",
+        "lasttoken",
+    ];
+    match modes.iter().filter(|m| on(m)).collect::<Vec<_>>()[..] {
+        [&"cls_token"] => Ok(Pooling::Cls),
+        [&"mean_tokens"] => Ok(Pooling::Mean),
+        ref other => Err(Error::Config(format!(
+            "{name} asks for pooling {other:?}; webbert pools by cls_token or mean_tokens alone"
+        ))),
+    }
 }
 
 impl ModelFiles {
@@ -100,6 +162,7 @@ impl ModelFiles {
             config,
             tokenizer,
             checkpoint,
+            sentence: Sentence::default(),
         })
     }
 
@@ -157,7 +220,17 @@ impl ModelFiles {
                 Checkpoint::from_shards(&index, shards)?
             }
         };
-        Self::new(&config, tokenizer, checkpoint)
+        let mut files = Self::new(&config, tokenizer, checkpoint)?;
+        if let Some(modules) = file("modules.json")? {
+            let (pooling, normalize) = sentence_modules(&modules)?;
+            files.sentence.normalize = normalize;
+            if let Some(path) = pooling {
+                let name = format!("{path}/config.json");
+                let config = file(&name)?.ok_or_else(|| Error::Io(format!("{name} is missing")))?;
+                files.sentence.pooling = pooling_mode(&config, &name)?;
+            }
+        }
+        Ok(files)
     }
 
     /// Reads a folder in Hugging Face layout, its weights as published (`model.safetensors` or shards).

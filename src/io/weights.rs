@@ -374,11 +374,6 @@ fn classification_head(
     let names = &Layout::of(c.architecture).classifier;
     let h = c.hidden_size;
     let labels = c.labels.len();
-    if labels == 0 {
-        return Err(Error::Config(
-            "config.json has no `id2label`: a classifier needs its labels".into(),
-        ));
-    }
     let dense = match names.pooler_in_encoder {
         true => format!("{prefix}{}", names.dense),
         false => names.dense.to_string(),

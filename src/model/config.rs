@@ -233,8 +233,20 @@ impl BertConfig {
 
 /// `id2label` as a list by id: `{"0": "NEGATIVE", "1": "POSITIVE"}` → `["NEGATIVE", "POSITIVE"]`.
 fn labels(object: &Map<String, Value>) -> error::Result<Vec<String>> {
+    // As `transformers`: without `id2label`, `num_labels` (default 2) labels named LABEL_0, LABEL_1, ….
     let Some(id2label) = object.get("id2label").filter(|v| !v.is_null()) else {
-        return Ok(Vec::new());
+        let count = match object.get("num_labels") {
+            None | Some(Value::Null) => 2,
+            Some(v) => v
+                .as_u64()
+                .filter(|n| (1..=1 << 20).contains(n))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "field `num_labels` must be a positive integer, found {v}"
+                    ))
+                })? as usize,
+        };
+        return Ok((0..count).map(|i| format!("LABEL_{i}")).collect());
     };
     let error = || {
         Error::Config(format!(

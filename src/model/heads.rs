@@ -153,6 +153,23 @@ pub enum Pooling {
     Cls,
 }
 
+/// How a checkpoint makes its sentence vectors, as its sentence-transformers files declare them (mean,
+/// normalised, without them): the default of every embedding call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sentence {
+    pub pooling: Pooling,
+    pub normalize: bool,
+}
+
+impl Default for Sentence {
+    fn default() -> Self {
+        Self {
+            pooling: Pooling::Mean,
+            normalize: true,
+        }
+    }
+}
+
 impl std::str::FromStr for Pooling {
     type Err = crate::Error;
     fn from_str(s: &str) -> crate::Result<Self> {

@@ -51,6 +51,39 @@ async function checkFillMask(page, device, name, kernels) {
   return backend;
 }
 
+/** A classifier (through the `pipeline` factory) against transformers' text-classification pipeline: texts
+ * and pairs in one call, each input's best label; the reranker's order and scores when the fixture has them. */
+async function checkClassifier(page, device, name) {
+  const fixture = json(`${name}_golden.json`);
+  const cases = [...fixture.single, ...fixture.pairs];
+  const inputs = cases.map((c) => (c.text_pair === undefined ? c.text : { text: c.text, textPair: c.text_pair }));
+  const { backend, labels, ranked } = await page.evaluate(async ([url, device, inputs, rerank]) => {
+    const classifier = await webbert.pipeline('text-classification', url, { device });
+    const labels = await classifier.classify(inputs);
+    const ranked = rerank && await classifier.rerank(rerank.query, rerank.passages, { topK: 3 });
+    classifier.dispose();
+    return { backend: classifier.backend, labels, ranked };
+  }, [`/fixtures/${name}/`, device, inputs, fixture.rerank]);
+  let diff = 0;
+  labels.forEach((top, i) => {
+    assert.equal(top.length, 1);
+    assert.equal(top[0].label, cases[i].pipeline[0].label);
+    diff = Math.max(diff, Math.abs(top[0].score - cases[i].pipeline[0].score));
+  });
+  if (fixture.rerank) {
+    const { scores, passages } = fixture.rerank;
+    const order = scores.map((_, i) => i).sort((a, b) => scores[b] - scores[a]).slice(0, 3);
+    assert.deepEqual(ranked.map((r) => r.index), order);
+    ranked.forEach((r) => {
+      assert.equal(r.text, passages[r.index]);
+      diff = Math.max(diff, Math.abs(r.score - scores[r.index]));
+    });
+  }
+  console.log(`${backend} ${name}: max abs score diff ${diff.toExponential(2)}`);
+  assert.ok(diff <= 1e-4);
+  return backend;
+}
+
 describe('with WebGPU', () => {
   let server; let browser; let page;
   before(async () => {
@@ -82,6 +115,34 @@ describe('with WebGPU', () => {
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
   // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
+  test('RoBERTa fill-mask, classification of texts and pairs, and reranking match PyTorch', async () => {
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-roberta'), 'webgpu');
+    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-bert-cls'), 'webgpu');
+    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-reranker'), 'webgpu');
+    const messages = await page.evaluate(async () => {
+      const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
+      const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
+      const out = {
+        predict: await reject(classifier.client.call('predict', ['a [MASK]', {}])),
+        number: await reject(classifier.classify(42)),
+        pair: await reject(classifier.classify({ text: 'a', textPair: 7 })),
+        passages: await reject(classifier.rerank('q', 'not an array')),
+        task: await reject(webbert.pipeline('summarization', '/fixtures/tiny-bert-cls/')),
+        fillMask: await reject(webbert.FillMask.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' })),
+      };
+      out.after = (await classifier.classify('still usable'))[0].label;
+      classifier.dispose();
+      return out;
+    });
+    assert.match(messages.predict, /loaded for text classification \(Classifier\); load it with FillMask/);
+    assert.equal(messages.number, 'input must be a string or {text, textPair}, not 42');
+    assert.equal(messages.pair, 'input.textPair must be a string, not 7');
+    assert.equal(messages.passages, 'passages must be an array of strings, not "not an array"');
+    assert.match(messages.task, /task must be one of fill-mask, feature-extraction, text-classification/);
+    assert.match(messages.fillMask, /lm_head|cls\.predictions/);
+    assert.equal(typeof messages.after, 'string');
+  });
+
   test('the tiled kernels (what GPUs run) match PyTorch too', async () => {
     assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
@@ -313,6 +374,10 @@ describe('without WebGPU (CPU fallback)', () => {
   test('falls back to the CPU with the same numbers', async () => {
     assert.equal(await checkEmbeddings(page, 'auto'), 'cpu');
     assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'cpu');
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-xlm-roberta'), 'cpu');
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-distilbert'), 'cpu');
+    assert.equal(await checkClassifier(page, 'auto', 'tiny-roberta-cls'), 'cpu');
+    assert.equal(await checkClassifier(page, 'auto', 'tiny-distilbert-cls'), 'cpu');
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

@@ -37,7 +37,9 @@ export interface PredictOptions extends CallOptions {
 }
 
 export interface EmbedOptions extends CallOptions {
+  /** By default as the model's sentence-transformers files (modules.json, 1_Pooling) say; else 'mean'. */
   pooling?: 'mean' | 'cls';
+  /** By default true, unless the model's modules.json has no Normalize module. */
   normalize?: boolean;
   /** After each group of (up to 32) texts. */
   onProgress?: (progress: { done: number; total: number }) => void;
@@ -58,6 +60,27 @@ export interface Prediction {
   sequence: string;
 }
 
+export interface ClassifyOptions extends CallOptions {
+  /** Labels per input, best first (default 1); past the labels, all of them. */
+  topK?: number;
+}
+
+/** A text, or two read together (`[CLS] text [SEP] textPair [SEP]`): question and passage, two sentences. */
+export type TextInput = string | { text: string; textPair?: string };
+
+export interface Label {
+  label: string;
+  /** Softmax over the labels, or each label's sigmoid for multi-label models and one-logit rerankers. */
+  score: number;
+}
+
+export interface Ranked {
+  /** The passage's index in the input. */
+  index: number;
+  score: number;
+  text: string;
+}
+
 export interface Attention {
   tokens: string[];
   /** [start, end) in characters of the input; [0, 0] for special tokens. */
@@ -70,7 +93,7 @@ export interface Attention {
 }
 
 export interface Tokens {
-  /** WordPiece pieces, [CLS] and [SEP] included. */
+  /** The model's pieces, its special tokens ([CLS] and [SEP], <s> and </s>) included. */
   tokens: string[];
   ids: Uint32Array;
   /** [start, end) in characters of the input; [0, 0] for special tokens. */
@@ -112,3 +135,15 @@ export declare class Embedder extends Pipeline {
    * input order. */
   embed(texts: string | string[], options?: EmbedOptions): Promise<Float32Array[]>;
 }
+
+export declare class Classifier extends Pipeline {
+  static load(source: Source, options?: LoadOptions): Promise<Classifier>;
+  classify(input: TextInput, options?: ClassifyOptions): Promise<Label[]>;
+  classify(inputs: TextInput[], options?: ClassifyOptions): Promise<Label[][]>;
+  /** A cross-encoder's relevance of each passage to the query, best first. */
+  rerank(query: string, passages: string[], options?: ClassifyOptions): Promise<Ranked[]>;
+}
+
+export declare function pipeline(task: 'fill-mask', source: Source, options?: LoadOptions): Promise<FillMask>;
+export declare function pipeline(task: 'feature-extraction', source: Source, options?: LoadOptions): Promise<Embedder>;
+export declare function pipeline(task: 'text-classification', source: Source, options?: LoadOptions): Promise<Classifier>;

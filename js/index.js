@@ -1,5 +1,5 @@
-// webbert's JavaScript API: BERT fill-mask, sentence embeddings and attention maps, run by Rust/wasm in a
-// Web Worker on WebGPU (or the CPU when WebGPU is unavailable).
+// webbert's JavaScript API: fill-mask, sentence embeddings, text classification, reranking and attention
+// maps of BERT-family encoders, run by Rust/wasm in a Web Worker on WebGPU (or the CPU without one).
 
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
  * pending and later call rejects with the reason. */
@@ -160,10 +160,45 @@ export class Embedder extends Pipeline {
     return new Embedder(await open('embeddings', source, options));
   }
 
-  /** One Float32Array per text; options `{pooling: 'mean' (default) | 'cls', normalize: true (default),
-   * onProgress({done, total}), signal}`. */
+  /** One Float32Array per text; options `{pooling: 'mean' | 'cls', normalize, onProgress({done, total}),
+   * signal}`, pooling and normalize by default as the model's sentence-transformers files say (else mean,
+   * normalised). */
   async embed(texts, options) {
     const [rest, call] = split(options);
     return this.client.call('embed', [texts, rest], call);
   }
+}
+
+export class Classifier extends Pipeline {
+  static async load(source, options) {
+    return new Classifier(await open('text-classification', source, options));
+  }
+
+  /** The topK (default 1) likeliest `{label, score}` of a text, a pair `{text, textPair}`, or each of an
+   * array of them. */
+  async classify(inputs, options) {
+    const [rest, call] = split(options);
+    return this.client.call('classify', [inputs, rest], call);
+  }
+
+  /** `passages` as `{index, score, text}`, the most relevant to `query` first (a cross-encoder's scores);
+   * options `{topK}`. */
+  async rerank(query, passages, options) {
+    const [rest, call] = split(options);
+    return this.client.call('rerank', [query, passages, rest], call);
+  }
+}
+
+const TASKS = {
+  'fill-mask': FillMask,
+  'feature-extraction': Embedder,
+  'text-classification': Classifier,
+};
+
+/** transformers.js' factory: `pipeline('fill-mask' | 'feature-extraction' | 'text-classification', source,
+ * options)` loads the model for that task. */
+export async function pipeline(task, source, options) {
+  const kind = TASKS[task];
+  if (!kind) throw new Error(`task must be one of ${Object.keys(TASKS).join(', ')}, not ${JSON.stringify(task)}`);
+  return kind.load(source, options);
 }

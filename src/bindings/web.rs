@@ -118,7 +118,8 @@ struct Fetcher<'a> {
 
 /// A fetched file, and the response to keep in Cache Storage once the whole model is found valid.
 struct Fetched {
-    bytes: Vec<u8>,
+    /// `None`: the server has no such file (404), an optional file's absence.
+    bytes: Option<Vec<u8>>,
     to_cache: Option<(String, Response)>,
 }
 
@@ -181,21 +182,27 @@ impl Fetcher<'_> {
         error
     }
 
+    /// Whether the cache holds `name` itself (not a remembered 404).
     async fn is_cached(&self, name: &str) -> bool {
-        self.cached(&self.url(name)).await.is_some()
+        let hit = self.cached(&self.url(name)).await;
+        hit.and_then(|r| r.dyn_into::<Response>().ok())
+            .is_some_and(|r| r.ok())
     }
 
-    /// Fetches `name` (from the cache if it is there); `Ok(None)` on 404 (an optional file), an error
-    /// for any other failure.
-    async fn file(&self, name: &str) -> Result<Option<Fetched>> {
+    /// Fetches `name` (from the cache if it is there); no bytes on 404 (an optional file, whose absence
+    /// is cached too, so that a second load asks nothing), an error for any other failure.
+    async fn file(&self, name: &str) -> Result<Fetched> {
         let url = self.url(name);
         if let Some(hit) = self.cached(&url).await {
             let response: Response = hit.dyn_into().map_err(|e| js_error(&url, e))?;
-            let bytes = self.body(&url, name, response).await?;
-            return Ok(Some(Fetched {
+            let bytes = match response.status() {
+                404 => None,
+                _ => Some(self.body(&url, name, response).await?),
+            };
+            return Ok(Fetched {
                 bytes,
                 to_cache: None,
-            }));
+            });
         }
         let context = format!("could not fetch {url}");
         let init = RequestInit::new();
@@ -209,7 +216,10 @@ impl Fetcher<'_> {
             .dyn_into()
             .map_err(|e| js_error(&context, e))?;
         if response.status() == 404 {
-            return Ok(None);
+            return Ok(Fetched {
+                bytes: None,
+                to_cache: self.cache.map(|_| (url, response)),
+            });
         }
         if !response.ok() {
             return Err(Error::Io(format!(
@@ -226,10 +236,10 @@ impl Fetcher<'_> {
             None
         };
         let bytes = self.body(&url, name, response).await?;
-        Ok(Some(Fetched {
-            bytes,
+        Ok(Fetched {
+            bytes: Some(bytes),
             to_cache: copy.map(|copy| (url, copy)),
-        }))
+        })
     }
 
     /// Reads the body chunk by chunk, reporting `{file, loaded, total}` after each.
@@ -301,10 +311,11 @@ impl Fetcher<'_> {
         names: &[&str],
     ) -> Result<()> {
         for name in names {
-            if let Some(fetched) = self.file(name).await? {
-                files.insert(name.to_string(), fetched.bytes);
-                to_cache.extend(fetched.to_cache);
+            let fetched = self.file(name).await?;
+            if let Some(bytes) = fetched.bytes {
+                files.insert(name.to_string(), bytes);
             }
+            to_cache.extend(fetched.to_cache);
         }
         Ok(())
     }

@@ -81,6 +81,43 @@ export interface Ranked {
   text: string;
 }
 
+export interface EntityOptions extends CallOptions {
+  /** 'none' (default): one entity per token; 'simple': runs of tokens of one type (B-PER I-PER) as one. */
+  aggregation?: 'none' | 'simple';
+}
+
+export interface Entity {
+  /** The token's label (aggregation 'none'). */
+  entity?: string;
+  /** The run's type, without B-/I- (aggregation 'simple'). */
+  entityGroup?: string;
+  score: number;
+  /** The token's position in the encoding, special tokens counted (aggregation 'none'). */
+  index?: number;
+  word: string;
+  /** [start, end) in characters of the text. */
+  start: number;
+  end: number;
+}
+
+export interface AnswerOptions extends CallOptions {
+  topK?: number;
+  /** Most tokens in an answer (default 15). */
+  maxAnswerLen?: number;
+  /** Most tokens of question + context per chunk (default 384, or the model's positions if fewer). */
+  maxSeqLen?: number;
+  /** Context tokens a chunk repeats from the one before (default half of maxSeqLen, at most 128). */
+  docStride?: number;
+}
+
+export interface Answer {
+  score: number;
+  /** [start, end) in characters of the context, widened to whole words. */
+  start: number;
+  end: number;
+  answer: string;
+}
+
 export interface Attention {
   tokens: string[];
   /** [start, end) in characters of the input; [0, 0] for special tokens. */
@@ -144,6 +181,18 @@ export declare class Classifier extends Pipeline {
   rerank(query: string, passages: string[], options?: ClassifyOptions): Promise<Ranked[]>;
 }
 
+export declare class TokenClassifier extends Pipeline {
+  static load(source: Source, options?: LoadOptions): Promise<TokenClassifier>;
+  entities(text: string, options?: EntityOptions): Promise<Entity[]>;
+}
+
+export declare class QuestionAnswerer extends Pipeline {
+  static load(source: Source, options?: LoadOptions): Promise<QuestionAnswerer>;
+  answer(question: string, context: string, options?: AnswerOptions): Promise<Answer[]>;
+}
+
 export declare function pipeline(task: 'fill-mask', source: Source, options?: LoadOptions): Promise<FillMask>;
 export declare function pipeline(task: 'feature-extraction', source: Source, options?: LoadOptions): Promise<Embedder>;
 export declare function pipeline(task: 'text-classification', source: Source, options?: LoadOptions): Promise<Classifier>;
+export declare function pipeline(task: 'token-classification', source: Source, options?: LoadOptions): Promise<TokenClassifier>;
+export declare function pipeline(task: 'question-answering', source: Source, options?: LoadOptions): Promise<QuestionAnswerer>;

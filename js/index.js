@@ -1,5 +1,5 @@
-// webbert's JavaScript API: fill-mask, sentence embeddings, text classification, reranking and attention
-// maps of BERT-family encoders, run by Rust/wasm in a Web Worker on WebGPU (or the CPU without one).
+// webbert's JavaScript API: fill-mask, sentence embeddings, text classification, reranking, named entities,
+// question answering and attention maps of BERT-family encoders, run by Rust/wasm in a Web Worker on WebGPU (or the CPU without one).
 
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
  * pending and later call rejects with the reason. */
@@ -189,14 +189,41 @@ export class Classifier extends Pipeline {
   }
 }
 
+export class TokenClassifier extends Pipeline {
+  static async load(source, options) {
+    return new TokenClassifier(await open('token-classification', source, options));
+  }
+
+  /** Named entities: per token `{entity, score, index, word, start, end}`, or with `{aggregation: 'simple'}`
+   * per run of one type `{entityGroup, score, word, start, end}`. */
+  async entities(text, options) {
+    const [rest, call] = split(options);
+    return this.client.call('entities', [text, rest], call);
+  }
+}
+
+export class QuestionAnswerer extends Pipeline {
+  static async load(source, options) {
+    return new QuestionAnswerer(await open('question-answering', source, options));
+  }
+
+  /** The topK (default 1) likeliest `{score, start, end, answer}` spans of `context`, best first; options
+   * `{topK, maxAnswerLen, maxSeqLen, docStride}`. */
+  async answer(question, context, options) {
+    const [rest, call] = split(options);
+    return this.client.call('answer', [question, context, rest], call);
+  }
+}
+
 const TASKS = {
   'fill-mask': FillMask,
   'feature-extraction': Embedder,
   'text-classification': Classifier,
+  'token-classification': TokenClassifier,
+  'question-answering': QuestionAnswerer,
 };
 
-/** transformers.js' factory: `pipeline('fill-mask' | 'feature-extraction' | 'text-classification', source,
- * options)` loads the model for that task. */
+/** transformers.js' factory: `pipeline(task, source, options)` loads the model for one of `TASKS`. */
 export async function pipeline(task, source, options) {
   const kind = TASKS[task];
   if (!kind) throw new Error(`task must be one of ${Object.keys(TASKS).join(', ')}, not ${JSON.stringify(task)}`);

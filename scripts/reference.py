@@ -1,7 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures]
+          [--part all|bert|architectures|heads]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast,
-                          DistilBertConfig, DistilBertForMaskedLM, DistilBertForSequenceClassification,
-                          DistilBertTokenizerFast, PreTrainedModel, RobertaConfig, RobertaForMaskedLM,
-                          RobertaForSequenceClassification, RobertaTokenizerFast, XLMRobertaConfig,
-                          XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
+from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
+                          BertModel, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
+                          DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
+                          PreTrainedModel, RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                          RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
+                          XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
+# transformers 5 dropped the question-answering pipeline but still ships its span scoring for document QA.
+from transformers.pipelines.document_question_answering import select_starts_ends
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 
@@ -393,12 +396,14 @@ def distilbert_config(**kw) -> DistilBertConfig:
                             max_position_embeddings=MAX_TOKENS, activation="gelu", pad_token_id=0, **kw)
 
 
-def save_tokenizer(tok, out_dir: Path) -> None:
+def save_tokenizer(tok, out_dir: Path, texts: tuple[str, ...] = (), pairs: tuple[tuple[str, str], ...] = ()) -> None:
     """tokenizer.json (what webbert reads) and tokenizer_config.json; the file must encode as `tok` does."""
     tok.save_pretrained(out_dir)
     saved = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-    for text in ROBERTA_TEXTS + TINY_TEXTS + CLS_SINGLE + RERANK_PASSAGES:
+    for text in ROBERTA_TEXTS + TINY_TEXTS + CLS_SINGLE + RERANK_PASSAGES + list(texts):
         assert saved.encode(text).ids == tok(text)["input_ids"], (out_dir, text)
+    for a, b in pairs:
+        assert saved.encode(a, b).ids == tok(a, b)["input_ids"], (out_dir, a, b)
     for a, b in CLS_PAIRS + [(RERANK_QUERY, p) for p in RERANK_PASSAGES]:
         assert saved.encode(a, b).ids == tok(a, b)["input_ids"], (out_dir, a, b)
         assert len(saved.encode(a, b).ids) <= MAX_TOKENS
@@ -462,12 +467,18 @@ def write_cls_fixture(name: str, model: PreTrainedModel, tok, rerank: bool = Fal
     (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
 
 
-def write_architecture_fixtures(model_dir: Path) -> None:
-    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+def wordpiece_tokenizers(full: list[str]) -> tuple[BertTokenizerFast, DistilBertTokenizerFast]:
+    """The tiny vocabulary's WordPiece as BERT's and as DistilBERT's tokenizer class."""
     backend = vocab_tokenizer(tiny_vocab(full)).backend_tokenizer
     wordpiece = BertTokenizerFast(tokenizer_object=backend, model_max_length=MAX_TOKENS)
     # DistilBERT's tokenizer is BERT's WordPiece without token_type_ids (DistilBERT has no segment embeddings).
     distil = DistilBertTokenizerFast(tokenizer_object=backend, model_max_length=MAX_TOKENS)
+    return wordpiece, distil
+
+
+def write_architecture_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    wordpiece, distil = wordpiece_tokenizers(full)
     corpus = english_corpus(full)
     bpe, unigram = bpe_tokenizer(corpus), unigram_tokenizer(corpus)
     for tok in (bpe, unigram):
@@ -500,18 +511,240 @@ def write_architecture_fixtures(model_dir: Path) -> None:
                       wordpiece, rerank=True)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Task heads: token classification (NER) and extractive question answering, on the same tiny encoders and
+# tokenizers. The random heads are nudged (biases) so that the pipelines' postprocessing has real work to do.
+
+NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"]
+NER_TEXTS = [
+    "My name is Wolfgang and I live in Berlin.",
+    "Hugging Face Inc. is a company based in New York City.",
+    "José García visited Zürich.",
+    "  Sarah   met Tom ,at   the U.N. in Paris (France)!!  ",
+    # ~40 common words: under MAX_TOKENS with both tokenizers.
+    "John and his family came from the United States to New York City after the war, and he said that the national "
+    "team of the university played there every year with many other people who had known him for a long time.",
+]
+# Each NER model's seed and what is added to its "O" bias: random heads tag most tokens as entities, too few
+# with more; these (found by trying seeds in turn) give the fixture texts what ner_coverage asks for.
+NER_HEADS = {"tiny-bert-ner": (30, 1.5), "tiny-roberta-ner": (32, 2.0)}
+QA_CASES = [
+    ("Where did John live?", "John was born in the city of York in the north, but after the war he moved with his "
+                             "family to New York, where he lived for many years and made music."),
+    ("Who visited Zürich?", "José García, a café owner, visited Zürich with his family last year and said it was "
+                            "the best city in the world."),
+    ("What is the capital of France?", "Paris   is the   capital of France.  It is the largest city   in the state, "
+                                       "and   many people from the world   come there every year."),
+]
+QA_LONG = ("When did the team first play?",
+           "The national team of the university was known in the city for many years. It first played in 1920, "
+           "when John and his brother came back from the war and made a team with the people of their school. "
+           "After the second war the team played every year against other schools in the state, and in 1960 it "
+           "won the national game for the first time. Many people still say that this was the best team the city "
+           "has had, and the university now has a house where you can see the old game and the team.")
+QA_LONG_ARGS = {"max_seq_len": 48, "doc_stride": 16, "max_answer_len": 15}
+# Seeds whose answers on QA_LONG sum spans found in several chunks (for RoBERTa also "The" and "the" at
+# different places: the pipeline merges answers by their lowercased text).
+QA_SEEDS = {"tiny-distilbert-qa": 44, "tiny-roberta-qa": 42}
+
+
+def plain(value):
+    """A pipeline's output with numpy scalars made Python's, for json."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def ner_coverage(tok, cases: list[dict]) -> dict:
+    """Which texts (indices) show what the NER fixture must exercise: tokens left out as "O", B-X then I-X
+    in one group, and one word of several tokens tagged as one entity."""
+    found = {"left_out": [], "b_then_i": [], "subword_group": []}
+    for i, case in enumerate(cases):
+        word_ids = tok(case["text"]).word_ids()
+        tagged = {e["index"]: e["entity"] for e in case["none"]}
+        if len(tagged) < sum(w is not None for w in word_ids) and tagged:
+            found["left_out"].append(i)
+        for index, entity in tagged.items():
+            after = tagged.get(index + 1, "")
+            if after[:2] != "I-" or after[2:] != entity.split("-", 1)[-1]:
+                continue  # the pair does not join into one group
+            if entity.startswith("B-") and i not in found["b_then_i"]:
+                found["b_then_i"].append(i)
+            if word_ids[index] == word_ids[index + 1] and i not in found["subword_group"]:
+                found["subword_group"].append(i)
+    return found
+
+
+@torch.no_grad()
+def write_ner_fixture(name: str, model: PreTrainedModel, tok) -> dict:
+    """Raw logits per token and transformers' token-classification pipeline, "none" and "simple" aggregation."""
+    out_dir = FIXTURES / name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    save_tokenizer(tok, out_dir, tuple(NER_TEXTS))
+    model = reloaded(out_dir, type(model))
+    ner = pipeline("token-classification", model=model, tokenizer=tok)
+    cases = []
+    for text in NER_TEXTS:
+        enc = tok(text, return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping")[0].tolist()
+        assert enc["input_ids"].shape[1] <= MAX_TOKENS, (name, text)
+        cases.append({"text": text, "ids": enc["input_ids"][0].tolist(), "offsets": offsets,
+                      "logits": model(**enc).logits[0].tolist(),
+                      "none": plain(ner(text, aggregation_strategy="none")),
+                      "simple": plain(ner(text, aggregation_strategy="simple"))})
+    coverage = ner_coverage(tok, cases)
+    assert all(coverage.values()), (name, coverage)
+    # No near tie between the two likeliest labels of a token: an f32 reimplementation gets the same tags.
+    for case in cases:
+        top2 = torch.tensor(case["logits"]).topk(2).values
+        assert (top2[:, 0] - top2[:, 1]).min() > 1e-3, (name, case["text"], (top2[:, 0] - top2[:, 1]).min())
+    fixture = {"labels": NER_LABELS, "cases": cases}
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
+    return coverage
+
+
+def answer_question(model: PreTrainedModel, tok, question: str, context: str, top_k: int = 1,
+                    max_seq_len: int | None = None, doc_stride: int | None = None, max_answer_len: int = 15,
+                    handle_impossible_answer: bool = False, align_to_words: bool = True, gaps: list | None = None):
+    """transformers' question-answering pipeline as 4.57 had it (5.x removed it): its fast-tokenizer preprocess,
+    _forward and postprocess, line for line, around transformers' own select_starts_ends. Returns the
+    pipeline's answer(s) and each chunk's ids and logits. `gaps`, if given, gets the relative score gaps at
+    every cut the pipeline makes (kept candidates of a chunk, answers returned), to keep the fixture off ties."""
+    if max_seq_len is None:
+        max_seq_len = min(tok.model_max_length, 384)
+    if doc_stride is None:
+        doc_stride = min(max_seq_len // 2, 128)
+    assert doc_stride <= max_seq_len and tok.padding_side == "right"  # question first, context truncated
+    enc = tok(text=question, text_pair=context, padding="do_not_pad", truncation="only_second",
+              max_length=max_seq_len, stride=doc_stride, return_token_type_ids=True, return_overflowing_tokens=True,
+              return_offsets_mapping=True, return_special_tokens_mask=True)
+    min_null_score, answers, chunks = 1000000, [], []
+    for span in range(len(enc["input_ids"])):
+        ids = enc["input_ids"][span]
+        # p_mask: 1 where the answer cannot be (question, special tokens), 0 on the context and on the CLS token.
+        p_mask = [int(sequence != 1) for sequence in enc.sequence_ids(span)]
+        for i, token in enumerate(ids):
+            if token == tok.cls_token_id:
+                p_mask[i] = 0
+        inputs = {k: torch.tensor([enc[k][span]]) for k in tok.model_input_names}  # no token_type_ids for these
+        out = model(**inputs)
+        start, end = out.start_logits.numpy(), out.end_logits.numpy()
+        chunks.append({"ids": ids, "start_logits": start[0].tolist(), "end_logits": end[0].tolist()})
+        # More candidates than asked for, since spans widened to whole words may coincide and are merged below.
+        pre_topk = top_k * 2 + 10 if align_to_words else top_k
+        starts, ends, scores, min_null_score = select_starts_ends(
+            start, end, np.array([p_mask]), inputs["attention_mask"].numpy(), min_null_score, pre_topk,
+            handle_impossible_answer, max_answer_len)
+        if gaps is not None:  # not transformers': the best candidate left out against the last one kept
+            _, _, more, _ = select_starts_ends(start, end, np.array([p_mask]), inputs["attention_mask"].numpy(),
+                                               1000000, pre_topk + 1, False, max_answer_len)
+            gaps.append((more[pre_topk - 1] - more[pre_topk]) / more[pre_topk - 1])
+        encoding = enc[span]
+        for s, e, score in zip(starts, ends, scores):
+            if align_to_words:
+                try:
+                    first = encoding.word_to_chars(encoding.token_to_word(s), sequence_index=1)[0]
+                    last = encoding.word_to_chars(encoding.token_to_word(e), sequence_index=1)[1]
+                except Exception:  # as transformers: tokenizers without words keep the token offsets
+                    first, last = encoding.offsets[s][0], encoding.offsets[e][1]
+            else:
+                first, last = encoding.offsets[s][0], encoding.offsets[e][1]
+            text = context[first:last]
+            same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+            if same:
+                same["score"] += score.item()
+            else:
+                answers.append({"score": score.item(), "start": first, "end": last, "answer": text})
+    if handle_impossible_answer:
+        answers.append({"score": min_null_score, "start": 0, "end": 0, "answer": ""})
+    answers = sorted(answers, key=lambda a: a["score"], reverse=True)
+    if gaps is not None:
+        ranked = [a["score"] for a in answers[:top_k + 1]]
+        gaps += [(a - b) / a for a, b in zip(ranked, ranked[1:])]
+    answers = answers[:top_k]
+    return (answers[0] if len(answers) == 1 else answers), chunks
+
+
+@torch.no_grad()
+def write_qa_fixture(name: str, model: PreTrainedModel, tok) -> None:
+    """Start/end logits of single-chunk cases and the question-answering pipeline's top 1 and top 3; one long
+    context split into several overlapping chunks."""
+    out_dir = FIXTURES / name
+    shutil.rmtree(out_dir, ignore_errors=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    save_tokenizer(tok, out_dir, (QA_LONG[1],), tuple(QA_CASES) + (QA_LONG,))
+    model = reloaded(out_dir, type(model))
+    cases, gaps = [], []
+    for question, context in QA_CASES:
+        top1, chunks = answer_question(model, tok, question, context, gaps=gaps)
+        top3, _ = answer_question(model, tok, question, context, top_k=3, gaps=gaps)
+        assert len(chunks) == 1 and len(top3) == 3, (name, question, len(chunks))
+        assert chunks[0]["ids"] == tok(question, context, truncation="only_second")["input_ids"]
+        cases.append({"question": question, "context": context, "ids": chunks[0]["ids"],
+                      "start_logits": chunks[0]["start_logits"], "end_logits": chunks[0]["end_logits"],
+                      "top1": top1, "top3": top3})
+    question, context = QA_LONG
+    seq_args = {k: QA_LONG_ARGS[k] for k in ("max_seq_len", "doc_stride")}
+    top3, chunks = answer_question(model, tok, question, context, top_k=3, gaps=gaps, **seq_args)
+    top1, _ = answer_question(model, tok, question, context, gaps=gaps, **seq_args)
+    assert len(chunks) >= 3 and len(top3) == 3, (name, len(chunks))
+    # Every cut is far from a tie, so that an f32 reimplementation keeps and returns the same answers.
+    assert min(gaps) > 1e-4, (name, sorted(gaps)[:3])
+    fixture = {"pipeline": "transformers 4.57 question-answering (removed in 5.x), as answer_question in "
+                           "scripts/reference.py",
+               "cases": cases,
+               "long": {"question": question, "context": context, **QA_LONG_ARGS, "top3": top3,
+                        "top1": top1, "chunks": [c["ids"] for c in chunks]}}
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
+
+
+def ner_model(name: str, model_class, config) -> PreTrainedModel:
+    """A perturbed token classifier, "O" made likelier as NER_HEADS says."""
+    seed, shift = NER_HEADS[name]
+    model = perturbed(model_class, config, seed)
+    with torch.no_grad():
+        model.classifier.bias[NER_LABELS.index("O")] += shift
+    return model
+
+
+def write_head_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    wordpiece, distil = wordpiece_tokenizers(full)
+    bpe = bpe_tokenizer(english_corpus(full))  # the one of tiny-roberta
+    labels = {"id2label": dict(enumerate(NER_LABELS)), "label2id": {n: i for i, n in enumerate(NER_LABELS)}}
+    for name, model, tok in [
+        ("tiny-bert-ner", ner_model("tiny-bert-ner", BertForTokenClassification, bert_config(**labels)), wordpiece),
+        ("tiny-roberta-ner", ner_model("tiny-roberta-ner", RobertaForTokenClassification,
+                                       roberta_config(RobertaConfig, len(bpe), **labels)), bpe)]:
+        print(name, "texts showing each case:", write_ner_fixture(name, model, tok))
+    write_qa_fixture("tiny-distilbert-qa", perturbed(DistilBertForQuestionAnswering, distilbert_config(),
+                                                     QA_SEEDS["tiny-distilbert-qa"]), distil)
+    write_qa_fixture("tiny-roberta-qa", perturbed(RobertaForQuestionAnswering, roberta_config(RobertaConfig, len(bpe)),
+                                                  QA_SEEDS["tiny-roberta-qa"]), bpe)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    ap.add_argument("--part", choices=["all", "bert", "architectures"], default="all",
-                    help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, classifiers")
+    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads"], default="all",
+                    help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
+                         "classifiers; heads: token classification (NER) and extractive question answering")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
         write_bert_fixtures(args.model, args.mlm)
     if args.part in ("all", "architectures"):
         write_architecture_fixtures(args.model)
+    if args.part in ("all", "heads"):
+        write_head_fixtures(args.model)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ pub use io::weights::Checkpoint;
 pub use model::config::{Architecture, BertConfig};
 pub use model::heads::Pooling;
 pub use pipelines::{
-    AttentionOutput, Classifier, Embedder, FillMask, FillMaskOutput, Label, Prediction, Ranked,
+    Aggregation, Answer, AttentionOutput, Classifier, Embedder, Entity, FillMask, FillMaskOutput,
+    Label, Prediction, QaOptions, QuestionAnswerer, Ranked, TokenClassifier,
 };
 pub use tokenizer::{Encoding, Tokenizer};

@@ -9,14 +9,15 @@ use serde_json::json;
 use webbert::io::jsonl::JsonLines;
 use webbert::io::quantize::quantize_fp16;
 use webbert::{
-    Backend, Classifier, Embedder, Error, FillMask, ModelFiles, Pooling, Result, WeightsDtype,
+    Aggregation, Backend, Classifier, Embedder, Error, FillMask, ModelFiles, Pooling, QaOptions,
+    QuestionAnswerer, Result, TokenClassifier, WeightsDtype,
 };
 
 #[derive(Parser)]
 #[command(
     name = "webbert",
     version,
-    about = "BERT-family encoders on burn: tokenize, fill-mask, embed, classify, rerank, train a masked-LM"
+    about = "BERT-family encoders on burn: tokenize, fill-mask, embed, classify, rerank, ner, answer, train a masked-LM"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -74,6 +75,30 @@ enum Command {
         /// Only the best this many.
         #[arg(long)]
         top_k: Option<usize>,
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// The named entities of each text (a token classifier's labels).
+    Ner {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// `none` (one entity per token) or `simple` (runs of one type grouped).
+        #[arg(long, default_value = "simple")]
+        aggregation: Aggregation,
+        #[arg(long, default_value = "cpu")]
+        backend: Backend,
+    },
+    /// The answer to --question in each text (extractive question answering).
+    Answer {
+        #[command(flatten)]
+        inputs: Inputs,
+        #[arg(long)]
+        question: String,
+        #[arg(long, default_value_t = 1)]
+        top_k: usize,
+        /// Most tokens in an answer.
+        #[arg(long, default_value_t = 15)]
+        max_answer_len: usize,
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
@@ -257,6 +282,35 @@ fn run(cli: Cli) -> Result<()> {
             let top_k = top_k.unwrap_or(passages.len());
             for ranked in pollster::block_on(pipeline.rerank(&query, &passages, top_k))? {
                 emit(serde_json::to_value(ranked).unwrap_or_default())?;
+            }
+        }
+        Command::Ner {
+            inputs,
+            aggregation,
+            backend,
+        } => {
+            let pipeline = TokenClassifier::load(inputs.files()?, backend.device()?)?;
+            for text in inputs.texts()? {
+                let entities = pollster::block_on(pipeline.entities(&text?, aggregation))?;
+                emit(json!({ "entities": entities }))?;
+            }
+        }
+        Command::Answer {
+            inputs,
+            question,
+            top_k,
+            max_answer_len,
+            backend,
+        } => {
+            let pipeline = QuestionAnswerer::load(inputs.files()?, backend.device()?)?;
+            let options = QaOptions {
+                top_k,
+                max_answer_len,
+                ..QaOptions::new(pipeline.tokenizer.max_len())
+            };
+            for context in inputs.texts()? {
+                let answers = pollster::block_on(pipeline.answer(&question, &context?, &options))?;
+                emit(json!({ "answers": answers }))?;
             }
         }
         Command::TrainMlm(args) => {

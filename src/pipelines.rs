@@ -9,15 +9,17 @@ use crate::error::{Error, Result};
 use crate::io::layout::Layout;
 use crate::io::source::ModelFiles;
 use crate::io::weights::{
-    load_bert, load_bert_for_masked_lm, load_bert_for_sequence_classification,
+    load_bert, load_bert_for_masked_lm, load_bert_for_question_answering,
+    load_bert_for_sequence_classification, load_bert_for_token_classification,
 };
 use crate::model::config::ScoreFunction;
 use crate::model::heads::{
-    BertForMaskedLM, BertForSequenceClassification, Pooling, Sentence, pool,
+    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, Pooling, Sentence, pool,
 };
 use crate::model::{Batch, BertModel};
 use crate::ops::top_k::softmax_top_k;
-use crate::tokenizer::{Encoding, Tokenizer};
+use crate::tokenizer::{Encoding, Span, Tokenizer};
 
 /// Most texts in one forward pass.
 const BATCH_TEXTS: usize = 32;
@@ -82,6 +84,8 @@ fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding
 pub type Embedder = Pipeline<BertModel>;
 pub type FillMask = Pipeline<BertForMaskedLM>;
 pub type Classifier = Pipeline<BertForSequenceClassification>;
+pub type TokenClassifier = Pipeline<BertForTokenClassification>;
+pub type QuestionAnswerer = Pipeline<BertForQuestionAnswering>;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -399,12 +403,7 @@ impl Classifier {
     pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
         let model =
             load_bert_for_sequence_classification(&files.checkpoint, &files.config, &device)
-                .map_err(|e| match e {
-                    Error::Weights(msg) if msg.contains("is missing") => Error::Weights(format!(
-                        "{msg}: text classification needs a sequence-classification checkpoint"
-                    )),
-                    other => other,
-                })?;
+                .map_err(|e| with_hint(e, "text classification", "ForSequenceClassification"))?;
         Ok(Self {
             tokenizer: files.tokenizer.clone(),
             model,
@@ -513,6 +512,365 @@ fn scores(logits: &[f32], function: ScoreFunction) -> Vec<f32> {
     }
 }
 
+/// How a token classifier's per-token labels become entities (the pipeline's `aggregation_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregation {
+    /// One entity per token whose best label is not `O`.
+    None,
+    /// Adjacent tokens of one entity type (`B-PER I-PER …`) grouped into one entity.
+    Simple,
+}
+
+impl std::str::FromStr for Aggregation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Aggregation::None),
+            "simple" => Ok(Aggregation::Simple),
+            other => Err(Error::Input(format!(
+                "aggregation must be \"none\" or \"simple\", not {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A named entity: a token (`entity`, `index`) or a group of tokens (`entity_group`), with its score and
+/// `[start, end)` in characters of the text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_group: Option<String>,
+    pub score: f32,
+    /// The token's position in the encoding (special tokens counted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub word: String,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The label that entities carry and that the pipeline leaves out.
+const OUTSIDE: &str = "O";
+
+impl TokenClassifier {
+    /// A `*ForTokenClassification` checkpoint, its labels from `id2label`.
+    pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        Self::load_from(&files, device)
+    }
+
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
+        let model = load_bert_for_token_classification(&files.checkpoint, &files.config, &device)
+            .map_err(|e| with_hint(e, "token classification", "ForTokenClassification"))?;
+        Ok(Self {
+            tokenizer: files.tokenizer.clone(),
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
+            sentence: files.sentence,
+        })
+    }
+
+    /// The encoding of `text` and its logits per token, `[tokens][labels]`.
+    pub async fn logits(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>)> {
+        let encoding = encode(&self.tokenizer, text)?;
+        let batch = Batch::new(std::slice::from_ref(&encoding), self.pad_id, &self.device);
+        let logits = self.model.forward(&batch);
+        let [_, seq, labels] = logits.dims();
+        let values = read(logits.reshape([seq, labels])).await?;
+        Ok((
+            encoding,
+            values.chunks_exact(labels).map(<[f32]>::to_vec).collect(),
+        ))
+    }
+
+    /// The entities in `text`, as transformers' `token-classification` pipeline finds them: each token's
+    /// likeliest label (softmax over the labels), special tokens and `O` left out, grouped by `aggregation`.
+    pub async fn entities(&self, text: &str, aggregation: Aggregation) -> Result<Vec<Entity>> {
+        let (encoding, logits) = self.logits(text).await?;
+        let chars: Vec<char> = text.chars().collect();
+        let unk = self.tokenizer.unk_token_id();
+        let tokens: Vec<Entity> = logits
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !encoding.special[*i])
+            .map(|(i, row)| {
+                let scores = scores(row, ScoreFunction::Softmax);
+                let (best, score) =
+                    scores
+                        .iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |b, (j, &s)| if s > b.1 { (j, s) } else { b },
+                        );
+                let (start, end) = encoding.offsets[i];
+                // An unknown token reads as the text it stands for.
+                let word = match Some(encoding.ids[i]) == unk {
+                    true => chars[start..end].iter().collect(),
+                    false => encoding.tokens[i].clone(),
+                };
+                Entity {
+                    entity: Some(self.model.labels[best].clone()),
+                    entity_group: None,
+                    score,
+                    index: Some(i),
+                    word,
+                    start,
+                    end,
+                }
+            })
+            .collect();
+        let entities = match aggregation {
+            Aggregation::None => tokens,
+            Aggregation::Simple => self.group(tokens),
+        };
+        let outside =
+            |e: &Entity| e.entity.as_deref().or(e.entity_group.as_deref()) == Some(OUTSIDE);
+        Ok(entities.into_iter().filter(|e| !outside(e)).collect())
+    }
+
+    /// Runs of tokens of one type, each run's score their mean, its word their tokens joined by the
+    /// decoder. A `B-` tag, or a change of type, starts a new run (`O` tokens make runs of their own).
+    fn group(&self, tokens: Vec<Entity>) -> Vec<Entity> {
+        // `B-PER` → (true, "PER"); a label without a prefix continues a run of its own type.
+        let tag = |e: &Entity| {
+            let label = e.entity.as_deref().unwrap_or_default();
+            match label.split_once('-') {
+                Some(("B", tag)) => (true, tag.to_string()),
+                Some(("I", tag)) => (false, tag.to_string()),
+                _ => (false, label.to_string()),
+            }
+        };
+        let mut runs: Vec<Vec<Entity>> = Vec::new();
+        for token in tokens {
+            match runs.last_mut() {
+                Some(run)
+                    if {
+                        let (begins, kind) = tag(&token);
+                        !begins && kind == tag(&run[run.len() - 1]).1
+                    } =>
+                {
+                    run.push(token)
+                }
+                _ => runs.push(vec![token]),
+            }
+        }
+        runs.into_iter()
+            .map(|run| {
+                let label = run[0].entity.as_deref().unwrap_or_default();
+                let group = label.split_once('-').map_or(label, |(_, tag)| tag);
+                let words: Vec<String> = run.iter().map(|e| e.word.clone()).collect();
+                Entity {
+                    entity: None,
+                    entity_group: Some(group.to_string()),
+                    score: run.iter().map(|e| e.score).sum::<f32>() / run.len() as f32,
+                    index: None,
+                    word: self.tokenizer.tokens_to_string(&words),
+                    start: run[0].start,
+                    end: run[run.len() - 1].end,
+                }
+            })
+            .collect()
+    }
+}
+
+/// An answer span: its score, `[start, end)` in characters of the context, and its text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    pub score: f32,
+    pub start: usize,
+    pub end: usize,
+    pub answer: String,
+}
+
+/// The question-answering pipeline's settings, its defaults from [`QaOptions::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QaOptions {
+    pub top_k: usize,
+    /// Most tokens in an answer.
+    pub max_answer_len: usize,
+    /// Most tokens per chunk of question + context.
+    pub max_seq_len: usize,
+    /// Context tokens each chunk repeats from the one before.
+    pub doc_stride: usize,
+}
+
+impl QaOptions {
+    /// transformers' defaults: one answer of at most 15 tokens, chunks of up to 384 tokens (fewer if
+    /// the model has fewer positions) overlapping by up to 128.
+    pub fn new(model_max_len: usize) -> Self {
+        let max_seq_len = model_max_len.min(384);
+        Self {
+            top_k: 1,
+            max_answer_len: 15,
+            max_seq_len,
+            doc_stride: (max_seq_len / 2).min(128),
+        }
+    }
+}
+
+/// Start and end logits of one chunk's tokens.
+pub struct SpanLogits {
+    pub start: Vec<f32>,
+    pub end: Vec<f32>,
+}
+
+impl QuestionAnswerer {
+    /// A `*ForQuestionAnswering` checkpoint.
+    pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
+        Self::load_from(&files, device)
+    }
+
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
+        let model = load_bert_for_question_answering(&files.checkpoint, &files.config, &device)
+            .map_err(|e| with_hint(e, "question answering", "ForQuestionAnswering"))?;
+        Ok(Self {
+            tokenizer: files.tokenizer.clone(),
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
+            sentence: files.sentence,
+        })
+    }
+
+    /// The chunks of (question, context) and each one's start and end logits.
+    pub async fn logits(
+        &self,
+        question: &str,
+        context: &str,
+        options: &QaOptions,
+    ) -> Result<(Vec<Span>, Vec<SpanLogits>)> {
+        if question.trim().is_empty() || context.trim().is_empty() {
+            return Err(Error::Input(
+                "the question and the context must not be empty".into(),
+            ));
+        }
+        let max = self.tokenizer.max_len();
+        if options.max_seq_len > max || options.doc_stride >= options.max_seq_len {
+            return Err(Error::Input(format!(
+                "maxSeqLen must be at most the model's {max} positions and docStride below it, not {} and {}",
+                options.max_seq_len, options.doc_stride
+            )));
+        }
+        let spans = self.tokenizer.encode_spans(
+            question,
+            context,
+            options.max_seq_len,
+            options.doc_stride,
+        )?;
+        let mut logits = Vec::with_capacity(spans.len());
+        let indexed: Vec<(usize, Encoding)> = spans
+            .iter()
+            .map(|s| s.encoding.clone())
+            .enumerate()
+            .collect();
+        for batch in batches(indexed, &self.shape) {
+            let encodings: Vec<Encoding> = batch.into_iter().map(|(_, e)| e).collect();
+            let tensors = Batch::new(&encodings, self.pad_id, &self.device);
+            let output = self.model.forward(&tensors);
+            let [rows, seq, _] = output.dims();
+            let values = read(output.reshape([rows * seq, 2])).await?;
+            for (row, encoding) in values.chunks_exact(2 * seq).zip(&encodings) {
+                let tokens = &row[..2 * encoding.ids.len()];
+                logits.push(SpanLogits {
+                    start: tokens.iter().step_by(2).copied().collect(),
+                    end: tokens.iter().skip(1).step_by(2).copied().collect(),
+                });
+            }
+        }
+        Ok((spans, logits))
+    }
+
+    /// The `top_k` likeliest answers to `question` in `context`, best first, as transformers'
+    /// `question-answering` pipeline found them (transformers 4.57; 5.x dropped it): per chunk, softmax
+    /// over the context tokens (and `[CLS]`) of the start and of the end logits, a span's score their
+    /// product, spans of at most `max_answer_len` tokens, widened to whole words; the same answer found
+    /// twice scores the sum.
+    pub async fn answer(
+        &self,
+        question: &str,
+        context: &str,
+        options: &QaOptions,
+    ) -> Result<Vec<Answer>> {
+        if options.top_k == 0 || options.max_answer_len == 0 {
+            return Err(Error::Input(
+                "topK and maxAnswerLen must be at least 1".into(),
+            ));
+        }
+        let (spans, logits) = self.logits(question, context, options).await?;
+        let chars: Vec<char> = context.chars().collect();
+        let cls = self.tokenizer.cls_token_id();
+        let mut answers = Vec::new();
+        for (span, logits) in spans.iter().zip(&logits) {
+            let len = span.encoding.ids.len();
+            // The context's tokens, and [CLS] (models mark "no answer" there), take part in the softmax.
+            let allowed: Vec<bool> = (0..len)
+                .map(|i| span.in_context[i] || Some(span.encoding.ids[i]) == cls)
+                .collect();
+            let probabilities = |logits: &[f32]| {
+                let masked: Vec<f32> = logits
+                    .iter()
+                    .zip(&allowed)
+                    .map(|(&x, &ok)| if ok { x } else { -10000.0 })
+                    .collect();
+                let mut p = scores(&masked, ScoreFunction::Softmax);
+                // [CLS] is never an answer here (the pipeline's `handle_impossible_answer` is off).
+                p[0] = 0.0;
+                p
+            };
+            let (start, end) = (probabilities(&logits.start), probabilities(&logits.end));
+            let mut candidates = Vec::new();
+            for s in (0..len).filter(|&s| span.in_context[s]) {
+                for e in (s..len.min(s + options.max_answer_len)).filter(|&e| span.in_context[e]) {
+                    candidates.push((start[s] * end[e], s, e));
+                }
+            }
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            // Spans widened to whole words can coincide: more candidates than asked for, and one answer
+            // per text (case aside), its score the sum of theirs.
+            for &(score, s, e) in candidates.iter().take(2 * options.top_k + 10) {
+                let (from, to) = match (span.words[s], span.words[e]) {
+                    (Some(first), Some(last)) => (first.0, last.1),
+                    _ => (span.encoding.offsets[s].0, span.encoding.offsets[e].1),
+                };
+                let answer: String = chars[from..to].iter().collect();
+                let same = answers
+                    .iter_mut()
+                    .find(|a: &&mut Answer| a.answer.to_lowercase() == answer.to_lowercase());
+                match same {
+                    Some(same) => same.score += score,
+                    None => answers.push(Answer {
+                        score,
+                        start: from,
+                        end: to,
+                        answer,
+                    }),
+                }
+            }
+        }
+        answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+        answers.truncate(options.top_k);
+        Ok(answers)
+    }
+}
+
+/// A loading error naming a missing head tensor, with what the task needs.
+fn with_hint(error: Error, task: &str, kind: &str) -> Error {
+    match error {
+        Error::Weights(msg) if msg.contains("is missing") => {
+            Error::Weights(format!("{msg}: {task} needs a …{kind} checkpoint"))
+        }
+        other => other,
+    }
+}
+
 async fn attention(
     tokenizer: &Tokenizer,
     model: &BertModel,
@@ -553,6 +911,7 @@ mod tests {
             token_type_ids: vec![0; len],
             tokens: vec![String::new(); len],
             offsets: vec![(0, 0); len],
+            special: vec![false; len],
             truncated: false,
         }
     }

@@ -621,7 +621,7 @@ fn classifier_needs_a_classification_checkpoint() {
     ));
     assert!(
         err.contains("tensor `bert.pooler.dense.weight` is missing")
-            && err.contains("needs a sequence-classification checkpoint"),
+            && err.contains("text classification needs a …ForSequenceClassification checkpoint"),
         "{err}"
     );
     let dir = common::fixtures().join("tiny-bert-cls");

@@ -6,7 +6,10 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
-use webbert::{Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, WeightsDtype};
+use webbert::{
+    Aggregation, Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, QaOptions,
+    QuestionAnswerer, TokenClassifier, WeightsDtype,
+};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -737,5 +740,199 @@ fn sentence_transformers_modules_set_the_default_pooling() {
         for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
             assert!(max_abs_diff(row, want) <= TOLERANCE, "{key}");
         }
+    }
+}
+
+/// A token classifier against its logits and transformers' `token-classification` pipeline, with
+/// aggregation `none` and `simple` (entities, scores, words, character offsets).
+fn token_classifier(name: &str, target: Target) {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
+    )
+    .unwrap();
+    let pipeline = TokenClassifier::load(
+        ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
+        target.device(),
+    )
+    .unwrap();
+    for case in meta["cases"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let (encoding, logits) = target.run(|| block_on(pipeline.logits(text)).unwrap());
+        let ids: Vec<u64> = encoding.ids.iter().map(|&i| i as u64).collect();
+        let want_ids: Vec<u64> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_u64().unwrap())
+            .collect();
+        assert_eq!(ids, want_ids, "{name} ids of {text:?}");
+        let got: Vec<f32> = logits.concat();
+        let want: Vec<f32> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        let diff = max_abs_diff(&got, &want);
+        println!("{target:?} {name} {text:?}: logits max abs diff {diff:.2e}");
+        assert!(diff <= TOLERANCE);
+        for (aggregation, key, label) in [
+            (Aggregation::None, "none", "entity"),
+            (Aggregation::Simple, "simple", "entity_group"),
+        ] {
+            let entities = target.run(|| block_on(pipeline.entities(text, aggregation)).unwrap());
+            let want = case[key].as_array().unwrap();
+            assert_eq!(entities.len(), want.len(), "{name} {key} {text:?}");
+            for (got, want) in entities.iter().zip(want) {
+                let got_label = got.entity.as_ref().or(got.entity_group.as_ref()).unwrap();
+                assert_eq!(got_label, want[label].as_str().unwrap(), "{name} {key}");
+                assert_eq!(got.word, want["word"].as_str().unwrap(), "{name} {key}");
+                assert_eq!(
+                    (got.start as u64, got.end as u64),
+                    (
+                        want["start"].as_u64().unwrap(),
+                        want["end"].as_u64().unwrap()
+                    )
+                );
+                assert_eq!(got.index.map(|i| i as u64), want["index"].as_u64());
+                assert!((got.score as f64 - want["score"].as_f64().unwrap()).abs() <= 1e-4);
+            }
+        }
+    }
+}
+
+#[test]
+fn tiny_bert_token_classification() {
+    for target in TARGETS {
+        token_classifier("tiny-bert-ner", target);
+    }
+}
+
+#[test]
+fn tiny_roberta_token_classification() {
+    for target in TARGETS {
+        token_classifier("tiny-roberta-ner", target);
+    }
+}
+
+/// Extractive QA against transformers' `question-answering` pipeline: start/end logits, the best answer
+/// and the top 3 (scores, character spans widened to words), and a context split into overlapping chunks.
+fn question_answerer(name: &str, target: Target) {
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
+    )
+    .unwrap();
+    let pipeline = QuestionAnswerer::load(
+        ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
+        target.device(),
+    )
+    .unwrap();
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let check = |got: &[webbert::Answer], want: &[Value], what: &str| {
+        assert_eq!(got.len(), want.len(), "{name} {what}");
+        for (got, want) in got.iter().zip(want) {
+            assert_eq!(
+                got.answer,
+                want["answer"].as_str().unwrap(),
+                "{name} {what}"
+            );
+            assert_eq!(
+                (got.start as u64, got.end as u64),
+                (
+                    want["start"].as_u64().unwrap(),
+                    want["end"].as_u64().unwrap()
+                )
+            );
+            assert!(
+                (got.score as f64 - want["score"].as_f64().unwrap()).abs() <= 1e-5,
+                "{name} {what}: score {} vs {}",
+                got.score,
+                want["score"]
+            );
+        }
+    };
+    let defaults = QaOptions::new(pipeline.tokenizer.max_len());
+    for case in meta["cases"].as_array().unwrap() {
+        let (question, context) = (
+            case["question"].as_str().unwrap(),
+            case["context"].as_str().unwrap(),
+        );
+        let (spans, logits) =
+            target.run(|| block_on(pipeline.logits(question, context, &defaults)).unwrap());
+        assert_eq!(spans.len(), 1);
+        let ids: Vec<f32> = spans[0].encoding.ids.iter().map(|&i| i as f32).collect();
+        assert_eq!(ids, floats(&case["ids"]), "{name} ids");
+        for (got, key) in [
+            (&logits[0].start, "start_logits"),
+            (&logits[0].end, "end_logits"),
+        ] {
+            let diff = max_abs_diff(got, &floats(&case[key]));
+            println!("{target:?} {name} {key}: max abs diff {diff:.2e}");
+            assert!(diff <= TOLERANCE);
+        }
+        let best = target.run(|| block_on(pipeline.answer(question, context, &defaults)).unwrap());
+        check(&best, std::slice::from_ref(&case["top1"]), "top1");
+        let top3 = QaOptions {
+            top_k: 3,
+            ..defaults
+        };
+        let answers = target.run(|| block_on(pipeline.answer(question, context, &top3)).unwrap());
+        check(&answers, case["top3"].as_array().unwrap(), "top3");
+    }
+    let long = &meta["long"];
+    let options = QaOptions {
+        top_k: 3,
+        max_answer_len: long["max_answer_len"].as_u64().unwrap() as usize,
+        max_seq_len: long["max_seq_len"].as_u64().unwrap() as usize,
+        doc_stride: long["doc_stride"].as_u64().unwrap() as usize,
+    };
+    let (question, context) = (
+        long["question"].as_str().unwrap(),
+        long["context"].as_str().unwrap(),
+    );
+    let (spans, _) = target.run(|| block_on(pipeline.logits(question, context, &options)).unwrap());
+    let chunks: Vec<Vec<u64>> = spans
+        .iter()
+        .map(|s| s.encoding.ids.iter().map(|&i| i as u64).collect())
+        .collect();
+    let want: Vec<Vec<u64>> = long["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c.as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(chunks, want, "{name} chunks");
+    let answers = target.run(|| block_on(pipeline.answer(question, context, &options)).unwrap());
+    check(&answers, long["top3"].as_array().unwrap(), "long top3");
+}
+
+#[test]
+fn tiny_distilbert_question_answering() {
+    for target in TARGETS {
+        question_answerer("tiny-distilbert-qa", target);
+    }
+}
+
+#[test]
+fn tiny_roberta_question_answering() {
+    for target in TARGETS {
+        question_answerer("tiny-roberta-qa", target);
     }
 }

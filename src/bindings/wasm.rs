@@ -12,7 +12,10 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::io::source::{ModelFiles, WeightsDtype};
 use crate::model::heads::Pooling;
-use crate::pipelines::{Classifier, Embedder, FillMask, TextInput, Timing};
+use crate::pipelines::{
+    Aggregation, Classifier, Embedder, FillMask, QaOptions, QuestionAnswerer, TextInput, Timing,
+    TokenClassifier,
+};
 use crate::tokenizer::Tokenizer;
 
 unsafe extern "C" {
@@ -51,6 +54,8 @@ enum Task {
     Embeddings(Embedder),
     FillMask(FillMask),
     TextClassification(Classifier),
+    TokenClassification(TokenClassifier),
+    QuestionAnswering(QuestionAnswerer),
 }
 
 impl Task {
@@ -61,8 +66,15 @@ impl Task {
             "text-classification" => Ok(Task::TextClassification(Classifier::load_from(
                 files, device,
             )?)),
+            "token-classification" => Ok(Task::TokenClassification(TokenClassifier::load_from(
+                files, device,
+            )?)),
+            "question-answering" => Ok(Task::QuestionAnswering(QuestionAnswerer::load_from(
+                files, device,
+            )?)),
             other => Err(Error::Input(format!(
-                "task must be 'embeddings', 'fill-mask' or 'text-classification', not {other:?}"
+                "task must be 'embeddings', 'fill-mask', 'text-classification', \
+                 'token-classification' or 'question-answering', not {other:?}"
             ))),
         }
     }
@@ -72,6 +84,8 @@ impl Task {
             Task::Embeddings(_) => "embeddings (Embedder)",
             Task::FillMask(_) => "fill-mask (FillMask)",
             Task::TextClassification(_) => "text classification (Classifier)",
+            Task::TokenClassification(_) => "token classification (TokenClassifier)",
+            Task::QuestionAnswering(_) => "question answering (QuestionAnswerer)",
         }
     }
 
@@ -80,6 +94,8 @@ impl Task {
             Task::Embeddings(p) => &p.tokenizer,
             Task::FillMask(p) => &p.tokenizer,
             Task::TextClassification(p) => &p.tokenizer,
+            Task::TokenClassification(p) => &p.tokenizer,
+            Task::QuestionAnswering(p) => &p.tokenizer,
         }
     }
 
@@ -88,6 +104,8 @@ impl Task {
             Task::Embeddings(p) => p.timing(tokens).await,
             Task::FillMask(p) => p.timing(tokens).await,
             Task::TextClassification(p) => p.timing(tokens).await,
+            Task::TokenClassification(p) => p.timing(tokens).await,
+            Task::QuestionAnswering(p) => p.timing(tokens).await,
         }
     }
 }
@@ -351,7 +369,8 @@ fn files_from_object(files: &Object, dtype: WeightsDtype) -> Result<ModelFiles> 
 
 #[wasm_bindgen]
 impl Model {
-    /// `task`: `"embeddings"`, `"fill-mask"` or `"text-classification"`; `source`: a base URL (string) in Hugging Face layout, or an
+    /// `task`: `"embeddings"`, `"fill-mask"`, `"text-classification"`, `"token-classification"` or
+    /// `"question-answering"`; `source`: a base URL (string) in Hugging Face layout, or an
     /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
     /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, or the smallest there is),
     /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
@@ -601,6 +620,69 @@ impl Model {
         serde_wasm_bindgen::to_value(&ranked).map_err(|e| JsError::new(&e.to_string()))
     }
 
+    /// The named entities of `text`: `{entity, score, index, word, start, end}` per token, or with
+    /// `options.aggregation = 'simple'` `{entityGroup, score, word, start, end}` per run of tokens of one
+    /// type (`'none'` by default).
+    pub async fn entities(
+        &self,
+        text: JsValue,
+        options: JsValue,
+    ) -> std::result::Result<JsValue, JsError> {
+        let text = string_arg(&text, "text")?;
+        let aggregation: Aggregation = match option(&options, "aggregation")? {
+            Some(value) => string_arg(&value, "options.aggregation")?
+                .parse()
+                .map_err(js)?,
+            None => Aggregation::None,
+        };
+        let entities = self
+            .run(async |placed| match placed.route(&[&text]) {
+                Task::TokenClassification(pipeline) => pipeline.entities(&text, aggregation).await,
+                other => Err(wrong_task(other, "TokenClassifier")),
+            })
+            .await
+            .map_err(js)?;
+        serde_wasm_bindgen::to_value(&entities).map_err(|e| JsError::new(&e.to_string()))
+    }
+
+    /// The `topK` (default 1) likeliest answers `{score, start, end, answer}` to `question` in `context`,
+    /// best first; `options`: `{topK, maxAnswerLen = 15, maxSeqLen, docStride}` (chunks of a long context:
+    /// at most 384 tokens or the model's positions, overlapping by up to 128).
+    pub async fn answer(
+        &self,
+        question: JsValue,
+        context: JsValue,
+        options: JsValue,
+    ) -> std::result::Result<JsValue, JsError> {
+        let question = string_arg(&question, "question")?;
+        let context = string_arg(&context, "context")?;
+        let mut qa = QaOptions::new(self.placed().task.tokenizer().max_len());
+        for (key, field) in [
+            ("topK", &mut qa.top_k),
+            ("maxAnswerLen", &mut qa.max_answer_len),
+            ("maxSeqLen", &mut qa.max_seq_len),
+        ] {
+            if let Some(value) = option(&options, key)? {
+                *field = count_arg(&value, &format!("options.{key}"))?;
+            }
+        }
+        match option(&options, "docStride")? {
+            Some(value) if value.as_f64() == Some(0.0) => qa.doc_stride = 0,
+            Some(value) => qa.doc_stride = count_arg(&value, "options.docStride")?,
+            None => qa.doc_stride = qa.doc_stride.min(qa.max_seq_len / 2),
+        }
+        let answers = self
+            .run(async |placed| match placed.route(&[&question, &context]) {
+                Task::QuestionAnswering(pipeline) => {
+                    pipeline.answer(&question, &context, &qa).await
+                }
+                other => Err(wrong_task(other, "QuestionAnswerer")),
+            })
+            .await
+            .map_err(js)?;
+        serde_wasm_bindgen::to_value(&answers).map_err(|e| JsError::new(&e.to_string()))
+    }
+
     /// `{tokens, ids: Uint32Array, offsets, truncated}`: the text as the model reads it (special tokens
     /// included, cut at the model's positions), e.g. to count tokens before embedding a long document.
     pub fn tokenize(&self, text: JsValue) -> std::result::Result<Object, JsError> {
@@ -627,6 +709,8 @@ impl Model {
                 Task::Embeddings(p) => p.attention(&text).await,
                 Task::FillMask(p) => p.attention(&text).await,
                 Task::TextClassification(p) => p.attention(&text).await,
+                Task::TokenClassification(p) => p.attention(&text).await,
+                Task::QuestionAnswering(p) => p.attention(&text).await,
             })
             .await
             .map_err(js)?;

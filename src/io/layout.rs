@@ -24,6 +24,10 @@ pub struct Layout {
     pub output_norm: &'static str,
     pub mlm: MlmNames,
     pub classifier: ClassifierNames,
+    /// Per-token classification (NER): one Linear onto the labels.
+    pub token_classifier: &'static str,
+    /// Extractive QA: one Linear onto the start and end logits.
+    pub qa_outputs: &'static str,
 }
 
 /// The masked-LM head: transform, LayerNorm, decoder onto the vocabulary.
@@ -78,6 +82,8 @@ const BERT: Layout = Layout {
         act: PoolerAct::Tanh,
         out: "classifier",
     },
+    token_classifier: "classifier",
+    qa_outputs: "qa_outputs",
 };
 
 const ROBERTA: Layout = Layout {
@@ -125,6 +131,8 @@ const DISTILBERT: Layout = Layout {
         act: PoolerAct::Relu,
         out: "classifier",
     },
+    token_classifier: "classifier",
+    qa_outputs: "qa_outputs",
 };
 
 impl Layout {

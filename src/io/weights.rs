@@ -18,7 +18,8 @@ use crate::model::attention::BertAttention;
 use crate::model::config::BertConfig;
 use crate::model::embeddings::BertEmbeddings;
 use crate::model::heads::{
-    BertForMaskedLM, BertForSequenceClassification, ClassificationHead, MlmHead,
+    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, ClassificationHead, MlmHead,
 };
 use crate::model::layer::BertLayer;
 
@@ -545,6 +546,38 @@ pub fn load_bert_for_sequence_classification(
     Ok(BertForSequenceClassification {
         bert: bert(&mut loader, config, prefix, None)?,
         classifier: classification_head(&mut loader, config, prefix, None)?,
+    })
+}
+
+/// A `*ForTokenClassification` checkpoint: the encoder and `classifier` onto `id2label`'s labels.
+pub fn load_bert_for_token_classification(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+) -> Result<BertForTokenClassification> {
+    let mut loader = Loader { checkpoint, device };
+    let prefix = loader.encoder_prefix(config);
+    let name = Layout::of(config.architecture).token_classifier;
+    let (h, labels) = (config.hidden_size, config.labels.len());
+    Ok(BertForTokenClassification {
+        bert: bert(&mut loader, config, prefix, None)?,
+        classifier: loader.linear(name, h, labels, None)?,
+        labels: config.labels.clone(),
+    })
+}
+
+/// A `*ForQuestionAnswering` checkpoint: the encoder and `qa_outputs` (start and end logits).
+pub fn load_bert_for_question_answering(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+) -> Result<BertForQuestionAnswering> {
+    let mut loader = Loader { checkpoint, device };
+    let prefix = loader.encoder_prefix(config);
+    let name = Layout::of(config.architecture).qa_outputs;
+    Ok(BertForQuestionAnswering {
+        bert: bert(&mut loader, config, prefix, None)?,
+        qa_outputs: loader.linear(name, config.hidden_size, 2, None)?,
     })
 }
 

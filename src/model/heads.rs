@@ -1,5 +1,6 @@
 //! What sits on top of the encoder: the masked-LM head (fill-mask), the sequence classifier
-//! (text classification, reranking) and sentence pooling (embeddings).
+//! (text classification, reranking), per-token classification (NER), the span head (question answering)
+//! and sentence pooling (embeddings).
 
 use burn::module::{Module, Param};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -151,6 +152,50 @@ pub enum Pooling {
     Mean,
     /// The `[CLS]` token's vector.
     Cls,
+}
+
+/// `*ForTokenClassification` (NER): the encoder and a Linear onto the labels at every token.
+#[derive(Module, Debug)]
+pub struct BertForTokenClassification {
+    pub bert: BertModel,
+    pub classifier: Linear,
+    /// By id (`id2label`).
+    #[module(skip)]
+    pub labels: Vec<String>,
+}
+
+impl AsRef<BertModel> for BertForTokenClassification {
+    fn as_ref(&self) -> &BertModel {
+        &self.bert
+    }
+}
+
+impl BertForTokenClassification {
+    /// Logits `[batch, seq, labels]`.
+    pub fn forward(&self, batch: &Batch) -> Tensor<3> {
+        linear(&self.classifier, self.bert.forward(batch), false)
+    }
+}
+
+/// `*ForQuestionAnswering`: the encoder and a Linear onto each token's start and end logits (BERT's
+/// span head).
+#[derive(Module, Debug)]
+pub struct BertForQuestionAnswering {
+    pub bert: BertModel,
+    pub qa_outputs: Linear,
+}
+
+impl AsRef<BertModel> for BertForQuestionAnswering {
+    fn as_ref(&self) -> &BertModel {
+        &self.bert
+    }
+}
+
+impl BertForQuestionAnswering {
+    /// Start and end logits side by side, `[batch, seq, 2]`.
+    pub fn forward(&self, batch: &Batch) -> Tensor<3> {
+        linear(&self.qa_outputs, self.bert.forward(batch), false)
+    }
 }
 
 /// How a checkpoint makes its sentence vectors, as its sentence-transformers files declare them (mean,

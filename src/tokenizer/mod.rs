@@ -9,7 +9,7 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{AddedToken, Decoder, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::error::{Error, Result};
 use basic::BasicTokenizer;
@@ -23,8 +23,20 @@ pub struct Encoding {
     pub tokens: Vec<String>,
     /// `[start, end)` in characters (Unicode scalar values) of the input; `(0, 0)` for special tokens.
     pub offsets: Vec<(usize, usize)>,
+    /// Which tokens the post-processor added (`[CLS]`, `[SEP]`, `<s>`, …).
+    pub special: Vec<bool>,
     /// Whether the input was cut to fit the model's positions.
     pub truncated: bool,
+}
+
+/// One chunk of a (question, context) pair, for extractive question answering.
+#[derive(Debug, Clone)]
+pub struct Span {
+    pub encoding: Encoding,
+    /// Which tokens are the context's.
+    pub in_context: Vec<bool>,
+    /// Each context token's whole word, `[start, end)` in characters of the context.
+    pub words: Vec<Option<(usize, usize)>>,
 }
 
 #[derive(Clone)]
@@ -207,6 +219,62 @@ impl Tokenizer {
         self.run(a, Some(b))
     }
 
+    /// `question` with `context` in chunks of at most `max_len` tokens, cut from the context only, each
+    /// chunk's context overlapping the last one's by `stride` tokens: the question-answering pipeline's
+    /// features.
+    pub fn encode_spans(
+        &self,
+        question: &str,
+        context: &str,
+        max_len: usize,
+        stride: usize,
+    ) -> Result<Vec<Span>> {
+        for text in [question, context] {
+            if text.len() > MAX_TEXT_BYTES {
+                return Err(Error::Input(format!(
+                    "a text of {} bytes is more than the {MAX_TEXT_BYTES} a call takes",
+                    text.len()
+                )));
+            }
+        }
+        let mut inner = self.inner.clone();
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_len,
+                strategy: TruncationStrategy::OnlySecond,
+                stride,
+            }))
+            .map_err(|e| Error::Input(format!("cannot split the context: {e}")))?;
+        let input = tokenizers::EncodeInput::Dual(question.into(), context.into());
+        let mut first = inner
+            .encode_char_offsets(input, true)
+            .map_err(|e| Error::Input(format!("cannot split the context: {e}")))?;
+        let rest = first.take_overflowing();
+        std::iter::once(first)
+            .chain(rest)
+            .map(|chunk| {
+                let context_word = |i: usize| {
+                    let (sequence, word) = chunk.token_to_word(i)?;
+                    (sequence == 1)
+                        .then(|| chunk.word_to_chars(word, 1))
+                        .flatten()
+                };
+                let words = (0..chunk.len()).map(context_word).collect();
+                let in_context = chunk
+                    .get_sequence_ids()
+                    .iter()
+                    .map(|s| *s == Some(1))
+                    .collect();
+                Ok(Span {
+                    encoding: self.finish(&chunk, false)?,
+                    in_context,
+                    words,
+                })
+            })
+            .collect()
+    }
+
     fn run(&self, a: &str, b: Option<&str>) -> Result<Encoding> {
         // The model reads a few hundred tokens; past this, `tokenizers` would still normalise every byte.
         if let Some(text) = b.into_iter().chain([a]).find(|t| t.len() > MAX_TEXT_BYTES) {
@@ -246,6 +314,11 @@ impl Tokenizer {
                 self.inner.encode_char_offsets(input, true).map_err(error)?
             }
         };
+        self.finish(&encoding, !encoding.get_overflowing().is_empty())
+    }
+
+    /// Our encoding of `encoding`, its ids checked against the vocabulary.
+    fn finish(&self, encoding: &tokenizers::Encoding, truncated: bool) -> Result<Encoding> {
         if let Some(id) = encoding.get_ids().iter().find(|&&id| id > self.largest_id) {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer gave the id {id}, which is not in its vocabulary (its post-processor?)"
@@ -259,8 +332,36 @@ impl Tokenizer {
             },
             tokens: encoding.get_tokens().to_vec(),
             offsets: encoding.get_offsets().to_vec(),
-            truncated: !encoding.get_overflowing().is_empty(),
+            special: encoding
+                .get_special_tokens_mask()
+                .iter()
+                .map(|&m| m == 1)
+                .collect(),
+            truncated,
         })
+    }
+
+    /// Tokens joined into text by the tokenizer's decoder (`convert_tokens_to_string`): WordPiece's `##`
+    /// pieces, byte-level BPE's bytes, SentencePiece's `▁`.
+    pub fn tokens_to_string(&self, tokens: &[String]) -> String {
+        match self.inner.get_decoder() {
+            Some(decoder) => decoder.decode(tokens.to_vec()).unwrap_or_default(),
+            None => tokens.join(" "),
+        }
+    }
+
+    /// `[CLS]` or `<s>`.
+    pub fn cls_token_id(&self) -> Option<u32> {
+        ["[CLS]", "<s>"]
+            .into_iter()
+            .find_map(|t| self.inner.token_to_id(t))
+    }
+
+    /// `[UNK]` or `<unk>`.
+    pub fn unk_token_id(&self) -> Option<u32> {
+        ["[UNK]", "<unk>"]
+            .into_iter()
+            .find_map(|t| self.inner.token_to_id(t))
     }
 
     /// Text back from ids, WordPiece pieces joined (as `tokenizer.decode`).

@@ -254,3 +254,68 @@ fn classify_and_rerank() {
     ));
     assert!(err.contains("bert.pooler.dense.weight"), "{err}");
 }
+
+/// `ner` (simple aggregation by default) and `answer` against transformers' pipelines.
+#[test]
+fn ner_and_answer() {
+    let fixtures = common::fixtures();
+    let golden = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join(format!("{name}_golden.json"))).unwrap(),
+        )
+        .unwrap()
+    };
+    let ner = &golden("tiny-bert-ner")["cases"][1];
+    let model = fixtures.join("tiny-bert-ner");
+    let out = lines(&webbert(
+        &[
+            "ner",
+            "--model",
+            model.to_str().unwrap(),
+            ner["text"].as_str().unwrap(),
+        ],
+        None,
+    ));
+    let entities = out[0]["entities"].as_array().unwrap();
+    let want = ner["simple"].as_array().unwrap();
+    assert_eq!(entities.len(), want.len());
+    for (got, want) in entities.iter().zip(want) {
+        assert_eq!(got["entityGroup"], want["entity_group"]);
+        assert_eq!((&got["start"], &got["end"]), (&want["start"], &want["end"]));
+    }
+    let qa = &golden("tiny-distilbert-qa")["cases"][0];
+    let model = fixtures.join("tiny-distilbert-qa");
+    let out = lines(&webbert(
+        &[
+            "answer",
+            "--model",
+            model.to_str().unwrap(),
+            "--question",
+            qa["question"].as_str().unwrap(),
+            "--top-k",
+            "3",
+            qa["context"].as_str().unwrap(),
+        ],
+        None,
+    ));
+    let answers = out[0]["answers"].as_array().unwrap();
+    for (got, want) in answers.iter().zip(qa["top3"].as_array().unwrap()) {
+        assert_eq!(got["answer"], want["answer"]);
+        assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-5);
+    }
+    let err = stderr_line(&webbert(
+        &[
+            "answer",
+            "--model",
+            model.to_str().unwrap(),
+            "--question",
+            "",
+            "context",
+        ],
+        None,
+    ));
+    assert!(
+        err.contains("the question and the context must not be empty"),
+        "{err}"
+    );
+}

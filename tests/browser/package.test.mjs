@@ -84,6 +84,49 @@ async function checkClassifier(page, device, name) {
   return backend;
 }
 
+/** Named entities (aggregation none and simple) and answers (top 3, and a long context in chunks) against
+ * transformers' pipelines. */
+async function checkHeads(page, device, ner, qa) {
+  const nerFixture = json(`${ner}_golden.json`);
+  const qaFixture = json(`${qa}_golden.json`);
+  const { backend, entities, answers, long } = await page.evaluate(async ([ner, qa, device, texts, cases, long]) => {
+    const tagger = await webbert.pipeline('token-classification', ner, { device });
+    const entities = [];
+    for (const text of texts) {
+      entities.push([await tagger.entities(text), await tagger.entities(text, { aggregation: 'simple' })]);
+    }
+    tagger.dispose();
+    const reader = await webbert.pipeline('question-answering', qa, { device });
+    const answers = [];
+    for (const c of cases) answers.push(await reader.answer(c.question, c.context, { topK: 3 }));
+    const chunked = await reader.answer(long.question, long.context,
+      { topK: 3, maxSeqLen: long.max_seq_len, docStride: long.doc_stride, maxAnswerLen: long.max_answer_len });
+    reader.dispose();
+    return { backend: reader.backend, entities, answers, long: chunked };
+  }, [`/fixtures/${ner}/`, `/fixtures/${qa}/`, device, nerFixture.cases.map((c) => c.text), qaFixture.cases,
+    qaFixture.long]);
+  let diff = 0;
+  entities.forEach(([none, simple], i) => {
+    const want = nerFixture.cases[i];
+    assert.deepEqual(none.map((e) => [e.entity, e.index, e.word, e.start, e.end]),
+      want.none.map((e) => [e.entity, e.index, e.word, e.start, e.end]));
+    assert.deepEqual(simple.map((e) => [e.entityGroup, e.word, e.start, e.end]),
+      want.simple.map((e) => [e.entity_group, e.word, e.start, e.end]));
+    [...none, ...simple].forEach((e, k) => {
+      diff = Math.max(diff, Math.abs(e.score - [...want.none, ...want.simple][k].score));
+    });
+  });
+  const compare = (got, want) => {
+    assert.deepEqual(got.map((a) => [a.answer, a.start, a.end]), want.map((a) => [a.answer, a.start, a.end]));
+    got.forEach((a, k) => { diff = Math.max(diff, Math.abs(a.score - want[k].score)); });
+  };
+  answers.forEach((got, i) => compare(got, qaFixture.cases[i].top3));
+  compare(long, qaFixture.long.top3);
+  console.log(`${backend} ${ner}, ${qa}: max abs score diff ${diff.toExponential(2)}`);
+  assert.ok(diff <= 1e-4);
+  return backend;
+}
+
 describe('with WebGPU', () => {
   let server; let browser; let page;
   before(async () => {
@@ -140,6 +183,30 @@ describe('with WebGPU', () => {
     assert.equal(messages.passages, 'passages must be an array of strings, not "not an array"');
     assert.match(messages.task, /task must be one of fill-mask, feature-extraction, text-classification/);
     assert.match(messages.fillMask, /lm_head|cls\.predictions/);
+    assert.equal(typeof messages.after, 'string');
+  });
+
+  test('named entities and question answering match transformers\' pipelines', async () => {
+    assert.equal(await checkHeads(page, 'webgpu', 'tiny-roberta-ner', 'tiny-distilbert-qa'), 'webgpu');
+    const messages = await page.evaluate(async () => {
+      const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
+      const tagger = await webbert.TokenClassifier.load('/fixtures/tiny-bert-ner/', { device: 'webgpu' });
+      const reader = await webbert.QuestionAnswerer.load('/fixtures/tiny-distilbert-qa/', { device: 'webgpu' });
+      const out = {
+        aggregation: await reject(tagger.entities('Paris', { aggregation: 'first' })),
+        empty: await reject(reader.answer('Who?', ' ')),
+        stride: await reject(reader.answer('Who?', 'Me.', { maxSeqLen: 32, docStride: 32 })),
+        wrong: await reject(tagger.client.call('answer', ['a', 'b', {}])),
+      };
+      out.after = (await reader.answer('Who?', 'John went home.'))[0].answer;
+      tagger.dispose();
+      reader.dispose();
+      return out;
+    });
+    assert.match(messages.aggregation, /aggregation must be "none" or "simple", not "first"$/);
+    assert.match(messages.empty, /the question and the context must not be empty$/);
+    assert.match(messages.stride, /docStride below it, not 32 and 32/);
+    assert.match(messages.wrong, /loaded for token classification \(TokenClassifier\); load it with QuestionAnswerer/);
     assert.equal(typeof messages.after, 'string');
   });
 
@@ -378,6 +445,7 @@ describe('without WebGPU (CPU fallback)', () => {
     assert.equal(await checkFillMask(page, 'auto', 'tiny-distilbert'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-roberta-cls'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-distilbert-cls'), 'cpu');
+    assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

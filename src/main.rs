@@ -54,13 +54,14 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
-    /// The likeliest labels of a sequence classifier per text (or per pair, with --text-pair).
+    /// The likeliest labels of a sequence classifier per text, or per pair (`--pair`; `--jsonl` lines a
+    /// string or `{"text", "text_pair"}`).
     Classify {
         #[command(flatten)]
         inputs: Inputs,
         /// A second text read with each one (`[CLS] text [SEP] pair [SEP]`).
         #[arg(long)]
-        text_pair: Option<String>,
+        pair: Option<String>,
         #[arg(long, default_value_t = 1)]
         top_k: usize,
         #[arg(long, default_value = "cpu")]
@@ -78,22 +79,24 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
-    /// The named entities of each text (a token classifier's labels).
+    /// The named entities of each text (a token classifier's labels): `entity` is the token's label, or
+    /// the run's type with `--aggregation simple`.
     Ner {
         #[command(flatten)]
         inputs: Inputs,
         /// `none` (one entity per token) or `simple` (runs of one type grouped).
-        #[arg(long, default_value = "simple")]
+        #[arg(long, default_value = "none")]
         aggregation: Aggregation,
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
-    /// The answer to --question in each text (extractive question answering).
-    Answer {
+    /// The answer to --question in each context (extractive question answering; `--jsonl` lines
+    /// `{"question", "context"}`).
+    Qa {
         #[command(flatten)]
         inputs: Inputs,
         #[arg(long)]
-        question: String,
+        question: Option<String>,
         #[arg(long, default_value_t = 1)]
         top_k: usize,
         /// Most tokens in an answer.
@@ -247,7 +250,7 @@ fn run(cli: Cli) -> Result<()> {
             let pipeline = Embedder::load(inputs.files()?, backend.device()?)?;
             let pooling = pooling.unwrap_or(pipeline.sentence.pooling);
             let normalize = pipeline.sentence.normalize && !no_normalize;
-            for window in inputs.windows()? {
+            for window in windows(inputs.texts()?) {
                 for embedding in pollster::block_on(pipeline.embed(&window?, pooling, normalize))? {
                     emit(json!({"embedding": embedding}))?;
                 }
@@ -255,17 +258,20 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Classify {
             inputs,
-            text_pair,
+            pair,
             top_k,
             backend,
         } => {
             let pipeline = Classifier::load(inputs.files()?, backend.device()?)?;
-            for window in inputs.windows()? {
+            let lines = inputs.items(r#"a JSON string or {"text", "text_pair"}"#, |text| {
+                ClassifyLine::Pair {
+                    text,
+                    text_pair: pair.clone(),
+                }
+            })?;
+            for window in windows(lines) {
                 let window = window?;
-                let pairs: Vec<_> = window
-                    .iter()
-                    .map(|text| (text.as_str(), text_pair.as_deref()))
-                    .collect();
+                let pairs: Vec<_> = window.iter().map(ClassifyLine::input).collect();
                 for labels in pollster::block_on(pipeline.classify(&pairs, top_k))? {
                     emit(json!({"labels": labels}))?;
                 }
@@ -292,10 +298,17 @@ fn run(cli: Cli) -> Result<()> {
             let pipeline = TokenClassifier::load(inputs.files()?, backend.device()?)?;
             for text in inputs.texts()? {
                 let entities = pollster::block_on(pipeline.entities(&text?, aggregation))?;
+                let entities: Vec<_> = entities
+                    .into_iter()
+                    .map(|e| {
+                        json!({"entity": e.entity.or(e.entity_group), "score": e.score, "word": e.word,
+                               "start": e.start, "end": e.end})
+                    })
+                    .collect();
                 emit(json!({ "entities": entities }))?;
             }
         }
-        Command::Answer {
+        Command::Qa {
             inputs,
             question,
             top_k,
@@ -308,9 +321,20 @@ fn run(cli: Cli) -> Result<()> {
                 max_answer_len,
                 ..QaOptions::new(pipeline.tokenizer.max_len())
             };
-            for context in inputs.texts()? {
-                let answers = pollster::block_on(pipeline.answer(&question, &context?, &options))?;
-                emit(json!({ "answers": answers }))?;
+            let lines = inputs.items(r#"{"question", "context"}"#, |context| QaLine {
+                question: question.clone(),
+                context,
+            })?;
+            for line in lines {
+                let QaLine { question, context } = line?;
+                let question = question.ok_or_else(|| {
+                    Error::Input("a context needs --question (or give --jsonl lines {\"question\", \"context\"})".into())
+                })?;
+                let answers = pollster::block_on(pipeline.answer(&question, &context, &options))?;
+                match top_k {
+                    1 => emit(serde_json::to_value(&answers[0]).unwrap_or_default())?,
+                    _ => emit(json!({ "answers": answers }))?,
+                }
             }
         }
         Command::TrainMlm(args) => {
@@ -384,29 +408,28 @@ impl Inputs {
         ModelFiles::from_dir_as(&self.model, self.dtype)
     }
 
-    /// The texts in windows of [`WINDOW`]: a file of any length in constant memory, grouped by length
-    /// within each window.
-    fn windows(&self) -> Result<impl Iterator<Item = Result<Vec<String>>> + use<>> {
-        let mut texts = self.texts()?.peekable();
-        Ok(std::iter::from_fn(move || {
-            texts
-                .peek()
-                .is_some()
-                .then(|| texts.by_ref().take(WINDOW).collect::<Result<Vec<_>>>())
-        }))
-    }
-
     /// The texts from the arguments, then from `--jsonl` as it is read; at least one.
     fn texts(&self) -> Result<impl Iterator<Item = Result<String>> + use<>> {
+        self.items("a JSON string", |text| text)
+    }
+
+    /// The inputs: each argument made one by `from_arg`, then `--jsonl`'s lines, each `expected`.
+    fn items<T: serde::de::DeserializeOwned, F: Fn(String) -> T>(
+        &self,
+        expected: &'static str,
+        from_arg: F,
+    ) -> Result<impl Iterator<Item = Result<T>> + use<T, F>> {
         let lines = match &self.jsonl {
-            Some(path) => Some(open_jsonl(path)?),
+            Some(path) => Some(open_jsonl(path, expected)?),
             None => None,
         };
         let mut texts = self
             .texts
             .clone()
             .into_iter()
-            .map(Ok)
+            .map(|text| Ok(from_arg(text)))
+            .collect::<Vec<_>>()
+            .into_iter()
             .chain(lines.into_iter().flatten())
             .peekable();
         if texts.peek().is_none() {
@@ -418,8 +441,47 @@ impl Inputs {
     }
 }
 
+/// Inputs in windows of [`WINDOW`]: a file of any length in constant memory, grouped by length within each
+/// window.
+fn windows<T>(inputs: impl Iterator<Item = Result<T>>) -> impl Iterator<Item = Result<Vec<T>>> {
+    let mut inputs = inputs.peekable();
+    std::iter::from_fn(move || {
+        inputs
+            .peek()
+            .is_some()
+            .then(|| inputs.by_ref().take(WINDOW).collect::<Result<Vec<_>>>())
+    })
+}
+
+/// One input of `classify`: a text, or a pair read together.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ClassifyLine {
+    Text(String),
+    Pair {
+        text: String,
+        text_pair: Option<String>,
+    },
+}
+
+impl ClassifyLine {
+    fn input(&self) -> (&str, Option<&str>) {
+        match self {
+            ClassifyLine::Text(text) => (text, None),
+            ClassifyLine::Pair { text, text_pair } => (text, text_pair.as_deref()),
+        }
+    }
+}
+
+/// One input of `qa`.
+#[derive(serde::Deserialize)]
+struct QaLine {
+    question: Option<String>,
+    context: String,
+}
+
 /// `--jsonl PATH` (`-` for stdin), read a line at a time.
-fn open_jsonl(path: &Path) -> Result<JsonLines<Box<dyn BufRead>>> {
+fn open_jsonl<T>(path: &Path, expected: &'static str) -> Result<JsonLines<Box<dyn BufRead>, T>> {
     let reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -427,5 +489,5 @@ fn open_jsonl(path: &Path) -> Result<JsonLines<Box<dyn BufRead>>> {
             std::fs::File::open(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         Box::new(std::io::BufReader::new(file))
     };
-    Ok(JsonLines::new(reader, &path.display().to_string()))
+    Ok(JsonLines::of(reader, &path.display().to_string(), expected))
 }

@@ -163,159 +163,157 @@ fn bad_input_gives_one_line_and_nonzero_exit() {
     assert!(err.contains("no input text"), "{err}");
 }
 
-/// `classify` (texts and `--text-pair`, `--top-k`) and `rerank` against transformers' pipeline scores.
+/// The fixture `{name}_golden.json`.
+fn golden(name: &str) -> Value {
+    let path = common::fixtures().join(format!("{name}_golden.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn fixture_dir(name: &str) -> String {
+    common::fixtures().join(name).to_str().unwrap().to_string()
+}
+
+fn close(a: &Value, b: &Value, tolerance: f64) -> bool {
+    (a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < tolerance
+}
+
+/// `classify` (arguments with `--pair`, `--jsonl` lines of strings and pairs, `--top-k`) and `rerank` against
+/// transformers' pipeline scores.
 #[test]
 fn classify_and_rerank() {
-    let fixtures = common::fixtures();
-    let golden = |name: &str| -> Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(fixtures.join(format!("{name}_golden.json"))).unwrap(),
-        )
-        .unwrap()
-    };
-    let model = fixtures.join("tiny-bert-cls");
     let want = golden("tiny-bert-cls");
-    let single = &want["single"][0];
-    let pair = &want["pairs"][0];
-    let jsonl = format!("{}\n", single["text"]);
-    let out = webbert(
+    let (single, pair) = (&want["single"][0], &want["pairs"][0]);
+    let pair_line = serde_json::json!({"text": pair["text"], "text_pair": pair["text_pair"]});
+    let jsonl = format!("{}\n{pair_line}\n", single["text"]);
+    let model = fixture_dir("tiny-bert-cls");
+    let out = lines(&webbert(
         &[
-            "classify",
-            "--model",
-            model.to_str().unwrap(),
-            "--top-k",
-            "3",
-            "--jsonl",
-            "-",
+            "classify", "--model", &model, "--top-k", "3", "--jsonl", "-",
         ],
         Some(&jsonl),
-    );
-    let labels = &lines(&out)[0]["labels"];
-    for (got, want) in labels
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(single["pipeline"].as_array().unwrap())
-    {
-        assert_eq!(got["label"], want["label"]);
-        assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-4);
+    ));
+    assert_eq!(out.len(), 2);
+    for (labels, case) in out.iter().zip([single, pair]) {
+        let labels = labels["labels"].as_array().unwrap();
+        assert_eq!(labels.len(), 3);
+        for (got, want) in labels.iter().zip(case["pipeline"].as_array().unwrap()) {
+            assert_eq!(got["label"], want["label"]);
+            assert!(close(&got["score"], &want["score"], 1e-4));
+        }
     }
-    let out = webbert(
-        &[
-            "classify",
-            "--model",
-            model.to_str().unwrap(),
-            "--text-pair",
-            pair["text_pair"].as_str().unwrap(),
-            pair["text"].as_str().unwrap(),
-        ],
-        None,
+    let (text, text_pair) = (
+        pair["text"].as_str().unwrap(),
+        pair["text_pair"].as_str().unwrap(),
     );
-    let labels = &lines(&out)[0]["labels"];
-    assert_eq!(labels.as_array().unwrap().len(), 1);
+    let out = lines(&webbert(
+        &["classify", "--model", &model, "--pair", text_pair, text],
+        None,
+    ));
+    let labels = out[0]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 1);
     assert_eq!(labels[0]["label"], pair["pipeline"][0]["label"]);
 
     let rerank = &golden("tiny-reranker")["rerank"];
-    let mut args = vec![
-        "rerank".to_string(),
-        "--model".into(),
-        fixtures.join("tiny-reranker").to_str().unwrap().into(),
-        "--query".into(),
-        rerank["query"].as_str().unwrap().into(),
-    ];
-    args.extend(
-        rerank["passages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string()),
-    );
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let passages: Vec<&str> = rerank["passages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let model = fixture_dir("tiny-reranker");
+    let query = rerank["query"].as_str().unwrap();
+    let mut args = vec!["rerank", "--model", &model, "--query", query];
+    args.extend(&passages);
     let ranked = lines(&webbert(&args, None));
-    let scores = rerank["scores"].as_array().unwrap();
-    assert_eq!(ranked.len(), scores.len());
+    assert_eq!(ranked.len(), passages.len());
     let mut last = f64::INFINITY;
     for r in &ranked {
         let index = r["index"].as_u64().unwrap() as usize;
-        let score = r["score"].as_f64().unwrap();
-        assert!((score - scores[index].as_f64().unwrap()).abs() < 1e-4);
-        assert!(score <= last, "best first");
-        last = score;
-        assert_eq!(r["text"], rerank["passages"][index]);
+        assert!(close(&r["score"], &rerank["scores"][index], 1e-4));
+        assert!(r["score"].as_f64().unwrap() <= last, "best first");
+        last = r["score"].as_f64().unwrap();
+        assert_eq!(r["text"], passages[index]);
     }
     let err = stderr_line(&webbert(
-        &[
-            "classify",
-            "--model",
-            fixtures.join("tiny-mlm").to_str().unwrap(),
-            "a text",
-        ],
+        &["classify", "--model", &fixture_dir("tiny-mlm"), "a text"],
         None,
     ));
     assert!(err.contains("bert.pooler.dense.weight"), "{err}");
 }
 
-/// `ner` (simple aggregation by default) and `answer` against transformers' pipelines.
+/// `ner` (`entity` holding the token's label, or the run's type with `--aggregation simple`) and `qa`
+/// (arguments, or `{"question", "context"}` lines) against transformers' pipelines.
 #[test]
-fn ner_and_answer() {
-    let fixtures = common::fixtures();
-    let golden = |name: &str| -> Value {
-        serde_json::from_str(
-            &std::fs::read_to_string(fixtures.join(format!("{name}_golden.json"))).unwrap(),
-        )
-        .unwrap()
-    };
+fn ner_and_qa() {
     let ner = &golden("tiny-bert-ner")["cases"][1];
-    let model = fixtures.join("tiny-bert-ner");
-    let out = lines(&webbert(
-        &[
-            "ner",
-            "--model",
-            model.to_str().unwrap(),
-            ner["text"].as_str().unwrap(),
-        ],
-        None,
-    ));
-    let entities = out[0]["entities"].as_array().unwrap();
-    let want = ner["simple"].as_array().unwrap();
-    assert_eq!(entities.len(), want.len());
-    for (got, want) in entities.iter().zip(want) {
-        assert_eq!(got["entityGroup"], want["entity_group"]);
-        assert_eq!((&got["start"], &got["end"]), (&want["start"], &want["end"]));
+    let model = fixture_dir("tiny-bert-ner");
+    let text = ner["text"].as_str().unwrap();
+    for (aggregation, label) in [("none", "entity"), ("simple", "entity_group")] {
+        let out = lines(&webbert(
+            &["ner", "--model", &model, "--aggregation", aggregation, text],
+            None,
+        ));
+        let entities = out[0]["entities"].as_array().unwrap();
+        let want = ner[aggregation].as_array().unwrap();
+        assert_eq!(entities.len(), want.len());
+        for (got, want) in entities.iter().zip(want) {
+            assert_eq!(got["entity"], want[label]);
+            assert_eq!(got["word"], want["word"]);
+            assert_eq!((&got["start"], &got["end"]), (&want["start"], &want["end"]));
+            assert!(close(&got["score"], &want["score"], 1e-4));
+        }
     }
+
     let qa = &golden("tiny-distilbert-qa")["cases"][0];
-    let model = fixtures.join("tiny-distilbert-qa");
+    let model = fixture_dir("tiny-distilbert-qa");
+    let (question, context) = (
+        qa["question"].as_str().unwrap(),
+        qa["context"].as_str().unwrap(),
+    );
     let out = lines(&webbert(
         &[
-            "answer",
+            "qa",
             "--model",
-            model.to_str().unwrap(),
+            &model,
             "--question",
-            qa["question"].as_str().unwrap(),
+            question,
             "--top-k",
             "3",
-            qa["context"].as_str().unwrap(),
+            context,
         ],
         None,
     ));
     let answers = out[0]["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), 3);
     for (got, want) in answers.iter().zip(qa["top3"].as_array().unwrap()) {
         assert_eq!(got["answer"], want["answer"]);
-        assert!((got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs() < 1e-5);
+        assert!(close(&got["score"], &want["score"], 1e-5));
     }
+    let line = serde_json::json!({"question": question, "context": context});
+    let out = lines(&webbert(
+        &["qa", "--model", &model, "--jsonl", "-"],
+        Some(&format!("{line}\n")),
+    ));
+    assert_eq!(out[0]["answer"], qa["top1"]["answer"]);
+    assert_eq!(out[0]["start"], qa["top1"]["start"]);
+    assert!(close(&out[0]["score"], &qa["top1"]["score"], 1e-5));
+
     let err = stderr_line(&webbert(
-        &[
-            "answer",
-            "--model",
-            model.to_str().unwrap(),
-            "--question",
-            "",
-            "context",
-        ],
+        &["qa", "--model", &model, "--question", "", "context"],
         None,
     ));
     assert!(
         err.contains("the question and the context must not be empty"),
+        "{err}"
+    );
+    let err = stderr_line(&webbert(&["qa", "--model", &model, "context"], None));
+    assert!(err.contains("a context needs --question"), "{err}");
+    let err = stderr_line(&webbert(
+        &["qa", "--model", &model, "--jsonl", "-"],
+        Some("\"just a string\"\n"),
+    ));
+    assert!(
+        err.contains(r#"line 1: expected {"question", "context"}"#),
         "{err}"
     );
 }

@@ -1,7 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures|heads]
+          [--part all|bert|architectures|heads|albert-electra]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
+from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertTokenizerFast,
+                          BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
                           BertModel, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
                           DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
-                          PreTrainedModel, RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
+                          ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, PreTrainedModel,
+                          RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                           RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
                           XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
 # transformers 5 dropped the question-answering pipeline but still ships its span scoring for document QA.
@@ -730,13 +732,116 @@ def write_head_fixtures(model_dir: Path) -> None:
                                                   QA_SEEDS["tiny-roberta-qa"]), bpe)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# ALBERT and ELECTRA: word embeddings narrower than the encoder (embedding_size 16, hidden 32), projected up
+# before the first layer; ALBERT shares one layer across the depth. Masked LM and sequence classification.
+
+ALBERT_SPECIALS = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4, as albert-base-v2 numbers them
+
+
+def albert_tokenizer(corpus: list[str]) -> AlbertTokenizerFast:
+    """A 1000-id SentencePiece-style Unigram laid out as albert-base-v2's tokenizer.json (what transformers'
+    AlbertTokenizer builds, less the precompiled charsmap): `` and '' made ", NFKD, accents stripped,
+    lowercased; whitespace split then Metaspace "▁"; [CLS] A [SEP] (type 0) B [SEP] (type 1); [MASK] eats the
+    space before it (lstrip), as albert-base-v2's mask token does."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([
+        normalizers.Replace("``", '"'), normalizers.Replace("''", '"'), normalizers.NFKD(), normalizers.StripAccents(),
+        normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=1000, special_tokens=ALBERT_SPECIALS, unk_token="<unk>", show_progress=False))
+    spec = json.loads(tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    vocab[len(ALBERT_SPECIALS):] = canonical_pieces(vocab[len(ALBERT_SPECIALS):])
+    for added in spec["added_tokens"]:
+        added["lstrip"] = added["content"] == "[MASK]"
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    # transformers 5's AlbertTokenizer leaves token_type_ids out of its inputs; 4.x's AlbertTokenizerFast gave
+    # them, and ALBERT was trained with segments: ask for them, so that pairs reach the model with B as type 1.
+    return AlbertTokenizerFast(tokenizer_object=tokenizer, model_max_length=MAX_TOKENS,
+                               model_input_names=["input_ids", "token_type_ids", "attention_mask"],
+                               mask_token=AddedToken("[MASK]", lstrip=True, special=True))
+
+
+def albert_config(**kw) -> AlbertConfig:
+    # One layer group of one layer, applied num_hidden_layers times; gelu_new and eps as albert-base-v2.
+    return AlbertConfig(vocab_size=1000, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_hidden_groups=1,
+                        inner_group_num=1, num_attention_heads=4, intermediate_size=64, hidden_act="gelu_new",
+                        max_position_embeddings=MAX_TOKENS, type_vocab_size=2, layer_norm_eps=1e-12, pad_token_id=0,
+                        bos_token_id=2, eos_token_id=3, **kw)
+
+
+def electra_config(**kw) -> ElectraConfig:
+    return ElectraConfig(vocab_size=1000, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64, hidden_act="gelu", max_position_embeddings=MAX_TOKENS, type_vocab_size=2,
+                         layer_norm_eps=1e-12, pad_token_id=0, **kw)
+
+
+@torch.no_grad()
+def check_fill_mask_gaps(name: str, tok, texts: list[str], k: int = 5) -> None:
+    """No near tie among the k + 1 likeliest tokens at a mask: an f32 reimplementation picks the same top k
+    in the same order."""
+    model = reloaded(FIXTURES / name, {"tiny-albert": AlbertForMaskedLM,
+                                       "tiny-electra-generator": ElectraForMaskedLM}[name])
+    for text in texts:
+        enc = tok(text, return_tensors="pt")
+        logits = model(**enc).logits[0][enc["input_ids"][0] == tok.mask_token_id]
+        top = logits.topk(k + 1).values
+        assert (top[:, :-1] - top[:, 1:]).min() > 1e-4, (name, text, (top[:, :-1] - top[:, 1:]).min())
+
+
+@torch.no_grad()
+def check_segments_matter(name: str, model_class, tok) -> None:
+    """The pairs' token_type_ids change the logits (the segment embeddings are wired in)."""
+    model = reloaded(FIXTURES / name, model_class)
+    for a, b in CLS_PAIRS:
+        enc = tok(a, b, return_tensors="pt")
+        assert enc["token_type_ids"].max() == 1, (name, a, b)
+        zeros = {**enc, "token_type_ids": torch.zeros_like(enc["token_type_ids"])}
+        assert not torch.allclose(model(**enc).logits, model(**zeros).logits, atol=1e-4), (name, a, b)
+
+
+def write_albert_electra_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    wordpiece, _ = wordpiece_tokenizers(full)
+    albert = albert_tokenizer(english_corpus(full))
+    assert len(albert) == 1000 and albert.convert_tokens_to_ids(ALBERT_SPECIALS) == [0, 1, 2, 3, 4], len(albert)
+    assert (albert.pad_token_id, albert.unk_token_id, albert.cls_token_id, albert.sep_token_id,
+            albert.mask_token_id) == (0, 1, 2, 3, 4)
+    for text in TINY_TEXTS:
+        ids = albert(text)["input_ids"]
+        assert ids.count(4) == text.count("[MASK]") and ids[0] == 2 and ids[-1] == 3, (text, ids)
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    write_mlm_architecture("tiny-albert", perturbed(AlbertForMaskedLM, albert_config(), 50), albert, TINY_TEXTS)
+    check_fill_mask_gaps("tiny-albert", albert, TINY_TEXTS)
+    write_cls_fixture("tiny-albert-cls", perturbed(
+        AlbertForSequenceClassification, albert_config(**labels(["negative", "neutral", "positive"])), 51), albert)
+    check_segments_matter("tiny-albert-cls", AlbertForSequenceClassification, albert)
+
+    write_mlm_architecture("tiny-electra-generator", perturbed(ElectraForMaskedLM, electra_config(), 52), wordpiece,
+                           TINY_TEXTS)
+    check_fill_mask_gaps("tiny-electra-generator", wordpiece, TINY_TEXTS)
+    write_cls_fixture("tiny-electra-cls", perturbed(
+        ElectraForSequenceClassification, electra_config(**labels(["NEGATIVE", "POSITIVE"])), 53), wordpiece)
+    check_segments_matter("tiny-electra-cls", ElectraForSequenceClassification, wordpiece)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads"], default="all",
+    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra"], default="all",
                     help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
-                         "classifiers; heads: token classification (NER) and extractive question answering")
+                         "classifiers; heads: token classification (NER) and extractive question answering; "
+                         "albert-electra: ALBERT and ELECTRA (generator) masked LMs and classifiers")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
@@ -745,6 +850,8 @@ def main() -> None:
         write_architecture_fixtures(args.model)
     if args.part in ("all", "heads"):
         write_head_fixtures(args.model)
+    if args.part in ("all", "albert-electra"):
+        write_albert_electra_fixtures(args.model)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 // The demo page's UI. All model work happens in webbert (Rust/wasm in a worker); this file only draws.
-import { Embedder, FillMask } from './webbert/js/index.js';
+import { Classifier, Embedder, FillMask, QuestionAnswerer, TokenClassifier } from './webbert/js/index.js';
 
 const DEFAULT_MODEL = new URL('models/all-MiniLM-L6-v2/', location.href).href;
 // all-MiniLM-L6-v2 with a masked-LM head, trained by `webbert train-mlm` (README: "The fill-mask model").
@@ -8,6 +8,9 @@ const $ = (id) => document.getElementById(id);
 let embedder = null;
 let fillMask = null;
 let attention = null;
+let reranker = null;
+let tagger = null;
+let reader = null;
 
 function showProgress({ file, loaded, total }) {
   const mb = (n) => (n / 1e6).toFixed(1);
@@ -101,6 +104,102 @@ async function compare() {
   }
 }
 
+// Reranking ---------------------------------------------------------------------------------------------
+async function loadReranker(source) {
+  $('rr-results').textContent = 'loading…';
+  try {
+    reranker?.dispose();
+    reranker = await timed('rr-timing', 'model load', () => Classifier.load(source, { onProgress: showProgress }));
+    $('rr-note').textContent = `Cross-encoder loaded (${reranker.backend}): each (query, passage) pair is read together.`;
+    await rank();
+  } catch (error) {
+    reranker = null;
+    showError('rr-results', error);
+  }
+}
+
+async function rank() {
+  const query = $('rr-query').value;
+  const passages = $('rr-passages').value.split('\n').map((s) => s.trim()).filter(Boolean);
+  try {
+    const ranked = await timed('rr-timing', `${passages.length} passages ranked`, async () => {
+      if (reranker) return reranker.rerank(query, passages);
+      // Without a cross-encoder: the sentence encoder's cosine similarity (unit vectors: dot = cosine).
+      const [q, ...rows] = await embedder.embed([query, ...passages]);
+      const scored = rows.map((row, index) => ({ index, text: passages[index], score: row.reduce((s, x, k) => s + x * q[k], 0) }));
+      return scored.sort((a, b) => b.score - a.score);
+    });
+    $('rr-results').innerHTML = '';
+    for (const { text, score } of ranked) {
+      const bar = cell('bar');
+      bar.append(cell('label', text), cell('fill'), cell('score', score.toFixed(3)));
+      bar.children[1].style.width = `${Math.max(1, 200 * Math.max(0, score))}px`;
+      const item = document.createElement('li');
+      item.append(bar);
+      $('rr-results').append(item);
+    }
+  } catch (error) {
+    showError('rr-results', error);
+  }
+}
+
+// Named entities and answers, marked in their text ------------------------------------------------------
+/** `text` with each `{start, end, kind, title}` span (character offsets) wrapped in a <mark>. */
+function markSpans(where, text, spans) {
+  const chars = Array.from(text);
+  const out = $(where);
+  out.innerHTML = '';
+  let at = 0;
+  for (const { start, end, kind, title } of spans) {
+    out.append(chars.slice(at, start).join(''));
+    const mark = document.createElement('mark');
+    mark.className = kind ?? '';
+    mark.title = title;
+    mark.append(chars.slice(start, end).join(''));
+    if (kind) mark.append(Object.assign(document.createElement('small'), { textContent: kind }));
+    out.append(mark);
+    at = end;
+  }
+  out.append(chars.slice(at).join(''));
+}
+
+async function loadModel(kind, source, section) {
+  $(`${section}-results`).textContent = 'loading…';
+  try {
+    const model = await timed(`${section}-timing`, 'model load', () => kind.load(source, { onProgress: showProgress }));
+    $(`${section}-form`).querySelector('button').disabled = false;
+    $(`${section}-results`).textContent = '';
+    return model;
+  } catch (error) {
+    showError(`${section}-results`, error);
+    return null;
+  }
+}
+
+async function findEntities() {
+  if (!tagger) return;
+  const text = $('ner-text').value;
+  try {
+    const entities = await timed('ner-timing', 'entities', () => tagger.entities(text, { aggregation: 'simple' }));
+    markSpans('ner-results', text, entities.map((e) => ({
+      start: e.start, end: e.end, kind: e.entityGroup, title: `${e.entityGroup} ${(100 * e.score).toFixed(1)}%`,
+    })));
+  } catch (error) {
+    showError('ner-results', error);
+  }
+}
+
+async function answer() {
+  if (!reader) return;
+  const context = $('qa-context').value;
+  try {
+    const [best] = await timed('qa-timing', 'answer', () => reader.answer($('qa-question').value, context));
+    markSpans('qa-results', context, [{ start: best.start, end: best.end, title: `score ${best.score.toFixed(4)}` }]);
+  } catch (error) {
+    showError('qa-results', error);
+  }
+}
+
 // Attention ---------------------------------------------------------------------------------------------
 async function showAttention() {
   try {
@@ -145,6 +244,25 @@ $('mlm-form').onsubmit = (e) => { e.preventDefault(); predict(); };
 $('emb-form').onsubmit = (e) => { e.preventDefault(); compare(); };
 $('att-form').onsubmit = (e) => { e.preventDefault(); showAttention(); };
 $('att-layer').onchange = drawAttention;
+$('rr-load').onsubmit = (e) => { e.preventDefault(); if ($('rr-url').value) loadReranker($('rr-url').value); };
+$('rr-files').onchange = (e) => { if (e.target.files.length) loadReranker(e.target.files); };
+$('rr-form').onsubmit = (e) => { e.preventDefault(); rank(); };
+const loadTagger = async (source) => {
+  tagger?.dispose();
+  tagger = await loadModel(TokenClassifier, source, 'ner');
+  await findEntities();
+};
+const loadReader = async (source) => {
+  reader?.dispose();
+  reader = await loadModel(QuestionAnswerer, source, 'qa');
+  await answer();
+};
+$('ner-load').onsubmit = (e) => { e.preventDefault(); if ($('ner-url').value) loadTagger($('ner-url').value); };
+$('ner-files').onchange = (e) => { if (e.target.files.length) loadTagger(e.target.files); };
+$('ner-form').onsubmit = (e) => { e.preventDefault(); findEntities(); };
+$('qa-load').onsubmit = (e) => { e.preventDefault(); if ($('qa-url').value) loadReader($('qa-url').value); };
+$('qa-files').onchange = (e) => { if (e.target.files.length) loadReader(e.target.files); };
+$('qa-form').onsubmit = (e) => { e.preventDefault(); answer(); };
 $('att-head').onchange = drawAttention;
 
 try {
@@ -152,9 +270,10 @@ try {
   $('backend').textContent = embedder.backend === 'cpu' ? 'CPU'
     : embedder.crossover ? `WebGPU (CPU under ${embedder.crossover} tokens)` : 'WebGPU';
   $('progress').textContent = 'all-MiniLM-L6-v2 loaded';
-  for (const id of ['emb-form', 'att-form']) $(id).querySelector('button').disabled = false;
+  for (const id of ['emb-form', 'att-form', 'rr-form']) $(id).querySelector('button').disabled = false;
   await showAttention();
   await compare();
+  await rank();
   await loadFillMask(DEFAULT_MLM);
   document.body.dataset.ready = 'true';
 } catch (error) {

@@ -11,7 +11,7 @@ let browser;
 before(async () => { browser = await launch({ webgpu: true }); });
 after(async () => { await browser?.close(); });
 
-test('the demo page renders attention, similarities and fill-mask predictions', async () => {
+test('the demo page renders attention, similarities, fill-mask predictions, rankings, entities and answers', async () => {
   const server = await startServer();
   try {
     const page = await browser.newPage({ viewport: { width: 1000, height: 1600 } });
@@ -57,6 +57,41 @@ test('the demo page renders attention, similarities and fill-mask predictions', 
     const labels = await page.$$eval('#mlm-results .bar .label', (cells) => cells.map((c) => c.textContent));
     assert.deepEqual(labels, fixture.fill_mask[0][0].map((p) => p.token));
     assert.match(await page.textContent('#mlm-timing'), /fill-mask: \d+ ms/);
+
+    // Reranking with the sentence encoder: the passages about plants above the others.
+    const ranked = await page.$$eval('#rr-results .label', (cells) => cells.map((c) => c.textContent));
+    assert.equal(ranked.length, 5);
+    assert.ok(ranked.slice(0, 3).every((p) => /Photosynthesis|chlorophyll|Roots/.test(p)), ranked.join(' | '));
+    // A cross-encoder's files replace it: transformers' reranking scores, best first.
+    const rerank = json('tiny-reranker_golden.json').rerank;
+    await page.fill('#rr-query', rerank.query);
+    await page.fill('#rr-passages', rerank.passages.join('\n'));
+    await page.setInputFiles('#rr-files', ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => path.join(FIXTURES, 'tiny-reranker', f)));
+    await page.waitForSelector('#rr-note:has-text("Cross-encoder loaded")', { timeout: 120_000 });
+    await page.waitForFunction((best) => document.querySelector('#rr-results .label')?.textContent === best,
+      rerank.passages[rerank.scores.indexOf(Math.max(...rerank.scores))], { timeout: 60_000 });
+    const scores = await page.$$eval('#rr-results .score', (cells) => cells.map((c) => Number(c.textContent)));
+    assert.deepEqual(scores, [...rerank.scores].sort((a, b) => b - a).map((s) => Number(s.toFixed(3))));
+
+    // Entities marked in the text, and the answer marked in its context.
+    const ner = json('tiny-bert-ner_golden.json').cases[1];
+    await page.fill('#ner-text', ner.text);
+    await page.setInputFiles('#ner-files', ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => path.join(FIXTURES, 'tiny-bert-ner', f)));
+    await page.waitForSelector('#ner-results mark', { timeout: 120_000 });
+    const marks = await page.$$eval('#ner-results mark', (ms) => ms.map((m) => [m.firstChild.textContent, m.className]));
+    assert.deepEqual(marks, ner.simple.map((e) => [Array.from(ner.text).slice(e.start, e.end).join(''), e.entity_group]));
+    const shown = await page.$eval('#ner-results', (el) => {
+      const copy = el.cloneNode(true);
+      copy.querySelectorAll('small').forEach((s) => s.remove());
+      return copy.textContent;
+    });
+    assert.equal(shown, ner.text, 'the whole text, entities marked in place');
+    const qa = json('tiny-distilbert-qa_golden.json').cases[0];
+    await page.fill('#qa-question', qa.question);
+    await page.fill('#qa-context', qa.context);
+    await page.setInputFiles('#qa-files', ['config.json', 'tokenizer.json', 'model.safetensors'].map((f) => path.join(FIXTURES, 'tiny-distilbert-qa', f)));
+    await page.waitForSelector('#qa-results mark', { timeout: 120_000 });
+    assert.equal(await page.textContent('#qa-results mark'), qa.top1.answer);
 
     const shot = path.join(os.tmpdir(), 'webbert-demo.png');
     await page.screenshot({ path: shot, fullPage: true });

@@ -77,7 +77,7 @@ fn config_errors_name_the_field() {
         ("not json", "not valid JSON"),
         (
             r#"{"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
-            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert)",
+            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert, albert, electra)",
         ),
         (
             r#"{"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
@@ -106,6 +106,14 @@ fn config_errors_name_the_field() {
         (
             r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "max_position_embeddings": 1}"#,
             "`max_position_embeddings` (1) must be at least 3",
+        ),
+        (
+            r#"{"model_type": "albert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 3, "num_hidden_groups": 2, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "`num_hidden_groups` (2) must divide `num_hidden_layers` (3)",
+        ),
+        (
+            r#"{"model_type": "albert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 2, "inner_group_num": 2, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "`inner_group_num` must be 1",
         ),
     ];
     for (json, expected) in cases {

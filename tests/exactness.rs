@@ -936,3 +936,22 @@ fn tiny_roberta_question_answering() {
         question_answerer("tiny-roberta-qa", target);
     }
 }
+
+/// ALBERT: narrow embeddings projected up, one layer's weights shared by every layer, a Unigram vocabulary
+/// with `[MASK]`.
+#[test]
+fn tiny_albert_masked_lm_and_classifier() {
+    for target in TARGETS {
+        tiny("tiny-albert", target);
+        classifier("tiny-albert-cls", target);
+    }
+}
+
+/// ELECTRA: the generator's fill-mask (narrow embeddings, its own head) and the discriminator's classifier.
+#[test]
+fn tiny_electra_generator_and_classifier() {
+    for target in TARGETS {
+        tiny("tiny-electra-generator", target);
+        classifier("tiny-electra-cls", target);
+    }
+}

@@ -14,6 +14,9 @@ pub struct Layout {
     /// `None`: the family has no segments.
     pub token_type_embeddings: Option<&'static str>,
     pub embeddings_norm: &'static str,
+    /// The projection from narrow embeddings up to the hidden size (ALBERT, ELECTRA).
+    pub embeddings_project: Option<&'static str>,
+    /// The layers, `{layers}.{n}.{part}`; ALBERT's are its groups of shared weights.
     pub layers: &'static str,
     /// The query, key and value projections.
     pub qkv: [&'static str; 3],
@@ -57,6 +60,7 @@ const BERT: Layout = Layout {
     position_embeddings: "embeddings.position_embeddings",
     token_type_embeddings: Some("embeddings.token_type_embeddings"),
     embeddings_norm: "embeddings.LayerNorm",
+    embeddings_project: None,
     layers: "encoder.layer",
     qkv: [
         "attention.self.query",
@@ -111,6 +115,7 @@ const DISTILBERT: Layout = Layout {
     position_embeddings: "embeddings.position_embeddings",
     token_type_embeddings: None,
     embeddings_norm: "embeddings.LayerNorm",
+    embeddings_project: None,
     layers: "transformer.layer",
     qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
     attention_output: "attention.out_lin",
@@ -135,6 +140,56 @@ const DISTILBERT: Layout = Layout {
     qa_outputs: "qa_outputs",
 };
 
+const ALBERT: Layout = Layout {
+    encoder: "albert.",
+    embeddings_project: Some("encoder.embedding_hidden_mapping_in"),
+    layers: "encoder.albert_layer_groups",
+    qkv: [
+        "albert_layers.0.attention.query",
+        "albert_layers.0.attention.key",
+        "albert_layers.0.attention.value",
+    ],
+    attention_output: "albert_layers.0.attention.dense",
+    attention_norm: "albert_layers.0.attention.LayerNorm",
+    intermediate: "albert_layers.0.ffn",
+    output: "albert_layers.0.ffn_output",
+    output_norm: "albert_layers.0.full_layer_layer_norm",
+    mlm: MlmNames {
+        dense: "predictions.dense",
+        norm: "predictions.LayerNorm",
+        decoder: "predictions.decoder.weight",
+        bias: ["predictions.decoder.bias", "predictions.bias"],
+        act: None,
+    },
+    classifier: ClassifierNames {
+        dense: "pooler",
+        pooler_in_encoder: true,
+        act: PoolerAct::Tanh,
+        out: "classifier",
+    },
+    ..BERT
+};
+
+const ELECTRA: Layout = Layout {
+    encoder: "electra.",
+    embeddings_project: Some("embeddings_project"),
+    mlm: MlmNames {
+        dense: "generator_predictions.dense",
+        norm: "generator_predictions.LayerNorm",
+        decoder: "generator_lm_head.weight",
+        bias: ["generator_lm_head.bias", "generator_lm_head.bias"],
+        // `ElectraGeneratorPredictions` calls `gelu` whatever `hidden_act` says.
+        act: Some(HiddenAct::Gelu),
+    },
+    classifier: ClassifierNames {
+        dense: "classifier.dense",
+        pooler_in_encoder: false,
+        act: PoolerAct::Gelu,
+        out: "classifier.out_proj",
+    },
+    ..BERT
+};
+
 impl Layout {
     pub fn of(architecture: Architecture) -> &'static Layout {
         match architecture {
@@ -142,6 +197,8 @@ impl Layout {
             // XLM-R is RoBERTa's code with another vocabulary; its checkpoints say `roberta.` too.
             Architecture::Roberta | Architecture::XlmRoberta => &ROBERTA,
             Architecture::DistilBert => &DISTILBERT,
+            Architecture::Albert => &ALBERT,
+            Architecture::Electra => &ELECTRA,
         }
     }
 }

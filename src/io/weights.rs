@@ -253,10 +253,12 @@ trait Tensors {
         self.linears(&[prefix.to_string()], d_in, d_out, have)
     }
 
+    /// `{prefix}.weight` and `{prefix}.bias` of `width`.
     fn layer_norm(
         &mut self,
         prefix: &str,
-        config: &BertConfig,
+        width: usize,
+        epsilon: f64,
         have: Option<&LayerNorm>,
     ) -> Result<LayerNorm>;
 }
@@ -269,12 +271,12 @@ fn bert(
     have: Option<&BertModel>,
 ) -> Result<BertModel> {
     let names = Layout::of(c.architecture);
-    let h = c.hidden_size;
+    let (h, width, eps) = (c.hidden_size, c.embedding_size, c.layer_norm_eps);
     let e = have.map(|m| &m.embeddings);
     let mut embedding = |name: &str, rows, have: Option<&Embedding>| -> Result<Embedding> {
         let weight = t.tensor2(
             &format!("{prefix}{name}.weight"),
-            [rows, h],
+            [rows, width],
             have.map(|e| &e.weight),
         )?;
         Ok(Embedding { weight })
@@ -305,16 +307,26 @@ fn bert(
         token_type_embeddings,
         layer_norm: t.layer_norm(
             &format!("{prefix}{}", names.embeddings_norm),
-            c,
+            width,
+            eps,
             e.map(|e| &e.layer_norm),
         )?,
-        layer_norm_eps: c.layer_norm_eps,
+        layer_norm_eps: eps,
         position_offset: c.position_offset(),
     };
-    let layers = (0..c.num_hidden_layers)
+    let embeddings_project = names
+        .embeddings_project
+        .map(|name| {
+            let have = have.and_then(|m| m.embeddings_project.as_ref());
+            t.linear(&format!("{prefix}{name}"), width, h, have)
+        })
+        .transpose()?;
+    // Each distinct layer once (ALBERT's groups), then every layer a clone of its group's.
+    let per_group = c.num_hidden_layers / c.num_hidden_groups;
+    let groups = (0..c.num_hidden_groups)
         .map(|n| {
             let name = |part: &str| format!("{prefix}{}.{n}.{part}", names.layers);
-            let have = have.map(|m| &m.layers[n]);
+            let have = have.map(|m| &m.layers[n * per_group]);
             let a = have.map(|l| &l.attention);
             let (h, i) = (h, c.intermediate_size);
             let attention = BertAttention {
@@ -322,7 +334,8 @@ fn bert(
                 dense: t.linear(&name(names.attention_output), h, h, a.map(|a| &a.dense))?,
                 layer_norm: t.layer_norm(
                     &name(names.attention_norm),
-                    c,
+                    h,
+                    eps,
                     a.map(|a| &a.layer_norm),
                 )?,
                 num_heads: c.num_attention_heads,
@@ -339,7 +352,8 @@ fn bert(
                 output: t.linear(&name(names.output), i, h, have.map(|l| &l.output))?,
                 layer_norm: t.layer_norm(
                     &name(names.output_norm),
-                    c,
+                    h,
+                    eps,
                     have.map(|l| &l.layer_norm),
                 )?,
                 layer_norm_eps: c.layer_norm_eps,
@@ -347,18 +361,26 @@ fn bert(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(BertModel { embeddings, layers })
+    let layers = (0..c.num_hidden_layers)
+        .map(|n| groups[c.layer_group(n)].clone())
+        .collect();
+    Ok(BertModel {
+        embeddings,
+        embeddings_project,
+        layers,
+    })
 }
 
 /// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.
 fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Result<MlmHead> {
     let names = &Layout::of(c.architecture).mlm;
-    let (h, v) = (c.hidden_size, c.vocab_size);
+    // ALBERT's and ELECTRA's head maps back down to the embeddings' width, where the tied decoder is.
+    let (h, e, v) = (c.hidden_size, c.embedding_size, c.vocab_size);
     let bias = t.which(&names.bias);
     Ok(MlmHead {
-        dense: t.linear(names.dense, h, h, have.map(|m| &m.dense))?,
-        layer_norm: t.layer_norm(names.norm, c, have.map(|m| &m.layer_norm))?,
-        decoder: t.optional2(names.decoder, [v, h], have.map(|m| m.decoder.as_ref()))?,
+        dense: t.linear(names.dense, h, e, have.map(|m| &m.dense))?,
+        layer_norm: t.layer_norm(names.norm, e, c.layer_norm_eps, have.map(|m| &m.layer_norm))?,
+        decoder: t.optional2(names.decoder, [v, e], have.map(|m| m.decoder.as_ref()))?,
         bias: t.tensor1(bias, v, have.map(|m| &m.bias))?,
         layer_norm_eps: c.layer_norm_eps,
         hidden_act: names.act.unwrap_or(c.hidden_act),
@@ -492,16 +514,16 @@ impl Tensors for Loader<'_> {
     fn layer_norm(
         &mut self,
         prefix: &str,
-        c: &BertConfig,
+        width: usize,
+        epsilon: f64,
         _: Option<&LayerNorm>,
     ) -> Result<LayerNorm> {
-        let hidden = c.hidden_size;
-        // Read first: `init` allocates `hidden_size` from config.json, checked against the file here.
-        let gamma = self.tensor1(&format!("{prefix}.weight"), hidden, None)?;
-        let beta = self.tensor1(&format!("{prefix}.bias"), hidden, None)?;
+        // Read first: `init` allocates `width` from config.json, checked against the file here.
+        let gamma = self.tensor1(&format!("{prefix}.weight"), width, None)?;
+        let beta = self.tensor1(&format!("{prefix}.bias"), width, None)?;
         // `init` only sets epsilon here; its ones/zeros are replaced at once.
-        let mut norm = LayerNormConfig::new(hidden)
-            .with_epsilon(c.layer_norm_eps)
+        let mut norm = LayerNormConfig::new(width)
+            .with_epsilon(epsilon)
             .init(self.device);
         norm.gamma = gamma;
         norm.beta = Some(beta);
@@ -724,7 +746,8 @@ impl Tensors for Saver {
     fn layer_norm(
         &mut self,
         prefix: &str,
-        _: &BertConfig,
+        _: usize,
+        _: f64,
         have: Option<&LayerNorm>,
     ) -> Result<LayerNorm> {
         let norm = part(have)?;

@@ -45,6 +45,10 @@ pub enum Architecture {
     XlmRoberta,
     /// Six layers distilled from BERT: no segment embeddings, no pooler.
     DistilBert,
+    /// Narrow embeddings projected up to the hidden size; one set of layer weights shared by all layers.
+    Albert,
+    /// BERT trained as a discriminator (its generator does fill-mask); narrow embeddings projected up.
+    Electra,
 }
 
 impl Architecture {
@@ -55,15 +59,19 @@ impl Architecture {
             Architecture::Roberta => "roberta",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::DistilBert => "distilbert",
+            Architecture::Albert => "albert",
+            Architecture::Electra => "electra",
         }
     }
 }
 
-const ARCHITECTURES: [Architecture; 4] = [
+const ARCHITECTURES: [Architecture; 6] = [
     Architecture::Bert,
     Architecture::Roberta,
     Architecture::XlmRoberta,
     Architecture::DistilBert,
+    Architecture::Albert,
+    Architecture::Electra,
 ];
 
 /// How a sequence classifier's logits become scores (`problem_type`, as the `text-classification`
@@ -82,8 +90,12 @@ pub enum ScoreFunction {
 pub struct BertConfig {
     pub architecture: Architecture,
     pub vocab_size: usize,
+    /// The embeddings' width: the hidden size, but narrower in ALBERT and ELECTRA (then projected up).
+    pub embedding_size: usize,
     pub hidden_size: usize,
     pub num_hidden_layers: usize,
+    /// Distinct layers' weights: all of them, but ALBERT shares one set (or a few) across its layers.
+    pub num_hidden_groups: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
     pub hidden_act: HiddenAct,
@@ -166,17 +178,47 @@ impl BertConfig {
             architecture,
             Architecture::Roberta | Architecture::XlmRoberta
         );
+        let hidden_size = size(name("hidden_size", "dim"), None)?;
+        let num_hidden_layers = size(name("num_hidden_layers", "n_layers"), None)?;
+        let albert = architecture == Architecture::Albert;
+        let embedding_size = match architecture {
+            Architecture::Albert | Architecture::Electra => size(
+                "embedding_size",
+                Some(if albert { 128 } else { hidden_size }),
+            )?,
+            _ => hidden_size,
+        };
+        let num_hidden_groups = match albert {
+            true => size("num_hidden_groups", Some(1))?,
+            false => num_hidden_layers,
+        };
+        if albert && size("inner_group_num", Some(1))? != 1 {
+            return Err(Error::Config(
+                "field `inner_group_num` must be 1 (ALBERT's released models): more is not supported".into(),
+            ));
+        }
+        if !num_hidden_layers.is_multiple_of(num_hidden_groups) {
+            return Err(Error::Config(format!(
+                "field `num_hidden_groups` ({num_hidden_groups}) must divide `num_hidden_layers` ({num_hidden_layers})"
+            )));
+        }
         let config = BertConfig {
             architecture,
             vocab_size: size("vocab_size", None)?,
-            hidden_size: size(name("hidden_size", "dim"), None)?,
-            num_hidden_layers: size(name("num_hidden_layers", "n_layers"), None)?,
+            embedding_size,
+            hidden_size,
+            num_hidden_layers,
+            num_hidden_groups,
             num_attention_heads: size(name("num_attention_heads", "n_heads"), None)?,
             intermediate_size: size(name("intermediate_size", "hidden_dim"), None)?,
-            hidden_act: HiddenAct::parse(
-                name("hidden_act", "activation"),
-                object.get(name("hidden_act", "activation")),
-            )?,
+            // ALBERT's default is the tanh approximation.
+            hidden_act: match (albert, object.get("hidden_act")) {
+                (true, None) => HiddenAct::GeluNew,
+                _ => HiddenAct::parse(
+                    name("hidden_act", "activation"),
+                    object.get(name("hidden_act", "activation")),
+                )?,
+            },
             max_position_embeddings: size("max_position_embeddings", Some(512))?,
             type_vocab_size: if distil {
                 0
@@ -220,8 +262,13 @@ impl BertConfig {
     pub fn position_offset(&self) -> usize {
         match self.architecture {
             Architecture::Roberta | Architecture::XlmRoberta => self.pad_token_id + 1,
-            Architecture::Bert | Architecture::DistilBert => 0,
+            _ => 0,
         }
+    }
+
+    /// Which of the distinct layers' weights layer `n` uses (ALBERT's groups; otherwise its own).
+    pub fn layer_group(&self, n: usize) -> usize {
+        n / (self.num_hidden_layers / self.num_hidden_groups)
     }
 
     /// The most tokens a sequence can have.

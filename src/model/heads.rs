@@ -12,7 +12,7 @@ use crate::model::{Batch, BertModel};
 use crate::ops;
 use crate::ops::add_norm::norm;
 use crate::ops::linear::{affine, linear};
-use burn::tensor::activation::{relu, tanh};
+use burn::tensor::activation::{gelu, relu, tanh};
 
 /// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
 #[derive(Module, Debug)]
@@ -94,6 +94,8 @@ pub enum PoolerAct {
     Tanh,
     /// DistilBERT's `pre_classifier`.
     Relu,
+    /// ELECTRA's `classifier.dense`.
+    Gelu,
 }
 
 /// Sequence classification from the first token (`[CLS]`, `<s>`): dense and activation (BERT's pooler),
@@ -120,6 +122,7 @@ impl ClassificationHead {
         let pooled = match self.act {
             PoolerAct::Tanh => tanh(pooled),
             PoolerAct::Relu => relu(pooled),
+            PoolerAct::Gelu => gelu(pooled),
         };
         linear(&self.out, pooled, false)
     }

@@ -7,8 +7,10 @@ pub mod heads;
 pub mod layer;
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::ops::linear::linear;
 use crate::tokenizer::Encoding;
 use embeddings::BertEmbeddings;
 use layer::BertLayer;
@@ -16,6 +18,9 @@ use layer::BertLayer;
 #[derive(Module, Debug)]
 pub struct BertModel {
     pub embeddings: BertEmbeddings,
+    /// ALBERT's and ELECTRA's projection of narrow embeddings up to the hidden size.
+    pub embeddings_project: Option<Linear>,
+    /// In order; ALBERT's share their weights (clones of one layer's tensors, not copies).
     pub layers: Vec<BertLayer>,
 }
 
@@ -107,7 +112,12 @@ impl BertModel {
     }
 
     fn embed(&self, batch: &Batch) -> Tensor<3> {
-        self.embeddings
-            .forward(batch.input_ids.clone(), batch.token_type_ids.clone())
+        let embedded = self
+            .embeddings
+            .forward(batch.input_ids.clone(), batch.token_type_ids.clone());
+        match &self.embeddings_project {
+            Some(project) => linear(project, embedded, false),
+            None => embedded,
+        }
     }
 }

@@ -158,10 +158,12 @@ describe('with WebGPU', () => {
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
   // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
-  test('RoBERTa fill-mask, classification of texts and pairs, and reranking match PyTorch', async () => {
+  test('RoBERTa and ELECTRA fill-mask, classification of texts and pairs (BERT, ALBERT), and reranking match PyTorch', async () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-roberta'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-bert-cls'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-reranker'), 'webgpu');
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-electra-generator'), 'webgpu');
+    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-albert-cls'), 'webgpu');
     const messages = await page.evaluate(async () => {
       const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
@@ -445,6 +447,8 @@ describe('without WebGPU (CPU fallback)', () => {
     assert.equal(await checkFillMask(page, 'auto', 'tiny-distilbert'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-roberta-cls'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-distilbert-cls'), 'cpu');
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-albert'), 'cpu');
+    assert.equal(await checkClassifier(page, 'auto', 'tiny-electra-cls'), 'cpu');
     assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
   });
 

@@ -1,7 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures|heads|albert-electra]
+          [--part all|bert|architectures|heads|albert-electra|mpnet]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -16,16 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertTokenizerFast,
                           BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
                           BertModel, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
                           DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
-                          ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, PreTrainedModel,
+                          ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, MPNetConfig,
+                          MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, PreTrainedModel,
                           RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                           RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
                           XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
+from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 # transformers 5 dropped the question-answering pipeline but still ships its span scoring for document QA.
 from transformers.pipelines.document_question_answering import select_starts_ends
 
@@ -786,8 +788,8 @@ def electra_config(**kw) -> ElectraConfig:
 def check_fill_mask_gaps(name: str, tok, texts: list[str], k: int = 5) -> None:
     """No near tie among the k + 1 likeliest tokens at a mask: an f32 reimplementation picks the same top k
     in the same order."""
-    model = reloaded(FIXTURES / name, {"tiny-albert": AlbertForMaskedLM,
-                                       "tiny-electra-generator": ElectraForMaskedLM}[name])
+    model = reloaded(FIXTURES / name, {"tiny-albert": AlbertForMaskedLM, "tiny-electra-generator": ElectraForMaskedLM,
+                                       "tiny-mpnet": MPNetForMaskedLM}[name])
     for text in texts:
         enc = tok(text, return_tensors="pt")
         logits = model(**enc).logits[0][enc["input_ids"][0] == tok.mask_token_id]
@@ -834,14 +836,154 @@ def write_albert_electra_fixtures(model_dir: Path) -> None:
     check_segments_matter("tiny-electra-cls", ElectraForSequenceClassification, wordpiece)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# MPNet, the architecture of sentence-transformers/all-mpnet-base-v2: positions as RoBERTa's (from pad + 1), no
+# segment embeddings, and a T5-style relative position bias (32 buckets, max distance 128) computed once and
+# added to every layer's attention scores. Masked LM (with sentence embeddings) and sequence classification.
+
+MPNET_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3 as in microsoft/mpnet-base; "<mask>" is the last id
+# 130 position rows from pad + 1 = 2: 128 tokens, so relative distances reach every log-spaced bucket (91 and up
+# is the last one).
+MPNET_MAX_TOKENS = 128
+# ~100 tokens with the tiny vocabulary (at least 92 are needed to use every bucket); "{}" is the masked word.
+MPNET_LONG = ("the city of new york was known for the music and the people who came there. many of them said that "
+              "it was the best place in the world to work. after the war the national team of the university played "
+              "in the city each year, and in 1960 it won the game for the first time. people still say that this "
+              "was the {} team the city has had, and the school now has a house where you can see the old game and "
+              "the team.")
+MPNET_TEXTS = ROBERTA_TEXTS + [MPNET_LONG.format("<mask>")]
+# Embedded in one right-padded batch, as sentence-transformers does: different lengths, one [UNK] ("—").
+MPNET_SENTENCES = ["A man is playing a guitar.", MPNET_LONG.format("best"),
+                   "Café au lait, naïve résumé — déjà vu!", "The animal didn't cross the street because it was too tired."]
+# The classifier's seed (found by trying seeds in turn): each label is the pipeline's top one for some input.
+MPNET_CLS_SEED = 73
+# sentence-transformers' files, as all-mpnet-base-v2 ships them (2_Normalize has no files).
+ST_MODULES = [
+    {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+]
+
+
+def mpnet_tokenizer(full: list[str]) -> MPNetTokenizerFast:
+    """MPNet's layout of BERT's uncased WordPiece: <s> <pad> </s> <unk>, the tiny vocabulary (whose [PAD], [UNK],
+    [CLS], [SEP], [MASK] stay ordinary entries at 4 and 104..107, as in all-mpnet-base-v2), then <mask>. As
+    transformers' MPNetTokenizer (and its slow-to-fast converter): unknown pieces are "[UNK]" (104), not "<unk>";
+    BERT normaliser and pre-tokenizer; <s> A </s> and <s> A </s></s> B </s>; <mask> eats the space before it."""
+    vocab = MPNET_SPECIALS + tiny_vocab(full) + ["<mask>"]
+    return MPNetTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, model_max_length=MPNET_MAX_TOKENS)
+
+
+def mpnet_config(vocab_size: int, **kw) -> MPNetConfig:
+    # eps 1e-5, gelu, 32 buckets as all-mpnet-base-v2; positions start at pad_token_id + 1 = 2, hence 2 more rows.
+    return MPNetConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                       intermediate_size=64, hidden_act="gelu", max_position_embeddings=MPNET_MAX_TOKENS + 2,
+                       layer_norm_eps=1e-5, relative_attention_num_buckets=32, pad_token_id=1, bos_token_id=0,
+                       eos_token_id=2, **kw)
+
+
+def mpnet_buckets(length: int) -> list[int]:
+    """The relative position buckets a sequence of `length` tokens uses (transformers' own bucketing)."""
+    positions = torch.arange(length)
+    relative = positions[None, :] - positions[:, None]
+    return sorted(set(MPNetEncoder.relative_position_bucket(relative).flatten().tolist()))
+
+
+@torch.no_grad()
+def check_position_bias_matters(name: str, model_class, tok, texts: list[str]) -> None:
+    """The relative position bias changes the outputs (so a wrongly bucketed or missing bias shows)."""
+    model = reloaded(FIXTURES / name, model_class)
+    logits = [model(**tok(text, return_tensors="pt")).logits for text in texts]
+    model.mpnet.encoder.relative_attention_bias.weight.zero_()
+    for text, before in zip(texts, logits):
+        after = model(**tok(text, return_tensors="pt")).logits
+        assert (after - before).abs().max() > 1e-2, (name, text, (after - before).abs().max())
+
+
+@torch.no_grad()
+def write_mpnet_embeddings(name: str, tok) -> None:
+    """sentence-transformers' pipeline on the masked LM's encoder (modules.json: Transformer, mean Pooling,
+    Normalize): the sentences in one right-padded batch, mean over real tokens, L2 normalised; and each
+    sentence's last hidden state alone. Added to the masked-LM fixture's files."""
+    out_dir = FIXTURES / name
+    encoder = reloaded(out_dir, MPNetForMaskedLM).mpnet
+    tensors = dict(load_file(FIXTURES / f"{name}_golden.safetensors"))
+    enc = tok(MPNET_SENTENCES, return_tensors="pt", padding=True)
+    assert tok.padding_side == "right" and len(set(enc["attention_mask"].sum(1).tolist())) == len(MPNET_SENTENCES)
+    hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    ids = []
+    for i, sentence in enumerate(MPNET_SENTENCES):
+        alone = tok(sentence, return_tensors="pt")
+        tensors[f"hidden.{i}"] = encoder(**alone).last_hidden_state[0].numpy()
+        ids.append(alone["input_ids"][0].tolist())
+        # Padding changes nothing on the real tokens.
+        torch.testing.assert_close(hidden[i, :len(ids[-1])], encoder(**alone).last_hidden_state[0])
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              FIXTURES / f"{name}_golden.safetensors")
+    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
+    fixture.update({"sentences": MPNET_SENTENCES, "sentence_ids": ids})
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, indent=1))
+    (out_dir / "modules.json").write_text(json.dumps(ST_MODULES, indent=2))
+    (out_dir / "1_Pooling").mkdir()
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": encoder.config.hidden_size, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MPNET_MAX_TOKENS,
+                                                                    "do_lower_case": False}, indent=2))
+
+
+def write_mpnet_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    tok = mpnet_tokenizer(full)
+    assert len(tok) == 1005 and tok.convert_tokens_to_ids(MPNET_SPECIALS) == [0, 1, 2, 3]
+    assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id, tok.unk_token_id, tok.mask_token_id) == \
+        (0, 1, 2, 104, 1004), tok
+    # BERT's specials are ordinary entries, where all-mpnet-base-v2 has them: a runtime must take "<mask>".
+    assert tok.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]) == [4, 104, 105, 106, 107]
+    for text in MPNET_TEXTS:
+        ids = tok(text)["input_ids"]
+        assert ids.count(1004) == text.count("<mask>") and ids[0] == 0 and ids[-1] == 2, (text, ids)
+    long_ids = tok(MPNET_TEXTS[-1])["input_ids"]
+    assert 92 <= len(long_ids) <= MPNET_MAX_TOKENS, len(long_ids)
+    assert mpnet_buckets(len(long_ids)) == [b for b in range(32) if b != 16]  # 16 would be "after, distance 0"
+    assert any(104 in tok(text)["input_ids"] for text in MPNET_SENTENCES)  # unknown -> [UNK], not <unk>
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    save_args = {"texts": tuple(MPNET_TEXTS + MPNET_SENTENCES)}
+    write_mlm_architecture("tiny-mpnet", perturbed(MPNetForMaskedLM, mpnet_config(len(tok)), 60), tok, MPNET_TEXTS)
+    save_tokenizer(tok, FIXTURES / "tiny-mpnet", **save_args)
+    check_fill_mask_gaps("tiny-mpnet", tok, MPNET_TEXTS)
+    check_position_bias_matters("tiny-mpnet", MPNetForMaskedLM, tok, MPNET_TEXTS)
+    write_mpnet_embeddings("tiny-mpnet", tok)
+    write_cls_fixture("tiny-mpnet-cls", perturbed(
+        MPNetForSequenceClassification, mpnet_config(len(tok), **labels(["NEGATIVE", "POSITIVE"])),
+        MPNET_CLS_SEED), tok)
+    save_tokenizer(tok, FIXTURES / "tiny-mpnet-cls", **save_args)
+    cases = json.loads((FIXTURES / "tiny-mpnet-cls_golden.json").read_text())
+    winners = [case["pipeline"][0]["label"] for case in cases["single"] + cases["pairs"]]
+    assert set(winners) == {"NEGATIVE", "POSITIVE"}, winners
+    check_position_bias_matters("tiny-mpnet-cls", MPNetForSequenceClassification, tok, CLS_SINGLE)
+    for text in MPNET_TEXTS + MPNET_SENTENCES:
+        length = len(tok(text)["input_ids"])
+        print(f"{length:3d} tokens, buckets {mpnet_buckets(length)}: {text[:40]!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra"], default="all",
+    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet"],
+                    default="all",
                     help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
                          "classifiers; heads: token classification (NER) and extractive question answering; "
-                         "albert-electra: ALBERT and ELECTRA (generator) masked LMs and classifiers")
+                         "albert-electra: ALBERT and ELECTRA (generator) masked LMs and classifiers; mpnet: MPNet "
+                         "(relative position bias) masked LM with sentence embeddings, and classifier")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
@@ -852,6 +994,8 @@ def main() -> None:
         write_head_fixtures(args.model)
     if args.part in ("all", "albert-electra"):
         write_albert_electra_fixtures(args.model)
+    if args.part in ("all", "mpnet"):
+        write_mpnet_fixtures(args.model)
 
 
 if __name__ == "__main__":

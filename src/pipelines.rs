@@ -177,11 +177,16 @@ impl Embedder {
         Self::load_from(&files, device)
     }
 
-    /// As [`load`](Self::load), leaving the files to load another copy (on another device).
+    /// As [`load`](Self::load), leaving the files to load another copy (on another device). Texts are
+    /// cut at sentence-transformers' `max_seq_length` where the files give one.
     pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
         let model = load_bert(&files.checkpoint, &files.config, &device)?;
+        let tokenizer = match files.sentence.max_seq_length {
+            Some(max_len) => files.tokenizer.clone().truncated_at(max_len)?,
+            None => files.tokenizer.clone(),
+        };
         Ok(Self {
-            tokenizer: files.tokenizer.clone(),
+            tokenizer,
             model,
             device,
             pad_id: files.config.pad_token_id as u32,

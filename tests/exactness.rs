@@ -729,12 +729,16 @@ fn sentence_transformers_modules_set_the_default_pooling() {
         let files = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
             "modules.json" => Ok(Some(modules.clone().into_bytes())),
             "1_Pooling/config.json" => Ok(Some(pooling.as_bytes().to_vec())),
+            "sentence_bert_config.json" => Ok(Some(br#"{"max_seq_length": 16}"#.to_vec())),
             name => webbert::io::source::read_optional(&dir.join(name)),
         })
         .unwrap();
         let embedder = Embedder::load(files, Backend::Cpu.device().unwrap()).unwrap();
         let sentence = embedder.sentence;
         assert_eq!(sentence.normalize, normalize);
+        // sentence-transformers cuts texts at its max_seq_length, not at the model's 512 positions.
+        let long = embedder.tokenizer.encode(&"word ".repeat(40)).unwrap();
+        assert_eq!((long.ids.len(), long.truncated), (16, true));
         let rows = block_on(embedder.embed(&texts, sentence.pooling, sentence.normalize)).unwrap();
         let (shape, expected) = golden.get(key);
         for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
@@ -953,5 +957,50 @@ fn tiny_electra_generator_and_classifier() {
     for target in TARGETS {
         tiny("tiny-electra-generator", target);
         classifier("tiny-electra-cls", target);
+    }
+}
+
+/// MPNet (all-mpnet-base-v2's architecture): the relative position bias in every layer (a long text reaches
+/// the logarithmic buckets), `<mask>` chosen over the vocabulary's plain `[MASK]`, sentence embeddings as
+/// its sentence-transformers files declare them (mean, normalised), and its classifier.
+#[test]
+fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
+    let golden = Golden::open("tiny-mpnet_golden.safetensors");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("tiny-mpnet_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let sentences: Vec<String> = meta["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    for target in TARGETS {
+        tiny("tiny-mpnet", target);
+        classifier("tiny-mpnet-cls", target);
+        let files = ModelFiles::from_dir(&common::fixtures().join("tiny-mpnet")).unwrap();
+        let embedder = Embedder::load(files, target.device()).unwrap();
+        assert_eq!(
+            (embedder.sentence.pooling, embedder.sentence.normalize),
+            (Pooling::Mean, true)
+        );
+        for (i, text) in sentences.iter().enumerate() {
+            let encoding = embedder.tokenizer.encode(text).unwrap();
+            let batch = Batch::new(&[encoding], embedder.pad_id, &embedder.device);
+            let hidden = target.run(|| read(embedder.model.forward(&batch)));
+            let diff = max_abs_diff(&hidden, &golden.get(&format!("hidden.{i}")).1);
+            println!("{target:?} tiny-mpnet hidden.{i}: max abs diff {diff:.2e}");
+            assert!(diff <= TOLERANCE);
+        }
+        let sentence = embedder.sentence;
+        let rows = target.run(|| {
+            block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize)).unwrap()
+        });
+        let (shape, expected) = golden.get("embedding.mean");
+        for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+            assert!(cosine(row, want) >= 0.99999);
+            assert!(max_abs_diff(row, want) <= TOLERANCE);
+        }
     }
 }

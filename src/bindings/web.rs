@@ -9,7 +9,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Cache, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::error::{Error, Result};
-use crate::io::source::{ModelFiles, WeightsDtype, sentence_modules};
+use crate::io::source::{ModelFiles, SENTENCE_CONFIG, WeightsDtype, sentence_modules};
 use crate::io::weights::Checkpoint;
 
 const CACHE_NAME: &str = "webbert-models-v1";
@@ -377,11 +377,15 @@ async fn fetch_files(
             &["config.json", "tokenizer.json", "modules.json"],
         )
         .await?;
-    if let Some(modules) = files.get("modules.json")
-        && let (Some(pooling), _) = sentence_modules(modules)?
-    {
-        let name = format!("{pooling}/config.json");
-        fetcher.into(files, to_cache, &[&name]).await?;
+    if let Some(modules) = files.get("modules.json") {
+        let (pooling, _) = sentence_modules(modules)?;
+        let pooling = pooling.map(|path| format!("{path}/config.json"));
+        let names: Vec<&str> = pooling
+            .iter()
+            .map(String::as_str)
+            .chain([SENTENCE_CONFIG])
+            .collect();
+        fetcher.into(files, to_cache, &names).await?;
     }
     if !files.contains_key("tokenizer.json") {
         fetcher

@@ -18,6 +18,8 @@ pub struct Layout {
     pub embeddings_project: Option<&'static str>,
     /// The layers, `{layers}.{n}.{part}`; ALBERT's are its groups of shared weights.
     pub layers: &'static str,
+    /// MPNet's relative position bias, `[buckets, heads]`.
+    pub relative_attention_bias: Option<&'static str>,
     /// The query, key and value projections.
     pub qkv: [&'static str; 3],
     pub attention_output: &'static str,
@@ -62,6 +64,7 @@ const BERT: Layout = Layout {
     embeddings_norm: "embeddings.LayerNorm",
     embeddings_project: None,
     layers: "encoder.layer",
+    relative_attention_bias: None,
     qkv: [
         "attention.self.query",
         "attention.self.key",
@@ -117,6 +120,7 @@ const DISTILBERT: Layout = Layout {
     embeddings_norm: "embeddings.LayerNorm",
     embeddings_project: None,
     layers: "transformer.layer",
+    relative_attention_bias: None,
     qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
     attention_output: "attention.out_lin",
     attention_norm: "sa_layer_norm",
@@ -190,6 +194,16 @@ const ELECTRA: Layout = Layout {
     ..BERT
 };
 
+const MPNET: Layout = Layout {
+    encoder: "mpnet.",
+    token_type_embeddings: None,
+    relative_attention_bias: Some("encoder.relative_attention_bias"),
+    qkv: ["attention.attn.q", "attention.attn.k", "attention.attn.v"],
+    attention_output: "attention.attn.o",
+    attention_norm: "attention.LayerNorm",
+    ..ROBERTA
+};
+
 impl Layout {
     pub fn of(architecture: Architecture) -> &'static Layout {
         match architecture {
@@ -199,6 +213,7 @@ impl Layout {
             Architecture::DistilBert => &DISTILBERT,
             Architecture::Albert => &ALBERT,
             Architecture::Electra => &ELECTRA,
+            Architecture::Mpnet => &MPNET,
         }
     }
 }

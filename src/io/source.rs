@@ -102,6 +102,26 @@ pub fn sentence_modules(modules_json: &[u8]) -> Result<(Option<String>, bool)> {
     Ok((pooling, normalize))
 }
 
+/// sentence-transformers' settings of the Transformer module: the length it cuts texts at.
+pub const SENTENCE_CONFIG: &str = "sentence_bert_config.json";
+
+fn max_seq_length(config_json: &[u8]) -> Result<Option<usize>> {
+    let value: serde_json::Value = serde_json::from_slice(config_json)
+        .map_err(|e| Error::Config(format!("{SENTENCE_CONFIG}: {e}")))?;
+    match &value["max_seq_length"] {
+        serde_json::Value::Null => Ok(None),
+        v => v
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(|n| Some(n as usize))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "{SENTENCE_CONFIG}: `max_seq_length` must be a positive integer, found {v}"
+                ))
+            }),
+    }
+}
+
 /// The pooling a Pooling module's `config.json` asks for: `[CLS]` or the mean (others are refused).
 fn pooling_mode(config_json: &[u8], name: &str) -> Result<Pooling> {
     let value: serde_json::Value =
@@ -228,6 +248,9 @@ impl ModelFiles {
                 let name = format!("{path}/config.json");
                 let config = file(&name)?.ok_or_else(|| Error::Io(format!("{name} is missing")))?;
                 files.sentence.pooling = pooling_mode(&config, &name)?;
+            }
+            if let Some(config) = file(SENTENCE_CONFIG)? {
+                files.sentence.max_seq_length = max_seq_length(&config)?;
             }
         }
         Ok(files)

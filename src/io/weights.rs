@@ -22,6 +22,7 @@ use crate::model::heads::{
     BertForTokenClassification, ClassificationHead, MlmHead,
 };
 use crate::model::layer::BertLayer;
+use crate::model::position_bias::RelativePositionBias;
 
 struct Shard {
     name: String,
@@ -364,10 +365,25 @@ fn bert(
     let layers = (0..c.num_hidden_layers)
         .map(|n| groups[c.layer_group(n)].clone())
         .collect();
+    let position_bias = names
+        .relative_attention_bias
+        .map(|name| {
+            let have = have.and_then(|m| m.position_bias.as_ref());
+            let weight = t.tensor2(
+                &format!("{prefix}{name}.weight"),
+                [c.relative_attention_num_buckets, c.num_attention_heads],
+                have.map(|b| &b.relative_attention_bias.weight),
+            )?;
+            Ok(RelativePositionBias {
+                relative_attention_bias: Embedding { weight },
+            })
+        })
+        .transpose()?;
     Ok(BertModel {
         embeddings,
         embeddings_project,
         layers,
+        position_bias,
     })
 }
 

@@ -25,8 +25,19 @@ pub struct BertAttention {
 impl BertAttention {
     /// `hidden`: `[batch, seq, hidden]`, `attention_mask` `[batch, seq]` (1 for tokens, 0 for padding) →
     /// new hidden states. One fused attention op; only the browser's CPU path builds the probabilities,
-    /// one head at a time.
-    pub fn forward(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<3> {
+    /// one head at a time. With a `position_bias` (MPNet's, `[1, heads, seq, seq]`) the scores are built
+    /// from burn's ops, the fused kernels taking none.
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        attention_mask: Tensor<2>,
+        position_bias: Option<Tensor<4>>,
+    ) -> Tensor<3> {
+        if position_bias.is_some() {
+            return self
+                .forward_with_probs(hidden, attention_mask, position_bias)
+                .0;
+        }
         let qkv = linear(&self.qkv, hidden.clone(), false);
         self.output(self_attention(qkv, attention_mask, self.num_heads), hidden)
     }
@@ -36,6 +47,7 @@ impl BertAttention {
         &self,
         hidden: Tensor<3>,
         attention_mask: Tensor<2>,
+        position_bias: Option<Tensor<4>>,
     ) -> (Tensor<3>, Tensor<4>) {
         let [batch, seq, width] = hidden.dims();
         let qkv = linear(&self.qkv, hidden.clone(), false);
@@ -47,8 +59,11 @@ impl BertAttention {
         });
         let head_dim = q.dims()[3];
         // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
-        let scores = (q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt())
-            .mask_fill(self.padding_mask(attention_mask), f32::MIN);
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
+        if let Some(bias) = position_bias {
+            scores = scores + bias;
+        }
+        let scores = scores.mask_fill(self.padding_mask(attention_mask), f32::MIN);
         let probs = softmax(scores, 3);
         let context = probs
             .clone()

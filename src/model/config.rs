@@ -49,6 +49,8 @@ pub enum Architecture {
     Albert,
     /// BERT trained as a discriminator (its generator does fill-mask); narrow embeddings projected up.
     Electra,
+    /// RoBERTa's positions, no segments, and a relative position bias added to every layer's scores.
+    Mpnet,
 }
 
 impl Architecture {
@@ -61,17 +63,19 @@ impl Architecture {
             Architecture::DistilBert => "distilbert",
             Architecture::Albert => "albert",
             Architecture::Electra => "electra",
+            Architecture::Mpnet => "mpnet",
         }
     }
 }
 
-const ARCHITECTURES: [Architecture; 6] = [
+const ARCHITECTURES: [Architecture; 7] = [
     Architecture::Bert,
     Architecture::Roberta,
     Architecture::XlmRoberta,
     Architecture::DistilBert,
     Architecture::Albert,
     Architecture::Electra,
+    Architecture::Mpnet,
 ];
 
 /// How a sequence classifier's logits become scores (`problem_type`, as the `text-classification`
@@ -100,8 +104,10 @@ pub struct BertConfig {
     pub intermediate_size: usize,
     pub hidden_act: HiddenAct,
     pub max_position_embeddings: usize,
-    /// 0 for models without segment embeddings (DistilBERT).
+    /// 0 for models without segment embeddings (DistilBERT, MPNet).
     pub type_vocab_size: usize,
+    /// Buckets of MPNet's relative position bias; 0 without one.
+    pub relative_attention_num_buckets: usize,
     pub layer_norm_eps: f64,
     pub pad_token_id: usize,
     /// The classifier's labels (`id2label`, by id).
@@ -176,8 +182,9 @@ impl BertConfig {
         };
         let roberta = matches!(
             architecture,
-            Architecture::Roberta | Architecture::XlmRoberta
+            Architecture::Roberta | Architecture::XlmRoberta | Architecture::Mpnet
         );
+        let mpnet = architecture == Architecture::Mpnet;
         let hidden_size = size(name("hidden_size", "dim"), None)?;
         let num_hidden_layers = size(name("num_hidden_layers", "n_layers"), None)?;
         let albert = architecture == Architecture::Albert;
@@ -220,10 +227,14 @@ impl BertConfig {
                 )?,
             },
             max_position_embeddings: size("max_position_embeddings", Some(512))?,
-            type_vocab_size: if distil {
+            type_vocab_size: if distil || mpnet {
                 0
             } else {
                 size("type_vocab_size", Some(2))?
+            },
+            relative_attention_num_buckets: match mpnet {
+                true => size("relative_attention_num_buckets", Some(32))?,
+                false => 0,
             },
             layer_norm_eps,
             pad_token_id: size("pad_token_id", Some(if roberta { 1 } else { 0 }))?,
@@ -261,7 +272,9 @@ impl BertConfig {
     /// The first position's row in the position embeddings: RoBERTa counts from `pad_token_id + 1`.
     pub fn position_offset(&self) -> usize {
         match self.architecture {
-            Architecture::Roberta | Architecture::XlmRoberta => self.pad_token_id + 1,
+            Architecture::Roberta | Architecture::XlmRoberta | Architecture::Mpnet => {
+                self.pad_token_id + 1
+            }
             _ => 0,
         }
     }

@@ -207,6 +207,8 @@ impl BertForQuestionAnswering {
 pub struct Sentence {
     pub pooling: Pooling,
     pub normalize: bool,
+    /// `sentence_bert_config.json`'s `max_seq_length`: texts are cut there, not at the model's positions.
+    pub max_seq_length: Option<usize>,
 }
 
 impl Default for Sentence {
@@ -214,6 +216,7 @@ impl Default for Sentence {
         Self {
             pooling: Pooling::Mean,
             normalize: true,
+            max_seq_length: None,
         }
     }
 }

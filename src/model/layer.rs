@@ -41,9 +41,18 @@ pub fn linear_activate<const D: usize>(layer: &Linear, act: HiddenAct, x: Tensor
 }
 
 impl BertLayer {
-    /// `attention_mask` `[batch, seq]`: 1 for tokens, 0 for padding.
-    pub fn forward(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<3> {
-        self.feed_forward(self.attention.forward(hidden, attention_mask))
+    /// `attention_mask` `[batch, seq]`: 1 for tokens, 0 for padding; `position_bias` added to the
+    /// scores (MPNet).
+    pub fn forward(
+        &self,
+        hidden: Tensor<3>,
+        attention_mask: Tensor<2>,
+        position_bias: Option<Tensor<4>>,
+    ) -> Tensor<3> {
+        self.feed_forward(
+            self.attention
+                .forward(hidden, attention_mask, position_bias),
+        )
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
@@ -51,8 +60,11 @@ impl BertLayer {
         &self,
         hidden: Tensor<3>,
         attention_mask: Tensor<2>,
+        position_bias: Option<Tensor<4>>,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (attended, probs) = self.attention.forward_with_probs(hidden, attention_mask);
+        let (attended, probs) =
+            self.attention
+                .forward_with_probs(hidden, attention_mask, position_bias);
         (self.feed_forward(attended), probs)
     }
 

@@ -5,6 +5,7 @@ pub mod config;
 pub mod embeddings;
 pub mod heads;
 pub mod layer;
+pub mod position_bias;
 
 use burn::module::Module;
 use burn::nn::Linear;
@@ -14,6 +15,7 @@ use crate::ops::linear::linear;
 use crate::tokenizer::Encoding;
 use embeddings::BertEmbeddings;
 use layer::BertLayer;
+use position_bias::RelativePositionBias;
 
 #[derive(Module, Debug)]
 pub struct BertModel {
@@ -22,6 +24,8 @@ pub struct BertModel {
     pub embeddings_project: Option<Linear>,
     /// In order; ALBERT's share their weights (clones of one layer's tensors, not copies).
     pub layers: Vec<BertLayer>,
+    /// MPNet's, shared by every layer.
+    pub position_bias: Option<RelativePositionBias>,
 }
 
 /// Encodings padded to one length, as tensors on the device.
@@ -93,8 +97,9 @@ impl BertModel {
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
         let mut hidden = self.embed(batch);
+        let bias = self.position_bias(&hidden);
         for layer in &self.layers {
-            hidden = layer.forward(hidden, batch.attention_mask.clone());
+            hidden = layer.forward(hidden, batch.attention_mask.clone(), bias.clone());
         }
         hidden
     }
@@ -102,13 +107,22 @@ impl BertModel {
     /// Last hidden states and every layer's attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_attentions(&self, batch: &Batch) -> (Tensor<3>, Vec<Tensor<4>>) {
         let mut hidden = self.embed(batch);
+        let bias = self.position_bias(&hidden);
         let mut attentions = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, probs) = layer.forward_with_probs(hidden, batch.attention_mask.clone());
+            let (next, probs) =
+                layer.forward_with_probs(hidden, batch.attention_mask.clone(), bias.clone());
             attentions.push(probs);
             hidden = next;
         }
         (hidden, attentions)
+    }
+
+    /// MPNet's relative position bias for this batch's length, `[1, heads, seq, seq]`.
+    fn position_bias(&self, hidden: &Tensor<3>) -> Option<Tensor<4>> {
+        let seq = hidden.dims()[1];
+        let bias = self.position_bias.as_ref()?;
+        Some(bias.forward(seq, &hidden.device()))
     }
 
     fn embed(&self, batch: &Batch) -> Tensor<3> {

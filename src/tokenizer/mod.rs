@@ -100,6 +100,31 @@ fn check_post_processor(processor: &Value) -> Result<()> {
     Ok(())
 }
 
+fn truncate(inner: &mut tokenizers::Tokenizer, max_len: usize) -> Result<()> {
+    inner
+        .with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map(drop)
+        .map_err(|e| Error::Tokenizer(e.to_string()))
+}
+
+/// The first of `candidates` the tokenizer declares special, else the first it has at all: MPNet's
+/// vocabulary holds BERT's `[MASK]` as a plain word beside its own special `<mask>`.
+fn special_token(inner: &tokenizers::Tokenizer, candidates: &[&str]) -> Option<(String, u32)> {
+    let added = inner.get_added_tokens_decoder();
+    let special = |id: u32| added.get(&id).is_some_and(|t| t.special);
+    let present: Vec<(String, u32)> = candidates
+        .iter()
+        .filter_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)))
+        .collect();
+    let first_special = present.iter().find(|(_, id)| special(*id)).cloned();
+    first_special.or_else(|| present.into_iter().next())
+}
+
 impl Tokenizer {
     /// From a `tokenizer.json` (the fast tokenizer's own file). Its saved padding is dropped and its
     /// truncation replaced by `max_len`, as `transformers` does per call.
@@ -170,17 +195,8 @@ impl Tokenizer {
 
     fn with_limits(mut inner: tokenizers::Tokenizer, max_len: usize) -> Result<Self> {
         inner.with_padding(None);
-        inner
-            .with_truncation(Some(TruncationParams {
-                direction: TruncationDirection::Right,
-                max_length: max_len,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-            }))
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mask = ["[MASK]", "<mask>"]
-            .into_iter()
-            .find_map(|t| inner.token_to_id(t).map(|id| (t.to_string(), id)));
+        truncate(&mut inner, max_len)?;
+        let mask = special_token(&inner, &["[MASK]", "<mask>"]);
         let largest_id = inner.get_vocab(true).into_values().max().unwrap_or(0);
         Ok(Self {
             basic: BasicTokenizer::of(&inner),
@@ -190,6 +206,15 @@ impl Tokenizer {
             max_len,
             largest_id,
         })
+    }
+
+    /// Encodings cut at `max_len` tokens, if that is fewer than now (sentence-transformers' `max_seq_length`).
+    pub fn truncated_at(mut self, max_len: usize) -> Result<Self> {
+        if max_len < self.max_len {
+            truncate(&mut self.inner, max_len)?;
+            self.max_len = max_len;
+        }
+        Ok(self)
     }
 
     /// Every token of segment 0, pairs included: for models without segment embeddings, as their
@@ -352,16 +377,12 @@ impl Tokenizer {
 
     /// `[CLS]` or `<s>`.
     pub fn cls_token_id(&self) -> Option<u32> {
-        ["[CLS]", "<s>"]
-            .into_iter()
-            .find_map(|t| self.inner.token_to_id(t))
+        special_token(&self.inner, &["[CLS]", "<s>"]).map(|(_, id)| id)
     }
 
     /// `[UNK]` or `<unk>`.
     pub fn unk_token_id(&self) -> Option<u32> {
-        ["[UNK]", "<unk>"]
-            .into_iter()
-            .find_map(|t| self.inner.token_to_id(t))
+        special_token(&self.inner, &["[UNK]", "<unk>"]).map(|(_, id)| id)
     }
 
     /// Text back from ids, WordPiece pieces joined (as `tokenizer.decode`).

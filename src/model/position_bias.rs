@@ -1,0 +1,77 @@
+//! MPNet's relative position bias (T5's buckets): a learned bias per head and bucket of the distance from
+//! query to key, added to every layer's attention scores.
+
+use burn::module::Module;
+use burn::nn::Embedding;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+/// Distances from this far on share the last bucket.
+const MAX_DISTANCE: usize = 128;
+/// The buckets transformers lays distances into: its default, whatever `relative_attention_num_buckets`
+/// says (the table has that many rows).
+const NUM_BUCKETS: usize = 32;
+
+#[derive(Module, Debug)]
+pub struct RelativePositionBias {
+    /// `[buckets, heads]`.
+    pub relative_attention_bias: Embedding,
+}
+
+/// The bucket of `key - query` (transformers' `relative_position_bucket`, bidirectional): half the buckets
+/// for keys before the query, half after; within each half, exact distances up to a quarter of the
+/// buckets, then logarithmically wider ones up to `MAX_DISTANCE`. In f32, as PyTorch computes it, so
+/// that a distance falls in the same bucket.
+pub fn bucket(relative_position: i64, num_buckets: usize) -> usize {
+    let half = num_buckets / 2;
+    let n = -relative_position;
+    let side = if n < 0 { half } else { 0 };
+    let n = n.unsigned_abs() as usize;
+    let max_exact = half / 2;
+    if n < max_exact {
+        return side + n;
+    }
+    let scale = (MAX_DISTANCE as f64 / max_exact as f64).ln() as f32;
+    let log = (n as f32 / max_exact as f32).ln() / scale * (half - max_exact) as f32;
+    side + (max_exact + log as usize).min(half - 1)
+}
+
+impl RelativePositionBias {
+    /// The bias for sequences of `seq` tokens, `[1, heads, seq, seq]` (the same for every sequence of a
+    /// batch).
+    pub fn forward(&self, seq: usize, device: &Device) -> Tensor<4> {
+        let [rows, heads] = self.relative_attention_bias.weight.dims();
+        let buckets: Vec<i64> = (0..seq)
+            .flat_map(|query| {
+                (0..seq).map(move |key| bucket(key as i64 - query as i64, NUM_BUCKETS) as i64)
+            })
+            .map(|b| b.min(rows as i64 - 1))
+            .collect();
+        let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), device);
+        self.relative_attention_bias
+            .weight
+            .val()
+            .select(0, buckets)
+            .reshape([seq, seq, heads])
+            .permute([2, 0, 1])
+            .reshape([1, heads, seq, seq])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// T5's layout for 32 buckets: keys after the query in 0..16, before it in 16..32; distances 0-7
+    /// exact, then 8 buckets up to 128 (16 → 10, 32 → 12, 64 → 14, 128 and past → 15).
+    #[test]
+    fn buckets_as_t5_lays_them_out() {
+        let b = |d| bucket(d, 32);
+        assert_eq!([b(0), b(-1), b(-7), b(-8)], [0, 1, 7, 8]);
+        assert_eq!([b(1), b(7), b(8)], [17, 23, 24]);
+        assert_eq!(
+            [b(-16), b(-32), b(-64), b(-127), b(-128), b(-1000)],
+            [10, 12, 14, 15, 15, 15]
+        );
+        assert_eq!([b(16), b(1000)], [26, 31]);
+    }
+}

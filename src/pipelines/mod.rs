@@ -1,0 +1,247 @@
+//! Text in, results out: fill-mask, sentence embeddings, text classification and reranking, named entities,
+//! question answering, and attention maps; one file per task. Reads back from the device are async, so the
+//! same code runs on WebGPU in a browser.
+
+mod classification;
+mod embeddings;
+mod fill_mask;
+mod question_answering;
+mod token_classification;
+
+pub use classification::{Classifier, Label, Ranked, TextInput};
+pub use embeddings::Embedder;
+pub use fill_mask::{FillMask, FillMaskOutput, MAX_PREDICTIONS, Prediction};
+pub use question_answering::{Answer, QaOptions, QuestionAnswerer, SpanLogits};
+pub use token_classification::{Aggregation, Entity, TokenClassifier};
+
+use burn::tensor::{Device, Tensor};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::io::source::ModelFiles;
+use crate::model::heads::{Pooling, Sentence, pool};
+use crate::model::{Batch, BertModel};
+use crate::tokenizer::{Encoding, Tokenizer};
+
+/// Most texts in one forward pass.
+const BATCH_TEXTS: usize = 32;
+/// Most bytes of any one activation of a forward pass or read back: half the smallest
+/// `maxStorageBufferBindingSize` browsers give by default (128 MiB), and a bound on device memory.
+const BATCH_BYTES: usize = 64 << 20;
+
+/// A tokenizer and a model on one device.
+pub struct Pipeline<M> {
+    pub tokenizer: Tokenizer,
+    pub model: M,
+    pub device: Device,
+    /// Fills batches to one length; attention ignores it.
+    pub pad_id: u32,
+    /// The model's shape, as far as it sizes a batch.
+    pub shape: Shape,
+    /// How the checkpoint makes sentence vectors: what embedding calls do unless told otherwise.
+    pub sentence: Sentence,
+}
+
+impl<M> Pipeline<M> {
+    /// `model` on `device`, reading `files`' texts with `tokenizer`.
+    fn with(files: &ModelFiles, tokenizer: Tokenizer, model: M, device: Device) -> Self {
+        Self {
+            tokenizer,
+            model,
+            device,
+            pad_id: files.config.pad_token_id as u32,
+            shape: Shape::of(&files.config),
+            sentence: files.sentence,
+        }
+    }
+}
+
+/// The sizes that decide how much of a call fits in one forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub num_heads: usize,
+    /// The widest activation per token: the feed-forward's inner layer, or Q, K and V side by side.
+    pub width: usize,
+    pub vocab_size: usize,
+}
+
+impl Shape {
+    fn of(config: &crate::model::config::BertConfig) -> Self {
+        Self {
+            num_heads: config.num_attention_heads,
+            width: config.intermediate_size.max(3 * config.hidden_size),
+            vocab_size: config.vocab_size,
+        }
+    }
+
+    /// How many texts padded to `seq` tokens one forward pass takes (at least one): every activation,
+    /// the attention scores of all heads included, within `BATCH_BYTES` (64 MiB).
+    pub fn texts_per_batch(&self, seq: usize) -> usize {
+        let per_text = 4 * seq * self.width.max(self.num_heads * seq);
+        (BATCH_BYTES / per_text.max(1)).clamp(1, BATCH_TEXTS)
+    }
+}
+
+/// Splits encodings (sorted by length) into forward passes under [`Shape::texts_per_batch`].
+fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding)>> {
+    let mut batches: Vec<Vec<(T, Encoding)>> = Vec::new();
+    for item in sorted {
+        let seq = item.1.ids.len();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < shape.texts_per_batch(seq) => batch.push(item),
+            _ => batches.push(vec![item]),
+        }
+    }
+    batches
+}
+
+/// Where one forward pass spends its time on this device (see [`Pipeline::timing`]).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    /// Building the batch on the device and submitting every kernel of the encoder and pooling: the
+    /// CPU's share (on a GPU the kernels run behind it).
+    pub submit_ms: f64,
+    /// Waiting for the device to finish and reading one pooled vector back.
+    pub wait_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttentionOutput {
+    pub tokens: Vec<String>,
+    pub offsets: Vec<(usize, usize)>,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    /// Probabilities `[layer][head][query][key]`, flattened row-major.
+    pub weights: Vec<f32>,
+    pub truncated: bool,
+}
+
+async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
+    tensor
+        .into_data_async()
+        .await
+        .map_err(|e| Error::Device(format!("reading results back failed: {e:?}")))?
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
+}
+
+impl<M: AsRef<BertModel>> Pipeline<M> {
+    /// Every layer's attention probabilities for `text`.
+    pub async fn attention(&self, text: &str) -> Result<AttentionOutput> {
+        attention(&self.tokenizer, self.model.as_ref(), &self.device, text).await
+    }
+
+    /// Times one forward pass of a sequence of `tokens` tokens (no tokenizing), split into submitting and
+    /// waiting: what a call of that size costs on this device, and where.
+    pub async fn timing(&self, tokens: usize) -> Result<Timing> {
+        let max = self.tokenizer.max_len();
+        if tokens == 0 || tokens > max {
+            return Err(Error::Input(format!(
+                "tokens must be between 1 and {max} (the model's positions), not {tokens}"
+            )));
+        }
+        let start = web_time::Instant::now();
+        let batch = Batch::from_ids(&[vec![self.pad_id; tokens]], self.pad_id, &self.device);
+        let hidden = self.model.as_ref().forward(&batch);
+        let pooled = pool(hidden, batch.attention_mask, Pooling::Mean, false);
+        let submitted = web_time::Instant::now();
+        read(pooled).await?;
+        let done = web_time::Instant::now();
+        Ok(Timing {
+            submit_ms: (submitted - start).as_secs_f64() * 1e3,
+            wait_ms: (done - submitted).as_secs_f64() * 1e3,
+        })
+    }
+}
+
+fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
+    if text.trim().is_empty() {
+        return Err(Error::Input("the text is empty".into()));
+    }
+    tokenizer.encode(text)
+}
+
+/// A loading error naming a missing head tensor, with what the task needs.
+fn with_hint(error: Error, task: &str, kind: &str) -> Error {
+    match error {
+        Error::Weights(msg) if msg.contains("is missing") => {
+            Error::Weights(format!("{msg}: {task} needs a …{kind} checkpoint"))
+        }
+        other => other,
+    }
+}
+
+async fn attention(
+    tokenizer: &Tokenizer,
+    model: &BertModel,
+    device: &Device,
+    text: &str,
+) -> Result<AttentionOutput> {
+    let encoding = encode(tokenizer, text)?;
+    let batch = Batch::new(std::slice::from_ref(&encoding), 0, device);
+    let (_, attentions) = model.forward_with_attentions(&batch);
+    let num_layers = attentions.len();
+    let [_, num_heads, seq, _] = attentions[0].dims();
+    // As few reads as BATCH_BYTES allows: every read back is a round trip to the device.
+    let layers_per_read = (BATCH_BYTES / (4 * num_heads * seq * seq)).max(1);
+    let mut weights = Vec::with_capacity(num_layers * num_heads * seq * seq);
+    let mut attentions = attentions.into_iter().peekable();
+    while attentions.peek().is_some() {
+        let layers: Vec<_> = attentions.by_ref().take(layers_per_read).collect();
+        let rows = layers.len() * num_heads * seq;
+        weights.extend(read(Tensor::cat(layers, 0).reshape([rows, seq])).await?);
+    }
+    Ok(AttentionOutput {
+        tokens: encoding.tokens,
+        offsets: encoding.offsets,
+        num_layers,
+        num_heads,
+        weights,
+        truncated: encoding.truncated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoding(len: usize) -> Encoding {
+        Encoding {
+            ids: vec![0; len],
+            token_type_ids: vec![0; len],
+            tokens: vec![String::new(); len],
+            offsets: vec![(0, 0); len],
+            special: vec![false; len],
+            truncated: false,
+        }
+    }
+
+    /// all-MiniLM-L6-v2's sizes: at most 32 texts of up to 200 tokens, 512-token texts 5 at a time; and
+    /// every batch's activations (scores of all heads included) stay within BATCH_BYTES.
+    #[test]
+    fn batches_keep_order_and_stay_under_the_byte_budget() {
+        let shape = Shape {
+            num_heads: 12,
+            width: 1536,
+            vocab_size: 30522,
+        };
+        let lengths: Vec<usize> = [vec![8; 40], vec![200; 9], vec![512; 12]].concat();
+        let sorted: Vec<(usize, Encoding)> = lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i, encoding(n)))
+            .collect();
+        let batches = batches(sorted, &shape);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [32, 17, 5, 5, 2]);
+        let order: Vec<usize> = batches.iter().flatten().map(|(i, _)| *i).collect();
+        assert_eq!(order, (0..lengths.len()).collect::<Vec<_>>());
+        for batch in &batches {
+            let seq = batch.iter().map(|(_, e)| e.ids.len()).max().unwrap();
+            let scores = 4 * batch.len() * shape.num_heads * seq * seq;
+            let inner = 4 * batch.len() * seq * shape.width;
+            assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
+        }
+    }
+}

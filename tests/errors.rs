@@ -77,7 +77,7 @@ fn config_errors_name_the_field() {
         ("not json", "not valid JSON"),
         (
             r#"{"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
-            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert, albert, electra)",
+            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert, albert, electra, mpnet)",
         ),
         (
             r#"{"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,

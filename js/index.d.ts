@@ -10,9 +10,11 @@ export interface LoadOptions {
   /** 'auto' (default): WebGPU on a GPU (with the CPU for inputs short enough that it was measured
    * faster there), the CPU without one or when the adapter is a CPU emulation (SwiftShader). */
   device?: Device;
-  /** Which weights to download: 'fp32' (model.safetensors), 'fp16' (model.fp16.safetensors, half the bytes,
-   * written by `webbert quantize --dtype fp16`), or 'auto' (default): the smallest the model directory has. */
-  dtype?: 'fp32' | 'fp16' | 'auto';
+  /** Which weights to download: 'fp32' (model.safetensors), 'fp16' (model.fp16.safetensors, half the bytes),
+   * 'q8' (model.q8.safetensors, int8 in blocks of 32 with f32 scales, 28% of the bytes), each written by
+   * `webbert quantize --dtype fp16|q8` and widened to f32 at load; or 'auto' (default): the smallest the model
+   * directory has. */
+  dtype?: 'fp32' | 'fp16' | 'q8' | 'auto';
   /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
    * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
   kernels?: 'serial' | 'tiled';

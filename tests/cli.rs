@@ -120,6 +120,8 @@ fn fill_mask_and_embed() {
             "embed",
             "--model",
             model.to_str().unwrap(),
+            "--dtype",
+            "fp32",
             "Hi",
             "--jsonl",
             "-",

@@ -192,7 +192,22 @@ fn mistyped_tensor_is_an_error() {
     t.1 = Dtype::I32;
     let err = message(load_mlm(serialize(&tensors)));
     assert!(
-        err.contains("`cls.predictions.bias` has dtype I32, expected F32, F16 or BF16"),
+        err.contains(
+            "`cls.predictions.bias` has dtype I32, expected F32, F16, BF16 (or I8 for a matrix)"
+        ),
+        "{err}"
+    );
+    // An int8 matrix needs its scales beside it (a q8 variant's `{name}_scale`).
+    let mut tensors = tiny_tensors();
+    let t = named(
+        &mut tensors,
+        "bert.encoder.layer.0.intermediate.dense.weight",
+    );
+    t.1 = Dtype::I8;
+    t.3.truncate(t.3.len() / 4);
+    let err = message(load_mlm(serialize(&tensors)));
+    assert!(
+        err.contains("tensor `bert.encoder.layer.0.intermediate.dense.weight_scale` is missing"),
         "{err}"
     );
 }

@@ -1004,3 +1004,55 @@ fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
         }
     }
 }
+
+/// The int8 variant (blocks of 32, f32 scales): a little over a quarter of the bytes, all-MiniLM-L6-v2's
+/// embeddings within the q8 guard of PyTorch's f32, the shipped fill-mask model's top-1 unchanged.
+#[test]
+fn q8_variant_keeps_embeddings_and_fill_mask() {
+    let out = std::env::temp_dir().join(format!("webbert-q8-{}", std::process::id()));
+    let device = Backend::Cpu.device().unwrap();
+    let report =
+        webbert::io::quantize::quantize(&common::minilm_dir(), &out, WeightsDtype::Q8, &device)
+            .unwrap();
+    println!("all-MiniLM-L6-v2 q8: {report:?}");
+    assert!(report.bytes * 10 <= report.original_bytes * 3);
+    assert!(report.min_cosine >= webbert::io::quantize::Q8_MIN_COSINE);
+    let files = ModelFiles::from_dir_as(&out, WeightsDtype::Q8).unwrap();
+    let embedder = Embedder::load(files, device.clone()).unwrap();
+    let rows = block_on(embedder.embed(&sentences(), Pooling::Mean, true)).unwrap();
+    let golden = Golden::open("minilm_golden.safetensors");
+    let (shape, expected) = golden.get("embedding.mean");
+    for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+        let cos = cosine(row, want);
+        println!("q8 embedding: cosine {cos:.8} to PyTorch's f32");
+        assert!(cos >= 0.999, "cosine {cos}");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+
+    let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
+    let meta: Value = serde_json::from_str(
+        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
+    )
+    .unwrap();
+    let f32_files = ModelFiles::from_dir(&dir).unwrap();
+    let q8 = f32_files.checkpoint.to_q8().unwrap();
+    let q8_files = ModelFiles::from_lookup(WeightsDtype::Q8, |name| match name {
+        "model.q8.safetensors" => Ok(Some(q8.clone())),
+        name => webbert::io::source::read_optional(&dir.join(name)),
+    })
+    .unwrap();
+    let pipeline = FillMask::load(q8_files, device).unwrap();
+    for (text, want) in meta["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(meta["fill_mask"].as_array().unwrap())
+    {
+        let got = block_on(pipeline.predict(text.as_str().unwrap(), 5)).unwrap();
+        assert_eq!(
+            got.masks[0][0].token_id as u64,
+            want[0]["token_id"].as_u64().unwrap(),
+            "{text}"
+        );
+    }
+}

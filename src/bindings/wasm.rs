@@ -372,7 +372,7 @@ impl Model {
     /// `task`: `"embeddings"`, `"fill-mask"`, `"text-classification"`, `"token-classification"` or
     /// `"question-answering"`; `source`: a base URL (string) in Hugging Face layout, or an
     /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
-    /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, or the smallest there is),
+    /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, `'q8'`, or the smallest there is),
     /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
     /// comparing them on one GPU), `stallTimeout` the milliseconds a download may receive nothing.
     pub async fn load(

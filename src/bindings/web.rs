@@ -407,7 +407,7 @@ async fn fetch_files(
             return Ok(());
         }
     }
-    if dtype != WeightsDtype::Fp16 {
+    if !dtype.is_variant() {
         fetcher
             .into(files, to_cache, &["model.safetensors.index.json"])
             .await?;

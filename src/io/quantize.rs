@@ -1,5 +1,6 @@
-//! Smaller weights for download (`webbert quantize`): the f16 variant of a model, written beside its
-//! files only if its sentence embeddings stay within [`FP16_MIN_COSINE`] of the original's.
+//! Smaller weights for download (`webbert quantize`): the f16 or int8 variant of a model, written beside
+//! its files only if its sentence embeddings stay within [`FP16_MIN_COSINE`] or [`Q8_MIN_COSINE`] of the
+//! original's.
 
 use std::path::Path;
 
@@ -7,12 +8,14 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::io::source::{FP16_WEIGHTS, ModelFiles, WeightsDtype};
+use crate::io::source::{FP16_WEIGHTS, ModelFiles, Q8_WEIGHTS, WeightsDtype};
 use crate::model::heads::Pooling;
 use crate::pipelines::Embedder;
 
 /// The least cosine between a sentence's f16 and f32 embeddings that the f16 variant may have.
 pub const FP16_MIN_COSINE: f32 = 0.9999;
+/// The same for the int8 variant (transformers.js' q8 reached 0.986-0.996 in our measurements).
+pub const Q8_MIN_COSINE: f32 = 0.999;
 
 /// What the guard embeds: short and long, plain and odd (numbers, accents, CJK, code, a mask).
 pub const GUARD_SENTENCES: [&str; 10] = [
@@ -44,19 +47,33 @@ pub struct Report {
 /// another folder). Refused, with nothing written, if the guard's cosine falls below
 /// [`FP16_MIN_COSINE`].
 pub fn quantize_fp16(model: &Path, out: &Path, device: &Device) -> Result<Report> {
+    quantize(model, out, WeightsDtype::Fp16, device)
+}
+
+/// Writes the `dtype` variant (`Fp16` or `Q8`) of the model in `model` into `out` (copying its other files
+/// when `out` is another folder); refused, with nothing written, below the guard's cosine.
+pub fn quantize(model: &Path, out: &Path, dtype: WeightsDtype, device: &Device) -> Result<Report> {
     let io = |path: &Path, e: std::io::Error| Error::Io(format!("{}: {e}", path.display()));
     let original = ModelFiles::from_dir(model)?;
     let original_bytes = original.checkpoint.byte_len();
-    let bytes = original.checkpoint.to_f16()?;
-    let variant = ModelFiles::from_lookup(WeightsDtype::Fp16, |name| match name {
-        FP16_WEIGHTS => Ok(Some(bytes.clone())),
-        name => crate::io::source::read_optional(&model.join(name)),
+    let (name, bytes, least) = match dtype {
+        WeightsDtype::Fp16 => (FP16_WEIGHTS, original.checkpoint.to_f16()?, FP16_MIN_COSINE),
+        WeightsDtype::Q8 => (Q8_WEIGHTS, original.checkpoint.to_q8()?, Q8_MIN_COSINE),
+        other => {
+            return Err(Error::Input(format!(
+                "--dtype must be fp16 or q8, not {other:?}"
+            )));
+        }
+    };
+    let variant = ModelFiles::from_lookup(dtype, |file| match file {
+        file if file == name => Ok(Some(bytes.clone())),
+        file => crate::io::source::read_optional(&model.join(file)),
     })?;
     let min_cosine = min_cosine(original, variant, device)?;
-    if min_cosine < FP16_MIN_COSINE {
+    if min_cosine < least {
         return Err(Error::Weights(format!(
-            "the f16 weights' embeddings reach a cosine of only {min_cosine} to the original's \
-             (at least {FP16_MIN_COSINE} is needed): keep this model in f32"
+            "the {name} weights' embeddings reach a cosine of only {min_cosine} to the original's \
+             (at least {least} is needed): keep this model in higher precision"
         )));
     }
     std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
@@ -72,7 +89,7 @@ pub fn quantize_fp16(model: &Path, out: &Path, device: &Device) -> Result<Report
             }
         }
     }
-    let file = out.join(FP16_WEIGHTS);
+    let file = out.join(name);
     std::fs::write(&file, &bytes).map_err(|e| io(&file, e))?;
     Ok(Report {
         file: file.display().to_string(),

@@ -18,19 +18,23 @@ pub enum TokenizerFiles {
 }
 
 /// Which weights to load from a model directory: `model.safetensors` (or its index and shards) as the
-/// model was published, or `model.fp16.safetensors` beside it (written by `webbert quantize --dtype fp16`,
-/// which refuses a variant whose embeddings stray from the original's: half the download, widened to f32
-/// at load). `Auto` takes the smallest the directory has.
+/// model was published, or a variant beside it written by `webbert quantize`, which refuses one whose
+/// embeddings stray from the original's: `model.fp16.safetensors` (half the download) or
+/// `model.q8.safetensors` (int8 matrices with per-row scales, a quarter), each widened to f32 at load.
+/// `Auto` takes the smallest the directory has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightsDtype {
     Fp32,
     Fp16,
+    Q8,
     #[default]
     Auto,
 }
 
 /// The file name of the f16 variant.
 pub const FP16_WEIGHTS: &str = "model.fp16.safetensors";
+/// The file name of the int8 variant.
+pub const Q8_WEIGHTS: &str = "model.q8.safetensors";
 
 impl WeightsDtype {
     /// Single-file weights to look for, in order of preference; `Fp32` and `Auto` then try an index.
@@ -38,8 +42,14 @@ impl WeightsDtype {
         match self {
             WeightsDtype::Fp32 => &["model.safetensors"],
             WeightsDtype::Fp16 => &[FP16_WEIGHTS],
-            WeightsDtype::Auto => &[FP16_WEIGHTS, "model.safetensors"],
+            WeightsDtype::Q8 => &[Q8_WEIGHTS],
+            WeightsDtype::Auto => &[Q8_WEIGHTS, FP16_WEIGHTS, "model.safetensors"],
         }
+    }
+
+    /// A variant `webbert quantize` writes (no shards).
+    pub fn is_variant(self) -> bool {
+        matches!(self, WeightsDtype::Fp16 | WeightsDtype::Q8)
     }
 }
 
@@ -49,9 +59,10 @@ impl std::str::FromStr for WeightsDtype {
         match s {
             "fp32" => Ok(WeightsDtype::Fp32),
             "fp16" => Ok(WeightsDtype::Fp16),
+            "q8" => Ok(WeightsDtype::Q8),
             "auto" => Ok(WeightsDtype::Auto),
             other => Err(Error::Input(format!(
-                "dtype must be \"fp32\", \"fp16\" or \"auto\", not {other:?}"
+                "dtype must be \"fp32\", \"fp16\", \"q8\" or \"auto\", not {other:?}"
             ))),
         }
     }
@@ -215,9 +226,13 @@ impl ModelFiles {
         }
         let checkpoint = match single {
             Some(bytes) => Checkpoint::from_safetensors(bytes)?,
-            None if dtype == WeightsDtype::Fp16 => {
+            None if dtype.is_variant() => {
+                let (file, flag) = match dtype {
+                    WeightsDtype::Q8 => (Q8_WEIGHTS, "q8"),
+                    _ => (FP16_WEIGHTS, "fp16"),
+                };
                 return Err(Error::Io(format!(
-                    "{FP16_WEIGHTS} is missing (`webbert quantize --dtype fp16` writes it)"
+                    "{file} is missing (`webbert quantize --dtype {flag}` writes it)"
                 )));
             }
             None => {

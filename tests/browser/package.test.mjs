@@ -376,7 +376,7 @@ describe('with WebGPU', () => {
       return events;
     }, MINILM);
     assert.equal(server.requests.filter((r) => r.startsWith(MINILM)).length, before);
-    assert.ok(progress.some((p) => p.file === 'model.fp16.safetensors' && p.loaded === p.total)); // 'auto': the f16 variant
+    assert.ok(progress.some((p) => p.file === 'model.q8.safetensors' && p.loaded === p.total)); // 'auto': the int8 variant
   });
 
   test('a model file refused once is not kept: the fixed server is fetched again', async () => {
@@ -583,7 +583,7 @@ describe('long calls and slow servers', () => {
     assert.ok(out.huge <= 1e-6, `a huge text differs from its first 512 tokens by ${out.huge}`);
   });
 
-  test("dtype picks which weights are downloaded: 'auto' the f16 variant when there is one", async () => {
+  test("dtype picks which weights are downloaded: 'auto' the smallest variant there is", async () => {
     // tiny-mlm-f16's files, its weights as the f16 variant, and tiny-mlm's (same shapes) as model.safetensors.
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'webbert-dtype-'));
     const f16 = path.join(FIXTURES, 'tiny-mlm-f16');
@@ -607,7 +607,8 @@ describe('long calls and slow servers', () => {
         return masks[0][0].tokenId;
       }, [dtype, fixture.texts[0]]);
       assert.equal(await top('auto'), fixture.fill_mask[0][0][0].token_id);
-      assert.deepEqual(fetched(), ['/variants/model.fp16.safetensors']);
+      // No q8 variant here: its 404 is asked once, then the f16 one.
+      assert.deepEqual(fetched(), ['/variants/model.q8.safetensors', '/variants/model.fp16.safetensors']);
       assert.equal(await top('fp16'), fixture.fill_mask[0][0][0].token_id);
       assert.deepEqual(fetched(), []); // from Cache Storage
       await top('fp32');
@@ -615,7 +616,7 @@ describe('long calls and slow servers', () => {
       const bad = await page.evaluate(async () => {
         try { await webbert.FillMask.load('/variants/', { dtype: 'int4' }); return 'no error'; } catch (e) { return e.message; }
       });
-      assert.match(bad, /dtype must be "fp32", "fp16" or "auto", not "int4"/);
+      assert.match(bad, /dtype must be "fp32", "fp16", "q8" or "auto", not "int4"/);
     } finally {
       variants.close();
       fs.rmSync(dir, { recursive: true, force: true });

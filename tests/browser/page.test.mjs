@@ -123,10 +123,10 @@ test('a consumer project installs the npm tarball and runs it', async () => {
     await page.waitForFunction(() => document.title === 'done', null, { timeout: 120_000 });
     const { backend, row } = await page.evaluate(() => window.result);
     assert.equal(backend, 'cpu');
-    // The defaults download the f16 variant setup wrote: within its guard of PyTorch's f32.
+    // The defaults download the int8 variant setup wrote: within its guard of PyTorch's f32.
     const want = golden('minilm_golden.safetensors')['embedding.mean'].data.slice(2 * 384, 3 * 384);
     const cosine = row.reduce((sum, v, i) => sum + v * want[i], 0);
-    assert.ok(cosine >= 0.9999, `cosine ${cosine}`);
+    assert.ok(cosine >= 0.999, `cosine ${cosine}`);
   } finally {
     server.close();
     fs.rmSync(work, { recursive: true, force: true });

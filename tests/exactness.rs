@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Golden, TARGETS, Target, block_on, cosine, max_abs_diff};
+use common::{Golden, TARGETS, Target, block_on, cosine, floats, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
 use webbert::{
@@ -14,10 +14,7 @@ use webbert::{
 const TOLERANCE: f32 = 1e-4;
 
 fn sentences() -> Vec<String> {
-    let json: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("minilm_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let json: Value = common::golden_json("minilm");
     json["sentences"]
         .as_array()
         .unwrap()
@@ -172,10 +169,7 @@ fn minilm_attention_probabilities() {
 
 fn tiny(name: &str, target: Target) {
     let golden = Golden::open(&format!("{name}_golden.safetensors"));
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = common::golden_json(name);
     let pipeline = FillMask::load(
         ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
         target.device(),
@@ -242,10 +236,7 @@ fn shipped_fill_mask_model_matches_transformers() {
         "{} is missing: run scripts/setup.sh",
         dir.display()
     );
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value = common::golden_json("minilm-l6-mlm");
     let pipeline = FillMask::load(
         ModelFiles::from_dir(&dir).unwrap(),
         Backend::Cpu.device().unwrap(),
@@ -528,10 +519,7 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value = common::golden_json("minilm-l6-mlm");
     let f32_files = ModelFiles::from_dir(&dir).unwrap();
     let f16 = f32_files.checkpoint.to_f16().unwrap();
     let f16_files = ModelFiles::from_lookup(WeightsDtype::Fp16, |name| match name {
@@ -592,10 +580,7 @@ fn tiny_distilbert_masked_lm() {
 /// A sequence classifier against the model's logits and transformers' `text-classification` pipeline:
 /// single texts and pairs, each alone and all in one padded call; the reranker's scores too.
 fn classifier(name: &str, target: Target) {
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = common::golden_json(name);
     let pipeline = Classifier::load(
         ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
         target.device(),
@@ -609,13 +594,6 @@ fn classifier(name: &str, target: Target) {
         .iter()
         .map(|case| (case["text"].as_str().unwrap(), case["text_pair"].as_str()))
         .collect();
-    let floats = |v: &Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
     let together = target.run(|| block_on(pipeline.logits(&inputs)).unwrap());
     let labels = pipeline.model.classifier.labels.len();
     let all = target.run(|| block_on(pipeline.classify(&inputs, labels)).unwrap());
@@ -750,10 +728,7 @@ fn sentence_transformers_modules_set_the_default_pooling() {
 /// A token classifier against its logits and transformers' `token-classification` pipeline, with
 /// aggregation `none` and `simple` (entities, scores, words, character offsets).
 fn token_classifier(name: &str, target: Target) {
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = common::golden_json(name);
     let pipeline = TokenClassifier::load(
         ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
         target.device(),
@@ -827,22 +802,12 @@ fn tiny_roberta_token_classification() {
 /// Extractive QA against transformers' `question-answering` pipeline: start/end logits, the best answer
 /// and the top 3 (scores, character spans widened to words), and a context split into overlapping chunks.
 fn question_answerer(name: &str, target: Target) {
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join(format!("{name}_golden.json"))).unwrap(),
-    )
-    .unwrap();
+    let meta = common::golden_json(name);
     let pipeline = QuestionAnswerer::load(
         ModelFiles::from_dir(&common::fixtures().join(name)).unwrap(),
         target.device(),
     )
     .unwrap();
-    let floats = |v: &Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
     let check = |got: &[webbert::Answer], want: &[Value], what: &str| {
         assert_eq!(got.len(), want.len(), "{name} {what}");
         for (got, want) in got.iter().zip(want) {
@@ -966,10 +931,7 @@ fn tiny_electra_generator_and_classifier() {
 #[test]
 fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
     let golden = Golden::open("tiny-mpnet_golden.safetensors");
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("tiny-mpnet_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value = common::golden_json("tiny-mpnet");
     let sentences: Vec<String> = meta["sentences"]
         .as_array()
         .unwrap()
@@ -1030,10 +992,7 @@ fn q8_variant_keeps_embeddings_and_fill_mask() {
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
-    let meta: Value = serde_json::from_str(
-        &std::fs::read_to_string(common::fixtures().join("minilm-l6-mlm_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: Value = common::golden_json("minilm-l6-mlm");
     let f32_files = ModelFiles::from_dir(&dir).unwrap();
     let q8 = f32_files.checkpoint.to_q8().unwrap();
     let q8_files = ModelFiles::from_lookup(WeightsDtype::Q8, |name| match name {

@@ -81,6 +81,22 @@ impl Golden {
     }
 }
 
+/// `tests/fixtures/{name}_golden.json`.
+pub fn golden_json(name: &str) -> serde_json::Value {
+    let path = fixtures().join(format!("{name}_golden.json"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// A JSON array of numbers as f32.
+pub fn floats(value: &serde_json::Value) -> Vec<f32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()

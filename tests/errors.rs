@@ -632,6 +632,43 @@ mod fuzz {
                 Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
             }
         }
+
+        /// Any text through the task heads (byte-level BPE where offsets are hardest): a pair classified,
+        /// entities and answers whose character offsets lie in the text and give their words, or an input
+        /// error.
+        #[test]
+        fn any_text_through_the_task_heads(text in text(), other in text()) {
+            let files = |name: &str| ModelFiles::from_dir(&common::fixtures().join(name)).unwrap();
+            let device = || Backend::Cpu.device().unwrap();
+            let chars: Vec<char> = text.chars().collect();
+            let classifier = webbert::Classifier::load(files("tiny-roberta-cls"), device()).unwrap();
+            match common::block_on(classifier.classify(&[(&text, Some(&other))], 2)) {
+                Ok(labels) => prop_assert_eq!(labels[0].len(), 2),
+                Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
+            }
+            let tagger = webbert::TokenClassifier::load(files("tiny-roberta-ner"), device()).unwrap();
+            for aggregation in [webbert::Aggregation::None, webbert::Aggregation::Simple] {
+                match common::block_on(tagger.entities(&text, aggregation)) {
+                    Ok(entities) => {
+                        for e in entities {
+                            prop_assert!(e.start <= e.end && e.end <= chars.len(), "{e:?}");
+                        }
+                    }
+                    Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
+                }
+            }
+            let reader = webbert::QuestionAnswerer::load(files("tiny-roberta-qa"), device()).unwrap();
+            let options = webbert::QaOptions { top_k: 3, ..webbert::QaOptions::new(reader.tokenizer.max_len()) };
+            match common::block_on(reader.answer(&other, &text, &options)) {
+                Ok(answers) => {
+                    for a in answers {
+                        prop_assert!(a.start <= a.end && a.end <= chars.len(), "{a:?}");
+                        prop_assert_eq!(&a.answer, &chars[a.start..a.end].iter().collect::<String>());
+                    }
+                }
+                Err(e) => prop_assert!(matches!(e, Error::Input(_)), "{e}"),
+            }
+        }
     }
 }
 
@@ -696,4 +733,28 @@ fn sentence_transformers_modules_errors() {
         err.starts_with("config error: modules.json:") || err.contains("modules.json:"),
         "{err}"
     );
+}
+
+/// A question that leaves a chunk too little room for the context beside the stride (the fuzzer found
+/// that `tokenizers` panics there) is an input error, and the pipeline stays usable.
+#[test]
+fn a_question_too_long_for_its_chunks_is_an_input_error() {
+    let dir = common::fixtures().join("tiny-distilbert-qa");
+    let reader = webbert::QuestionAnswerer::load(
+        ModelFiles::from_dir(&dir).unwrap(),
+        Backend::Cpu.device().unwrap(),
+    )
+    .unwrap();
+    let options = webbert::QaOptions::new(reader.tokenizer.max_len());
+    let question = "the ".repeat(30);
+    let err = common::block_on(reader.answer(&question, "John went home.", &options)).unwrap_err();
+    assert!(matches!(err, Error::Input(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the question takes 30 of the 64 tokens a chunk holds, leaving 31"),
+        "{err}"
+    );
+    let answers =
+        common::block_on(reader.answer("Who went home?", "John went home.", &options)).unwrap();
+    assert!(!answers.is_empty());
 }

@@ -9,7 +9,9 @@ use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::bert::BertProcessing;
-use tokenizers::{AddedToken, Decoder, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    AddedToken, Decoder, PostProcessor, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{Error, Result};
 use basic::BasicTokenizer;
@@ -261,6 +263,23 @@ impl Tokenizer {
                     text.len()
                 )));
             }
+        }
+        // What a chunk leaves the context must exceed the stride (`tokenizers` panics otherwise).
+        let question_tokens = self
+            .inner
+            .encode_char_offsets(question, false)
+            .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?
+            .len();
+        let specials = self
+            .inner
+            .get_post_processor()
+            .map_or(0, |p| p.added_tokens(true));
+        let room = max_len.saturating_sub(question_tokens + specials);
+        if room <= stride {
+            return Err(Error::Input(format!(
+                "the question takes {question_tokens} of the {max_len} tokens a chunk holds, leaving {room} for \
+                 the context, which must be more than docStride ({stride}): shorten the question or the stride"
+            )));
         }
         let mut inner = self.inner.clone();
         inner

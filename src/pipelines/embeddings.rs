@@ -13,7 +13,7 @@ use crate::tokenizer::Encoding;
 pub type Embedder = Pipeline<BertModel>;
 
 impl Embedder {
-    /// The encoder of any BERT checkpoint (heads ignored).
+    /// The encoder of any supported checkpoint (heads ignored).
     pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
         Self::load_from(&files, device)
     }

@@ -35,7 +35,7 @@ pub struct FillMaskOutput {
 }
 
 impl FillMask {
-    /// A `BertForMaskedLM` checkpoint (`cls.predictions.*` required).
+    /// A `*ForMaskedLM` checkpoint (its MLM head required: `cls.predictions.*`, `lm_head.*`, …).
     pub fn load(files: ModelFiles, device: Device) -> Result<Self> {
         Self::load_from(&files, device)
     }

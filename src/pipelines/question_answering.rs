@@ -170,9 +170,10 @@ impl QuestionAnswerer {
                     _ => (span.encoding.offsets[s].0, span.encoding.offsets[e].1),
                 };
                 let answer: String = chars[from..to].iter().collect();
+                let key = answer.to_lowercase();
                 let same = answers
                     .iter_mut()
-                    .find(|a: &&mut Answer| a.answer.to_lowercase() == answer.to_lowercase());
+                    .find(|a: &&mut Answer| a.answer.to_lowercase() == key);
                 match same {
                     Some(same) => same.score += score,
                     None => answers.push(Answer {

@@ -96,14 +96,10 @@ impl TokenClassifier {
             .filter(|(i, _)| !encoding.special[*i])
             .map(|(i, row)| {
                 let scores = scores(row, ScoreFunction::Softmax);
-                let (best, score) =
-                    scores
-                        .iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::NEG_INFINITY),
-                            |b, (j, &s)| if s > b.1 { (j, s) } else { b },
-                        );
+                // The first of equal bests, as numpy's argmax.
+                let best =
+                    (0..scores.len()).fold(0, |b, j| if scores[j] > scores[b] { j } else { b });
+                let score = scores[best];
                 let (start, end) = encoding.offsets[i];
                 // An unknown token reads as the text it stands for.
                 let word = match Some(encoding.ids[i]) == unk {
@@ -144,15 +140,9 @@ impl TokenClassifier {
         };
         let mut runs: Vec<Vec<Entity>> = Vec::new();
         for token in tokens {
+            let (begins, kind) = tag(&token);
             match runs.last_mut() {
-                Some(run)
-                    if {
-                        let (begins, kind) = tag(&token);
-                        !begins && kind == tag(&run[run.len() - 1]).1
-                    } =>
-                {
-                    run.push(token)
-                }
+                Some(run) if !begins && tag(&run[run.len() - 1]).1 == kind => run.push(token),
                 _ => runs.push(vec![token]),
             }
         }

@@ -48,6 +48,10 @@ pub struct Tokenizer {
     basic: Option<BasicTokenizer>,
     /// `[MASK]` (BERT) or `<mask>` (RoBERTa), and its id.
     mask: Option<(String, u32)>,
+    /// `[CLS]` or `<s>`.
+    cls_id: Option<u32>,
+    /// `[UNK]` or `<unk>`.
+    unk_id: Option<u32>,
     /// Whether encodings carry segment ids; models without segments (RoBERTa, DistilBERT) read 0s.
     segments: bool,
     max_len: usize,
@@ -199,11 +203,15 @@ impl Tokenizer {
         inner.with_padding(None);
         truncate(&mut inner, max_len)?;
         let mask = special_token(&inner, &["[MASK]", "<mask>"]);
+        let id = |candidates| special_token(&inner, candidates).map(|(_, id)| id);
+        let (cls_id, unk_id) = (id(&["[CLS]", "<s>"]), id(&["[UNK]", "<unk>"]));
         let largest_id = inner.get_vocab(true).into_values().max().unwrap_or(0);
         Ok(Self {
             basic: BasicTokenizer::of(&inner),
             inner,
             mask,
+            cls_id,
+            unk_id,
             segments: true,
             max_len,
             largest_id,
@@ -396,12 +404,12 @@ impl Tokenizer {
 
     /// `[CLS]` or `<s>`.
     pub fn cls_token_id(&self) -> Option<u32> {
-        special_token(&self.inner, &["[CLS]", "<s>"]).map(|(_, id)| id)
+        self.cls_id
     }
 
     /// `[UNK]` or `<unk>`.
     pub fn unk_token_id(&self) -> Option<u32> {
-        special_token(&self.inner, &["[UNK]", "<unk>"]).map(|(_, id)| id)
+        self.unk_id
     }
 
     /// Text back from ids, WordPiece pieces joined (as `tokenizer.decode`).

@@ -23,6 +23,7 @@ use crate::model::heads::{
 };
 use crate::model::layer::BertLayer;
 use crate::model::position_bias::RelativePositionBias;
+use crate::ops::linear::q8_scheme;
 
 struct Shard {
     name: String,
@@ -158,8 +159,8 @@ impl Checkpoint {
         self.shards.iter().any(|s| s.metadata.info(name).is_some())
     }
 
-    /// The tensor `name` as f32 values, after checking it has `shape`; int8 tensors times their row scales.
-    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    /// The dtype and bytes of tensor `name`, after checking it has `shape`.
+    fn locate(&self, name: &str, shape: &[usize]) -> Result<(Dtype, &[u8])> {
         let (shard, info) = self
             .shards
             .iter()
@@ -174,8 +175,30 @@ impl Checkpoint {
             )));
         }
         let start = 8 + shard.header_len;
-        let bytes = &shard.bytes[start + info.data_offsets.0..start + info.data_offsets.1];
-        let values: Vec<f32> = match info.dtype {
+        Ok((
+            info.dtype,
+            &shard.bytes[start + info.data_offsets.0..start + info.data_offsets.1],
+        ))
+    }
+
+    /// An int8 matrix `name` of `shape` as it is stored, with its block scales (`[rows, columns /
+    /// Q8_BLOCK]`); `None` if it is stored as floats, or its rows are not whole blocks.
+    fn read_q8(&self, name: &str, shape: [usize; 2]) -> Result<Option<(Vec<i8>, Vec<f32>)>> {
+        let (dtype, bytes) = self.locate(name, &shape)?;
+        if dtype != Dtype::I8 || !shape[1].is_multiple_of(Q8_BLOCK) {
+            return Ok(None);
+        }
+        let scales = self.read(
+            &format!("{name}{Q8_SCALE}"),
+            &[shape[0], shape[1] / Q8_BLOCK],
+        )?;
+        Ok(Some((bytes.iter().map(|&q| q as i8).collect(), scales)))
+    }
+
+    /// The tensor `name` as f32 values, after checking it has `shape`; int8 tensors times their row scales.
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let (dtype, bytes) = self.locate(name, shape)?;
+        let values: Vec<f32> = match dtype {
             Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -506,6 +529,51 @@ impl Loader<'_> {
         ))
     }
 
+    /// Whether a q8 checkpoint's Linear weights stay int8 ([`q8_scheme`]): on the browser's CPU path,
+    /// whose one thread multiplies them as they are. Elsewhere they are widened to f32 here: on WebGPU
+    /// (no int8 kernel yet), and natively, where flex's f32 gemm on every core is faster.
+    fn int8(&self) -> bool {
+        cfg!(target_arch = "wasm32") && *self.device == Device::flex()
+    }
+
+    /// [`Tensors::linears`] from int8 parts, kept int8 in burn's block quantisation: `None` if a part is
+    /// stored as floats. The `[out, in]` parts are transposed with their scales, blocks staying along
+    /// `in`.
+    fn q8_linears(&self, prefixes: &[String], d_in: usize, d_out: usize) -> Result<Option<Linear>> {
+        let mut parts = Vec::with_capacity(prefixes.len());
+        for prefix in prefixes {
+            let Some(weight) = self
+                .checkpoint
+                .read_q8(&format!("{prefix}.weight"), [d_out, d_in])?
+            else {
+                return Ok(None);
+            };
+            let bias = self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?;
+            parts.push((weight, bias));
+        }
+        let (width, blocks) = (prefixes.len() * d_out, d_in / Q8_BLOCK);
+        let mut values = vec![0i8; d_in * width];
+        let mut scales = vec![0f32; blocks * width];
+        let mut bias = Vec::with_capacity(width);
+        for (n, ((part, part_scales), part_bias)) in parts.into_iter().enumerate() {
+            for o in 0..d_out {
+                let column = n * d_out + o;
+                for i in 0..d_in {
+                    values[i * width + column] = part[o * d_in + i];
+                }
+                for b in 0..blocks {
+                    scales[b * width + column] = part_scales[o * blocks + b];
+                }
+            }
+            bias.extend(part_bias);
+        }
+        let data = TensorData::quantized(values, [d_in, width], q8_scheme(), &scales, None);
+        Ok(Some(Linear {
+            weight: Param::from_tensor(Tensor::from_data(data, self.device)),
+            bias: Some(self.param(bias, [width])),
+        }))
+    }
+
     /// The encoder's prefix (`"bert."`) if the checkpoint is a task model's, `""` if a bare encoder's.
     fn encoder_prefix(&self, config: &BertConfig) -> &'static str {
         let names = Layout::of(config.architecture);
@@ -564,6 +632,11 @@ impl Tensors for Loader<'_> {
         d_out: usize,
         _: Option<&Linear>,
     ) -> Result<Linear> {
+        if self.int8()
+            && let Some(linear) = self.q8_linears(prefixes, d_in, d_out)?
+        {
+            return Ok(linear);
+        }
         // Every part read (and its shape checked against the file) before the sizes from config.json
         // allocate anything.
         let parts = prefixes

@@ -12,12 +12,12 @@
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::linear::{LinearBackend, tiled_sums};
+use super::linear::{LinearBackend, affine, tiled_sums};
 use super::{KernelShape, empty_like, placeholder, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
@@ -429,10 +429,16 @@ pub fn dense_add_norm(
         Some(bias) => bias.val(),
         None => Tensor::zeros([hidden], &input.device()),
     };
+    let weight = dense.weight.val();
+    if let DType::QFloat(_) = weight.dtype() {
+        // Int8 weights (a q8 model on the CPU) go through their own Linear kernel.
+        let dense = affine(input, weight, bias, false).reshape([batch, seq, hidden]);
+        return add_norm(layer_norm, epsilon, dense, residual);
+    }
     let beta = beta(layer_norm, &input);
     Tensor::<2>::from_dispatch(Dispatch::dense_add_norm(
         input.into_dispatch(),
-        dense.weight.val().into_dispatch(),
+        weight.into_dispatch(),
         bias.into_dispatch(),
         residual.reshape([batch * seq, hidden]).into_dispatch(),
         layer_norm.gamma.val().into_dispatch(),

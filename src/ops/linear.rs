@@ -10,17 +10,20 @@
 //! own ops, so training is unchanged.
 
 use burn::backend::TensorMetadata;
-use burn::backend::tensor::FloatTensor;
+use burn::backend::ops::QTensorOps;
+use burn::backend::tensor::{FloatTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
-use burn::tensor::{DType, Shape, Tensor, TensorData};
+use burn::tensor::quantization::{QuantScheme, QuantStore, QuantValue, ScaleDtype};
+use burn::tensor::{DType, FloatDType, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
-use burn_flex::FlexTensor;
+use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::{CubeCount, CubeDim};
 
 use super::{KernelShape, empty_like, placeholder, storage};
 
+use super::cpu::q8::{BLOCK as Q8_BLOCK, Q8Matrix};
 use super::cpu::{self, Epilogue, Matrix};
 
 /// Rows and columns of output each invocation computes. Measured on SwiftShader at 1×128 (Linear kernels'
@@ -41,6 +44,27 @@ pub trait LinearBackend: Backend {
     ) -> FloatTensor<Self> {
         composed::<Self>(input, weight, bias, gelu)
     }
+
+    /// The same with int8 weights (a q8 model on the CPU): burn's block quantisation, one scale per
+    /// [`Q8_BLOCK`] values of a column. Elsewhere the weight is widened for the call.
+    fn q8_linear(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        gelu: bool,
+    ) -> FloatTensor<Self> {
+        let weight = Self::dequantize(weight, FloatDType::F32);
+        composed::<Self>(input, weight, bias, gelu)
+    }
+}
+
+/// How a q8 model's Linear weights are held on the CPU: int8 with an f32 scale per block of
+/// [`Q8_BLOCK`] rows of a column (the `in` axis, along which the products are summed).
+pub fn q8_scheme() -> QuantScheme {
+    QuantScheme::default()
+        .with_value(QuantValue::Q8S)
+        .with_store(QuantStore::Native)
+        .per_block([Q8_BLOCK as u8, 1], ScaleDtype::F32)
 }
 
 /// The same with burn's own ops (autodiff, and shapes or dtypes our kernels do not take).
@@ -69,6 +93,59 @@ impl LinearBackend for Flex {
         }
         composed::<Self>(input, weight, bias, gelu)
     }
+
+    fn q8_linear(
+        input: FlexTensor,
+        weight: FlexQTensor,
+        bias: FlexTensor,
+        gelu: bool,
+    ) -> FlexTensor {
+        if let Some(output) = flex_q8_linear(&input, &weight, &bias, gelu) {
+            return output;
+        }
+        composed::<Self>(input, Self::dequantize(weight, FloatDType::F32), bias, gelu)
+    }
+}
+
+/// [`cpu::q8::gemm_q8`] when the weight is a contiguous `[in, out]` in [`q8_scheme`] and the rest f32;
+/// `None` otherwise.
+fn flex_q8_linear(
+    input: &FlexTensor,
+    weight: &FlexQTensor,
+    bias: &FlexTensor,
+    gelu: bool,
+) -> Option<FlexTensor> {
+    let values = weight.tensor();
+    if weight.dtype() != DType::QFloat(q8_scheme())
+        || [input, bias].iter().any(|t| t.dtype() != DType::F32)
+        || !values.layout().is_contiguous()
+    {
+        return None;
+    }
+    let ([rows, depth], [_, cols]) = (input.shape().dims(), values.shape().dims());
+    let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
+    let input = Matrix {
+        data: input.as_slice::<f32>()?,
+        row_stride: depth,
+    };
+    let weight = Q8Matrix {
+        values: &values.storage::<i8>()[values.layout().start_offset()..],
+        scales: weight.scales(),
+    };
+    let mut output = vec![0.0; rows * cols];
+    let epilogue = Epilogue {
+        bias: Some(bias.as_slice::<f32>()?),
+        gelu,
+    };
+    cpu::q8::gemm_q8(
+        (rows, cols, depth),
+        input,
+        weight,
+        &mut output,
+        cols,
+        epilogue,
+    );
+    Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
 }
 
 /// [`cpu::gemm`] when everything is f32 and the weight's rows are contiguous (not the tied
@@ -633,12 +710,11 @@ pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> T
 /// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a
 /// transposed view, `bias` `[out]`.
 pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) -> Tensor<2> {
-    Tensor::from_dispatch(Dispatch::linear(
-        input.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-        gelu,
-    ))
+    let (input, bias) = (input.into_dispatch(), bias.into_dispatch());
+    Tensor::from_dispatch(match weight.dtype() {
+        DType::QFloat(_) => Dispatch::q8_linear(input, weight.into_dispatch(), bias, gelu),
+        _ => Dispatch::linear(input, weight.into_dispatch(), bias, gelu),
+    })
 }
 
 #[cfg(test)]
@@ -669,5 +745,30 @@ mod tests {
         // A transposed view (the tied decoder) is left to burn's matmul.
         let transposed = tensor([35, 40], 3.0).transpose(0, 1);
         assert!(flex_linear(&input, &transposed, &bias, false).is_none());
+    }
+
+    /// The int8 kernel through its flex glue, against burn's own widening of the same quantised tensor:
+    /// the scales must be where burn's block layout puts them.
+    #[test]
+    fn flex_q8_linear_matches_burn_dequantized() {
+        let (rows, depth, cols) = (7, 64, 24);
+        let input = tensor([rows, depth], 1.0);
+        let values: Vec<i8> = (0..depth * cols)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let scales: Vec<f32> = (0..depth / Q8_BLOCK * cols)
+            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+            .collect();
+        let data = TensorData::quantized(values, [depth, cols], q8_scheme(), &scales, None);
+        let weight = Flex::q_from_data(data, &Default::default());
+        let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
+        for gelu in [false, true] {
+            let got = flex_q8_linear(&input, &weight, &bias, gelu).expect("q8 weight");
+            let widened = Flex::dequantize(weight.clone(), FloatDType::F32);
+            let want = composed::<Flex>(input.clone(), widened, bias.clone(), gelu);
+            let diff = cpu::max_abs_diff(got, want);
+            // Only the activations' 16-bit rounding differs: ≤ Σ|w| · max|x| / 32767 / 2 ≈ 2e-4 here.
+            assert!(diff < 5e-4, "gelu={gelu}: max diff {diff}");
+        }
     }
 }

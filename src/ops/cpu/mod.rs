@@ -10,6 +10,9 @@
 //! natively). The shipped .wasm is built at opt-level z, which inlines only what is forced and unrolls
 //! nothing: hence `#[inline(always)]` throughout and the macros that write the row loops out.
 
+mod lanes;
+pub mod q8;
+
 pub use lanes::F32x4;
 
 /// Output rows per micro-kernel call (`block4`): 4 rows × 8 columns is 8 accumulators, which with the
@@ -397,145 +400,6 @@ pub fn self_attention(
         }
     }
     context
-}
-
-/// Four f32 lanes, every operation forced inline: the shipped .wasm is built at opt-level z, where
-/// LLVM would otherwise leave even a one-instruction wrapper as a call inside the hot loops.
-mod lanes {
-    #[cfg(target_arch = "wasm32")]
-    use core::arch::wasm32::*;
-
-    #[derive(Clone, Copy)]
-    pub struct F32x4(
-        #[cfg(target_arch = "wasm32")] v128,
-        #[cfg(not(target_arch = "wasm32"))] [f32; 4],
-    );
-
-    #[cfg(target_arch = "wasm32")]
-    impl F32x4 {
-        #[inline(always)]
-        pub fn splat(x: f32) -> Self {
-            Self(f32x4_splat(x))
-        }
-        /// # Safety
-        /// `p` must point at four readable floats.
-        #[inline(always)]
-        pub unsafe fn load(p: *const f32) -> Self {
-            Self(unsafe { v128_load(p as *const v128) })
-        }
-        /// # Safety
-        /// `p` must point at four writable floats.
-        #[inline(always)]
-        pub unsafe fn store(self, p: *mut f32) {
-            unsafe { v128_store(p as *mut v128, self.0) }
-        }
-        #[inline(always)]
-        pub fn to_array(self) -> [f32; 4] {
-            [
-                f32x4_extract_lane::<0>(self.0),
-                f32x4_extract_lane::<1>(self.0),
-                f32x4_extract_lane::<2>(self.0),
-                f32x4_extract_lane::<3>(self.0),
-            ]
-        }
-        /// `self·m + a` (two roundings: SIMD128 has no fused multiply-add).
-        #[inline(always)]
-        pub fn mul_add(self, m: Self, a: Self) -> Self {
-            self * m + a
-        }
-        /// Lane-wise max, not NaN-propagating (cheaper: `pmax`).
-        #[inline(always)]
-        pub fn max(self, o: Self) -> Self {
-            Self(f32x4_pmax(self.0, o.0))
-        }
-        #[inline(always)]
-        pub fn min(self, o: Self) -> Self {
-            Self(f32x4_pmin(self.0, o.0))
-        }
-        /// Round half to even.
-        #[inline(always)]
-        pub fn round(self) -> Self {
-            Self(f32x4_nearest(self.0))
-        }
-        /// `2ⁿ` for integral lanes `n` in [-126, 127], built in the exponent bits.
-        #[inline(always)]
-        pub fn exp2_int(self) -> Self {
-            Self(i32x4_shl(
-                i32x4_add(i32x4_trunc_sat_f32x4(self.0), i32x4_splat(127)),
-                23,
-            ))
-        }
-    }
-
-    #[cfg(not(target_arch = "wasm32"))]
-    impl F32x4 {
-        #[inline(always)]
-        fn map(self, f: impl Fn(f32) -> f32) -> Self {
-            Self(self.0.map(f))
-        }
-        #[inline(always)]
-        fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
-            Self(core::array::from_fn(|i| f(self.0[i], o.0[i])))
-        }
-        #[inline(always)]
-        pub fn splat(x: f32) -> Self {
-            Self([x; 4])
-        }
-        /// # Safety
-        /// `p` must point at four readable floats.
-        #[inline(always)]
-        pub unsafe fn load(p: *const f32) -> Self {
-            Self(unsafe { (p as *const [f32; 4]).read_unaligned() })
-        }
-        /// # Safety
-        /// `p` must point at four writable floats.
-        #[inline(always)]
-        pub unsafe fn store(self, p: *mut f32) {
-            unsafe { (p as *mut [f32; 4]).write_unaligned(self.0) }
-        }
-        #[inline(always)]
-        pub fn to_array(self) -> [f32; 4] {
-            self.0
-        }
-        /// `self·m + a` with two roundings, as in SIMD128.
-        #[inline(always)]
-        pub fn mul_add(self, m: Self, a: Self) -> Self {
-            self * m + a
-        }
-        #[inline(always)]
-        pub fn max(self, o: Self) -> Self {
-            self.zip(o, |x, y| if x < y { y } else { x })
-        }
-        #[inline(always)]
-        pub fn min(self, o: Self) -> Self {
-            self.zip(o, |x, y| if y < x { y } else { x })
-        }
-        #[inline(always)]
-        pub fn round(self) -> Self {
-            self.map(f32::round_ties_even)
-        }
-        #[inline(always)]
-        pub fn exp2_int(self) -> Self {
-            self.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23))
-        }
-    }
-
-    /// `+ - × ÷` lane by lane, through the two `zip`s above.
-    macro_rules! lane_ops {
-        ($($trait:ident $method:ident $wasm:ident $op:tt),+) => {$(
-            impl core::ops::$trait for F32x4 {
-                type Output = Self;
-                #[inline(always)]
-                fn $method(self, o: Self) -> Self {
-                    #[cfg(target_arch = "wasm32")]
-                    return Self($wasm(self.0, o.0));
-                    #[cfg(not(target_arch = "wasm32"))]
-                    return self.zip(o, |x, y| x $op y);
-                }
-            }
-        )+};
-    }
-    lane_ops!(Add add f32x4_add +, Sub sub f32x4_sub -, Mul mul f32x4_mul *, Div div f32x4_div /);
 }
 
 /// Largest |a − b| over two flex tensors' f32 values (for the tests of the flex glue).

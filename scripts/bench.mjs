@@ -32,7 +32,7 @@ const CASES = [
 const PAIRS = [
   { key: 'webgpu', label: 'WebGPU', webbert: { device: 'webgpu' }, tjs: { device: 'webgpu', dtype: 'fp32' } },
   { key: 'cpu', label: 'CPU fp32', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'fp32' } },
-  { key: 'q8', label: 'CPU vs q8', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'q8' } },
+  { key: 'q8', label: 'CPU q8', webbert: { device: 'cpu', dtype: 'q8' }, tjs: { device: 'cpu', dtype: 'q8' } },
 ];
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
@@ -96,7 +96,7 @@ try {
     }
   }
   // Cold start: a fresh context (empty caches), page load to first embedding, bytes over the wire.
-  for (const [runtime, device, dtype] of [['webbert', 'webgpu'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['webbert', 'cpu', 'fp16'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'q8']]) {
+  for (const [runtime, device, dtype] of [['webbert', 'webgpu'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['webbert', 'cpu', 'fp16'], ['webbert', 'cpu', 'q8'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'q8']]) {
     const context = await browser.newContext();
     const cold = await context.newPage();
     const before = server.stats.bytes;

@@ -69,7 +69,7 @@ impl Shape {
     fn of(config: &crate::model::config::BertConfig) -> Self {
         Self {
             num_heads: config.num_attention_heads,
-            width: config.intermediate_size.max(3 * config.hidden_size),
+            width: config.feed_forward_width().max(3 * config.hidden_size),
             vocab_size: config.vocab_size,
         }
     }

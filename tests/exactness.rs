@@ -6,6 +6,7 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, floats, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
+use webbert::model::attention::with_local_scores_bytes;
 use webbert::{
     Aggregation, Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, QaOptions,
     QuestionAnswerer, TokenClassifier, WeightsDtype,
@@ -1023,7 +1024,8 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
                 worst = worst.max(diff);
                 assert!(diff <= TOLERANCE, "{target:?} hidden.{i}.{n}: {diff}");
             }
-            // The fused attention of the global layers (forward) and burn's ops (with the probabilities).
+            // The fused attention of the global layers (forward) and burn's ops (with the probabilities); the
+            // local layers' queries in chunks of 8 (scores under 2 KiB), each over its window's 16 keys.
             let want = &golden.get(&format!("hidden.{i}")).1;
             let (last, attentions) = target.run(|| {
                 let (last, attentions) = embedder.model.forward_with_attentions(&batch);
@@ -1032,8 +1034,10 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
                     (read(last), attentions.len()),
                 )
             });
+            let chunked = target
+                .run(|| with_local_scores_bytes(2048, || read(embedder.model.forward(&batch))));
             assert_eq!(attentions.1, 4);
-            for got in [&last, &attentions.0] {
+            for got in [&last, &attentions.0, &chunked] {
                 let diff = max_abs_diff(got, want);
                 worst = worst.max(diff);
                 assert!(diff <= TOLERANCE, "{target:?} hidden.{i}: {diff}");
@@ -1050,16 +1054,19 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
             assert!(diff <= TOLERANCE);
         }
         let sentence = embedder.sentence;
-        let rows = target.run(|| {
-            block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize)).unwrap()
-        });
+        let embed = || block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize));
+        // One padded batch, its local layers' queries in one chunk, then in chunks of 4.
+        let whole = target.run(|| embed().unwrap());
+        let chunked = target.run(|| with_local_scores_bytes(4096, || embed().unwrap()));
         let (shape, expected) = golden.get("embedding.mean");
-        for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
-            let (cos, diff) = (cosine(row, want), max_abs_diff(row, want));
-            println!(
-                "{target:?} tiny-modernbert embedding: cosine {cos:.8}, max abs diff {diff:.2e}"
-            );
-            assert!(cos >= 0.99999 && diff <= TOLERANCE);
+        for rows in [whole, chunked] {
+            for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+                let (cos, diff) = (cosine(row, want), max_abs_diff(row, want));
+                println!(
+                    "{target:?} tiny-modernbert embedding: cosine {cos:.8}, max abs diff {diff:.2e}"
+                );
+                assert!(cos >= 0.99999 && diff <= TOLERANCE);
+            }
         }
 
         // The same classifier reading the first token's vector.

@@ -11,7 +11,7 @@ pub mod rotary;
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::ops::add_norm::norm;
 use crate::ops::linear::linear;
@@ -157,7 +157,7 @@ impl BertModel {
             rotations: self.rotary.map(|rotary| {
                 [LayerType::Full, LayerType::Sliding].map(|t| rotary.forward(seq, t, &device))
             }),
-            outside_window: self.sliding_window.map(|w| outside_window(seq, w, &device)),
+            sliding_window: self.sliding_window,
         }
     }
 
@@ -178,13 +178,4 @@ impl BertModel {
             None => hidden,
         }
     }
-}
-
-/// Keys more than `window` positions from the query, `[1, 1, seq, seq]` (true = out of reach): transformers'
-/// bidirectional sliding window, `|query - key| <= window` seen.
-fn outside_window(seq: usize, window: usize, device: &Device) -> Tensor<4, Bool> {
-    let outside: Vec<bool> = (0..seq)
-        .flat_map(|query| (0..seq).map(move |key| query.abs_diff(key) > window))
-        .collect();
-    Tensor::from_data(TensorData::new(outside, [1, 1, seq, seq]), device)
 }

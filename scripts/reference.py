@@ -1,7 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures|heads|albert-electra|mpnet]
+          [--part all|bert|architectures|heads|albert-electra|mpnet|modernbert]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -23,7 +23,9 @@ from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClas
                           BertModel, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
                           DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
                           ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, MPNetConfig,
-                          MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, PreTrainedModel,
+                          MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, ModernBertConfig,
+                          ModernBertForMaskedLM, ModernBertForSequenceClassification, PreTrainedModel,
+                          PreTrainedTokenizerFast,
                           RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                           RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
                           XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
@@ -789,7 +791,7 @@ def check_fill_mask_gaps(name: str, tok, texts: list[str], k: int = 5) -> None:
     """No near tie among the k + 1 likeliest tokens at a mask: an f32 reimplementation picks the same top k
     in the same order."""
     model = reloaded(FIXTURES / name, {"tiny-albert": AlbertForMaskedLM, "tiny-electra-generator": ElectraForMaskedLM,
-                                       "tiny-mpnet": MPNetForMaskedLM}[name])
+                                       "tiny-mpnet": MPNetForMaskedLM, "tiny-modernbert": ModernBertForMaskedLM}[name])
     for text in texts:
         enc = tok(text, return_tensors="pt")
         logits = model(**enc).logits[0][enc["input_ids"][0] == tok.mask_token_id]
@@ -974,16 +976,207 @@ def write_mpnet_fixtures(model_dir: Path) -> None:
         print(f"{length:3d} tokens, buckets {mpnet_buckets(length)}: {text[:40]!r}")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# ModernBERT, the architecture of answerdotai/ModernBERT-base: no position embeddings but rotary ones (one theta for
+# global layers, another for local ones), pre-norm layers (the first with no norm before attention) and a final
+# norm, a GeGLU feed-forward, every third layer global and the others attending within a sliding window, biases and
+# LayerNorm biases as the config says. Masked LM (with every layer's hidden states and sentence embeddings) and a
+# mean-pooling classifier.
+
+# Added after the BPE's own ids, as answerdotai/ModernBERT-base has them (50280..50284); [MASK] eats the space before it.
+MODERNBERT_SPECIALS = ["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]
+MODERNBERT_TEXTS = TINY_TEXTS + [MPNET_LONG.format("[MASK]")]
+# local_attention: each token sees 4 on either side (ModernBERT-base: 64), so every text of more than 5 tokens
+# depends on the window.
+MODERNBERT_WINDOW = 8
+# The classifier's seed (found by trying seeds in turn): each label is the pipeline's top one for some input.
+MODERNBERT_CLS_SEED = 81
+
+
+def modernbert_tokenizer(corpus: list[str]) -> PreTrainedTokenizerFast:
+    """A 1000-id byte-level BPE laid out as answerdotai/ModernBERT-base's: NFC, ByteLevel pre-tokenizer (no prefix
+    space) and decoder, the specials after the BPE's ids, [CLS] A [SEP] and [CLS] A [SEP] B [SEP], no token_type_ids."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=1000 - len(MODERNBERT_SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tokenizer.add_special_tokens([AddedToken(t, lstrip=t == "[MASK]", special=True) for t in MODERNBERT_SPECIALS])
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS]:0 $A:0 [SEP]:0", pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=MPNET_MAX_TOKENS, unk_token="[UNK]", cls_token="[CLS]",
+        sep_token="[SEP]", pad_token="[PAD]", mask_token=AddedToken("[MASK]", lstrip=True, special=True),
+        model_input_names=["input_ids", "attention_mask"])
+
+
+def modernbert_config(tok, **kw) -> ModernBertConfig:
+    """4 layers: global, local, local, global (global_attn_every_n_layers 3). ModernBERT-base's thetas; the inner
+    size (40, Wi 80 wide) differs from Wqkv's 96 so that swapped tensors fail on their shapes."""
+    return ModernBertConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=40, num_hidden_layers=4, num_attention_heads=4,
+        max_position_embeddings=MPNET_MAX_TOKENS, local_attention=MODERNBERT_WINDOW, global_attn_every_n_layers=3,
+        global_rope_theta=160000.0, local_rope_theta=10000.0, norm_eps=1e-5, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id, **kw)
+
+
+@torch.no_grad()
+def check_modernbert_options_matter(name: str, model_class, tok, texts: list[str]) -> None:
+    """The sliding window and the two rotary thetas each change the outputs of every text longer than the window's
+    reach (so a window left out, the thetas swapped or a layer of the wrong kind show)."""
+    model = reloaded(FIXTURES / name, model_class)
+    long = [t for t in texts if len(tok(t)["input_ids"]) > MODERNBERT_WINDOW // 2 + 1]
+    assert long, name
+
+    def logits() -> list[torch.Tensor]:
+        return [model(**tok(t, return_tensors="pt")).logits for t in long]
+
+    def assert_changed(before: list[torch.Tensor], what: str) -> None:
+        for text, a, b in zip(long, before, logits()):
+            assert (a - b).abs().max() > 1e-2, (name, what, text, (a - b).abs().max())
+
+    before = logits()
+    model.config.local_attention = 1 << 20  # the masks read it at every call
+    assert_changed(before, "a window as wide as the text")
+    model.config.local_attention = MODERNBERT_WINDOW
+    rotary = model.base_model.rotary_emb
+    full, sliding = rotary.full_attention_inv_freq.clone(), rotary.sliding_attention_inv_freq.clone()
+    assert not torch.equal(full, sliding)
+    rotary.full_attention_inv_freq.copy_(sliding)
+    rotary.sliding_attention_inv_freq.copy_(full)
+    assert_changed(before, "the thetas swapped")
+
+
+@torch.no_grad()
+def write_modernbert_hidden_states(name: str, tok) -> None:
+    """Each sentence alone: transformers' hidden_states (the embeddings' output, every layer's but the last, and the
+    last hidden state after the final norm), the last hidden state, and for the last sentence every layer's attention
+    probabilities; the sentences in one right-padded batch, mean
+    pooled and L2 normalised as sentence-transformers does (modules.json: Transformer, mean Pooling, Normalize).
+    Added to the masked-LM fixture's files."""
+    out_dir = FIXTURES / name
+    encoder = reloaded(out_dir, ModernBertForMaskedLM).model
+    tensors = dict(load_file(FIXTURES / f"{name}_golden.safetensors"))
+    enc = tok(MPNET_SENTENCES, return_tensors="pt", padding=True)
+    assert tok.padding_side == "right" and len(set(enc["attention_mask"].sum(1).tolist())) == len(MPNET_SENTENCES)
+    assert "token_type_ids" not in enc
+    hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    ids = []
+    for i, sentence in enumerate(MPNET_SENTENCES):
+        alone = tok(sentence, return_tensors="pt")
+        # What hidden_states holds, from hooks on the embeddings and the layers.
+        seen = []
+        hooks = [encoder.embeddings.register_forward_hook(lambda m, args, out: seen.append(out))]
+        hooks += [layer.register_forward_hook(lambda m, args, out: seen.append(out)) for layer in encoder.layers]
+        out = encoder(**alone, output_hidden_states=True)
+        for hook in hooks:
+            hook.remove()
+        assert len(out.hidden_states) == len(seen) == encoder.config.num_hidden_layers + 1
+        for state, want in zip(out.hidden_states[:-1], seen[:-1]):
+            assert torch.equal(state, want)
+        assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+        assert torch.equal(encoder.final_norm(seen[-1]), out.last_hidden_state)
+        for n, state in enumerate(out.hidden_states):
+            tensors[f"hidden.{i}.{n}"] = state[0].numpy()
+        if i == len(MPNET_SENTENCES) - 1:
+            # Every layer's attention probabilities (eager), global and local, for the attention maps.
+            for n, probs in enumerate(encoder(**alone, output_attentions=True).attentions):
+                tensors[f"attention.{i}.{n}"] = probs[0].numpy()
+        tensors[f"hidden.{i}"] = out.last_hidden_state[0].numpy()
+        ids.append(alone["input_ids"][0].tolist())
+        # Padding changes nothing on the real tokens.
+        torch.testing.assert_close(hidden[i, :len(ids[-1])], out.last_hidden_state[0])
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              FIXTURES / f"{name}_golden.safetensors")
+    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
+    fixture.update({"sentences": MPNET_SENTENCES, "sentence_ids": ids})
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, indent=1))
+    (out_dir / "modules.json").write_text(json.dumps(ST_MODULES, indent=2))
+    (out_dir / "1_Pooling").mkdir()
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": encoder.config.hidden_size, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MPNET_MAX_TOKENS,
+                                                                    "do_lower_case": False}, indent=2))
+
+
+@torch.no_grad()
+def add_cls_pooling_logits(name: str, tok) -> None:
+    """The same classifier's logits with classifier_pooling "cls" (the first token's vector, not the mean), for each
+    input of the fixture: the test loads the fixture with that one field changed."""
+    model = reloaded(FIXTURES / name, ModernBertForSequenceClassification)
+    assert model.config.classifier_pooling == "mean"
+    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
+    model.config.classifier_pooling = "cls"
+    for case in fixture["single"] + fixture["pairs"]:
+        logits = model(**tok(case["text"], case.get("text_pair"), return_tensors="pt")).logits[0]
+        assert (logits - torch.tensor(case["logits"])).abs().max() > 1e-2, (name, case["text"])
+        case["logits_cls_pooling"] = logits.tolist()
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
+
+
+def write_modernbert_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    tok = modernbert_tokenizer(english_corpus(full))
+    assert len(tok) == 1000 and tok.convert_tokens_to_ids(MODERNBERT_SPECIALS) == list(range(995, 1000)), len(tok)
+    assert (tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id) == \
+        (995, 996, 997, 998, 999)
+    for text in MODERNBERT_TEXTS:
+        ids = tok(text)["input_ids"]
+        assert ids.count(999) == text.count("[MASK]") and ids[0] == 996 and ids[-1] == 997, (text, ids)
+    pair = tok("How old are you?", "I am six years old.")
+    assert "token_type_ids" not in pair and pair["input_ids"].count(997) == 2, pair
+    assert len(tok(MODERNBERT_TEXTS[-1])["input_ids"]) <= MPNET_MAX_TOKENS
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    save_args = {"texts": tuple(MODERNBERT_TEXTS + MPNET_SENTENCES)}
+    # As ModernBERT-base: no biases but the decoder's, LayerNorms without bias; the random weights and the
+    # perturbation make every LayerNorm weight matter.
+    write_mlm_architecture("tiny-modernbert", perturbed(ModernBertForMaskedLM, modernbert_config(tok), 80), tok,
+                           MODERNBERT_TEXTS)
+    save_tokenizer(tok, FIXTURES / "tiny-modernbert", **save_args)
+    check_fill_mask_gaps("tiny-modernbert", tok, MODERNBERT_TEXTS)
+    check_modernbert_options_matter("tiny-modernbert", ModernBertForMaskedLM, tok, MODERNBERT_TEXTS)
+    write_modernbert_hidden_states("tiny-modernbert", tok)
+    # Every bias on (attention, feed-forward, LayerNorms, the head's dense layer) and the mean of the real tokens.
+    write_cls_fixture("tiny-modernbert-cls", perturbed(
+        ModernBertForSequenceClassification,
+        modernbert_config(tok, classifier_pooling="mean", attention_bias=True, mlp_bias=True, norm_bias=True,
+                          classifier_bias=True, **labels(["negative", "neutral", "positive"])),
+        MODERNBERT_CLS_SEED), tok)
+    save_tokenizer(tok, FIXTURES / "tiny-modernbert-cls", **save_args)
+    cases = json.loads((FIXTURES / "tiny-modernbert-cls_golden.json").read_text())
+    winners = [case["pipeline"][0]["label"] for case in cases["single"] + cases["pairs"]]
+    assert set(winners) == {"negative", "neutral", "positive"}, winners
+    check_modernbert_options_matter("tiny-modernbert-cls", ModernBertForSequenceClassification, tok, CLS_SINGLE)
+    add_cls_pooling_logits("tiny-modernbert-cls", tok)
+    for text in MODERNBERT_TEXTS + MPNET_SENTENCES:
+        print(f"{len(tok(text)['input_ids']):3d} tokens: {text[:40]!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet"],
+    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet", "modernbert"],
                     default="all",
                     help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
                          "classifiers; heads: token classification (NER) and extractive question answering; "
                          "albert-electra: ALBERT and ELECTRA (generator) masked LMs and classifiers; mpnet: MPNet "
-                         "(relative position bias) masked LM with sentence embeddings, and classifier")
+                         "(relative position bias) masked LM with sentence embeddings, and classifier; modernbert: ModernBERT "
+                         "(rotary, GeGLU, pre-norm, sliding windows) masked LM with hidden states and sentence "
+                         "embeddings, and mean-pooling classifier")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
@@ -996,6 +1189,8 @@ def main() -> None:
         write_albert_electra_fixtures(args.model)
     if args.part in ("all", "mpnet"):
         write_mpnet_fixtures(args.model)
+    if args.part in ("all", "modernbert"):
+        write_modernbert_fixtures(args.model)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, floats, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
+use webbert::model::attention::with_local_scores_bytes;
 use webbert::{
     Aggregation, Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, QaOptions,
     QuestionAnswerer, TokenClassifier, WeightsDtype,
@@ -963,6 +964,133 @@ fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
         for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
             assert!(cosine(row, want) >= 0.99999);
             assert!(max_abs_diff(row, want) <= TOLERANCE);
+        }
+    }
+}
+
+/// ModernBERT (answerdotai/ModernBERT-base's architecture): rotary positions (one base in global layers,
+/// another in local ones), pre-norm layers (the first with no norm before attention) and a final norm, GeGLU,
+/// global and local layers alternating, the local ones seeing 4 tokens on either side (every text but "[MASK]" is
+/// longer), no biases but the decoder's. Every layer's hidden states and attention probabilities, fill-mask,
+/// sentence embeddings in one padded batch; and its classifier, with every bias and the mean of the tokens, alone
+/// and batched, then with `classifier_pooling` "cls".
+#[test]
+fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
+    let golden = Golden::open("tiny-modernbert_golden.safetensors");
+    let meta: Value = common::golden_json("tiny-modernbert");
+    let sentences: Vec<String> = meta["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let cls_dir = common::fixtures().join("tiny-modernbert-cls");
+    let cls_meta: Value = common::golden_json("tiny-modernbert-cls");
+    let config = std::fs::read_to_string(cls_dir.join("config.json")).unwrap();
+    let cls_config = config.replace(
+        r#""classifier_pooling": "mean""#,
+        r#""classifier_pooling": "cls""#,
+    );
+    assert_ne!(config, cls_config);
+    for target in TARGETS {
+        tiny("tiny-modernbert", target);
+        classifier("tiny-modernbert-cls", target);
+        let files = ModelFiles::from_dir(&common::fixtures().join("tiny-modernbert")).unwrap();
+        let embedder = Embedder::load(files, target.device()).unwrap();
+        assert_eq!(
+            (embedder.sentence.pooling, embedder.sentence.normalize),
+            (Pooling::Mean, true)
+        );
+        let mut worst = 0.0f32;
+        for (i, text) in sentences.iter().enumerate() {
+            let encoding = embedder.tokenizer.encode(text).unwrap();
+            let ids: Vec<u64> = encoding.ids.iter().map(|&id| id as u64).collect();
+            let want_ids: Vec<u64> = meta["sentence_ids"][i]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|id| id.as_u64().unwrap())
+                .collect();
+            assert_eq!(ids, want_ids, "ids of {text:?}");
+            let batch = Batch::new(&[encoding], embedder.pad_id, &embedder.device);
+            // The embeddings, layers 0 to 2, and the last hidden state (layer 3, then the final norm).
+            let states = target.run(|| {
+                let states = embedder.model.hidden_states(&batch);
+                states.into_iter().map(read).collect::<Vec<_>>()
+            });
+            assert_eq!(states.len(), 5);
+            for (n, state) in states.iter().enumerate() {
+                let diff = max_abs_diff(state, &golden.get(&format!("hidden.{i}.{n}")).1);
+                worst = worst.max(diff);
+                assert!(diff <= TOLERANCE, "{target:?} hidden.{i}.{n}: {diff}");
+            }
+            // The fused attention of the global layers (forward) and burn's ops (with the probabilities); the
+            // local layers' queries in chunks of 8 (scores under 2 KiB), each over its window's 16 keys.
+            let want = &golden.get(&format!("hidden.{i}")).1;
+            let (last, attentions) = target.run(|| {
+                let (last, attentions) = embedder.model.forward_with_attentions(&batch);
+                (
+                    read(embedder.model.forward(&batch)),
+                    (read(last), attentions.len()),
+                )
+            });
+            let chunked = target
+                .run(|| with_local_scores_bytes(2048, || read(embedder.model.forward(&batch))));
+            assert_eq!(attentions.1, 4);
+            for got in [&last, &attentions.0, &chunked] {
+                let diff = max_abs_diff(got, want);
+                worst = worst.max(diff);
+                assert!(diff <= TOLERANCE, "{target:?} hidden.{i}: {diff}");
+            }
+        }
+        println!("{target:?} tiny-modernbert hidden states: max abs diff {worst:.2e}");
+        let last = sentences.len() - 1;
+        let maps = target.run(|| block_on(embedder.attention(&sentences[last])).unwrap());
+        let [heads, seq] = [maps.num_heads, maps.tokens.len()];
+        assert_eq!((maps.num_layers, heads), (4, 4));
+        for (n, layer) in maps.weights.chunks_exact(heads * seq * seq).enumerate() {
+            let diff = max_abs_diff(layer, &golden.get(&format!("attention.{last}.{n}")).1);
+            println!("{target:?} tiny-modernbert attention.{last}.{n}: max abs diff {diff:.2e}");
+            assert!(diff <= TOLERANCE);
+        }
+        let sentence = embedder.sentence;
+        let embed = || block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize));
+        // One padded batch, its local layers' queries in one chunk, then in chunks of 4.
+        let whole = target.run(|| embed().unwrap());
+        let chunked = target.run(|| with_local_scores_bytes(4096, || embed().unwrap()));
+        let (shape, expected) = golden.get("embedding.mean");
+        for rows in [whole, chunked] {
+            for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+                let (cos, diff) = (cosine(row, want), max_abs_diff(row, want));
+                println!(
+                    "{target:?} tiny-modernbert embedding: cosine {cos:.8}, max abs diff {diff:.2e}"
+                );
+                assert!(cos >= 0.99999 && diff <= TOLERANCE);
+            }
+        }
+
+        // The same classifier reading the first token's vector.
+        let files = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
+            "config.json" => Ok(Some(cls_config.clone().into_bytes())),
+            name => webbert::io::source::read_optional(&cls_dir.join(name)),
+        })
+        .unwrap();
+        let pipeline = Classifier::load(files, target.device()).unwrap();
+        let cases: Vec<&Value> = ["single", "pairs"]
+            .iter()
+            .flat_map(|kind| cls_meta[kind].as_array().unwrap())
+            .collect();
+        let inputs: Vec<(&str, Option<&str>)> = cases
+            .iter()
+            .map(|case| (case["text"].as_str().unwrap(), case["text_pair"].as_str()))
+            .collect();
+        let together = target.run(|| block_on(pipeline.logits(&inputs)).unwrap());
+        for (i, (case, got)) in cases.iter().zip(&together).enumerate() {
+            let diff = max_abs_diff(got, &floats(&case["logits_cls_pooling"]));
+            println!(
+                "{target:?} tiny-modernbert-cls, cls pooling, input {i}: max abs diff {diff:.2e}"
+            );
+            assert!(diff <= TOLERANCE, "{target:?} input {i}: {diff}");
         }
     }
 }

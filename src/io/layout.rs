@@ -10,7 +10,8 @@ pub struct Layout {
     /// The encoder's prefix inside a task model (`bert.`); a bare encoder checkpoint has none.
     pub encoder: &'static str,
     pub word_embeddings: &'static str,
-    pub position_embeddings: &'static str,
+    /// `None`: rotary positions (ModernBERT).
+    pub position_embeddings: Option<&'static str>,
     /// `None`: the family has no segments.
     pub token_type_embeddings: Option<&'static str>,
     pub embeddings_norm: &'static str,
@@ -20,19 +21,24 @@ pub struct Layout {
     pub layers: &'static str,
     /// MPNet's relative position bias, `[buckets, heads]`.
     pub relative_attention_bias: Option<&'static str>,
-    /// The query, key and value projections.
-    pub qkv: [&'static str; 3],
+    /// The query, key and value projections, three or one (ModernBERT's `Wqkv`).
+    pub qkv: &'static [&'static str],
     pub attention_output: &'static str,
+    /// After the attention's residual (post-norm), or before the attention (pre-norm).
     pub attention_norm: &'static str,
     pub intermediate: &'static str,
     pub output: &'static str,
+    /// After the feed-forward's residual (post-norm), or before the feed-forward (pre-norm).
     pub output_norm: &'static str,
+    /// After the last layer (ModernBERT).
+    pub final_norm: Option<&'static str>,
     pub mlm: MlmNames,
     pub classifier: ClassifierNames,
-    /// Per-token classification (NER): one Linear onto the labels.
-    pub token_classifier: &'static str,
-    /// Extractive QA: one Linear onto the start and end logits.
-    pub qa_outputs: &'static str,
+    /// Per-token classification (NER): one Linear onto the labels. `None`: not supported yet (ModernBERT's
+    /// runs its `head` first).
+    pub token_classifier: Option<&'static str>,
+    /// Extractive QA: one Linear onto the start and end logits (`None` as for `token_classifier`).
+    pub qa_outputs: Option<&'static str>,
 }
 
 /// The masked-LM head: transform, LayerNorm, decoder onto the vocabulary.
@@ -42,30 +48,32 @@ pub struct MlmNames {
     pub decoder: &'static str,
     /// The decoder's bias under each name it has had, newest first.
     pub bias: [&'static str; 2],
-    /// `None`: the model's `hidden_act`.
+    /// `None`: the config's `head_act`.
     pub act: Option<HiddenAct>,
 }
 
-/// The sequence classifier on the first token: a dense layer and its activation, then the projection
-/// onto the labels.
+/// The sequence classifier on the pooled tokens: a dense layer and its activation (and ModernBERT's
+/// LayerNorm), then the projection onto the labels.
 pub struct ClassifierNames {
     /// With the encoder's prefix (BERT's pooler belongs to the encoder).
     pub dense: &'static str,
     pub pooler_in_encoder: bool,
-    pub act: PoolerAct,
+    /// `None`: the config's `head_act`.
+    pub act: Option<PoolerAct>,
+    pub norm: Option<&'static str>,
     pub out: &'static str,
 }
 
 const BERT: Layout = Layout {
     encoder: "bert.",
     word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
+    position_embeddings: Some("embeddings.position_embeddings"),
     token_type_embeddings: Some("embeddings.token_type_embeddings"),
     embeddings_norm: "embeddings.LayerNorm",
     embeddings_project: None,
     layers: "encoder.layer",
     relative_attention_bias: None,
-    qkv: [
+    qkv: &[
         "attention.self.query",
         "attention.self.key",
         "attention.self.value",
@@ -75,6 +83,7 @@ const BERT: Layout = Layout {
     intermediate: "intermediate.dense",
     output: "output.dense",
     output_norm: "output.LayerNorm",
+    final_norm: None,
     mlm: MlmNames {
         dense: "cls.predictions.transform.dense",
         norm: "cls.predictions.transform.LayerNorm",
@@ -86,11 +95,12 @@ const BERT: Layout = Layout {
     classifier: ClassifierNames {
         dense: "pooler.dense",
         pooler_in_encoder: true,
-        act: PoolerAct::Tanh,
+        act: Some(PoolerAct::Tanh),
+        norm: None,
         out: "classifier",
     },
-    token_classifier: "classifier",
-    qa_outputs: "qa_outputs",
+    token_classifier: Some("classifier"),
+    qa_outputs: Some("qa_outputs"),
 };
 
 const ROBERTA: Layout = Layout {
@@ -106,7 +116,8 @@ const ROBERTA: Layout = Layout {
     classifier: ClassifierNames {
         dense: "classifier.dense",
         pooler_in_encoder: false,
-        act: PoolerAct::Tanh,
+        act: Some(PoolerAct::Tanh),
+        norm: None,
         out: "classifier.out_proj",
     },
     ..BERT
@@ -115,18 +126,19 @@ const ROBERTA: Layout = Layout {
 const DISTILBERT: Layout = Layout {
     encoder: "distilbert.",
     word_embeddings: "embeddings.word_embeddings",
-    position_embeddings: "embeddings.position_embeddings",
+    position_embeddings: Some("embeddings.position_embeddings"),
     token_type_embeddings: None,
     embeddings_norm: "embeddings.LayerNorm",
     embeddings_project: None,
     layers: "transformer.layer",
     relative_attention_bias: None,
-    qkv: ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+    qkv: &["attention.q_lin", "attention.k_lin", "attention.v_lin"],
     attention_output: "attention.out_lin",
     attention_norm: "sa_layer_norm",
     intermediate: "ffn.lin1",
     output: "ffn.lin2",
     output_norm: "output_layer_norm",
+    final_norm: None,
     mlm: MlmNames {
         dense: "vocab_transform",
         norm: "vocab_layer_norm",
@@ -137,18 +149,19 @@ const DISTILBERT: Layout = Layout {
     classifier: ClassifierNames {
         dense: "pre_classifier",
         pooler_in_encoder: false,
-        act: PoolerAct::Relu,
+        act: Some(PoolerAct::Act(HiddenAct::Relu)),
+        norm: None,
         out: "classifier",
     },
-    token_classifier: "classifier",
-    qa_outputs: "qa_outputs",
+    token_classifier: Some("classifier"),
+    qa_outputs: Some("qa_outputs"),
 };
 
 const ALBERT: Layout = Layout {
     encoder: "albert.",
     embeddings_project: Some("encoder.embedding_hidden_mapping_in"),
     layers: "encoder.albert_layer_groups",
-    qkv: [
+    qkv: &[
         "albert_layers.0.attention.query",
         "albert_layers.0.attention.key",
         "albert_layers.0.attention.value",
@@ -168,7 +181,8 @@ const ALBERT: Layout = Layout {
     classifier: ClassifierNames {
         dense: "pooler",
         pooler_in_encoder: true,
-        act: PoolerAct::Tanh,
+        act: Some(PoolerAct::Tanh),
+        norm: None,
         out: "classifier",
     },
     ..BERT
@@ -188,7 +202,8 @@ const ELECTRA: Layout = Layout {
     classifier: ClassifierNames {
         dense: "classifier.dense",
         pooler_in_encoder: false,
-        act: PoolerAct::Gelu,
+        act: Some(PoolerAct::Act(HiddenAct::Gelu)),
+        norm: None,
         out: "classifier.out_proj",
     },
     ..BERT
@@ -198,10 +213,44 @@ const MPNET: Layout = Layout {
     encoder: "mpnet.",
     token_type_embeddings: None,
     relative_attention_bias: Some("encoder.relative_attention_bias"),
-    qkv: ["attention.attn.q", "attention.attn.k", "attention.attn.v"],
+    qkv: &["attention.attn.q", "attention.attn.k", "attention.attn.v"],
     attention_output: "attention.attn.o",
     attention_norm: "attention.LayerNorm",
     ..ROBERTA
+};
+
+const MODERNBERT: Layout = Layout {
+    encoder: "model.",
+    word_embeddings: "embeddings.tok_embeddings",
+    position_embeddings: None,
+    token_type_embeddings: None,
+    embeddings_norm: "embeddings.norm",
+    embeddings_project: None,
+    layers: "layers",
+    relative_attention_bias: None,
+    qkv: &["attn.Wqkv"],
+    attention_output: "attn.Wo",
+    attention_norm: "attn_norm",
+    intermediate: "mlp.Wi",
+    output: "mlp.Wo",
+    output_norm: "mlp_norm",
+    final_norm: Some("final_norm"),
+    mlm: MlmNames {
+        dense: "head.dense",
+        norm: "head.norm",
+        decoder: "decoder.weight",
+        bias: ["decoder.bias", "decoder.bias"],
+        act: None,
+    },
+    classifier: ClassifierNames {
+        dense: "head.dense",
+        pooler_in_encoder: false,
+        act: None,
+        norm: Some("head.norm"),
+        out: "classifier",
+    },
+    token_classifier: None,
+    qa_outputs: None,
 };
 
 impl Layout {
@@ -214,6 +263,7 @@ impl Layout {
             Architecture::Albert => &ALBERT,
             Architecture::Electra => &ELECTRA,
             Architecture::Mpnet => &MPNET,
+            Architecture::ModernBert => &MODERNBERT,
         }
     }
 }

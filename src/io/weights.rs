@@ -19,10 +19,11 @@ use crate::model::config::BertConfig;
 use crate::model::embeddings::BertEmbeddings;
 use crate::model::heads::{
     BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, ClassificationHead, MlmHead,
+    BertForTokenClassification, ClassificationHead, MlmHead, PoolerAct,
 };
 use crate::model::layer::BertLayer;
 use crate::model::position_bias::RelativePositionBias;
+use crate::model::rotary::RotaryEmbedding;
 use crate::ops::linear::q8_scheme;
 
 struct Shard {
@@ -323,13 +324,14 @@ trait Tensors {
     /// Of names for one tensor, oldest convention last: the one the checkpoint has (saving: the last).
     fn which<'n>(&self, names: &[&'n str]) -> &'n str;
 
-    /// Several PyTorch Linears (`[out, in]` weights) as one burn Linear, outputs side by side
-    /// (`[in, n × out]`).
+    /// Several PyTorch Linears (`[out, in]` weights, and `[out]` biases if `bias`) as one burn Linear,
+    /// outputs side by side (`[in, n × out]`).
     fn linears(
         &mut self,
         prefixes: &[String],
         d_in: usize,
         d_out: usize,
+        bias: bool,
         have: Option<&Linear>,
     ) -> Result<Linear>;
 
@@ -338,17 +340,19 @@ trait Tensors {
         prefix: &str,
         d_in: usize,
         d_out: usize,
+        bias: bool,
         have: Option<&Linear>,
     ) -> Result<Linear> {
-        self.linears(&[prefix.to_string()], d_in, d_out, have)
+        self.linears(&[prefix.to_string()], d_in, d_out, bias, have)
     }
 
-    /// `{prefix}.weight` and `{prefix}.bias` of `width`.
+    /// `{prefix}.weight` (and `{prefix}.bias` if `bias`) of `width`.
     fn layer_norm(
         &mut self,
         prefix: &str,
         width: usize,
         epsilon: f64,
+        bias: bool,
         have: Option<&LayerNorm>,
     ) -> Result<LayerNorm>;
 }
@@ -376,11 +380,16 @@ fn bert(
         c.vocab_size,
         e.map(|e| &e.word_embeddings),
     )?;
-    let position_embeddings = embedding(
-        names.position_embeddings,
-        c.max_position_embeddings,
-        e.map(|e| &e.position_embeddings),
-    )?;
+    let position_embeddings = names
+        .position_embeddings
+        .map(|name| {
+            embedding(
+                name,
+                c.max_position_embeddings,
+                e.and_then(|e| e.position_embeddings.as_ref()),
+            )
+        })
+        .transpose()?;
     let token_type_embeddings = names
         .token_type_embeddings
         .map(|name| {
@@ -399,6 +408,7 @@ fn bert(
             &format!("{prefix}{}", names.embeddings_norm),
             width,
             eps,
+            c.norm_bias,
             e.map(|e| &e.layer_norm),
         )?,
         layer_norm_eps: eps,
@@ -408,7 +418,7 @@ fn bert(
         .embeddings_project
         .map(|name| {
             let have = have.and_then(|m| m.embeddings_project.as_ref());
-            t.linear(&format!("{prefix}{name}"), width, h, have)
+            t.linear(&format!("{prefix}{name}"), width, h, true, have)
         })
         .transpose()?;
     // Each distinct layer once (ALBERT's groups), then every layer a clone of its group's.
@@ -419,40 +429,68 @@ fn bert(
             let have = have.map(|m| &m.layers[n * per_group]);
             let a = have.map(|l| &l.attention);
             let (h, i) = (h, c.intermediate_size);
+            let qkv: Vec<String> = names.qkv.iter().map(|part| name(part)).collect();
+            let (attention_bias, mlp_bias) = (c.attention_bias, c.mlp_bias);
+            // ModernBERT's first layer reads the embeddings' norm: no norm of its own before attention.
+            let attention_norm = !(c.norm_first && n == 0);
             let attention = BertAttention {
-                qkv: t.linears(&names.qkv.map(name), h, h, a.map(|a| &a.qkv))?,
-                dense: t.linear(&name(names.attention_output), h, h, a.map(|a| &a.dense))?,
-                layer_norm: t.layer_norm(
-                    &name(names.attention_norm),
+                // Three tensors `hidden` wide, or one (ModernBERT's `Wqkv`) three times as wide.
+                qkv: t.linears(
+                    &qkv,
                     h,
-                    eps,
-                    a.map(|a| &a.layer_norm),
+                    h.saturating_mul(3) / qkv.len(),
+                    attention_bias,
+                    a.map(|a| &a.qkv),
                 )?,
+                dense: t.linear(
+                    &name(names.attention_output),
+                    h,
+                    h,
+                    attention_bias,
+                    a.map(|a| &a.dense),
+                )?,
+                layer_norm: attention_norm
+                    .then(|| {
+                        let have = a.and_then(|a| a.layer_norm.as_ref());
+                        t.layer_norm(&name(names.attention_norm), h, eps, c.norm_bias, have)
+                    })
+                    .transpose()?,
                 num_heads: c.num_attention_heads,
                 layer_norm_eps: c.layer_norm_eps,
+                norm_first: c.norm_first,
+                // Each layer's own is set below, where ALBERT's groups become layers.
+                layer_type: c.layer_type(n * per_group),
             };
             Ok(BertLayer {
                 attention,
                 intermediate: t.linear(
                     &name(names.intermediate),
                     h,
-                    i,
+                    c.feed_forward_width(),
+                    mlp_bias,
                     have.map(|l| &l.intermediate),
                 )?,
-                output: t.linear(&name(names.output), i, h, have.map(|l| &l.output))?,
+                output: t.linear(&name(names.output), i, h, mlp_bias, have.map(|l| &l.output))?,
                 layer_norm: t.layer_norm(
                     &name(names.output_norm),
                     h,
                     eps,
+                    c.norm_bias,
                     have.map(|l| &l.layer_norm),
                 )?,
                 layer_norm_eps: c.layer_norm_eps,
                 hidden_act: c.hidden_act,
+                norm_first: c.norm_first,
+                gated: c.gated_feed_forward,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     let layers = (0..c.num_hidden_layers)
-        .map(|n| groups[c.layer_group(n)].clone())
+        .map(|n| {
+            let mut layer = groups[c.layer_group(n)].clone();
+            layer.attention.layer_type = c.layer_type(n);
+            layer
+        })
         .collect();
     let position_bias = names
         .relative_attention_bias
@@ -468,11 +506,25 @@ fn bert(
             })
         })
         .transpose()?;
+    let final_norm = names
+        .final_norm
+        .map(|name| {
+            let have = have.and_then(|m| m.final_norm.as_ref());
+            t.layer_norm(&format!("{prefix}{name}"), h, eps, c.norm_bias, have)
+        })
+        .transpose()?;
+    let head_dim = h / c.num_attention_heads;
     Ok(BertModel {
         embeddings,
         embeddings_project,
         layers,
         position_bias,
+        rotary: c
+            .rope_theta
+            .map(|theta| RotaryEmbedding { head_dim, theta }),
+        sliding_window: c.has_local_layers().then(|| c.sliding_window()),
+        final_norm,
+        layer_norm_eps: eps,
     })
 }
 
@@ -482,17 +534,21 @@ fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Res
     // ALBERT's and ELECTRA's head maps back down to the embeddings' width, where the tied decoder is.
     let (h, e, v) = (c.hidden_size, c.embedding_size, c.vocab_size);
     let bias = t.which(&names.bias);
+    let eps = c.layer_norm_eps;
     Ok(MlmHead {
-        dense: t.linear(names.dense, h, e, have.map(|m| &m.dense))?,
-        layer_norm: t.layer_norm(names.norm, e, c.layer_norm_eps, have.map(|m| &m.layer_norm))?,
+        dense: t.linear(names.dense, h, e, c.classifier_bias, have.map(|m| &m.dense))?,
+        layer_norm: t.layer_norm(names.norm, e, eps, c.norm_bias, have.map(|m| &m.layer_norm))?,
         decoder: t.optional2(names.decoder, [v, e], have.map(|m| m.decoder.as_ref()))?,
-        bias: t.tensor1(bias, v, have.map(|m| &m.bias))?,
-        layer_norm_eps: c.layer_norm_eps,
-        hidden_act: names.act.unwrap_or(c.hidden_act),
+        bias: c
+            .decoder_bias
+            .then(|| t.tensor1(bias, v, have.and_then(|m| m.bias.as_ref())))
+            .transpose()?,
+        layer_norm_eps: eps,
+        hidden_act: names.act.unwrap_or(c.head_act),
     })
 }
 
-/// The sequence classifier on the first token; `prefix` is the encoder's (BERT's pooler is part of it).
+/// The sequence classifier on the pooled tokens; `prefix` is the encoder's (BERT's pooler is part of it).
 fn classification_head(
     t: &mut impl Tensors,
     c: &BertConfig,
@@ -506,10 +562,20 @@ fn classification_head(
         true => format!("{prefix}{}", names.dense),
         false => names.dense.to_string(),
     };
+    let eps = c.layer_norm_eps;
     Ok(ClassificationHead {
-        dense: t.linear(&dense, h, h, have.map(|m| &m.dense))?,
-        out: t.linear(names.out, h, labels, have.map(|m| &m.out))?,
-        act: names.act,
+        dense: t.linear(&dense, h, h, c.classifier_bias, have.map(|m| &m.dense))?,
+        layer_norm: names
+            .norm
+            .map(|name| {
+                let have = have.and_then(|m| m.layer_norm.as_ref());
+                t.layer_norm(name, h, eps, c.norm_bias, have)
+            })
+            .transpose()?,
+        out: t.linear(names.out, h, labels, true, have.map(|m| &m.out))?,
+        layer_norm_eps: eps,
+        act: names.act.unwrap_or(PoolerAct::Act(c.head_act)),
+        pooling: c.classifier_pooling,
         labels: c.labels.clone(),
         score_function: c.score_function,
     })
@@ -537,41 +603,46 @@ impl Loader<'_> {
     }
 
     /// [`Tensors::linears`] from int8 parts, kept int8 in burn's block quantisation: `None` if a part is
-    /// stored as floats. The `[out, in]` parts are transposed with their scales, blocks staying along
-    /// `in`.
-    fn q8_linears(&self, prefixes: &[String], d_in: usize, d_out: usize) -> Result<Option<Linear>> {
-        let mut parts = Vec::with_capacity(prefixes.len());
+    /// stored as floats. Blocks stay along `in` as the parts are transposed, scales with them.
+    fn q8_linears(
+        &self,
+        prefixes: &[String],
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Option<Linear>> {
+        let (mut weights, mut scales) = (Vec::new(), Vec::new());
         for prefix in prefixes {
-            let Some(weight) = self
-                .checkpoint
-                .read_q8(&format!("{prefix}.weight"), [d_out, d_in])?
-            else {
+            let name = format!("{prefix}.weight");
+            let Some((values, part_scales)) = self.checkpoint.read_q8(&name, [d_out, d_in])? else {
                 return Ok(None);
             };
-            let bias = self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?;
-            parts.push((weight, bias));
+            weights.push(values);
+            scales.push(part_scales);
         }
-        let (width, blocks) = (prefixes.len() * d_out, d_in / Q8_BLOCK);
-        let mut values = vec![0i8; d_in * width];
-        let mut scales = vec![0f32; blocks * width];
-        let mut bias = Vec::with_capacity(width);
-        for (n, ((part, part_scales), part_bias)) in parts.into_iter().enumerate() {
-            for o in 0..d_out {
-                let column = n * d_out + o;
-                for i in 0..d_in {
-                    values[i * width + column] = part[o * d_in + i];
-                }
-                for b in 0..blocks {
-                    scales[b * width + column] = part_scales[o * blocks + b];
-                }
-            }
-            bias.extend(part_bias);
-        }
-        let data = TensorData::quantized(values, [d_in, width], q8_scheme(), &scales, None);
+        let biases = self.biases(prefixes, d_out, bias)?;
+        let width = prefixes.len() * d_out;
+        let (weights, scales) = (
+            side_by_side(&weights, d_in),
+            side_by_side(&scales, d_in / Q8_BLOCK),
+        );
+        let data = TensorData::quantized(weights, [d_in, width], q8_scheme(), &scales, None);
         Ok(Some(Linear {
             weight: Param::from_tensor(Tensor::from_data(data, self.device)),
-            bias: Some(self.param(bias, [width])),
+            bias: biases.map(|b| self.param(b, [width])),
         }))
+    }
+
+    /// The parts' biases end to end, if the Linears have them.
+    fn biases(&self, prefixes: &[String], d_out: usize, bias: bool) -> Result<Option<Vec<f32>>> {
+        bias.then(|| {
+            prefixes
+                .iter()
+                .map(|prefix| self.checkpoint.read(&format!("{prefix}.bias"), &[d_out]))
+                .collect::<Result<Vec<_>>>()
+                .map(|parts| parts.concat())
+        })
+        .transpose()
     }
 
     /// The encoder's prefix (`"bert."`) if the checkpoint is a task model's, `""` if a bare encoder's.
@@ -630,39 +701,28 @@ impl Tensors for Loader<'_> {
         prefixes: &[String],
         d_in: usize,
         d_out: usize,
+        bias: bool,
         _: Option<&Linear>,
     ) -> Result<Linear> {
         if self.int8()
-            && let Some(linear) = self.q8_linears(prefixes, d_in, d_out)?
+            && let Some(linear) = self.q8_linears(prefixes, d_in, d_out, bias)?
         {
             return Ok(linear);
         }
         // Every part read (and its shape checked against the file) before the sizes from config.json
         // allocate anything.
-        let parts = prefixes
+        let weights = prefixes
             .iter()
             .map(|prefix| {
-                let weight = self
-                    .checkpoint
-                    .read(&format!("{prefix}.weight"), &[d_out, d_in])?;
-                let bias = self.checkpoint.read(&format!("{prefix}.bias"), &[d_out])?;
-                Ok((weight, bias))
+                self.checkpoint
+                    .read(&format!("{prefix}.weight"), &[d_out, d_in])
             })
             .collect::<Result<Vec<_>>>()?;
+        let biases = self.biases(prefixes, d_out, bias)?;
         let width = prefixes.len() * d_out;
-        let mut weight = vec![0.0f32; d_in * width];
-        let mut bias = Vec::with_capacity(width);
-        for (n, (part, part_bias)) in parts.into_iter().enumerate() {
-            for (o, row) in part.chunks_exact(d_in).enumerate() {
-                for (i, w) in row.iter().enumerate() {
-                    weight[i * width + n * d_out + o] = *w;
-                }
-            }
-            bias.extend(part_bias);
-        }
         Ok(Linear {
-            weight: self.param(weight, [d_in, width]),
-            bias: Some(self.param(bias, [width])),
+            weight: self.param(side_by_side(&weights, d_in), [d_in, width]),
+            bias: biases.map(|b| self.param(b, [width])),
         })
     }
 
@@ -671,19 +731,40 @@ impl Tensors for Loader<'_> {
         prefix: &str,
         width: usize,
         epsilon: f64,
+        bias: bool,
         _: Option<&LayerNorm>,
     ) -> Result<LayerNorm> {
         // Read first: `init` allocates `width` from config.json, checked against the file here.
         let gamma = self.tensor1(&format!("{prefix}.weight"), width, None)?;
-        let beta = self.tensor1(&format!("{prefix}.bias"), width, None)?;
+        let beta = match bias {
+            true => Some(self.tensor1(&format!("{prefix}.bias"), width, None)?),
+            false => None,
+        };
         // `init` only sets epsilon here; its ones/zeros are replaced at once.
         let mut norm = LayerNormConfig::new(width)
             .with_epsilon(epsilon)
             .init(self.device);
         norm.gamma = gamma;
-        norm.beta = Some(beta);
+        norm.beta = beta;
         Ok(norm)
     }
+}
+
+/// PyTorch Linears' `[out, columns]` matrices (or their block scales) as one burn matrix `[columns, n × out]`,
+/// the parts' outputs side by side.
+fn side_by_side<T: Copy + Default>(parts: &[Vec<T>], columns: usize) -> Vec<T> {
+    let width: usize = parts.iter().map(|p| p.len() / columns.max(1)).sum();
+    let mut out = vec![T::default(); columns * width];
+    let mut first = 0;
+    for part in parts {
+        for (o, row) in part.chunks_exact(columns.max(1)).enumerate() {
+            for (i, &x) in row.iter().enumerate() {
+                out[i * width + first + o] = x;
+            }
+        }
+        first += part.len() / columns.max(1);
+    }
+    out
 }
 
 /// The encoder from a bare encoder's checkpoint or any task model's of its family (heads ignored).
@@ -734,11 +815,13 @@ pub fn load_bert_for_token_classification(
 ) -> Result<BertForTokenClassification> {
     let mut loader = Loader { checkpoint, device };
     let prefix = loader.encoder_prefix(config);
-    let name = Layout::of(config.architecture).token_classifier;
+    let name = Layout::of(config.architecture)
+        .token_classifier
+        .ok_or_else(|| unsupported(config, "token classification"))?;
     let (h, labels) = (config.hidden_size, config.labels.len());
     Ok(BertForTokenClassification {
         bert: bert(&mut loader, config, prefix, None)?,
-        classifier: loader.linear(name, h, labels, None)?,
+        classifier: loader.linear(name, h, labels, true, None)?,
         labels: config.labels.clone(),
     })
 }
@@ -751,11 +834,21 @@ pub fn load_bert_for_question_answering(
 ) -> Result<BertForQuestionAnswering> {
     let mut loader = Loader { checkpoint, device };
     let prefix = loader.encoder_prefix(config);
-    let name = Layout::of(config.architecture).qa_outputs;
+    let name = Layout::of(config.architecture)
+        .qa_outputs
+        .ok_or_else(|| unsupported(config, "question answering"))?;
     Ok(BertForQuestionAnswering {
         bert: bert(&mut loader, config, prefix, None)?,
-        qa_outputs: loader.linear(name, config.hidden_size, 2, None)?,
+        qa_outputs: loader.linear(name, config.hidden_size, 2, true, None)?,
     })
+}
+
+/// A task head the family has that webbert does not load yet.
+fn unsupported(config: &BertConfig, task: &str) -> Error {
+    Error::Config(format!(
+        "{task} is not supported for model_type {:?} yet",
+        config.architecture.model_type()
+    ))
 }
 
 /// Which tensors [`save_bert_for_masked_lm`] writes, and in what precision.
@@ -884,6 +977,7 @@ impl Tensors for Saver {
         prefixes: &[String],
         _: usize,
         d_out: usize,
+        _: bool,
         have: Option<&Linear>,
     ) -> Result<Linear> {
         let linear = part(have)?;
@@ -903,6 +997,7 @@ impl Tensors for Saver {
         prefix: &str,
         _: usize,
         _: f64,
+        _: bool,
         have: Option<&LayerNorm>,
     ) -> Result<LayerNorm> {
         let norm = part(have)?;

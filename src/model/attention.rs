@@ -1,95 +1,266 @@
-//! Multi-head self-attention: softmax(QKᵀ/√d_k + mask)·V per head, heads concatenated, projected,
-//! then residual + LayerNorm (Hugging Face's `BertAttention` = `BertSelfAttention` + `BertSelfOutput`).
+//! Multi-head self-attention: softmax(QKᵀ/√d_k + mask)·V per head, heads concatenated, projected, added to
+//! the residual (Hugging Face's `BertAttention` = `BertSelfAttention` + `BertSelfOutput`). Its options: where
+//! the LayerNorm sits (after the residual in BERT, before the attention in ModernBERT), rotary positions
+//! (ModernBERT) or a relative position bias (MPNet), and a sliding window (ModernBERT's local layers).
+
+use std::cell::Cell;
+use std::ops::Range;
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 
-use crate::ops::add_norm::dense_add_norm;
+use crate::model::config::LayerType;
+use crate::model::rotary::Rotation;
+use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::attention::self_attention;
 use crate::ops::linear::linear;
+
+/// Most bytes of the scores a local layer builds at once: its queries go in chunks, each against the keys of
+/// its window, so that a long text (ModernBERT reads 8,192 tokens) costs memory in its length, not its square.
+/// The same as the pipelines' bound on any one activation.
+const LOCAL_SCORES_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static FORCED_SCORES_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with local layers' scores chunked under `bytes` instead of [`LOCAL_SCORES_BYTES`]: the tests
+/// compare many small chunks with one.
+pub fn with_local_scores_bytes<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    let previous = FORCED_SCORES_BYTES.with(|b| b.replace(Some(bytes)));
+    let output = f();
+    FORCED_SCORES_BYTES.with(|b| b.set(previous));
+    output
+}
+
+/// What every layer's attention reads besides the hidden states, made once per forward pass.
+#[derive(Debug, Clone)]
+pub struct AttentionInputs {
+    /// `[batch, seq]`: 1 for tokens, 0 for padding.
+    pub attention_mask: Tensor<2>,
+    /// MPNet's relative position bias `[1, heads, seq, seq]`, added to the scores.
+    pub position_bias: Option<Tensor<4>>,
+    /// ModernBERT's rotations of Q and K: in global layers, in local layers.
+    pub rotations: Option<[Rotation; 2]>,
+    /// How far a local layer's queries see on either side (ModernBERT's `local_attention / 2`).
+    pub sliding_window: Option<usize>,
+}
+
+impl AttentionInputs {
+    fn rotation(&self, layer_type: LayerType) -> Option<&Rotation> {
+        let [full, sliding] = self.rotations.as_ref()?;
+        Some(match layer_type {
+            LayerType::Full => full,
+            LayerType::Sliding => sliding,
+        })
+    }
+}
 
 #[derive(Module, Debug)]
 pub struct BertAttention {
     /// Hugging Face's `query`, `key` and `value` as one Linear (hidden → 3 × hidden, the three side by
-    /// side): one matrix product instead of three.
+    /// side): one matrix product instead of three. ModernBERT's `Wqkv` is this already.
     pub qkv: Linear,
     /// Output projection of the concatenated heads.
     pub dense: Linear,
-    pub layer_norm: LayerNorm,
+    /// Post-norm: of the residual sum. Pre-norm: of the input (ModernBERT's `attn_norm`), none in the first
+    /// layer, which reads the embeddings' norm.
+    pub layer_norm: Option<LayerNorm>,
     pub num_heads: usize,
     pub layer_norm_eps: f64,
+    #[module(skip)]
+    pub norm_first: bool,
+    #[module(skip)]
+    pub layer_type: LayerType,
 }
 
 impl BertAttention {
-    /// `hidden`: `[batch, seq, hidden]`, `attention_mask` `[batch, seq]` (1 for tokens, 0 for padding) →
-    /// new hidden states. One fused attention op; only the browser's CPU path builds the probabilities,
-    /// one head at a time. With a `position_bias` (MPNet's, `[1, heads, seq, seq]`) the scores are built
-    /// from burn's ops, the fused kernels taking none.
-    pub fn forward(
-        &self,
-        hidden: Tensor<3>,
-        attention_mask: Tensor<2>,
-        position_bias: Option<Tensor<4>>,
-    ) -> Tensor<3> {
-        if position_bias.is_some() {
-            return self
-                .forward_with_probs(hidden, attention_mask, position_bias)
-                .0;
-        }
-        let qkv = linear(&self.qkv, hidden.clone(), false);
-        self.output(self_attention(qkv, attention_mask, self.num_heads), hidden)
+    /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op; only the browser's CPU
+    /// path builds the probabilities, one head at a time. With a position bias (MPNet) or a window
+    /// (ModernBERT's local layers, in chunks of queries) the scores are built from burn's ops, the fused
+    /// kernels taking neither.
+    pub fn forward(&self, hidden: Tensor<3>, inputs: &AttentionInputs) -> Tensor<3> {
+        let qkv = self.qkv(hidden.clone(), inputs);
+        let context = match (self.window(inputs), &inputs.position_bias) {
+            (Some(window), _) => {
+                let heads = self.heads(qkv);
+                merge_heads(self.local_attention(&heads, inputs, window))
+            }
+            (None, Some(_)) => {
+                let heads = self.heads(qkv);
+                let seq = heads[0].dims()[2];
+                merge_heads(self.attend(&heads, inputs, 0..seq, 0..seq).0)
+            }
+            (None, None) => self_attention(qkv, inputs.attention_mask.clone(), self.num_heads),
+        };
+        self.output(context, hidden)
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_probs(
         &self,
         hidden: Tensor<3>,
-        attention_mask: Tensor<2>,
-        position_bias: Option<Tensor<4>>,
+        inputs: &AttentionInputs,
     ) -> (Tensor<3>, Tensor<4>) {
-        let [batch, seq, width] = hidden.dims();
-        let qkv = linear(&self.qkv, hidden.clone(), false);
-        let [q, k, v] = [0, 1, 2].map(|i| {
-            qkv.clone()
-                .narrow(2, i * width, width)
-                .reshape([batch, seq, self.num_heads, width / self.num_heads])
-                .swap_dims(1, 2)
-        });
-        let head_dim = q.dims()[3];
-        // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
-        if let Some(bias) = position_bias {
-            scores = scores + bias;
+        let heads = self.heads(self.qkv(hidden.clone(), inputs));
+        let seq = heads[0].dims()[2];
+        let (context, probs) = self.attend(&heads, inputs, 0..seq, 0..seq);
+        (self.output(merge_heads(context), hidden), probs)
+    }
+
+    /// The reach of this layer's window, if it is a local layer.
+    fn window(&self, inputs: &AttentionInputs) -> Option<usize> {
+        match self.layer_type {
+            LayerType::Sliding => inputs.sliding_window,
+            LayerType::Full => None,
         }
-        let scores = scores.mask_fill(self.padding_mask(attention_mask), f32::MIN);
-        let probs = softmax(scores, 3);
-        let context = probs
+    }
+
+    /// Q, K and V `[batch, heads, seq, head_dim]` from the projection `[batch, seq, 3 × hidden]`.
+    fn heads(&self, qkv: Tensor<3>) -> [Tensor<4>; 3] {
+        let [batch, seq, width] = qkv.dims();
+        let hidden = width / 3;
+        [0, 1, 2].map(|i| {
+            qkv.clone()
+                .narrow(2, i * hidden, hidden)
+                .reshape([batch, seq, self.num_heads, hidden / self.num_heads])
+                .swap_dims(1, 2)
+        })
+    }
+
+    /// softmax(QKᵀ/√d_k + bias + mask)·V by burn's ops, for the queries `queries` over the keys `keys`:
+    /// the context `[batch, heads, queries, head_dim]` and the probabilities `[batch, heads, queries, keys]`.
+    fn attend(
+        &self,
+        [q, k, v]: &[Tensor<4>; 3],
+        inputs: &AttentionInputs,
+        queries: Range<usize>,
+        keys: Range<usize>,
+    ) -> (Tensor<4>, Tensor<4>) {
+        let [batch, heads, _, head_dim] = q.dims();
+        let (rows, columns) = (queries.len(), keys.len());
+        let q = q.clone().narrow(2, queries.start, rows);
+        let [k, v] = [k, v].map(|t| t.clone().narrow(2, keys.start, columns));
+        let mut scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
+        if let Some(bias) = &inputs.position_bias {
+            let bias = bias.clone().narrow(2, queries.start, rows);
+            scores = scores + bias.narrow(3, keys.start, columns);
+        }
+        // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
+        let shape = [batch, heads, rows, columns];
+        let mut masked = inputs
+            .attention_mask
             .clone()
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, width]);
-        (self.output(context, hidden), probs)
+            .narrow(1, keys.start, columns)
+            .reshape([batch, 1, 1, columns])
+            .expand(shape)
+            .equal_elem(0.0);
+        if let Some(window) = self.window(inputs) {
+            let outside = outside_window(queries, keys, window, &scores.device());
+            masked = masked.bool_or(outside.expand(shape));
+        }
+        let probs = softmax(scores.mask_fill(masked, f32::MIN), 3);
+        (probs.clone().matmul(v), probs)
     }
 
-    /// Which keys each query may not attend to: the padding, `[batch, heads, seq, seq]` (true = masked).
-    fn padding_mask(&self, attention_mask: Tensor<2>) -> Tensor<4, Bool> {
-        let [batch, seq] = attention_mask.dims();
-        attention_mask
-            .reshape([batch, 1, 1, seq])
-            .expand([batch, self.num_heads, seq, seq])
-            .equal_elem(0.0)
+    /// A local layer's attention in chunks of queries, each over the keys its window reaches, under
+    /// [`LOCAL_SCORES_BYTES`] of scores: the same numbers as all queries over all keys, whose scores out of
+    /// reach weigh exactly 0. Context `[batch, heads, seq, head_dim]`.
+    fn local_attention(
+        &self,
+        heads: &[Tensor<4>; 3],
+        inputs: &AttentionInputs,
+        window: usize,
+    ) -> Tensor<4> {
+        let [batch, num_heads, seq, _] = heads[0].dims();
+        let budget = FORCED_SCORES_BYTES
+            .with(Cell::get)
+            .unwrap_or(LOCAL_SCORES_BYTES);
+        let bytes = |chunk: usize| 4 * batch * num_heads * chunk * (chunk + 2 * window).min(seq);
+        let mut chunk = seq;
+        while chunk > 1 && bytes(chunk) > budget {
+            chunk = chunk.div_ceil(2);
+        }
+        let contexts = (0..seq)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(seq);
+                let keys = start.saturating_sub(window)..(end + window).min(seq);
+                self.attend(heads, inputs, start..end, keys).0
+            })
+            .collect();
+        Tensor::cat(contexts, 2)
     }
 
-    /// Heads concatenated `[batch, seq, hidden]` → projected, residual + LayerNorm.
-    fn output(&self, context: Tensor<3>, hidden: Tensor<3>) -> Tensor<3> {
-        dense_add_norm(
-            &self.dense,
-            &self.layer_norm,
-            self.layer_norm_eps,
-            context,
-            hidden,
+    /// Q, K and V side by side `[batch, seq, 3 × hidden]` from the layer's input (normalised first in
+    /// pre-norm), Q and K turned by their positions where the model has rotary ones.
+    fn qkv(&self, hidden: Tensor<3>, inputs: &AttentionInputs) -> Tensor<3> {
+        let input = match (&self.layer_norm, self.norm_first) {
+            (Some(layer_norm), true) => norm(layer_norm, self.layer_norm_eps, hidden),
+            _ => hidden,
+        };
+        let qkv = linear(&self.qkv, input, false);
+        let Some(rotation) = inputs.rotation(self.layer_type) else {
+            return qkv;
+        };
+        let [batch, seq, width] = qkv.dims();
+        let hidden = width / 3;
+        let head = |i: usize| {
+            qkv.clone().narrow(2, i * hidden, hidden).reshape([
+                batch,
+                seq,
+                self.num_heads,
+                hidden / self.num_heads,
+            ])
+        };
+        let turned = |i: usize| rotation.apply(head(i)).reshape([batch, seq, hidden]);
+        Tensor::cat(
+            vec![
+                turned(0),
+                turned(1),
+                qkv.clone().narrow(2, 2 * hidden, hidden),
+            ],
+            2,
         )
     }
+
+    /// Heads concatenated `[batch, seq, hidden]` → projected and added to the residual; post-norm
+    /// normalises the sum.
+    fn output(&self, context: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        match (&self.layer_norm, self.norm_first) {
+            (Some(layer_norm), false) => dense_add_norm(
+                &self.dense,
+                layer_norm,
+                self.layer_norm_eps,
+                context,
+                residual,
+            ),
+            _ => residual + linear(&self.dense, context, false),
+        }
+    }
+}
+
+/// `[batch, heads, seq, head_dim]` → the heads side by side, `[batch, seq, hidden]`.
+fn merge_heads(context: Tensor<4>) -> Tensor<3> {
+    let [batch, heads, seq, head_dim] = context.dims();
+    context
+        .swap_dims(1, 2)
+        .reshape([batch, seq, heads * head_dim])
+}
+
+/// Which of `keys` are out of each of `queries`' reach, `[1, 1, queries, keys]` (true = out): transformers'
+/// bidirectional sliding window sees `|query - key| <= window`.
+fn outside_window(
+    queries: Range<usize>,
+    keys: Range<usize>,
+    window: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
+    let shape = [1, 1, queries.len(), keys.len()];
+    let outside: Vec<bool> = queries
+        .flat_map(|query| keys.clone().map(move |key| query.abs_diff(key) > window))
+        .collect();
+    Tensor::from_data(TensorData::new(outside, shape), device)
 }

@@ -4,6 +4,7 @@ use burn::config::Config;
 use serde_json::{Map, Value};
 
 use crate::error::{self, Error};
+use crate::model::heads::Pooling;
 
 /// The non-linearity between the two feed-forward projections.
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
@@ -51,6 +52,9 @@ pub enum Architecture {
     Electra,
     /// RoBERTa's positions, no segments, and a relative position bias added to every layer's scores.
     Mpnet,
+    /// Rotary positions, pre-norm layers with a final norm, a GeGLU feed-forward, global and sliding-window
+    /// layers, biases as the config says.
+    ModernBert,
 }
 
 impl Architecture {
@@ -64,11 +68,12 @@ impl Architecture {
             Architecture::Albert => "albert",
             Architecture::Electra => "electra",
             Architecture::Mpnet => "mpnet",
+            Architecture::ModernBert => "modernbert",
         }
     }
 }
 
-const ARCHITECTURES: [Architecture; 7] = [
+const ARCHITECTURES: [Architecture; 8] = [
     Architecture::Bert,
     Architecture::Roberta,
     Architecture::XlmRoberta,
@@ -76,7 +81,33 @@ const ARCHITECTURES: [Architecture; 7] = [
     Architecture::Albert,
     Architecture::Electra,
     Architecture::Mpnet,
+    Architecture::ModernBert,
 ];
+
+/// Which tokens a layer's attention sees (transformers' `layer_types`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum LayerType {
+    /// All of them (`full_attention`): every layer of BERT, ModernBERT's global layers.
+    Full,
+    /// Those at most `local_attention / 2` positions away (`sliding_attention`): ModernBERT's local layers.
+    Sliding,
+}
+
+/// The base of the rotary embeddings' frequencies (`rope_theta`), per kind of layer.
+#[derive(Config, Debug, Copy, PartialEq)]
+pub struct RopeTheta {
+    pub full: f64,
+    pub sliding: f64,
+}
+
+impl RopeTheta {
+    pub fn of(&self, layer_type: LayerType) -> f64 {
+        match layer_type {
+            LayerType::Full => self.full,
+            LayerType::Sliding => self.sliding,
+        }
+    }
+}
 
 /// How a sequence classifier's logits become scores (`problem_type`, as the `text-classification`
 /// pipeline reads it).
@@ -108,6 +139,38 @@ pub struct BertConfig {
     pub type_vocab_size: usize,
     /// Buckets of MPNet's relative position bias; 0 without one.
     pub relative_attention_num_buckets: usize,
+    /// Rotary position embeddings in place of learned ones (ModernBERT), their base per kind of layer.
+    pub rope_theta: Option<RopeTheta>,
+    /// Per layer, the tokens its attention sees (transformers 5's `layer_types`); when config.json lists none,
+    /// `global_attn_every_n_layers` decides. See [`layer_type`](Self::layer_type).
+    pub layer_types: Vec<LayerType>,
+    /// Every n-th layer from the first sees all tokens, the others a window (ModernBERT's local layers); 1 (all
+    /// global) in every other family.
+    pub global_attn_every_n_layers: usize,
+    /// The local layers' window in tokens, half of it on either side (ModernBERT's `local_attention`).
+    pub local_attention: usize,
+    /// Pre-norm (ModernBERT): LayerNorm before the attention and before the feed-forward, the residuals added
+    /// after, a final norm after the last layer. Post-norm (BERT): LayerNorm after each residual.
+    pub norm_first: bool,
+    /// GeGLU (ModernBERT): the first feed-forward projection twice as wide, its halves `input` and `gate`,
+    /// act(input) · gate. Otherwise act(input).
+    pub gated_feed_forward: bool,
+    /// Whether Q, K, V and the attention's output projection have biases (ModernBERT's `attention_bias`).
+    pub attention_bias: bool,
+    /// Whether the feed-forward's projections have biases (`mlp_bias`).
+    pub mlp_bias: bool,
+    /// Whether the LayerNorms have biases (`norm_bias`).
+    pub norm_bias: bool,
+    /// Whether the task heads' dense layer has a bias (`classifier_bias`).
+    pub classifier_bias: bool,
+    /// Whether the masked-LM decoder has a bias (`decoder_bias`).
+    pub decoder_bias: bool,
+    /// The heads' activation where the family's code reads it from the config: `hidden_act` (BERT's MLM head),
+    /// ModernBERT's `classifier_activation` (both its heads).
+    pub head_act: HiddenAct,
+    /// What the sequence classifier reads: the first token, or ModernBERT's mean of the tokens
+    /// (`classifier_pooling`).
+    pub classifier_pooling: Pooling,
     pub layer_norm_eps: f64,
     pub pad_token_id: usize,
     /// The classifier's labels (`id2label`, by id).
@@ -165,14 +228,11 @@ impl BertConfig {
                 "field `position_embedding_type` = \"{kind}\" is not supported (only \"absolute\")"
             )));
         }
-        let layer_norm_eps = match object.get("layer_norm_eps") {
-            // DistilBERT's is fixed in its code.
-            None => 1e-12,
-            Some(v) => v.as_f64().filter(|e| *e > 0.0).ok_or_else(|| {
-                Error::Config(format!(
-                    "field `layer_norm_eps` must be a positive number, found {v}"
-                ))
-            })?,
+        let modern = architecture == Architecture::ModernBert;
+        // DistilBERT's is fixed in its code; ModernBERT's is `norm_eps`.
+        let layer_norm_eps = match modern {
+            true => number(object, "norm_eps", 1e-5)?,
+            false => number(object, "layer_norm_eps", 1e-12)?,
         };
         let labels = labels(object)?;
         let score_function = match object.get("problem_type").and_then(Value::as_str) {
@@ -209,6 +269,22 @@ impl BertConfig {
                 "field `num_hidden_groups` ({num_hidden_groups}) must divide `num_hidden_layers` ({num_hidden_layers})"
             )));
         }
+        // ALBERT's default is the tanh approximation; ModernBERT names it `hidden_activation`.
+        let act_field = match architecture {
+            Architecture::DistilBert => "activation",
+            Architecture::ModernBert => "hidden_activation",
+            _ => "hidden_act",
+        };
+        let hidden_act = match (albert, object.get(act_field)) {
+            (true, None) => HiddenAct::GeluNew,
+            (_, value) => HiddenAct::parse(act_field, value)?,
+        };
+        // ModernBERT's config says which biases there are (by default, ModernBERT-base's); every other
+        // family has them all.
+        let bias = |field: &str, modern_default: bool| match modern {
+            true => flag(object, field, modern_default),
+            false => Ok(true),
+        };
         let config = BertConfig {
             architecture,
             vocab_size: size("vocab_size", None)?,
@@ -218,16 +294,12 @@ impl BertConfig {
             num_hidden_groups,
             num_attention_heads: size(name("num_attention_heads", "n_heads"), None)?,
             intermediate_size: size(name("intermediate_size", "hidden_dim"), None)?,
-            // ALBERT's default is the tanh approximation.
-            hidden_act: match (albert, object.get("hidden_act")) {
-                (true, None) => HiddenAct::GeluNew,
-                _ => HiddenAct::parse(
-                    name("hidden_act", "activation"),
-                    object.get(name("hidden_act", "activation")),
-                )?,
-            },
-            max_position_embeddings: size("max_position_embeddings", Some(512))?,
-            type_vocab_size: if distil || mpnet {
+            hidden_act,
+            max_position_embeddings: size(
+                "max_position_embeddings",
+                Some(if modern { 8192 } else { 512 }),
+            )?,
+            type_vocab_size: if distil || mpnet || modern {
                 0
             } else {
                 size("type_vocab_size", Some(2))?
@@ -236,8 +308,54 @@ impl BertConfig {
                 true => size("relative_attention_num_buckets", Some(32))?,
                 false => 0,
             },
+            rope_theta: modern.then(|| rope_theta(object)).transpose()?,
+            layer_types: match modern {
+                true => layer_types(object, num_hidden_layers)?,
+                false => Vec::new(),
+            },
+            global_attn_every_n_layers: match modern {
+                true => size("global_attn_every_n_layers", Some(3))?,
+                false => 1,
+            },
+            local_attention: match modern {
+                true => size("local_attention", Some(128))?,
+                false => 0,
+            },
+            norm_first: modern,
+            gated_feed_forward: modern,
+            attention_bias: bias("attention_bias", false)?,
+            mlp_bias: bias("mlp_bias", false)?,
+            norm_bias: bias("norm_bias", false)?,
+            classifier_bias: bias("classifier_bias", false)?,
+            decoder_bias: bias("decoder_bias", true)?,
+            head_act: match modern {
+                true => {
+                    HiddenAct::parse("classifier_activation", object.get("classifier_activation"))?
+                }
+                false => hidden_act,
+            },
+            classifier_pooling: match object.get("classifier_pooling").filter(|_| modern) {
+                None => Pooling::Cls,
+                Some(v) => match v.as_str() {
+                    Some("cls") => Pooling::Cls,
+                    Some("mean") => Pooling::Mean,
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "field `classifier_pooling` = {v} is not supported (\"cls\", \"mean\")"
+                        )));
+                    }
+                },
+            },
             layer_norm_eps,
-            pad_token_id: size("pad_token_id", Some(if roberta { 1 } else { 0 }))?,
+            pad_token_id: size(
+                "pad_token_id",
+                Some(match architecture {
+                    _ if roberta => 1,
+                    // ModernBERT-base's [PAD].
+                    Architecture::ModernBert => 50283,
+                    _ => 0,
+                }),
+            )?,
             labels,
             score_function,
         };
@@ -251,6 +369,14 @@ impl BertConfig {
                 config.hidden_size,
                 name("num_attention_heads", "n_heads"),
                 config.num_attention_heads
+            )));
+        }
+        if config.rope_theta.is_some()
+            && !(config.hidden_size / config.num_attention_heads).is_multiple_of(2)
+        {
+            return Err(Error::Config(format!(
+                "rotary positions need heads of an even width, not {} (`hidden_size` / `num_attention_heads`)",
+                config.hidden_size / config.num_attention_heads
             )));
         }
         if config.max_len() < 3 {
@@ -279,6 +405,37 @@ impl BertConfig {
         }
     }
 
+    /// The first feed-forward projection's width: twice the inner size with GeGLU (input and gate).
+    pub fn feed_forward_width(&self) -> usize {
+        match self.gated_feed_forward {
+            // Saturating: config.json's sizes are checked against the tensors only later.
+            true => self.intermediate_size.saturating_mul(2),
+            false => self.intermediate_size,
+        }
+    }
+
+    /// How far a local layer's tokens see on either side (transformers' `sliding_window`).
+    pub fn sliding_window(&self) -> usize {
+        self.local_attention / 2
+    }
+
+    /// The tokens layer `n`'s attention sees.
+    pub fn layer_type(&self, n: usize) -> LayerType {
+        match self.layer_types.get(n) {
+            Some(layer_type) => *layer_type,
+            None if n.is_multiple_of(self.global_attn_every_n_layers) => LayerType::Full,
+            None => LayerType::Sliding,
+        }
+    }
+
+    /// Whether any layer sees a window of the tokens.
+    pub fn has_local_layers(&self) -> bool {
+        match self.layer_types.is_empty() {
+            true => self.global_attn_every_n_layers > 1 && self.num_hidden_layers > 1,
+            false => self.layer_types.contains(&LayerType::Sliding),
+        }
+    }
+
     /// Which of the distinct layers' weights layer `n` uses (ALBERT's groups; otherwise its own).
     pub fn layer_group(&self, n: usize) -> usize {
         n / (self.num_hidden_layers / self.num_hidden_groups)
@@ -289,6 +446,98 @@ impl BertConfig {
         self.max_position_embeddings
             .saturating_sub(self.position_offset())
     }
+}
+
+/// A positive number, `default` if absent.
+fn number(object: &Map<String, Value>, field: &str, default: f64) -> error::Result<f64> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_f64().filter(|x| *x > 0.0).ok_or_else(|| {
+            Error::Config(format!(
+                "field `{field}` must be a positive number, found {v}"
+            ))
+        }),
+    }
+}
+
+/// `true` or `false`, `default` if absent.
+fn flag(object: &Map<String, Value>, field: &str, default: bool) -> error::Result<bool> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            Error::Config(format!("field `{field}` must be true or false, found {v}"))
+        }),
+    }
+}
+
+/// ModernBERT's `layer_types` (transformers 5), one per layer; none if absent (the Hub's configs give
+/// `global_attn_every_n_layers` instead).
+fn layer_types(object: &Map<String, Value>, layers: usize) -> error::Result<Vec<LayerType>> {
+    let Some(types) = object.get("layer_types").filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let error = || {
+        Error::Config(format!(
+            "field `layer_types` must list \"full_attention\" or \"sliding_attention\" for each of the {layers} layers, found {types}"
+        ))
+    };
+    let types = types
+        .as_array()
+        .filter(|t| t.len() == layers)
+        .ok_or_else(error)?;
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            Some("full_attention") => Ok(LayerType::Full),
+            Some("sliding_attention") => Ok(LayerType::Sliding),
+            _ => Err(error()),
+        })
+        .collect()
+}
+
+/// ModernBERT's rotary bases: `rope_parameters` per layer type (transformers 5), else `global_rope_theta` and
+/// `local_rope_theta` (the Hub's configs), by default 160,000 and 10,000. Only the default (unscaled) RoPE.
+fn rope_theta(object: &Map<String, Value>) -> error::Result<RopeTheta> {
+    if let Some(scaling) = object.get("rope_scaling").filter(|v| !v.is_null()) {
+        return Err(Error::Config(format!(
+            "field `rope_scaling` = {scaling} is not supported (only unscaled rotary positions)"
+        )));
+    }
+    let theta = |layer_type: &str, old_field: &str, default: f64| -> error::Result<f64> {
+        let field = format!("rope_parameters.{layer_type}");
+        match object
+            .get("rope_parameters")
+            .and_then(|p| p.get(layer_type))
+            .filter(|p| !p.is_null())
+        {
+            None => number(object, old_field, default),
+            Some(Value::Object(params)) => {
+                if let Some(kind) = params
+                    .get("rope_type")
+                    .filter(|k| k.as_str() != Some("default"))
+                {
+                    return Err(Error::Config(format!(
+                        "field `{field}.rope_type` = {kind} is not supported (only \"default\")"
+                    )));
+                }
+                match params.get("rope_theta") {
+                    None | Some(Value::Null) => number(object, old_field, default),
+                    Some(v) => v.as_f64().filter(|x| *x > 0.0).ok_or_else(|| {
+                        Error::Config(format!(
+                            "field `{field}.rope_theta` must be a positive number, found {v}"
+                        ))
+                    }),
+                }
+            }
+            Some(v) => Err(Error::Config(format!(
+                "field `{field}` must be an object, found {v}"
+            ))),
+        }
+    };
+    Ok(RopeTheta {
+        full: theta("full_attention", "global_rope_theta", 160_000.0)?,
+        sliding: theta("sliding_attention", "local_rope_theta", 10_000.0)?,
+    })
 }
 
 /// `id2label` as a list by id: `{"0": "NEGATIVE", "1": "POSITIVE"}` → `["NEGATIVE", "POSITIVE"]`.
@@ -324,4 +573,101 @@ fn labels(object: &Map<String, Value>) -> error::Result<Vec<String>> {
         *slot = Some(label.as_str().ok_or_else(error)?.to_string());
     }
     labels.into_iter().map(|l| l.ok_or_else(error)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// answerdotai/ModernBERT-base's config.json as the Hub has it (transformers 4.x names: the layer pattern as
+    /// `global_attn_every_n_layers`, the bases as `global_rope_theta` and `local_rope_theta`).
+    const MODERNBERT_BASE: &str = r#"{
+        "architectures": ["ModernBertForMaskedLM"], "attention_bias": false, "attention_dropout": 0.0,
+        "bos_token_id": 50281, "classifier_activation": "gelu", "classifier_bias": false,
+        "classifier_dropout": 0.0, "classifier_pooling": "mean", "cls_token_id": 50281, "decoder_bias": true,
+        "deterministic_flash_attn": false, "embedding_dropout": 0.0, "eos_token_id": 50282,
+        "global_attn_every_n_layers": 3, "global_rope_theta": 160000.0, "gradient_checkpointing": false,
+        "hidden_activation": "gelu", "hidden_size": 768, "initializer_cutoff_factor": 2.0,
+        "initializer_range": 0.02, "intermediate_size": 1152, "layer_norm_eps": 1e-05, "local_attention": 128,
+        "local_rope_theta": 10000.0, "max_position_embeddings": 8192, "mlp_bias": false, "mlp_dropout": 0.0,
+        "model_type": "modernbert", "norm_bias": false, "norm_eps": 1e-05, "num_attention_heads": 12,
+        "num_hidden_layers": 22, "pad_token_id": 50283, "position_embedding_type": "absolute",
+        "reference_compile": true, "sep_token_id": 50282, "sparse_pred_ignore_index": -100,
+        "sparse_prediction": false, "torch_dtype": "float32", "transformers_version": "4.47.0.dev0",
+        "vocab_size": 50368
+    }"#;
+
+    #[test]
+    fn modernbert_base_from_the_hub() {
+        let c = BertConfig::from_hf_json(MODERNBERT_BASE).unwrap();
+        assert_eq!(c.architecture, Architecture::ModernBert);
+        let global: Vec<usize> = (0..22)
+            .filter(|&n| c.layer_type(n) == LayerType::Full)
+            .collect();
+        assert_eq!(global, [0, 3, 6, 9, 12, 15, 18, 21]);
+        assert!(c.has_local_layers());
+        assert_eq!(
+            c.rope_theta,
+            Some(RopeTheta {
+                full: 160_000.0,
+                sliding: 10_000.0
+            })
+        );
+        assert_eq!((c.local_attention, c.sliding_window()), (128, 64));
+        assert_eq!((c.feed_forward_width(), c.max_len()), (2304, 8192));
+        assert_eq!(
+            (c.layer_norm_eps, c.pad_token_id, c.type_vocab_size),
+            (1e-5, 50283, 0)
+        );
+        assert!(c.norm_first && c.gated_feed_forward && c.decoder_bias);
+        assert!(!(c.attention_bias || c.mlp_bias || c.norm_bias || c.classifier_bias));
+        assert_eq!(
+            (c.hidden_act, c.head_act, c.classifier_pooling),
+            (HiddenAct::Gelu, HiddenAct::Gelu, Pooling::Mean)
+        );
+    }
+
+    /// transformers 5 writes `layer_types` and `rope_parameters`, which take precedence over the old names.
+    #[test]
+    fn modernbert_layer_types_and_rope_parameters() {
+        let json = MODERNBERT_BASE.replace(
+            r#""num_hidden_layers": 22,"#,
+            r#""num_hidden_layers": 2, "layer_types": ["sliding_attention", "full_attention"],
+               "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 1000.0},
+                                   "sliding_attention": {"rope_type": "default"}},"#,
+        );
+        let c = BertConfig::from_hf_json(&json).unwrap();
+        let types = [c.layer_type(0), c.layer_type(1)];
+        assert_eq!(types, [LayerType::Sliding, LayerType::Full]);
+        // A layer type's parameters without a base fall back to the old field, as transformers does.
+        assert_eq!(
+            c.rope_theta,
+            Some(RopeTheta {
+                full: 1000.0,
+                sliding: 10_000.0
+            })
+        );
+    }
+
+    /// Other families keep BERT's shape: post-norm, biases everywhere, learned positions, all layers global.
+    #[test]
+    fn bert_keeps_its_options() {
+        let c = BertConfig::from_hf_json(
+            r#"{"vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 2, "num_attention_heads": 1,
+                "intermediate_size": 6, "hidden_act": "relu", "global_rope_theta": 5.0, "norm_bias": false}"#,
+        )
+        .unwrap();
+        assert_eq!([c.layer_type(0), c.layer_type(1)], [LayerType::Full; 2]);
+        assert!(!c.has_local_layers());
+        assert_eq!((c.rope_theta, c.local_attention), (None, 0));
+        assert!(!c.norm_first && !c.gated_feed_forward);
+        assert!(
+            c.attention_bias && c.mlp_bias && c.norm_bias && c.classifier_bias && c.decoder_bias
+        );
+        assert_eq!(
+            (c.head_act, c.classifier_pooling),
+            (HiddenAct::Relu, Pooling::Cls)
+        );
+        assert_eq!(c.feed_forward_width(), 6);
+    }
 }

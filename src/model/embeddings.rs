@@ -1,15 +1,18 @@
-//! Input representation: token + learned position (+ segment) embeddings, then LayerNorm.
+//! Input representation: token + learned position (+ segment) embeddings, then LayerNorm; with rotary
+//! positions (ModernBERT), the token embeddings alone.
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor};
 
+use crate::ops::add_norm::norm;
 use crate::ops::embeddings::embed_norm;
 
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
     pub word_embeddings: Embedding,
-    pub position_embeddings: Embedding,
+    /// `None` where attention turns queries and keys by their positions instead (ModernBERT).
+    pub position_embeddings: Option<Embedding>,
     /// `None` where the family has no segments (DistilBERT).
     pub token_type_embeddings: Option<Embedding>,
     pub layer_norm: LayerNorm,
@@ -21,6 +24,10 @@ pub struct BertEmbeddings {
 impl BertEmbeddings {
     /// `input_ids`, `token_type_ids`: `[batch, seq]` → `[batch, seq, hidden]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let Some(positions) = &self.position_embeddings else {
+            let tokens = self.word_embeddings.forward(input_ids);
+            return norm(&self.layer_norm, self.layer_norm_eps, tokens);
+        };
         let hidden = self.word_embeddings.weight.dims()[1];
         let device = input_ids.device();
         let beta = match &self.layer_norm.beta {
@@ -32,7 +39,7 @@ impl BertEmbeddings {
             Some(table) => table.weight.val(),
             None => Tensor::zeros([1, hidden], &device),
         };
-        let positions = self.position_embeddings.weight.val();
+        let positions = positions.weight.val();
         let rows = positions.dims()[0] - self.position_offset;
         embed_norm(
             input_ids,

@@ -7,21 +7,23 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::model::config::{BertConfig, HiddenAct, ScoreFunction};
-use crate::model::layer::linear_activate;
+use crate::model::layer::{activate, linear_activate};
 use crate::model::{Batch, BertModel};
 use crate::ops;
 use crate::ops::add_norm::norm;
 use crate::ops::linear::{affine, linear};
-use burn::tensor::activation::{gelu, relu, tanh};
+use burn::tensor::activation::tanh;
 
-/// `cls.predictions`: dense → activation → LayerNorm, then the decoder onto the vocabulary.
+/// `cls.predictions` (ModernBERT's `head` and `decoder`): dense → activation → LayerNorm, then the decoder
+/// onto the vocabulary.
 #[derive(Module, Debug)]
 pub struct MlmHead {
     pub dense: Linear,
     pub layer_norm: LayerNorm,
     /// `[vocab, hidden]`; `None` when tied to the word embeddings (BERT's default).
     pub decoder: Option<Param<Tensor<2>>>,
-    pub bias: Param<Tensor<1>>,
+    /// The decoder's; `None` without one (ModernBERT's `decoder_bias: false`).
+    pub bias: Option<Param<Tensor<1>>>,
     pub layer_norm_eps: f64,
     #[module(skip)]
     pub hidden_act: HiddenAct,
@@ -42,7 +44,10 @@ impl MlmHead {
                 .with_epsilon(config.layer_norm_eps)
                 .init(device),
             decoder: None,
-            bias: Param::from_tensor(Tensor::zeros([config.vocab_size], device)),
+            bias: Some(Param::from_tensor(Tensor::zeros(
+                [config.vocab_size],
+                device,
+            ))),
             layer_norm_eps: config.layer_norm_eps,
             hidden_act: config.hidden_act,
         }
@@ -60,7 +65,11 @@ impl MlmHead {
             .as_ref()
             .map(|d| d.val())
             .unwrap_or(word_embeddings);
-        affine(transformed, decoder.transpose(), self.bias.val(), false)
+        let bias = match &self.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([decoder.dims()[0]], &decoder.device()),
+        };
+        affine(transformed, decoder.transpose(), bias, false)
     }
 }
 
@@ -92,20 +101,23 @@ impl BertForMaskedLM {
 pub enum PoolerAct {
     /// BERT's pooler, RoBERTa's `classifier.dense`.
     Tanh,
-    /// DistilBERT's `pre_classifier`.
-    Relu,
-    /// ELECTRA's `classifier.dense`.
-    Gelu,
+    /// DistilBERT's `pre_classifier` (ReLU), ELECTRA's `classifier.dense` and ModernBERT's `head` (GELU).
+    Act(HiddenAct),
 }
 
-/// Sequence classification from the first token (`[CLS]`, `<s>`): dense and activation (BERT's pooler),
-/// then the projection onto the labels.
+/// Sequence classification from the first token (`[CLS]`, `<s>`) or the mean of the tokens (ModernBERT's
+/// `classifier_pooling`): dense and activation (BERT's pooler), LayerNorm (ModernBERT's `head.norm`), then
+/// the projection onto the labels.
 #[derive(Module, Debug)]
 pub struct ClassificationHead {
     pub dense: Linear,
+    pub layer_norm: Option<LayerNorm>,
     pub out: Linear,
+    pub layer_norm_eps: f64,
     #[module(skip)]
     pub act: PoolerAct,
+    #[module(skip)]
+    pub pooling: Pooling,
     /// By id (`id2label`).
     #[module(skip)]
     pub labels: Vec<String>,
@@ -114,15 +126,17 @@ pub struct ClassificationHead {
 }
 
 impl ClassificationHead {
-    /// `hidden`: `[batch, seq, hidden]` → logits `[batch, labels]`.
-    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let [batch, _, width] = hidden.dims();
-        let first = hidden.narrow(1, 0, 1).reshape([batch, width]);
-        let pooled = linear(&self.dense, first, false);
+    /// `hidden`: `[batch, seq, hidden]`, `attention_mask` `[batch, seq]` → logits `[batch, labels]`.
+    pub fn forward(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+        let pooled = ops::pool::pool(hidden, attention_mask, self.pooling == Pooling::Mean, false);
+        let pooled = linear(&self.dense, pooled, false);
         let pooled = match self.act {
             PoolerAct::Tanh => tanh(pooled),
-            PoolerAct::Relu => relu(pooled),
-            PoolerAct::Gelu => gelu(pooled),
+            PoolerAct::Act(act) => activate(act, pooled),
+        };
+        let pooled = match &self.layer_norm {
+            Some(layer_norm) => norm(layer_norm, self.layer_norm_eps, pooled),
+            None => pooled,
         };
         linear(&self.out, pooled, false)
     }
@@ -144,12 +158,14 @@ impl AsRef<BertModel> for BertForSequenceClassification {
 impl BertForSequenceClassification {
     /// Logits `[batch, labels]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<2> {
-        self.classifier.forward(self.bert.forward(batch))
+        let hidden = self.bert.forward(batch);
+        self.classifier
+            .forward(hidden, batch.attention_mask.clone())
     }
 }
 
 /// How a sentence vector is made from its token vectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Pooling {
     /// Average of the real tokens' vectors (sentence-transformers' default).
     Mean,

@@ -1,30 +1,38 @@
-//! One encoder layer: self-attention, then the position-wise feed-forward network
-//! (Linear → activation → Linear), each followed by residual + LayerNorm.
+//! One encoder layer: self-attention, then the position-wise feed-forward network (Linear → activation →
+//! Linear), each with a residual and a LayerNorm: after the residual (post-norm, BERT) or before the block
+//! (pre-norm, ModernBERT). ModernBERT's feed-forward is gated (GeGLU: act(input) · gate).
 
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{gelu, gelu_approximate, relu};
 
-use crate::model::attention::BertAttention;
+use crate::model::attention::{AttentionInputs, BertAttention};
 use crate::model::config::HiddenAct;
-use crate::ops::add_norm::dense_add_norm;
+use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::linear::linear;
 
 #[derive(Module, Debug)]
 pub struct BertLayer {
     pub attention: BertAttention,
-    /// `intermediate.dense`: hidden → intermediate.
+    /// `intermediate.dense` (hidden → intermediate); ModernBERT's `mlp.Wi` (hidden → 2 × intermediate: input
+    /// and gate side by side).
     pub intermediate: Linear,
     /// `output.dense`: intermediate → hidden.
     pub output: Linear,
+    /// Post-norm: of the residual sum (`output.LayerNorm`). Pre-norm: of the feed-forward's input
+    /// (ModernBERT's `mlp_norm`).
     pub layer_norm: LayerNorm,
     pub layer_norm_eps: f64,
     #[module(skip)]
     pub hidden_act: HiddenAct,
+    #[module(skip)]
+    pub norm_first: bool,
+    #[module(skip)]
+    pub gated: bool,
 }
 
-fn activate<const D: usize>(act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
+pub fn activate<const D: usize>(act: HiddenAct, x: Tensor<D>) -> Tensor<D> {
     match act {
         HiddenAct::Gelu => gelu(x),
         HiddenAct::GeluNew => gelu_approximate(x),
@@ -41,42 +49,44 @@ pub fn linear_activate<const D: usize>(layer: &Linear, act: HiddenAct, x: Tensor
 }
 
 impl BertLayer {
-    /// `attention_mask` `[batch, seq]`: 1 for tokens, 0 for padding; `position_bias` added to the
-    /// scores (MPNet).
-    pub fn forward(
-        &self,
-        hidden: Tensor<3>,
-        attention_mask: Tensor<2>,
-        position_bias: Option<Tensor<4>>,
-    ) -> Tensor<3> {
-        self.feed_forward(
-            self.attention
-                .forward(hidden, attention_mask, position_bias),
-        )
+    pub fn forward(&self, hidden: Tensor<3>, inputs: &AttentionInputs) -> Tensor<3> {
+        self.feed_forward(self.attention.forward(hidden, inputs))
     }
 
     /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_probs(
         &self,
         hidden: Tensor<3>,
-        attention_mask: Tensor<2>,
-        position_bias: Option<Tensor<4>>,
+        inputs: &AttentionInputs,
     ) -> (Tensor<3>, Tensor<4>) {
-        let (attended, probs) =
-            self.attention
-                .forward_with_probs(hidden, attention_mask, position_bias);
+        let (attended, probs) = self.attention.forward_with_probs(hidden, inputs);
         (self.feed_forward(attended), probs)
     }
 
-    /// Linear, activation, Linear, then residual + LayerNorm.
+    /// Linear, activation (gated or not), Linear, and the residual; the LayerNorm before or after.
     fn feed_forward(&self, attended: Tensor<3>) -> Tensor<3> {
-        let inner = linear_activate(&self.intermediate, self.hidden_act, attended.clone());
-        dense_add_norm(
-            &self.output,
-            &self.layer_norm,
-            self.layer_norm_eps,
-            inner,
-            attended,
-        )
+        let input = match self.norm_first {
+            true => norm(&self.layer_norm, self.layer_norm_eps, attended.clone()),
+            false => attended.clone(),
+        };
+        let inner = match self.gated {
+            true => {
+                let both = linear(&self.intermediate, input, false);
+                let width = both.dims()[2] / 2;
+                let gate = both.clone().narrow(2, width, width);
+                activate(self.hidden_act, both.narrow(2, 0, width)) * gate
+            }
+            false => linear_activate(&self.intermediate, self.hidden_act, input),
+        };
+        match self.norm_first {
+            true => attended + linear(&self.output, inner, false),
+            false => dense_add_norm(
+                &self.output,
+                &self.layer_norm,
+                self.layer_norm_eps,
+                inner,
+                attended,
+            ),
+        }
     }
 }

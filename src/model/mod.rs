@@ -1,4 +1,5 @@
-//! The BERT encoder: embeddings, then N encoder layers. Input ids in, contextual hidden states out.
+//! The BERT encoder: embeddings, then N encoder layers (then ModernBERT's final norm). Input ids in,
+//! contextual hidden states out.
 
 pub mod attention;
 pub mod config;
@@ -6,16 +7,21 @@ pub mod embeddings;
 pub mod heads;
 pub mod layer;
 pub mod position_bias;
+pub mod rotary;
 
 use burn::module::Module;
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::ops::add_norm::norm;
 use crate::ops::linear::linear;
 use crate::tokenizer::Encoding;
+use attention::AttentionInputs;
+use config::LayerType;
 use embeddings::BertEmbeddings;
 use layer::BertLayer;
 use position_bias::RelativePositionBias;
+use rotary::RotaryEmbedding;
 
 #[derive(Module, Debug)]
 pub struct BertModel {
@@ -26,6 +32,15 @@ pub struct BertModel {
     pub layers: Vec<BertLayer>,
     /// MPNet's, shared by every layer.
     pub position_bias: Option<RelativePositionBias>,
+    /// ModernBERT's positions.
+    #[module(skip)]
+    pub rotary: Option<RotaryEmbedding>,
+    /// ModernBERT's local layers' reach on either side.
+    #[module(skip)]
+    pub sliding_window: Option<usize>,
+    /// ModernBERT's `final_norm`, after the last (pre-norm) layer.
+    pub final_norm: Option<LayerNorm>,
+    pub layer_norm_eps: f64,
 }
 
 /// Encodings padded to one length, as tensors on the device.
@@ -96,33 +111,54 @@ impl AsRef<BertModel> for BertModel {
 impl BertModel {
     /// Last hidden states `[batch, seq, hidden]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
+        let inputs = self.attention_inputs(batch);
         let mut hidden = self.embed(batch);
-        let bias = self.position_bias(&hidden);
         for layer in &self.layers {
-            hidden = layer.forward(hidden, batch.attention_mask.clone(), bias.clone());
+            hidden = layer.forward(hidden, &inputs);
         }
-        hidden
+        self.finish(hidden)
     }
 
     /// Last hidden states and every layer's attention probabilities `[batch, heads, seq, seq]`.
     pub fn forward_with_attentions(&self, batch: &Batch) -> (Tensor<3>, Vec<Tensor<4>>) {
+        let inputs = self.attention_inputs(batch);
         let mut hidden = self.embed(batch);
-        let bias = self.position_bias(&hidden);
         let mut attentions = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let (next, probs) =
-                layer.forward_with_probs(hidden, batch.attention_mask.clone(), bias.clone());
+            let (next, probs) = layer.forward_with_probs(hidden, &inputs);
             attentions.push(probs);
             hidden = next;
         }
-        (hidden, attentions)
+        (self.finish(hidden), attentions)
     }
 
-    /// MPNet's relative position bias for this batch's length, `[1, heads, seq, seq]`.
-    fn position_bias(&self, hidden: &Tensor<3>) -> Option<Tensor<4>> {
-        let seq = hidden.dims()[1];
-        let bias = self.position_bias.as_ref()?;
-        Some(bias.forward(seq, &hidden.device()))
+    /// transformers' `hidden_states`: the embeddings' output, every layer's output but the last, and the
+    /// last hidden state (the last layer's output, after ModernBERT's final norm).
+    pub fn hidden_states(&self, batch: &Batch) -> Vec<Tensor<3>> {
+        let inputs = self.attention_inputs(batch);
+        let mut states = vec![self.embed(batch)];
+        for layer in &self.layers {
+            let next = layer.forward(states[states.len() - 1].clone(), &inputs);
+            states.push(next);
+        }
+        let last = states.pop().map(|hidden| self.finish(hidden));
+        states.extend(last);
+        states
+    }
+
+    /// What every layer's attention reads besides the hidden states: the padding, MPNet's position bias,
+    /// ModernBERT's rotations and window.
+    fn attention_inputs(&self, batch: &Batch) -> AttentionInputs {
+        let seq = batch.input_ids.dims()[1];
+        let device = batch.input_ids.device();
+        AttentionInputs {
+            attention_mask: batch.attention_mask.clone(),
+            position_bias: self.position_bias.as_ref().map(|b| b.forward(seq, &device)),
+            rotations: self.rotary.map(|rotary| {
+                [LayerType::Full, LayerType::Sliding].map(|t| rotary.forward(seq, t, &device))
+            }),
+            sliding_window: self.sliding_window,
+        }
     }
 
     fn embed(&self, batch: &Batch) -> Tensor<3> {
@@ -132,6 +168,14 @@ impl BertModel {
         match &self.embeddings_project {
             Some(project) => linear(project, embedded, false),
             None => embedded,
+        }
+    }
+
+    /// After the last layer: ModernBERT's final norm, if any.
+    fn finish(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.final_norm {
+            Some(final_norm) => norm(final_norm, self.layer_norm_eps, hidden),
+            None => hidden,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! "Add & Norm": `LayerNorm(x + residual)` after every attention block and feed-forward network, with the
-//! Linear before it (`dense_add_norm`), and `LayerNorm(x)` in the masked-LM head, as GPU kernels.
+//! Linear before it (`dense_add_norm`), and `LayerNorm(x)` alone (the masked-LM head; ModernBERT's embeddings,
+//! pre-norms and final norm), as GPU kernels.
 //!
 //! Why: burn's cube backend composes LayerNorm from ~9 ops (two reductions and the element-wise steps),
 //! plus one for the residual add: 10 dispatches, 13 times per MiniLM forward. Mean, then variance about
@@ -448,13 +449,16 @@ pub fn dense_add_norm(
     .reshape([batch, seq, hidden])
 }
 
-/// `layer_norm(input)` for `[rows, hidden]` tensors.
-pub fn norm(layer_norm: &LayerNorm, epsilon: f64, input: Tensor<2>) -> Tensor<2> {
+/// `layer_norm(input)` over the last dimension (rows of `[.., hidden]`).
+pub fn norm<const D: usize>(layer_norm: &LayerNorm, epsilon: f64, input: Tensor<D>) -> Tensor<D> {
+    let dims = input.dims();
+    let input = input.reshape([dims[..D - 1].iter().product(), dims[D - 1]]);
     let beta = beta(layer_norm, &input);
-    Tensor::from_dispatch(Dispatch::norm(
+    Tensor::<2>::from_dispatch(Dispatch::norm(
         input.into_dispatch(),
         layer_norm.gamma.val().into_dispatch(),
         beta.into_dispatch(),
         epsilon,
     ))
+    .reshape(dims)
 }

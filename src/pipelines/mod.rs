@@ -69,7 +69,7 @@ impl Shape {
     fn of(config: &crate::model::config::BertConfig) -> Self {
         Self {
             num_heads: config.num_attention_heads,
-            width: config.intermediate_size.max(3 * config.hidden_size),
+            width: config.feed_forward_width().max(3 * config.hidden_size),
             vocab_size: config.vocab_size,
         }
     }
@@ -179,6 +179,11 @@ async fn attention(
     text: &str,
 ) -> Result<AttentionOutput> {
     let encoding = encode(tokenizer, text)?;
+    let (layers, heads) = match model.layers.first() {
+        Some(layer) => (model.layers.len(), layer.attention.num_heads),
+        None => (0, 0),
+    };
+    check_attention_maps(layers, heads, encoding.ids.len())?;
     let batch = Batch::new(std::slice::from_ref(&encoding), 0, device);
     let (_, attentions) = model.forward_with_attentions(&batch);
     let num_layers = attentions.len();
@@ -200,6 +205,26 @@ async fn attention(
         weights,
         truncated: encoding.truncated,
     })
+}
+
+/// Most bytes of the attention maps one call builds and returns: every layer's, all heads, `[seq, seq]` each.
+/// BERT-large's at 512 tokens take 384 MiB; ModernBERT reads texts 16 times as long.
+const MAX_ATTENTION_BYTES: usize = 512 << 20;
+
+/// An input error if the maps of `seq` tokens would take more than [`MAX_ATTENTION_BYTES`].
+fn check_attention_maps(layers: usize, heads: usize, seq: usize) -> Result<()> {
+    let bytes = [layers, heads, seq, seq]
+        .iter()
+        .fold(4usize, |total, n| total.saturating_mul(*n));
+    if bytes > MAX_ATTENTION_BYTES {
+        return Err(Error::Input(format!(
+            "the attention maps of {seq} tokens take {} MiB ({layers} layers × {heads} heads × {seq}² \
+             floats), more than {} MiB: pass a shorter text",
+            bytes >> 20,
+            MAX_ATTENTION_BYTES >> 20
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -243,5 +268,20 @@ mod tests {
             let inner = 4 * batch.len() * seq * shape.width;
             assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
         }
+    }
+
+    /// BERT-large's maps of 512 tokens (384 MiB) are built; ModernBERT-base's of 8,192 tokens (66 GiB) or of
+    /// 2,048 (4.1 GiB) are refused before any is computed.
+    #[test]
+    fn attention_maps_are_bounded() {
+        assert!(check_attention_maps(24, 16, 512).is_ok());
+        let err = check_attention_maps(22, 12, 2048).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "input: the attention maps of 2048 tokens take 4224 MiB (22 layers × 12 heads × 2048² floats), \
+             more than 512 MiB: pass a shorter text"
+        );
+        assert!(check_attention_maps(22, 12, 8192).is_err());
+        assert!(check_attention_maps(usize::MAX, 2, usize::MAX).is_err());
     }
 }

@@ -158,13 +158,14 @@ describe('with WebGPU', () => {
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
   // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
-  test('RoBERTa, ELECTRA and MPNet fill-mask, classification of texts and pairs (BERT, ALBERT), and reranking match PyTorch', async () => {
+  test('RoBERTa, ELECTRA, MPNet and ModernBERT fill-mask, classification of texts and pairs (BERT, ALBERT), and reranking match PyTorch', async () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-roberta'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-bert-cls'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-reranker'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-electra-generator'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-albert-cls'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mpnet'), 'webgpu');
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-modernbert'), 'webgpu');
     const messages = await page.evaluate(async () => {
       const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
@@ -471,6 +472,7 @@ describe('without WebGPU (CPU fallback)', () => {
     assert.equal(await checkFillMask(page, 'auto', 'tiny-albert'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-electra-cls'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-mpnet-cls'), 'cpu');
+    assert.equal(await checkClassifier(page, 'auto', 'tiny-modernbert-cls'), 'cpu');
     assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
   });
 

@@ -1,6 +1,17 @@
 // webbert's JavaScript API: fill-mask, sentence embeddings, text classification, reranking, named entities,
 // question answering and attention maps of BERT-family encoders, run by Rust/wasm in a Web Worker on WebGPU (or the CPU without one).
 
+/** The package's WebAssembly, fetched and compiled once per page: every worker gets the compiled module (a
+ * `WebAssembly.Module` is cloned into a worker, not fetched again), so a page with several models downloads it
+ * once. `null` where it cannot be compiled here (a server sending another MIME type): each worker then fetches
+ * its own. */
+let compiled = null;
+function wasmModule() {
+  compiled ??= WebAssembly.compileStreaming(fetch(new URL('../pkg/webbert_bg.wasm', import.meta.url)))
+    .catch(() => null);
+  return compiled;
+}
+
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
  * pending and later call rejects with the reason. */
 class Client {
@@ -21,6 +32,7 @@ class Client {
       else call.resolve(data.result);
     };
     this.worker.onerror = (event) => this.end(`webbert worker failed: ${event.message ?? 'unknown error'}`);
+    wasmModule().then((wasm) => this.dead || this.worker.postMessage({ wasm }));
   }
 
   /** Stops the worker; `reason` (an Error, or its message) is what every pending and later call rejects with. */

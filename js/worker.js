@@ -1,13 +1,17 @@
 // The model runs here, off the page's thread. Calls are queued: one finishes before the next starts.
 import init, { Model } from '../pkg/webbert.js';
 
-const ready = init();
+// The page sends the compiled module (or null: fetch it here) before anything runs.
+let provide;
+const ready = new Promise((resolve) => { provide = resolve; })
+  .then((wasm) => init(wasm ? { module_or_path: wasm } : undefined));
 let model = null;
 let queue = Promise.resolve();
 /** Calls the page gave up on: skipped if not started, stopped between groups if running. */
 const aborted = new Set();
 
 self.onmessage = ({ data }) => {
+  if ('wasm' in data) return provide(data.wasm);
   if ('abort' in data) return aborted.add(data.abort);
   queue = queue.then(() => run(data));
 };

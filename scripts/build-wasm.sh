@@ -23,9 +23,12 @@ node_modules/.bin/wasm-opt "${WASM_OPT_LEVEL:--O1}" \
   --enable-multivalue --enable-mutable-globals pkg/webbert_bg.wasm -o pkg/webbert_bg.wasm
 rm -f pkg/.gitignore pkg/package.json
 
+# Beside it, what a server that compresses sends (scripts/serve.mjs serves it to the demo).
+gzip -9 -k -f pkg/webbert_bg.wasm
+
 rm -rf www/webbert
 mkdir -p www/webbert
 cp -r js pkg www/webbert/
 raw=$(stat -c %s pkg/webbert_bg.wasm)
-gz=$(gzip -9 -c pkg/webbert_bg.wasm | wc -c)
+gz=$(stat -c %s pkg/webbert_bg.wasm.gz)
 echo "pkg/webbert_bg.wasm: $raw bytes, $gz gzipped"

@@ -5,14 +5,17 @@ import { fileURLToPath } from 'node:url';
 import sirv from 'sirv';
 
 /** `mounts`: URL prefix → folder, or a handler `(req, res)` (longest prefix first). Counts requests and
- * bytes sent. */
-export function serve(mounts, port = 0) {
+ * bytes sent. `gzip`: a file's `.gz` beside it is sent instead to a browser that accepts it, as static hosts
+ * compress the .wasm (the build writes `webbert_bg.wasm.gz`). */
+export function serve(mounts, port = 0, { gzip = false } = {}) {
   const routes = Object.entries(mounts)
     .sort(([a], [b]) => b.length - a.length)
-    .map(([prefix, dir]) => [prefix, typeof dir === 'function' ? dir : sirv(dir, { dev: true, dotfiles: false })]);
-  const stats = { requests: [], bytes: 0 };
+    .map(([prefix, dir]) => [prefix, typeof dir === 'function' ? dir : sirv(dir, { dev: true, dotfiles: false, gzip })]);
+  // `arrivals`: each request with the bytes sent before it.
+  const stats = { requests: [], arrivals: [], bytes: 0 };
   const server = http.createServer((req, res) => {
     stats.requests.push(req.url);
+    stats.arrivals.push({ url: req.url, bytes: stats.bytes });
     for (const method of ['write', 'end']) {
       const original = res[method].bind(res);
       res[method] = (chunk, ...rest) => {
@@ -37,6 +40,6 @@ export function serve(mounts, port = 0) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [root = 'www', port = '8080'] = process.argv.slice(2);
-  const { url } = await serve({ '/': root }, Number(port));
+  const { url } = await serve({ '/': root }, Number(port), { gzip: true });
   console.log(`webbert demo: ${url}/`);
 }

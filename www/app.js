@@ -53,7 +53,7 @@ async function loadFillMask(source) {
       ? `minilm-l6-mlm loaded (${fillMask.backend}): all-MiniLM-L6-v2 with a masked-LM head trained by webbert. Load another below.`
       : `Masked-LM loaded (${fillMask.backend}).`;
     $('mlm-form').querySelector('button').disabled = false;
-    $('progress').textContent = 'models loaded';
+    $('progress').textContent = 'fill-mask model loaded';
     $('mlm-results').textContent = '';
     await predict();
   } catch (error) {
@@ -265,6 +265,8 @@ $('qa-files').onchange = (e) => { if (e.target.files.length) loadReader(e.target
 $('qa-form').onsubmit = (e) => { e.preventDefault(); answer(); };
 $('att-head').onchange = drawAttention;
 
+// The fill-mask model first: the page's first result needs nothing else.
+await loadFillMask(DEFAULT_MLM);
 try {
   embedder = await timed('emb-timing', 'model load', () => Embedder.load(DEFAULT_MODEL, { onProgress: showProgress }));
   $('backend').textContent = embedder.backend === 'cpu' ? 'CPU'
@@ -274,7 +276,7 @@ try {
   await showAttention();
   await compare();
   await rank();
-  await loadFillMask(DEFAULT_MLM);
+  $('progress').textContent = 'models loaded';
   document.body.dataset.ready = 'true';
 } catch (error) {
   $('backend').textContent = 'unavailable';

@@ -123,28 +123,36 @@ fn flex_q8_linear(
         return None;
     }
     let ([rows, depth], [_, cols]) = (input.shape().dims(), values.shape().dims());
+    let weight = Q8Matrix {
+        values: &values.storage::<i8>()[values.layout().start_offset()..],
+        scales: weight.scales(),
+    };
+    on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
+        cpu::q8::gemm_q8((rows, cols, depth), input, weight, output, cols, epilogue)
+    })
+}
+
+/// `kernel(input, output, epilogue)` with `input` `[rows, depth]` and `bias` as f32 rows, into a new
+/// `[rows, cols]`: the flex glue both CPU kernels share.
+fn on_f32_rows(
+    input: &FlexTensor,
+    bias: &FlexTensor,
+    cols: usize,
+    gelu: bool,
+    kernel: impl FnOnce(Matrix, &mut [f32], Epilogue),
+) -> Option<FlexTensor> {
+    let [rows, depth] = input.shape().dims();
     let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
     let input = Matrix {
         data: input.as_slice::<f32>()?,
         row_stride: depth,
-    };
-    let weight = Q8Matrix {
-        values: &values.storage::<i8>()[values.layout().start_offset()..],
-        scales: weight.scales(),
     };
     let mut output = vec![0.0; rows * cols];
     let epilogue = Epilogue {
         bias: Some(bias.as_slice::<f32>()?),
         gelu,
     };
-    cpu::q8::gemm_q8(
-        (rows, cols, depth),
-        input,
-        weight,
-        &mut output,
-        cols,
-        epilogue,
-    );
+    kernel(input, &mut output, epilogue);
     Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
 }
 
@@ -172,25 +180,9 @@ fn flex_linear(
         data: &weight.storage::<f32>()[layout.start_offset()..],
         row_stride: row_stride as usize,
     };
-    let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
-    let input = Matrix {
-        data: input.as_slice::<f32>()?,
-        row_stride: depth,
-    };
-    let mut output = vec![0.0; rows * cols];
-    let epilogue = Epilogue {
-        bias: Some(bias.as_slice::<f32>()?),
-        gelu,
-    };
-    cpu::gemm(
-        (rows, cols, depth),
-        input,
-        weight,
-        &mut output,
-        cols,
-        epilogue,
-    );
-    Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
+    on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
+        cpu::gemm((rows, cols, depth), input, weight, output, cols, epilogue)
+    })
 }
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -61,7 +61,7 @@ const server = await serve({
   '/ort/': path.join(ROOT, 'node_modules/onnxruntime-web/dist'),
 });
 const browser = await launch({ webgpu: true });
-const results = { date: new Date().toISOString(), machine: `${os.cpus().length} × ${os.cpus()[0].model}`, runs: RUNS, cases: [], cold: [] };
+const results = { date: new Date().toISOString(), machine: `${os.cpus().length} × ${os.cpus()[0].model}`, runs: RUNS, cases: [], cold: [], demo: [] };
 
 try {
   const page = await browser.newPage();
@@ -124,7 +124,7 @@ try {
       const second = demo.stats.arrivals.find((a) => a.url.startsWith('/models/all-MiniLM-L6-v2/'));
       const first = { ms, bytes: second?.bytes ?? NaN };
       const row = { gzip, first, ready: { ms: Date.now() - start, bytes: demo.stats.bytes } };
-      results.demo = [...(results.demo ?? []), row];
+      results.demo.push(row);
       console.log(`demo cold start${gzip ? ' (gzip)' : ''}: first result ${first.ms} ms, ${(first.bytes / 1e6).toFixed(1)} MB; ready ${row.ready.ms} ms, ${(row.ready.bytes / 1e6).toFixed(1)} MB`);
       await context.close();
     } finally {

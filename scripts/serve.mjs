@@ -11,10 +11,9 @@ export function serve(mounts, port = 0, { gzip = false } = {}) {
   const routes = Object.entries(mounts)
     .sort(([a], [b]) => b.length - a.length)
     .map(([prefix, dir]) => [prefix, typeof dir === 'function' ? dir : sirv(dir, { dev: true, dotfiles: false, gzip })]);
-  // `arrivals`: each request with the bytes sent before it.
-  const stats = { requests: [], arrivals: [], bytes: 0 };
+  // `arrivals`: each request with the bytes sent before it; `requests`: their URLs.
+  const stats = { arrivals: [], bytes: 0, get requests() { return this.arrivals.map((a) => a.url); } };
   const server = http.createServer((req, res) => {
-    stats.requests.push(req.url);
     stats.arrivals.push({ url: req.url, bytes: stats.bytes });
     for (const method of ['write', 'end']) {
       const original = res[method].bind(res);

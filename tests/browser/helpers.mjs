@@ -16,7 +16,7 @@ export async function startServer(mounts = {}) {
     '/test/': path.join(ROOT, 'tests/browser'),
     ...mounts,
   });
-  return { ...server, requests: server.stats.requests };
+  return { ...server, get requests() { return server.stats.requests; } };
 }
 
 export { launch };

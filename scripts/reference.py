@@ -902,6 +902,24 @@ def check_position_bias_matters(name: str, model_class, tok, texts: list[str]) -
         assert (after - before).abs().max() > 1e-2, (name, text, (after - before).abs().max())
 
 
+def write_sentence_goldens(name: str, out_dir: Path, tensors: dict, ids: list, hidden_size: int) -> None:
+    """The per-sentence goldens beside the fixture's, and sentence-transformers' files (mean pooling,
+    normalised) in the model's folder."""
+    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+              FIXTURES / f"{name}_golden.safetensors")
+    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
+    fixture.update({"sentences": MPNET_SENTENCES, "sentence_ids": ids})
+    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, indent=1))
+    (out_dir / "modules.json").write_text(json.dumps(ST_MODULES, indent=2))
+    (out_dir / "1_Pooling").mkdir()
+    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden_size, "pooling_mode_cls_token": False,
+        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MPNET_MAX_TOKENS,
+                                                                    "do_lower_case": False}, indent=2))
+
+
 @torch.no_grad()
 def write_mpnet_embeddings(name: str, tok) -> None:
     """sentence-transformers' pipeline on the masked LM's encoder (modules.json: Transformer, mean Pooling,
@@ -923,19 +941,7 @@ def write_mpnet_embeddings(name: str, tok) -> None:
         ids.append(alone["input_ids"][0].tolist())
         # Padding changes nothing on the real tokens.
         torch.testing.assert_close(hidden[i, :len(ids[-1])], encoder(**alone).last_hidden_state[0])
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              FIXTURES / f"{name}_golden.safetensors")
-    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
-    fixture.update({"sentences": MPNET_SENTENCES, "sentence_ids": ids})
-    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, indent=1))
-    (out_dir / "modules.json").write_text(json.dumps(ST_MODULES, indent=2))
-    (out_dir / "1_Pooling").mkdir()
-    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": encoder.config.hidden_size, "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
-    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MPNET_MAX_TOKENS,
-                                                                    "do_lower_case": False}, indent=2))
+    write_sentence_goldens(name, out_dir, tensors, ids, encoder.config.hidden_size)
 
 
 def write_mpnet_fixtures(model_dir: Path) -> None:
@@ -1094,19 +1100,7 @@ def write_modernbert_hidden_states(name: str, tok) -> None:
         ids.append(alone["input_ids"][0].tolist())
         # Padding changes nothing on the real tokens.
         torch.testing.assert_close(hidden[i, :len(ids[-1])], out.last_hidden_state[0])
-    save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-              FIXTURES / f"{name}_golden.safetensors")
-    fixture = json.loads((FIXTURES / f"{name}_golden.json").read_text())
-    fixture.update({"sentences": MPNET_SENTENCES, "sentence_ids": ids})
-    (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, indent=1))
-    (out_dir / "modules.json").write_text(json.dumps(ST_MODULES, indent=2))
-    (out_dir / "1_Pooling").mkdir()
-    (out_dir / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": encoder.config.hidden_size, "pooling_mode_cls_token": False,
-        "pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": False,
-        "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
-    (out_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": MPNET_MAX_TOKENS,
-                                                                    "do_lower_case": False}, indent=2))
+    write_sentence_goldens(name, out_dir, tensors, ids, encoder.config.hidden_size)
 
 
 @torch.no_grad()

@@ -107,7 +107,8 @@ enum Command {
     },
     /// Trains a masked-LM head and the encoder (word embeddings frozen) with BERT's recipe.
     TrainMlm(TrainArgs),
-    /// Held-out masked-token accuracy (top-1, top-5) of a BertForMaskedLM on a text file.
+    /// Held-out accuracy (top-1, top-5) of a BertForMaskedLM on a text file: 15% of the tokens masked, and
+    /// one content word masked per sentence.
     EvalMlm {
         #[arg(long)]
         model: PathBuf,
@@ -116,6 +117,9 @@ enum Command {
         text: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Evaluate the first N passages and N sentences spread over the file (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
@@ -171,6 +175,12 @@ struct TrainArgs {
     seed: Option<u64>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// `word` (whole-word masking: every piece of 15% of the words) or `token` (15% of the tokens).
+    #[arg(long, default_value = "word")]
+    masking: Masking,
+    /// Train the word embeddings (and the tied decoder) too; frozen by default.
+    #[arg(long)]
+    train_word_embeddings: bool,
     /// Go on from OUT/checkpoint with its saved settings; --steps sets the (new) total.
     #[arg(long)]
     resume: bool,
@@ -179,6 +189,12 @@ struct TrainArgs {
     until: Option<usize>,
     #[arg(long, default_value = "cpu")]
     backend: Backend,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum Masking {
+    Word,
+    Token,
 }
 
 #[derive(Args)]
@@ -350,9 +366,11 @@ fn run(cli: Cli) -> Result<()> {
             model,
             text,
             seed,
+            limit,
             backend,
         } => {
-            let accuracy = webbert::train::evaluate_dir(&model, &text, seed, &backend.device()?)?;
+            let accuracy =
+                webbert::train::evaluate_dir(&model, &text, seed, limit, &backend.device()?)?;
             emit(serde_json::to_value(accuracy).unwrap_or_default())?;
         }
         Command::ShipMlm { model, out } => {
@@ -385,6 +403,8 @@ impl TrainArgs {
         if let Some(lr) = self.lr {
             config.learning_rate = lr;
         }
+        config.masking.whole_word = self.masking == Masking::Word;
+        config.train_word_embeddings = self.train_word_embeddings;
         webbert::train::TrainMlm {
             base: self.base,
             corpus: self.corpus,

@@ -4,6 +4,7 @@
 //! A run is a pure function of its config and seed: batch order is fixed per epoch by the seed, and each
 //! step's masking by the seed and the step number, so a resumed run repeats an uninterrupted one exactly.
 
+pub mod content_words;
 pub mod masking;
 
 use std::io::IsTerminal;
@@ -28,6 +29,7 @@ use crate::model::Batch;
 use crate::model::config::BertConfig;
 use crate::model::heads::{BertForMaskedLM, MlmHead};
 use crate::tokenizer::Tokenizer;
+use crate::train::content_words::{ContentWordAccuracy, Example};
 use crate::train::masking::{MaskedSequence, MaskingConfig, Vocabulary};
 
 #[derive(Config, Debug)]
@@ -57,6 +59,9 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     #[config(default = "MaskingConfig::new()")]
     pub masking: MaskingConfig,
+    /// Train the word embeddings too (and with them the tied decoder); by default they stay frozen.
+    #[config(default = false)]
+    pub train_word_embeddings: bool,
 }
 
 impl TrainConfig {
@@ -130,21 +135,40 @@ pub struct Corpus {
 }
 
 impl Corpus {
+    /// Tokenizes the non-empty lines on every core (a GPU run's corpus is tens of millions of tokens).
     pub fn from_text(text: &str, tokenizer: &Tokenizer, max_len: usize) -> crate::Result<Self> {
-        let mut sequences = Vec::new();
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            let mut ids = tokenizer.encode(line)?.ids;
-            if ids.len() > max_len {
-                let sep = ids[ids.len() - 1];
-                ids.truncate(max_len - 1);
-                ids.push(sep);
-            }
-            sequences.push(ids);
-        }
-        if sequences.is_empty() {
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        if lines.is_empty() {
             return Err(Error::Input("the corpus has no text".into()));
         }
-        Ok(Self { sequences })
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let encode = |lines: &[&str]| -> crate::Result<Vec<Vec<u32>>> {
+            lines
+                .iter()
+                .map(|line| {
+                    let mut ids = tokenizer.encode(line)?.ids;
+                    if ids.len() > max_len {
+                        let sep = ids[ids.len() - 1];
+                        ids.truncate(max_len - 1);
+                        ids.push(sep);
+                    }
+                    Ok(ids)
+                })
+                .collect()
+        };
+        let parts = std::thread::scope(|scope| {
+            let workers: Vec<_> = lines
+                .chunks(lines.len().div_ceil(threads))
+                .map(|chunk| scope.spawn(move || encode(chunk)))
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect::<crate::Result<Vec<_>>>()
+        })?;
+        Ok(Self {
+            sequences: parts.into_iter().flatten().collect(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -173,6 +197,66 @@ impl Corpus {
     }
 }
 
+/// Held-out text, read two ways: its passages with 15% of the tokens masked, and its sentences with one
+/// content word masked (see [`content_words`]).
+pub struct Heldout {
+    passages: Corpus,
+    words: Vec<Example>,
+}
+
+/// Both held-out tests.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Evaluation {
+    pub masked_tokens: Accuracy,
+    pub content_words: ContentWordAccuracy,
+}
+
+impl Heldout {
+    pub fn from_text(
+        text: &str,
+        tokenizer: &Tokenizer,
+        max_len: usize,
+        seed: u64,
+    ) -> crate::Result<Self> {
+        let sentences = content_words::sentences(text);
+        Ok(Self {
+            passages: Corpus::from_text(text, tokenizer, max_len)?,
+            words: content_words::examples(&sentences, tokenizer, seed)?,
+        })
+    }
+
+    /// On every passage and sentence, or on the first `limit` passages and `limit` sentences spread
+    /// over the file.
+    pub fn evaluate(
+        &self,
+        model: &BertForMaskedLM,
+        files: &ModelFiles,
+        seed: u64,
+        limit: Option<usize>,
+        device: &Device,
+    ) -> crate::Result<Evaluation> {
+        let passages = &self.passages.sequences;
+        let passages = &passages[..limit.unwrap_or(passages.len()).min(passages.len())];
+        let words: Vec<Example> = match limit {
+            Some(n) if n < self.words.len() => (0..n)
+                .map(|i| self.words[i * self.words.len() / n].clone())
+                .collect(),
+            _ => self.words.clone(),
+        };
+        let pad_id = files.config.pad_token_id as u32;
+        Ok(Evaluation {
+            masked_tokens: evaluate(model, passages, &vocabulary(files)?, pad_id, seed, device)?,
+            content_words: content_words::evaluate(
+                model,
+                &words,
+                &files.tokenizer,
+                pad_id,
+                device,
+            )?,
+        })
+    }
+}
+
 /// The masking rng of one step: independent of every other step, so resuming needs no rng state.
 fn step_rng(seed: u64, step: usize) -> StdRng {
     StdRng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ step as u64)
@@ -197,6 +281,7 @@ pub fn evaluate(
     device: &Device,
 ) -> crate::Result<Accuracy> {
     let masking = MaskingConfig::new()
+        .with_whole_word(false)
         .with_mask_probability(1.0)
         .with_random_probability(0.0);
     let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
@@ -219,7 +304,7 @@ pub fn evaluate(
     })
 }
 
-fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
+pub(crate) fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
     t.into_data()
         .convert::<i64>()
         .try_into_vec::<i64>()
@@ -261,7 +346,7 @@ struct Progress {
 
 impl TrainMlm {
     /// Trains to the end (or to `until`); returns the held-out accuracy at the end, `None` when paused.
-    pub fn run(self, device: Device) -> crate::Result<Option<Accuracy>> {
+    pub fn run(self, device: Device) -> crate::Result<Option<Evaluation>> {
         let device = device.autodiff();
         let files = ModelFiles::from_dir(&self.base)?;
         let checkpoint_dir = self.out.join("checkpoint");
@@ -291,15 +376,19 @@ impl TrainMlm {
             )));
         }
         let tokenizer = &files.tokenizer;
-        let specials = tokenizer.special_ids();
-        let vocab = vocabulary(&files, &specials)?;
+        let vocab = vocabulary(&files)?;
         let pad_id = files.config.pad_token_id as u32;
         let read = |path: &Path| {
             std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
         };
         let corpus = Corpus::from_text(&read(&self.corpus)?, tokenizer, config.max_len)?;
         let heldout = match &self.heldout {
-            Some(path) => Some(Corpus::from_text(&read(path)?, tokenizer, config.max_len)?),
+            Some(path) => Some(Heldout::from_text(
+                &read(path)?,
+                tokenizer,
+                config.max_len,
+                config.seed,
+            )?),
             None => None,
         };
 
@@ -313,26 +402,24 @@ impl TrainMlm {
                 .load(checkpoint_dir.join("optim.bpk"))
                 .map_err(|e| Error::Io(format!("checkpoint optimizer: {e}")))?;
         }
-        model = freeze_word_embeddings(model);
+        if !config.train_word_embeddings {
+            model = freeze_word_embeddings(model);
+        }
 
-        let eval = |model: &BertForMaskedLM, all: bool| -> crate::Result<Option<Accuracy>> {
+        let eval = |model: &BertForMaskedLM, all: bool| -> crate::Result<Option<Evaluation>> {
             let Some(heldout) = &heldout else {
                 return Ok(None);
             };
-            let n = if all {
-                heldout.len()
-            } else {
-                heldout.len().min(512)
-            };
-            evaluate(
-                &model.valid(),
-                &heldout.sequences[..n],
-                &vocab,
-                pad_id,
-                config.seed,
-                &device.clone().inner(),
-            )
-            .map(Some)
+            let limit = (!all).then_some(512);
+            heldout
+                .evaluate(
+                    &model.valid(),
+                    &files,
+                    config.seed,
+                    limit,
+                    &device.clone().inner(),
+                )
+                .map(Some)
         };
 
         let bar =
@@ -411,17 +498,16 @@ impl TrainMlm {
                 progress.seconds = started.elapsed().as_secs_f64();
                 save_checkpoint(&model, &optimizer, &progress, &config, &checkpoint_dir)?;
                 if done != config.steps
-                    && let Some(acc) = eval(&model, false)?
+                    && let Some(e) = eval(&model, false)?
                 {
-                    bar.println(format!(
-                        "step {done}: held-out top-1 {:.3} top-5 {:.3} ({} masked tokens)",
-                        acc.top1, acc.top5, acc.predictions
-                    ));
-                    if log_lines {
-                        eprintln!(
-                            "step {done}: held-out top-1 {:.3} top-5 {:.3}",
-                            acc.top1, acc.top5
-                        );
+                    let (t, w) = (e.masked_tokens, e.content_words);
+                    let line = format!(
+                        "step {done}: held-out top-1 / top-5: masked tokens {:.3} / {:.3}, content words {:.3} / {:.3}",
+                        t.top1, t.top5, w.top1, w.top5
+                    );
+                    match log_lines {
+                        true => eprintln!("{line}"),
+                        false => bar.println(line),
                     }
                 }
             }
@@ -467,14 +553,21 @@ impl TrainMlm {
     }
 }
 
-fn vocabulary<'a>(files: &ModelFiles, specials: &'a [u32]) -> crate::Result<Vocabulary<'a>> {
+fn vocabulary(files: &ModelFiles) -> crate::Result<Vocabulary> {
+    let tokenizer = &files.tokenizer;
     Ok(Vocabulary {
-        mask_id: files
-            .tokenizer
+        mask_id: tokenizer
             .mask_token_id()
             .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] token".into()))?,
         size: files.config.vocab_size,
-        special_ids: specials,
+        special_ids: tokenizer.special_ids(),
+        continues_word: (0..files.config.vocab_size as u32)
+            .map(|id| {
+                tokenizer
+                    .id_to_token(id)
+                    .is_some_and(|t| t.starts_with("##"))
+            })
+            .collect(),
     })
 }
 
@@ -626,30 +719,19 @@ pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
     Ok(delta.len())
 }
 
-/// [`evaluate`] for a model folder and a text file (one passage per line).
+/// Both held-out tests for a model folder and a text file (one passage per line).
 pub fn evaluate_dir(
     model_dir: &Path,
     text: &Path,
     seed: u64,
+    limit: Option<usize>,
     device: &Device,
-) -> crate::Result<Accuracy> {
+) -> crate::Result<Evaluation> {
     let files = ModelFiles::from_dir(model_dir)?;
     let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device)?;
     let text =
         std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
-    let corpus = Corpus::from_text(
-        &text,
-        &files.tokenizer,
-        files.config.max_position_embeddings.min(128),
-    )?;
-    let specials = files.tokenizer.special_ids();
-    let vocab = vocabulary(&files, &specials)?;
-    evaluate(
-        &model,
-        &corpus.sequences,
-        &vocab,
-        files.config.pad_token_id as u32,
-        seed,
-        device,
-    )
+    let max_len = files.config.max_position_embeddings.min(128);
+    Heldout::from_text(&text, &files.tokenizer, max_len, seed)?
+        .evaluate(&model, &files, seed, limit, device)
 }

@@ -123,7 +123,8 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         backend: Backend,
     },
-    /// Writes a trained model's delta against its base encoder (f16, no word embeddings) for models/.
+    /// Writes a trained model for models/: its delta against the base encoder (f16, no word embeddings), or
+    /// with trained word embeddings the whole model in int8 (model.q8.safetensors).
     ShipMlm {
         #[arg(long)]
         model: PathBuf,
@@ -375,7 +376,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::ShipMlm { model, out } => {
             let bytes = webbert::train::ship(&model, &out)?;
-            emit(json!({"delta_bytes": bytes, "out": out}))?;
+            emit(json!({"bytes": bytes, "out": out}))?;
         }
         Command::Quantize { dtype, model, out } => {
             let report = quantize(&model, &out, dtype, &Backend::Cpu.device()?)?;

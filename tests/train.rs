@@ -286,5 +286,26 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
         index["weight_map"]["cls.predictions.bias"],
         webbert::train::DELTA_SHARD
     );
+
+    // Trained word embeddings (tied decoder) move, and the shipped form is then the whole model in int8.
+    let trained = dir.join("trained");
+    train(&trained, "20", &["--train-word-embeddings"]);
+    assert_ne!(
+        tensor_bytes(&trained.join("model.safetensors"), word),
+        tensor_bytes(&fixtures().join("tiny-mlm/model.safetensors"), word),
+        "--train-word-embeddings left them frozen"
+    );
+    let shipped = dir.join("shipped-trained");
+    webbert(&[
+        "ship-mlm",
+        "--model",
+        trained.to_str().unwrap(),
+        "--out",
+        shipped.to_str().unwrap(),
+    ]);
+    let q8 = std::fs::read(shipped.join("model.q8.safetensors")).unwrap();
+    let q8 = SafeTensors::deserialize(&q8).unwrap();
+    assert_eq!(q8.tensor(word).unwrap().dtype(), safetensors::Dtype::I8);
+    assert!(!shipped.join(webbert::train::DELTA_SHARD).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

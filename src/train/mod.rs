@@ -678,10 +678,31 @@ pub const DELTA_SHARD: &str = "model-00002-of-00002.safetensors";
 /// Cut from the base encoder's checkpoint by `scripts/assemble-mlm.py`.
 pub const BASE_SHARD: &str = "model-00001-of-00002.safetensors";
 
-/// Writes the shipped form of a trained model: [`DELTA_SHARD`] in f16, a `model.safetensors.index.json`
-/// that finds the word embeddings in [`BASE_SHARD`], and `config.json`. Returns the delta's size in bytes.
+/// Writes the shipped form of a trained model. With the word embeddings frozen: [`DELTA_SHARD`] in f16, a
+/// `model.safetensors.index.json` that finds the word embeddings in [`BASE_SHARD`], and `config.json`.
+/// With them trained (`training.json` says so), the base's no longer fit: the whole model as
+/// `model.q8.safetensors` (`webbert quantize`'s int8, its accuracy guard included) beside its other files.
+/// Returns the bytes of weights written.
 pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
     let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
+    let training = model_dir.join("training.json");
+    let trained_embeddings = match std::fs::read(&training) {
+        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+            .map_err(|e| Error::Io(format!("{}: {e}", training.display())))?["config"]
+            ["train_word_embeddings"]
+            .as_bool()
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    if trained_embeddings {
+        let report = crate::io::quantize::quantize(
+            model_dir,
+            out,
+            crate::io::source::WeightsDtype::Q8,
+            &Device::flex(),
+        )?;
+        return Ok(report.bytes);
+    }
     let files = ModelFiles::from_dir(model_dir)?;
     let model =
         weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;

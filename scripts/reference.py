@@ -24,7 +24,8 @@ from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClas
                           DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
                           ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, MPNetConfig,
                           MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, ModernBertConfig,
-                          ModernBertForMaskedLM, ModernBertForSequenceClassification, PreTrainedModel,
+                          ModernBertForMaskedLM, ModernBertForQuestionAnswering, ModernBertForSequenceClassification,
+                          ModernBertForTokenClassification, PreTrainedModel,
                           PreTrainedTokenizerFast,
                           RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                           RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
@@ -533,7 +534,7 @@ NER_TEXTS = [
 ]
 # Each NER model's seed and what is added to its "O" bias: random heads tag most tokens as entities, too few
 # with more; these (found by trying seeds in turn) give the fixture texts what ner_coverage asks for.
-NER_HEADS = {"tiny-bert-ner": (30, 1.5), "tiny-roberta-ner": (32, 2.0)}
+NER_HEADS = {"tiny-bert-ner": (30, 1.5), "tiny-roberta-ner": (32, 2.0), "tiny-modernbert-ner": (35, 0.0)}
 QA_CASES = [
     ("Where did John live?", "John was born in the city of York in the north, but after the war he moved with his "
                              "family to New York, where he lived for many years and made music."),
@@ -551,7 +552,7 @@ QA_LONG = ("When did the team first play?",
 QA_LONG_ARGS = {"max_seq_len": 48, "doc_stride": 16, "max_answer_len": 15}
 # Seeds whose answers on QA_LONG sum spans found in several chunks (for RoBERTa also "The" and "the" at
 # different places: the pipeline merges answers by their lowercased text).
-QA_SEEDS = {"tiny-distilbert-qa": 44, "tiny-roberta-qa": 42}
+QA_SEEDS = {"tiny-distilbert-qa": 44, "tiny-roberta-qa": 42, "tiny-modernbert-qa": 46}
 
 
 def plain(value):
@@ -1155,6 +1156,12 @@ def write_modernbert_fixtures(model_dir: Path) -> None:
     assert set(winners) == {"negative", "neutral", "positive"}, winners
     check_modernbert_options_matter("tiny-modernbert-cls", ModernBertForSequenceClassification, tok, CLS_SINGLE)
     add_cls_pooling_logits("tiny-modernbert-cls", tok)
+    # Token classification and QA run the `head` (dense, GELU, LayerNorm) at every token before the classifier.
+    print("tiny-modernbert-ner texts showing each case:", write_ner_fixture("tiny-modernbert-ner", ner_model(
+        "tiny-modernbert-ner", ModernBertForTokenClassification,
+        modernbert_config(tok, classifier_bias=True, norm_bias=True, **labels(NER_LABELS))), tok))
+    write_qa_fixture("tiny-modernbert-qa", perturbed(ModernBertForQuestionAnswering, modernbert_config(tok),
+                                                     QA_SEEDS["tiny-modernbert-qa"]), tok)
     for text in MODERNBERT_TEXTS + MPNET_SENTENCES:
         print(f"{len(tok(text)['input_ids']):3d} tokens: {text[:40]!r}")
 

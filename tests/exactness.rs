@@ -800,6 +800,14 @@ fn tiny_roberta_token_classification() {
     }
 }
 
+/// ModernBERT's `head` (dense, GELU, LayerNorm with bias) at every token before the classifier.
+#[test]
+fn tiny_modernbert_token_classification() {
+    for target in TARGETS {
+        token_classifier("tiny-modernbert-ner", target);
+    }
+}
+
 /// Extractive QA against transformers' `question-answering` pipeline: start/end logits, the best answer
 /// and the top 3 (scores, character spans widened to words), and a context split into overlapping chunks.
 fn question_answerer(name: &str, target: Target) {
@@ -904,6 +912,13 @@ fn tiny_distilbert_question_answering() {
 fn tiny_roberta_question_answering() {
     for target in TARGETS {
         question_answerer("tiny-roberta-qa", target);
+    }
+}
+
+#[test]
+fn tiny_modernbert_question_answering() {
+    for target in TARGETS {
+        question_answerer("tiny-modernbert-qa", target);
     }
 }
 

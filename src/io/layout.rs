@@ -34,11 +34,18 @@ pub struct Layout {
     pub final_norm: Option<&'static str>,
     pub mlm: MlmNames,
     pub classifier: ClassifierNames,
-    /// Per-token classification (NER): one Linear onto the labels. `None`: not supported yet (ModernBERT's
-    /// runs its `head` first).
+    /// ModernBERT's `head` (dense, LayerNorm) at every token before the token classifier and the span head.
+    pub token_head: Option<TokenHeadNames>,
+    /// Per-token classification (NER): one Linear onto the labels. `None`: not supported.
     pub token_classifier: Option<&'static str>,
     /// Extractive QA: one Linear onto the start and end logits (`None` as for `token_classifier`).
     pub qa_outputs: Option<&'static str>,
+}
+
+/// ModernBERT's `ModernBertPredictionHead` under its task heads.
+pub struct TokenHeadNames {
+    pub dense: &'static str,
+    pub norm: &'static str,
 }
 
 /// The masked-LM head: transform, LayerNorm, decoder onto the vocabulary.
@@ -99,6 +106,7 @@ const BERT: Layout = Layout {
         norm: None,
         out: "classifier",
     },
+    token_head: None,
     token_classifier: Some("classifier"),
     qa_outputs: Some("qa_outputs"),
 };
@@ -153,6 +161,7 @@ const DISTILBERT: Layout = Layout {
         norm: None,
         out: "classifier",
     },
+    token_head: None,
     token_classifier: Some("classifier"),
     qa_outputs: Some("qa_outputs"),
 };
@@ -249,8 +258,12 @@ const MODERNBERT: Layout = Layout {
         norm: Some("head.norm"),
         out: "classifier",
     },
-    token_classifier: None,
-    qa_outputs: None,
+    token_head: Some(TokenHeadNames {
+        dense: "head.dense",
+        norm: "head.norm",
+    }),
+    token_classifier: Some("classifier"),
+    qa_outputs: Some("classifier"),
 };
 
 impl Layout {

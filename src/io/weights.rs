@@ -19,7 +19,7 @@ use crate::model::config::BertConfig;
 use crate::model::embeddings::BertEmbeddings;
 use crate::model::heads::{
     BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, ClassificationHead, MlmHead, PoolerAct,
+    BertForTokenClassification, ClassificationHead, MlmHead, PoolerAct, TokenHead,
 };
 use crate::model::layer::BertLayer;
 use crate::model::position_bias::RelativePositionBias;
@@ -821,6 +821,7 @@ pub fn load_bert_for_token_classification(
     let (h, labels) = (config.hidden_size, config.labels.len());
     Ok(BertForTokenClassification {
         bert: bert(&mut loader, config, prefix, None)?,
+        head: token_head(&mut loader, config)?,
         classifier: loader.linear(name, h, labels, true, None)?,
         labels: config.labels.clone(),
     })
@@ -839,8 +840,23 @@ pub fn load_bert_for_question_answering(
         .ok_or_else(|| unsupported(config, "question answering"))?;
     Ok(BertForQuestionAnswering {
         bert: bert(&mut loader, config, prefix, None)?,
+        head: token_head(&mut loader, config)?,
         qa_outputs: loader.linear(name, config.hidden_size, 2, true, None)?,
     })
+}
+
+/// ModernBERT's `head` under its token classifier and span head; `None` for the families without one.
+fn token_head(loader: &mut Loader, c: &BertConfig) -> Result<Option<TokenHead>> {
+    let Some(names) = &Layout::of(c.architecture).token_head else {
+        return Ok(None);
+    };
+    let h = c.hidden_size;
+    Ok(Some(TokenHead {
+        dense: loader.linear(names.dense, h, h, c.classifier_bias, None)?,
+        layer_norm: loader.layer_norm(names.norm, h, c.layer_norm_eps, c.norm_bias, None)?,
+        layer_norm_eps: c.layer_norm_eps,
+        act: c.head_act,
+    }))
 }
 
 /// A task head the family has that webbert does not load yet.

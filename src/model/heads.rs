@@ -173,10 +173,37 @@ pub enum Pooling {
     Cls,
 }
 
-/// `*ForTokenClassification` (NER): the encoder and a Linear onto the labels at every token.
+/// ModernBERT's `head` under its token classifier and span head (`ModernBertPredictionHead`): dense →
+/// activation → LayerNorm at every token.
+#[derive(Module, Debug)]
+pub struct TokenHead {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    pub layer_norm_eps: f64,
+    #[module(skip)]
+    pub act: HiddenAct,
+}
+
+impl TokenHead {
+    /// `hidden` `[batch, seq, hidden]`, or as it is without a head.
+    pub fn forward(head: Option<&Self>, hidden: Tensor<3>) -> Tensor<3> {
+        match head {
+            Some(head) => norm(
+                &head.layer_norm,
+                head.layer_norm_eps,
+                linear_activate(&head.dense, head.act, hidden),
+            ),
+            None => hidden,
+        }
+    }
+}
+
+/// `*ForTokenClassification` (NER): the encoder and a Linear onto the labels at every token (after
+/// ModernBERT's `head`).
 #[derive(Module, Debug)]
 pub struct BertForTokenClassification {
     pub bert: BertModel,
+    pub head: Option<TokenHead>,
     pub classifier: Linear,
     /// By id (`id2label`).
     #[module(skip)]
@@ -192,15 +219,17 @@ impl AsRef<BertModel> for BertForTokenClassification {
 impl BertForTokenClassification {
     /// Logits `[batch, seq, labels]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
-        linear(&self.classifier, self.bert.forward(batch), false)
+        let hidden = TokenHead::forward(self.head.as_ref(), self.bert.forward(batch));
+        linear(&self.classifier, hidden, false)
     }
 }
 
 /// `*ForQuestionAnswering`: the encoder and a Linear onto each token's start and end logits (BERT's
-/// span head).
+/// span head; after ModernBERT's `head`).
 #[derive(Module, Debug)]
 pub struct BertForQuestionAnswering {
     pub bert: BertModel,
+    pub head: Option<TokenHead>,
     pub qa_outputs: Linear,
 }
 
@@ -213,7 +242,8 @@ impl AsRef<BertModel> for BertForQuestionAnswering {
 impl BertForQuestionAnswering {
     /// Start and end logits side by side, `[batch, seq, 2]`.
     pub fn forward(&self, batch: &Batch) -> Tensor<3> {
-        linear(&self.qa_outputs, self.bert.forward(batch), false)
+        let hidden = TokenHead::forward(self.head.as_ref(), self.bert.forward(batch));
+        linear(&self.qa_outputs, hidden, false)
     }
 }
 

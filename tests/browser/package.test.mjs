@@ -474,6 +474,7 @@ describe('without WebGPU (CPU fallback)', () => {
     assert.equal(await checkClassifier(page, 'auto', 'tiny-mpnet-cls'), 'cpu');
     assert.equal(await checkClassifier(page, 'auto', 'tiny-modernbert-cls'), 'cpu');
     assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
+    assert.equal(await checkHeads(page, 'auto', 'tiny-modernbert-ner', 'tiny-modernbert-qa'), 'cpu');
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

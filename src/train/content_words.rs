@@ -8,8 +8,8 @@ use rand::{Rng, SeedableRng};
 
 use crate::model::heads::BertForMaskedLM;
 use crate::tokenizer::Tokenizer;
+use crate::train::best_five;
 use crate::train::masking::MaskedSequence;
-use crate::train::{ints, masked_logits, prepare};
 
 /// Sentences shorter than this (in words) give too little context to be fair; longer ones are rare.
 const WORDS: std::ops::RangeInclusive<usize> = 6..=40;
@@ -123,13 +123,10 @@ pub fn evaluate(
                 }
             })
             .collect();
-        let (batch, targets) = prepare(&masked, pad_id, device);
-        let (_, best) = masked_logits(model, &batch, &targets).topk_with_indices(5, 1);
-        for (row, example) in ints(best)?.chunks_exact(5).zip(chunk) {
-            let label = i64::from(example.label);
-            top1 += usize::from(row[0] == label);
-            top5 += usize::from(row.contains(&label));
-            let first = tokenizer.id_to_token(row[0] as u32).unwrap_or_default();
+        for (best, label) in best_five(model, &masked, pad_id, device)? {
+            top1 += usize::from(best[0] == label);
+            top5 += usize::from(best.contains(&label));
+            let first = tokenizer.id_to_token(best[0] as u32).unwrap_or_default();
             not_a_word += usize::from(!is_word(&first));
         }
     }

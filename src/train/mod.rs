@@ -231,6 +231,7 @@ impl Heldout {
         &self,
         model: &BertForMaskedLM,
         files: &ModelFiles,
+        vocab: &Vocabulary,
         seed: u64,
         limit: Option<usize>,
         device: &Device,
@@ -245,7 +246,7 @@ impl Heldout {
         };
         let pad_id = files.config.pad_token_id as u32;
         Ok(Evaluation {
-            masked_tokens: evaluate(model, passages, &vocabulary(files)?, pad_id, seed, device)?,
+            masked_tokens: evaluate(model, passages, vocab, pad_id, seed, device)?,
             content_words: content_words::evaluate(
                 model,
                 &words,
@@ -287,15 +288,11 @@ pub fn evaluate(
     let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
     for (i, chunk) in sequences.chunks(64).enumerate() {
         let masked = masking.apply(chunk, vocab, &mut step_rng(seed, i));
-        let (batch, targets) = prepare(&masked, pad_id, device);
-        let (_, best) = masked_logits(model, &batch, &targets).topk_with_indices(5, 1);
-        let best = ints(best)?;
-        let labels = ints(targets.labels)?;
-        for (row, label) in best.chunks_exact(5).zip(&labels) {
-            top1 += usize::from(row[0] == *label);
-            top5 += usize::from(row.contains(label));
+        for (best, label) in best_five(model, &masked, pad_id, device)? {
+            top1 += usize::from(best[0] == label);
+            top5 += usize::from(best.contains(&label));
+            n += 1;
         }
-        n += labels.len();
     }
     Ok(Accuracy {
         top1: top1 as f64 / n.max(1) as f64,
@@ -304,7 +301,24 @@ pub fn evaluate(
     })
 }
 
-pub(crate) fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
+/// At each masked position of a batch, the five likeliest tokens (best first) and the original token.
+pub(crate) fn best_five(
+    model: &BertForMaskedLM,
+    masked: &[MaskedSequence],
+    pad_id: u32,
+    device: &Device,
+) -> crate::Result<Vec<(Vec<i64>, i64)>> {
+    let (batch, targets) = prepare(masked, pad_id, device);
+    let (_, best) = masked_logits(model, &batch, &targets).topk_with_indices(5, 1);
+    let labels = ints(targets.labels)?;
+    Ok(ints(best)?
+        .chunks_exact(5)
+        .map(<[i64]>::to_vec)
+        .zip(labels)
+        .collect())
+}
+
+fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
     t.into_data()
         .convert::<i64>()
         .try_into_vec::<i64>()
@@ -415,6 +429,7 @@ impl TrainMlm {
                 .evaluate(
                     &model.valid(),
                     &files,
+                    &vocab,
                     config.seed,
                     limit,
                     &device.clone().inner(),
@@ -753,6 +768,7 @@ pub fn evaluate_dir(
     let text =
         std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
     let max_len = files.config.max_position_embeddings.min(128);
+    let vocab = vocabulary(&files)?;
     Heldout::from_text(&text, &files.tokenizer, max_len, seed)?
-        .evaluate(&model, &files, seed, limit, device)
+        .evaluate(&model, &files, &vocab, seed, limit, device)
 }

@@ -228,6 +228,13 @@ const MPNET: Layout = Layout {
     ..ROBERTA
 };
 
+/// ModernBERT's `head` (`ModernBertPredictionHead`): the same module under its decoder, its classifier and
+/// its token heads.
+const MODERNBERT_HEAD: TokenHeadNames = TokenHeadNames {
+    dense: "head.dense",
+    norm: "head.norm",
+};
+
 const MODERNBERT: Layout = Layout {
     encoder: "model.",
     word_embeddings: "embeddings.tok_embeddings",
@@ -245,23 +252,20 @@ const MODERNBERT: Layout = Layout {
     output_norm: "mlp_norm",
     final_norm: Some("final_norm"),
     mlm: MlmNames {
-        dense: "head.dense",
-        norm: "head.norm",
+        dense: MODERNBERT_HEAD.dense,
+        norm: MODERNBERT_HEAD.norm,
         decoder: "decoder.weight",
         bias: ["decoder.bias", "decoder.bias"],
         act: None,
     },
     classifier: ClassifierNames {
-        dense: "head.dense",
+        dense: MODERNBERT_HEAD.dense,
         pooler_in_encoder: false,
         act: None,
-        norm: Some("head.norm"),
+        norm: Some(MODERNBERT_HEAD.norm),
         out: "classifier",
     },
-    token_head: Some(TokenHeadNames {
-        dense: "head.dense",
-        norm: "head.norm",
-    }),
+    token_head: Some(MODERNBERT_HEAD),
     token_classifier: Some("classifier"),
     qa_outputs: Some("classifier"),
 };

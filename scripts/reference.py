@@ -922,6 +922,20 @@ def write_sentence_goldens(name: str, out_dir: Path, tensors: dict, ids: list, h
 
 
 @torch.no_grad()
+def padded_mean_embeddings(encoder, tok, tensors: dict) -> torch.Tensor:
+    """MPNET_SENTENCES in one right-padded batch: their last hidden states mean-pooled over the real tokens and L2
+    normalised (sentence-transformers' Transformer, mean Pooling, Normalize) into tensors["embedding.mean"]; returns
+    the batch's last hidden state."""
+    enc = tok(MPNET_SENTENCES, return_tensors="pt", padding=True)
+    assert tok.padding_side == "right" and len(set(enc["attention_mask"].sum(1).tolist())) == len(MPNET_SENTENCES)
+    hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    mean = (hidden * mask).sum(1) / mask.sum(1)
+    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    return hidden
+
+
+@torch.no_grad()
 def write_mpnet_embeddings(name: str, tok) -> None:
     """sentence-transformers' pipeline on the masked LM's encoder (modules.json: Transformer, mean Pooling,
     Normalize): the sentences in one right-padded batch, mean over real tokens, L2 normalised; and each
@@ -929,12 +943,7 @@ def write_mpnet_embeddings(name: str, tok) -> None:
     out_dir = FIXTURES / name
     encoder = reloaded(out_dir, MPNetForMaskedLM).mpnet
     tensors = dict(load_file(FIXTURES / f"{name}_golden.safetensors"))
-    enc = tok(MPNET_SENTENCES, return_tensors="pt", padding=True)
-    assert tok.padding_side == "right" and len(set(enc["attention_mask"].sum(1).tolist())) == len(MPNET_SENTENCES)
-    hidden = encoder(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    mean = (hidden * mask).sum(1) / mask.sum(1)
-    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    hidden = padded_mean_embeddings(encoder, tok, tensors)
     ids = []
     for i, sentence in enumerate(MPNET_SENTENCES):
         alone = tok(sentence, return_tensors="pt")
@@ -1069,13 +1078,8 @@ def write_modernbert_hidden_states(name: str, tok) -> None:
     out_dir = FIXTURES / name
     encoder = reloaded(out_dir, ModernBertForMaskedLM).model
     tensors = dict(load_file(FIXTURES / f"{name}_golden.safetensors"))
-    enc = tok(MPNET_SENTENCES, return_tensors="pt", padding=True)
-    assert tok.padding_side == "right" and len(set(enc["attention_mask"].sum(1).tolist())) == len(MPNET_SENTENCES)
-    assert "token_type_ids" not in enc
-    hidden = encoder(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    mean = (hidden * mask).sum(1) / mask.sum(1)
-    tensors["embedding.mean"] = torch.nn.functional.normalize(mean, dim=-1).numpy()
+    assert "token_type_ids" not in tok(MPNET_SENTENCES)
+    hidden = padded_mean_embeddings(encoder, tok, tensors)
     ids = []
     for i, sentence in enumerate(MPNET_SENTENCES):
         alone = tok(sentence, return_tensors="pt")

@@ -15,13 +15,7 @@ use webbert::{
 const TOLERANCE: f32 = 1e-4;
 
 fn sentences() -> Vec<String> {
-    let json: Value = common::golden_json("minilm");
-    json["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
+    common::strings(&common::golden_json("minilm")["sentences"])
 }
 
 fn read(t: burn::tensor::Tensor<3>) -> Vec<f32> {
@@ -948,12 +942,7 @@ fn tiny_electra_generator_and_classifier() {
 fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
     let golden = Golden::open("tiny-mpnet_golden.safetensors");
     let meta: Value = common::golden_json("tiny-mpnet");
-    let sentences: Vec<String> = meta["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
+    let sentences = common::strings(&meta["sentences"]);
     for target in TARGETS {
         tiny("tiny-mpnet", target);
         classifier("tiny-mpnet-cls", target);
@@ -993,12 +982,7 @@ fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
 fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
     let golden = Golden::open("tiny-modernbert_golden.safetensors");
     let meta: Value = common::golden_json("tiny-modernbert");
-    let sentences: Vec<String> = meta["sentences"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
+    let sentences = common::strings(&meta["sentences"]);
     let cls_dir = common::fixtures().join("tiny-modernbert-cls");
     let cls_meta: Value = common::golden_json("tiny-modernbert-cls");
     let config = std::fs::read_to_string(cls_dir.join("config.json")).unwrap();

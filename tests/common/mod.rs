@@ -87,6 +87,16 @@ pub fn golden_json(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// A JSON array of strings.
+pub fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A JSON array of numbers as f32.
 pub fn floats(value: &serde_json::Value) -> Vec<f32> {
     value

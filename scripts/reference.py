@@ -1,7 +1,7 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures|heads|albert-electra|mpnet|modernbert]
+          [--part all|bert|architectures|heads|albert-electra|mpnet|modernbert|deberta]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
@@ -20,7 +20,9 @@ from safetensors.numpy import load_file, save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertTokenizerFast,
                           BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
-                          BertModel, BertTokenizerFast, DistilBertConfig, DistilBertForMaskedLM,
+                          BertModel, BertTokenizerFast, DebertaV2Config, DebertaV2ForMaskedLM,
+                          DebertaV2ForQuestionAnswering, DebertaV2ForSequenceClassification,
+                          DebertaV2ForTokenClassification, DebertaV2Tokenizer, DistilBertConfig, DistilBertForMaskedLM,
                           DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
                           ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, MPNetConfig,
                           MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, ModernBertConfig,
@@ -534,7 +536,8 @@ NER_TEXTS = [
 ]
 # Each NER model's seed and what is added to its "O" bias: random heads tag most tokens as entities, too few
 # with more; these (found by trying seeds in turn) give the fixture texts what ner_coverage asks for.
-NER_HEADS = {"tiny-bert-ner": (30, 1.5), "tiny-roberta-ner": (32, 2.0), "tiny-modernbert-ner": (35, 0.0)}
+NER_HEADS = {"tiny-bert-ner": (30, 1.5), "tiny-roberta-ner": (32, 2.0), "tiny-modernbert-ner": (35, 0.0),
+             "tiny-deberta-v2-ner": (37, 0.0)}
 QA_CASES = [
     ("Where did John live?", "John was born in the city of York in the north, but after the war he moved with his "
                              "family to New York, where he lived for many years and made music."),
@@ -552,7 +555,7 @@ QA_LONG = ("When did the team first play?",
 QA_LONG_ARGS = {"max_seq_len": 48, "doc_stride": 16, "max_answer_len": 15}
 # Seeds whose answers on QA_LONG sum spans found in several chunks (for RoBERTa also "The" and "the" at
 # different places: the pipeline merges answers by their lowercased text).
-QA_SEEDS = {"tiny-distilbert-qa": 44, "tiny-roberta-qa": 42, "tiny-modernbert-qa": 46}
+QA_SEEDS = {"tiny-distilbert-qa": 44, "tiny-roberta-qa": 42, "tiny-modernbert-qa": 46, "tiny-deberta-v2-qa": 47}
 
 
 def plain(value):
@@ -792,7 +795,8 @@ def check_fill_mask_gaps(name: str, tok, texts: list[str], k: int = 5) -> None:
     """No near tie among the k + 1 likeliest tokens at a mask: an f32 reimplementation picks the same top k
     in the same order."""
     model = reloaded(FIXTURES / name, {"tiny-albert": AlbertForMaskedLM, "tiny-electra-generator": ElectraForMaskedLM,
-                                       "tiny-mpnet": MPNetForMaskedLM, "tiny-modernbert": ModernBertForMaskedLM}[name])
+                                       "tiny-mpnet": MPNetForMaskedLM, "tiny-modernbert": ModernBertForMaskedLM,
+                                       "tiny-deberta-v2": DebertaV2ForMaskedLM}[name])
     for text in texts:
         enc = tok(text, return_tensors="pt")
         logits = model(**enc).logits[0][enc["input_ids"][0] == tok.mask_token_id]
@@ -936,12 +940,12 @@ def padded_mean_embeddings(encoder, tok, tensors: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def write_mpnet_embeddings(name: str, tok) -> None:
+def write_mlm_embeddings(name: str, model_class, tok) -> None:
     """sentence-transformers' pipeline on the masked LM's encoder (modules.json: Transformer, mean Pooling,
     Normalize): the sentences in one right-padded batch, mean over real tokens, L2 normalised; and each
     sentence's last hidden state alone. Added to the masked-LM fixture's files."""
     out_dir = FIXTURES / name
-    encoder = reloaded(out_dir, MPNetForMaskedLM).mpnet
+    encoder = reloaded(out_dir, model_class).base_model
     tensors = dict(load_file(FIXTURES / f"{name}_golden.safetensors"))
     hidden = padded_mean_embeddings(encoder, tok, tensors)
     ids = []
@@ -978,7 +982,7 @@ def write_mpnet_fixtures(model_dir: Path) -> None:
     save_tokenizer(tok, FIXTURES / "tiny-mpnet", **save_args)
     check_fill_mask_gaps("tiny-mpnet", tok, MPNET_TEXTS)
     check_position_bias_matters("tiny-mpnet", MPNetForMaskedLM, tok, MPNET_TEXTS)
-    write_mpnet_embeddings("tiny-mpnet", tok)
+    write_mlm_embeddings("tiny-mpnet", MPNetForMaskedLM, tok)
     write_cls_fixture("tiny-mpnet-cls", perturbed(
         MPNetForSequenceClassification, mpnet_config(len(tok), **labels(["NEGATIVE", "POSITIVE"])),
         MPNET_CLS_SEED), tok)
@@ -1123,15 +1127,21 @@ def add_cls_pooling_logits(name: str, tok) -> None:
     (FIXTURES / f"{name}_golden.json").write_text(json.dumps(fixture, ensure_ascii=False, indent=1))
 
 
+def check_specials(tok, ids: dict[str, int], texts: list[str]) -> None:
+    """A 1000-id tokenizer whose special tokens (`{"cls": 1, …}`) have the ids the real one gives them, and which
+    frames each text with [CLS] … [SEP], one id per "[MASK]"."""
+    assert len(tok) == 1000, len(tok)
+    assert {name: getattr(tok, f"{name}_token_id") for name in ids} == ids, ids
+    for text in texts:
+        got = tok(text)["input_ids"]
+        assert got.count(ids["mask"]) == text.count("[MASK]") and got[0] == ids["cls"] and got[-1] == ids["sep"], \
+            (text, got)
+
+
 def write_modernbert_fixtures(model_dir: Path) -> None:
     full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
     tok = modernbert_tokenizer(english_corpus(full))
-    assert len(tok) == 1000 and tok.convert_tokens_to_ids(MODERNBERT_SPECIALS) == list(range(995, 1000)), len(tok)
-    assert (tok.unk_token_id, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id) == \
-        (995, 996, 997, 998, 999)
-    for text in MODERNBERT_TEXTS:
-        ids = tok(text)["input_ids"]
-        assert ids.count(999) == text.count("[MASK]") and ids[0] == 996 and ids[-1] == 997, (text, ids)
+    check_specials(tok, dict(zip(["unk", "cls", "sep", "pad", "mask"], range(995, 1000))), MODERNBERT_TEXTS)
     pair = tok("How old are you?", "I am six years old.")
     assert "token_type_ids" not in pair and pair["input_ids"].count(997) == 2, pair
     assert len(tok(MODERNBERT_TEXTS[-1])["input_ids"]) <= MPNET_MAX_TOKENS
@@ -1170,18 +1180,121 @@ def write_modernbert_fixtures(model_dir: Path) -> None:
         print(f"{len(tok(text)['input_ids']):3d} tokens: {text[:40]!r}")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# DeBERTa-v2/v3, the architecture of microsoft/deberta-v3-*: disentangled attention. Each score adds to QKᵀ a
+# content-to-position term (the query against the key's relative position) and a position-to-content term (the key
+# against the query's), from one table of relative position embeddings (normalised) that every layer projects with
+# its own query and key weights; distances of half the buckets or more share logarithmically wider buckets. No
+# absolute positions and no segments in v3. Masked LM (with sentence embeddings), a classifier on the first token's
+# pooler (dense, GELU) with the other options (absolute positions, segments, c2p alone, no buckets), NER and QA.
+
+DEBERTA_SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]"]  # ids 0..3 as in microsoft/deberta-v3-base; [MASK] is last
+DEBERTA_TEXTS = TINY_TEXTS + [MPNET_LONG.format("[MASK]")]
+# position_buckets: distances of 8 and more are log-bucketed, up to max_position_embeddings (v3: 256 buckets, 512).
+DEBERTA_BUCKETS = 16
+DEBERTA_CLS_SEED = 112
+
+
+def deberta_tokenizer(corpus: list[str]) -> DebertaV2Tokenizer:
+    """A 1000-id SentencePiece-style Unigram laid out as microsoft/deberta-v3-base's: [PAD] [CLS] [SEP] [UNK], the
+    trained pieces, [MASK] last; transformers' DebertaV2Tokenizer builds the rest (whitespace runs made one space,
+    NFC, Metaspace "▁", [CLS] A [SEP] (type 0) B [SEP] (type 1))."""
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tokenizer.train_from_iterator(corpus, trainers.UnigramTrainer(
+        vocab_size=999, special_tokens=DEBERTA_SPECIALS, unk_token="[UNK]", show_progress=False))
+    vocab = json.loads(tokenizer.to_str())["model"]["vocab"]
+    pieces = [(p, s) for p, s in canonical_pieces(vocab[len(DEBERTA_SPECIALS):])]
+    vocab = [(t, 0.0) for t in DEBERTA_SPECIALS] + pieces + [("[MASK]", 0.0)]
+    return DebertaV2Tokenizer(vocab=vocab, model_max_length=MPNET_MAX_TOKENS)
+
+
+def deberta_config(vocab_size: int, **kw) -> DebertaV2Config:
+    """microsoft/deberta-v3-base's options, tiny: relative attention with c2p and p2c through the layers' own Q and K
+    (share_att_key), log buckets, normalised relative embeddings, no absolute positions, no segments, eps 1e-7."""
+    options = dict(relative_attention=True, position_buckets=DEBERTA_BUCKETS, max_relative_positions=-1,
+                   norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type="p2c|c2p", position_biased_input=False,
+                   type_vocab_size=0)
+    return DebertaV2Config(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=64, hidden_act="gelu", max_position_embeddings=MPNET_MAX_TOKENS,
+                           layer_norm_eps=1e-7, pad_token_id=0, **{**options, **kw})
+
+
+def deberta_positions(config: DebertaV2Config, length: int) -> list[int]:
+    """The rows of the relative embeddings that a sequence of `length` tokens reads (c2p's, transformers' own)."""
+    from transformers.models.deberta_v2.modeling_deberta_v2 import build_relative_position
+    states = torch.zeros(1, length, 1)
+    span = config.position_buckets if config.position_buckets > 0 else config.max_position_embeddings
+    relative = build_relative_position(states, states, bucket_size=config.position_buckets,
+                                       max_position=config.max_position_embeddings)
+    return sorted(set(torch.clamp(relative + span, 0, 2 * span - 1).flatten().tolist()))
+
+
+@torch.no_grad()
+def check_relative_attention_matters(name: str, model_class, tok, texts: list[str]) -> None:
+    """The relative embeddings change the outputs (so a wrongly bucketed, indexed or missing term shows)."""
+    model = reloaded(FIXTURES / name, model_class)
+    logits = [model(**tok(text, return_tensors="pt")).logits for text in texts]
+    model.deberta.encoder.rel_embeddings.weight.mul_(-1.5)
+    for text, before in zip(texts, logits):
+        after = model(**tok(text, return_tensors="pt")).logits
+        assert (after - before).abs().max() > 1e-2, (name, text, (after - before).abs().max())
+
+
+def write_deberta_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    tok = deberta_tokenizer(english_corpus(full))
+    check_specials(tok, {"pad": 0, "cls": 1, "sep": 2, "unk": 3, "mask": 999}, DEBERTA_TEXTS)
+    pair = tok("How old are you?", "I am six years old.")
+    assert pair["token_type_ids"][-1] == 1 and pair["input_ids"].count(2) == 2, pair
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    config = deberta_config(len(tok))
+    long = len(tok(DEBERTA_TEXTS[-1])["input_ids"])
+    assert long <= MPNET_MAX_TOKENS and len(deberta_positions(config, long)) == 2 * DEBERTA_BUCKETS - 1, long
+    save_args = {"texts": tuple(DEBERTA_TEXTS + MPNET_SENTENCES + NER_TEXTS)}
+    write_mlm_architecture("tiny-deberta-v2", perturbed(DebertaV2ForMaskedLM, config, 90), tok, DEBERTA_TEXTS)
+    save_tokenizer(tok, FIXTURES / "tiny-deberta-v2", **save_args)
+    check_fill_mask_gaps("tiny-deberta-v2", tok, DEBERTA_TEXTS)
+    check_relative_attention_matters("tiny-deberta-v2", DebertaV2ForMaskedLM, tok, DEBERTA_TEXTS)
+    write_mlm_embeddings("tiny-deberta-v2", DebertaV2ForMaskedLM, tok)
+    # The options v3 leaves out: absolute positions and segments in the input, c2p alone (scale √(2d)), distances
+    # unbucketed up to max_relative_positions, the relative embeddings not normalised.
+    cls_config = deberta_config(len(tok), position_biased_input=True, type_vocab_size=2, pos_att_type=["c2p"],
+                                position_buckets=-1, max_relative_positions=24, norm_rel_ebd="none",
+                                **labels(["negative", "neutral", "positive"]))
+    write_cls_fixture("tiny-deberta-v2-cls", perturbed(DebertaV2ForSequenceClassification, cls_config,
+                                                       DEBERTA_CLS_SEED), tok)
+    save_tokenizer(tok, FIXTURES / "tiny-deberta-v2-cls", **save_args)
+    cases = json.loads((FIXTURES / "tiny-deberta-v2-cls_golden.json").read_text())
+    winners = [case["pipeline"][0]["label"] for case in cases["single"] + cases["pairs"]]
+    assert set(winners) == {"negative", "neutral", "positive"}, winners
+    check_segments_matter("tiny-deberta-v2-cls", DebertaV2ForSequenceClassification, tok)
+    check_relative_attention_matters("tiny-deberta-v2-cls", DebertaV2ForSequenceClassification, tok, CLS_SINGLE)
+    print("tiny-deberta-v2-ner texts showing each case:", write_ner_fixture("tiny-deberta-v2-ner", ner_model(
+        "tiny-deberta-v2-ner", DebertaV2ForTokenClassification, deberta_config(len(tok), **labels(NER_LABELS))), tok))
+    write_qa_fixture("tiny-deberta-v2-qa", perturbed(DebertaV2ForQuestionAnswering, deberta_config(len(tok)),
+                                                     QA_SEEDS["tiny-deberta-v2-qa"]), tok)
+    for text in DEBERTA_TEXTS + MPNET_SENTENCES:
+        print(f"{len(tok(text)['input_ids']):3d} tokens: {text[:40]!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
-    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet", "modernbert"],
+    ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet", "modernbert",
+                             "deberta"],
                     default="all",
                     help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
                          "classifiers; heads: token classification (NER) and extractive question answering; "
                          "albert-electra: ALBERT and ELECTRA (generator) masked LMs and classifiers; mpnet: MPNet "
                          "(relative position bias) masked LM with sentence embeddings, and classifier; modernbert: ModernBERT "
                          "(rotary, GeGLU, pre-norm, sliding windows) masked LM with hidden states and sentence "
-                         "embeddings, and mean-pooling classifier")
+                         "embeddings, and mean-pooling classifier; deberta: DeBERTa-v2/v3 (disentangled "
+                         "attention) masked LM with sentence embeddings, classifier, NER and QA")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
@@ -1196,6 +1309,8 @@ def main() -> None:
         write_mpnet_fixtures(args.model)
     if args.part in ("all", "modernbert"):
         write_modernbert_fixtures(args.model)
+    if args.part in ("all", "deberta"):
+        write_deberta_fixtures(args.model)
 
 
 if __name__ == "__main__":

@@ -71,13 +71,20 @@ fn message<T>(result: webbert::Result<T>) -> String {
     }
 }
 
+/// A DeBERTa-v3-like config.json with `extra` fields (which win over the defaults here).
+fn deberta(extra: &str) -> String {
+    format!(
+        r#"{{"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "relative_attention": true, "share_att_key": true, "pos_att_type": "p2c|c2p", {extra}}}"#
+    )
+}
+
 #[test]
 fn config_errors_name_the_field() {
     let cases = [
         ("not json", "not valid JSON"),
         (
-            r#"{"model_type": "deberta-v2", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
-            "field `model_type` = \"deberta-v2\" is not supported yet (only bert, roberta, xlm-roberta, distilbert, albert, electra, mpnet, modernbert)",
+            r#"{"model_type": "deberta", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
+            "field `model_type` = \"deberta\" is not supported yet (only bert, roberta, xlm-roberta, distilbert, albert, electra, mpnet, modernbert, deberta-v2)",
         ),
         (
             r#"{"vocab_size": 10, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4}"#,
@@ -138,6 +145,30 @@ fn config_errors_name_the_field() {
         (
             r#"{"model_type": "modernbert", "vocab_size": 10, "hidden_size": 4, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 4, "pad_token_id": 0, "norm_bias": "yes"}"#,
             "field `norm_bias` must be true or false",
+        ),
+        (
+            &deberta(r#""conv_kernel_size": 3"#),
+            "field `conv_kernel_size` = 3 is not supported",
+        ),
+        (
+            &deberta(r#""share_att_key": false"#),
+            "DeBERTa without `share_att_key` is not supported",
+        ),
+        (
+            &deberta(r#""relative_attention": false"#),
+            "DeBERTa without `relative_attention` is not supported",
+        ),
+        (
+            &deberta(r#""pos_att_type": 3"#),
+            "field `pos_att_type` must be a list of \"c2p\" and \"p2c\", found 3",
+        ),
+        (
+            &deberta(r#""pooler_hidden_size": 8"#),
+            "field `pooler_hidden_size` = 8 is not supported (only `hidden_size`, 4)",
+        ),
+        (
+            &deberta(r#""position_buckets": 8, "max_relative_positions": 5"#),
+            "leave no room for logarithmic buckets",
         ),
     ];
     for (json, expected) in cases {

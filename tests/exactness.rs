@@ -8,8 +8,8 @@ use serde_json::Value;
 use webbert::model::Batch;
 use webbert::model::attention::with_local_scores_bytes;
 use webbert::{
-    Aggregation, Backend, Classifier, Embedder, FillMask, ModelFiles, Pooling, QaOptions,
-    QuestionAnswerer, TokenClassifier, WeightsDtype,
+    Aggregation, Backend, Checkpoint, Classifier, Embedder, FillMask, ModelFiles, Pooling,
+    QaOptions, QuestionAnswerer, TokenClassifier, TokenizerFiles, WeightsDtype,
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -935,40 +935,115 @@ fn tiny_electra_generator_and_classifier() {
     }
 }
 
+/// A masked LM's encoder as a sentence embedder: each sentence's last hidden state alone, then all of them
+/// in one padded call pooled as its sentence-transformers files declare (mean, normalised).
+fn sentence_embeddings(name: &str, target: Target) {
+    let golden = Golden::open(&format!("{name}_golden.safetensors"));
+    let meta: Value = common::golden_json(name);
+    let sentences = common::strings(&meta["sentences"]);
+    let files = ModelFiles::from_dir(&common::fixtures().join(name)).unwrap();
+    let embedder = Embedder::load(files, target.device()).unwrap();
+    assert_eq!(
+        (embedder.sentence.pooling, embedder.sentence.normalize),
+        (Pooling::Mean, true)
+    );
+    for (i, text) in sentences.iter().enumerate() {
+        let encoding = embedder.tokenizer.encode(text).unwrap();
+        let batch = Batch::new(&[encoding], embedder.pad_id, &embedder.device);
+        let hidden = target.run(|| read(embedder.model.forward(&batch)));
+        let diff = max_abs_diff(&hidden, &golden.get(&format!("hidden.{i}")).1);
+        println!("{target:?} {name} hidden.{i}: max abs diff {diff:.2e}");
+        assert!(diff <= TOLERANCE);
+    }
+    let sentence = embedder.sentence;
+    let rows = target.run(|| {
+        block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize)).unwrap()
+    });
+    let (shape, expected) = golden.get("embedding.mean");
+    for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
+        assert!(cosine(row, want) >= 0.99999);
+        assert!(max_abs_diff(row, want) <= TOLERANCE);
+    }
+}
+
 /// MPNet (all-mpnet-base-v2's architecture): the relative position bias in every layer (a long text reaches
 /// the logarithmic buckets), `<mask>` chosen over the vocabulary's plain `[MASK]`, sentence embeddings as
 /// its sentence-transformers files declare them (mean, normalised), and its classifier.
 #[test]
 fn tiny_mpnet_masked_lm_embeddings_and_classifier() {
-    let golden = Golden::open("tiny-mpnet_golden.safetensors");
-    let meta: Value = common::golden_json("tiny-mpnet");
-    let sentences = common::strings(&meta["sentences"]);
     for target in TARGETS {
         tiny("tiny-mpnet", target);
         classifier("tiny-mpnet-cls", target);
-        let files = ModelFiles::from_dir(&common::fixtures().join("tiny-mpnet")).unwrap();
-        let embedder = Embedder::load(files, target.device()).unwrap();
-        assert_eq!(
-            (embedder.sentence.pooling, embedder.sentence.normalize),
-            (Pooling::Mean, true)
-        );
-        for (i, text) in sentences.iter().enumerate() {
-            let encoding = embedder.tokenizer.encode(text).unwrap();
-            let batch = Batch::new(&[encoding], embedder.pad_id, &embedder.device);
-            let hidden = target.run(|| read(embedder.model.forward(&batch)));
-            let diff = max_abs_diff(&hidden, &golden.get(&format!("hidden.{i}")).1);
-            println!("{target:?} tiny-mpnet hidden.{i}: max abs diff {diff:.2e}");
-            assert!(diff <= TOLERANCE);
-        }
-        let sentence = embedder.sentence;
-        let rows = target.run(|| {
-            block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize)).unwrap()
-        });
-        let (shape, expected) = golden.get("embedding.mean");
-        for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
-            assert!(cosine(row, want) >= 0.99999);
-            assert!(max_abs_diff(row, want) <= TOLERANCE);
-        }
+        sentence_embeddings("tiny-mpnet", target);
+    }
+}
+
+/// DeBERTa-v3's architecture: c2p and p2c scores from relative position embeddings (normalised, projected by
+/// each layer's own query and key weights; a long text reaches every log bucket), no absolute positions nor
+/// segments; fill-mask and sentence embeddings in one padded batch. The classifier (first token, dense, GELU)
+/// has the other options: absolute positions and segments, c2p alone, unbucketed distances clamped at 24, the
+/// table not normalised. NER and QA on the v3 options.
+#[test]
+fn tiny_deberta_v2_masked_lm_embeddings_and_heads() {
+    for target in TARGETS {
+        tiny("tiny-deberta-v2", target);
+        sentence_embeddings("tiny-deberta-v2", target);
+        classifier("tiny-deberta-v2-cls", target);
+        token_classifier("tiny-deberta-v2-ner", target);
+        question_answerer("tiny-deberta-v2-qa", target);
+    }
+}
+
+/// DeBERTa's other masked-LM head, `lm_predictions.lm_head.*` (`legacy: false`; the Hub's v3 checkpoints carry
+/// it): tiny-deberta-v2's head under those names gives transformers' logits, its decoder the word embeddings.
+/// With `legacy` true the same file lacks `cls.predictions.*`, and the error says so.
+#[test]
+fn deberta_v2_lm_predictions_head() {
+    let dir = common::fixtures().join("tiny-deberta-v2");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let bytes = read("model.safetensors");
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let name = name
+                .replace("cls.predictions.transform.", "lm_predictions.lm_head.")
+                .replace("cls.predictions.bias", "lm_predictions.lm_head.bias");
+            (name, view)
+        })
+        .collect();
+    let bytes = safetensors::serialize(renamed, None).unwrap();
+    let config = String::from_utf8(read("config.json")).unwrap();
+    assert!(config.contains(r#""legacy": true"#));
+    let files = |config: &str| {
+        let checkpoint = Checkpoint::from_safetensors(bytes.clone()).unwrap();
+        ModelFiles::new(
+            config,
+            TokenizerFiles::Json(read("tokenizer.json")),
+            checkpoint,
+        )
+        .unwrap()
+    };
+    let err = FillMask::load(files(&config), Backend::Cpu.device().unwrap())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("cls.predictions.transform.dense.weight"),
+        "{err}"
+    );
+
+    let config = config.replace(r#""legacy": true"#, r#""legacy": false"#);
+    let pipeline = FillMask::load(files(&config), Backend::Cpu.device().unwrap()).unwrap();
+    let golden = Golden::open("tiny-deberta-v2_golden.safetensors");
+    let meta = common::golden_json("tiny-deberta-v2");
+    for (i, text) in common::strings(&meta["texts"]).iter().enumerate() {
+        let encoding = pipeline.tokenizer.encode(text).unwrap();
+        let batch = Batch::new(&[encoding], 0, &pipeline.device);
+        let logits = self::read(pipeline.model.forward(&batch));
+        let diff = max_abs_diff(&logits, &golden.get(&format!("logits.{i}")).1);
+        assert!(diff <= TOLERANCE, "text {i}: {diff}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! Hugging Face's tensor names, per architecture: the one place they are written. The encoder and its
 //! heads are the same modules for every family here; only these names differ.
 
-use crate::model::config::{Architecture, HiddenAct};
+use crate::model::config::{Architecture, BertConfig, HiddenAct};
 use crate::model::heads::PoolerAct;
 
 /// Where each of the encoder's tensors sits in a checkpoint, relative to [`Layout::encoder`]; a layer's
@@ -21,6 +21,8 @@ pub struct Layout {
     pub layers: &'static str,
     /// MPNet's relative position bias, `[buckets, heads]`.
     pub relative_attention_bias: Option<&'static str>,
+    /// DeBERTa's relative position embeddings, `[2 × span, hidden]`, and their LayerNorm.
+    pub rel_embeddings: Option<RelEmbeddingNames>,
     /// The query, key and value projections, three or one (ModernBERT's `Wqkv`).
     pub qkv: &'static [&'static str],
     pub attention_output: &'static str,
@@ -36,10 +38,16 @@ pub struct Layout {
     pub classifier: ClassifierNames,
     /// ModernBERT's `head` (dense, LayerNorm) at every token before the token classifier and the span head.
     pub token_head: Option<TokenHeadNames>,
-    /// Per-token classification (NER): one Linear onto the labels. `None`: not supported.
-    pub token_classifier: Option<&'static str>,
-    /// Extractive QA: one Linear onto the start and end logits (`None` as for `token_classifier`).
-    pub qa_outputs: Option<&'static str>,
+    /// Per-token classification (NER): one Linear onto the labels.
+    pub token_classifier: &'static str,
+    /// Extractive QA: one Linear onto the start and end logits.
+    pub qa_outputs: &'static str,
+}
+
+/// DeBERTa's table of relative position embeddings, shared by every layer.
+pub struct RelEmbeddingNames {
+    pub table: &'static str,
+    pub norm: &'static str,
 }
 
 /// ModernBERT's `ModernBertPredictionHead` under its task heads.
@@ -52,7 +60,8 @@ pub struct TokenHeadNames {
 pub struct MlmNames {
     pub dense: &'static str,
     pub norm: &'static str,
-    pub decoder: &'static str,
+    /// `None`: always the word embeddings (DeBERTa's `lm_predictions`).
+    pub decoder: Option<&'static str>,
     /// The decoder's bias under each name it has had, newest first.
     pub bias: [&'static str; 2],
     /// `None`: the config's `head_act`.
@@ -65,7 +74,7 @@ pub struct ClassifierNames {
     /// With the encoder's prefix (BERT's pooler belongs to the encoder).
     pub dense: &'static str,
     pub pooler_in_encoder: bool,
-    /// `None`: the config's `head_act`.
+    /// `None`: the config's `pooler_act`.
     pub act: Option<PoolerAct>,
     pub norm: Option<&'static str>,
     pub out: &'static str,
@@ -80,6 +89,7 @@ const BERT: Layout = Layout {
     embeddings_project: None,
     layers: "encoder.layer",
     relative_attention_bias: None,
+    rel_embeddings: None,
     qkv: &[
         "attention.self.query",
         "attention.self.key",
@@ -94,7 +104,7 @@ const BERT: Layout = Layout {
     mlm: MlmNames {
         dense: "cls.predictions.transform.dense",
         norm: "cls.predictions.transform.LayerNorm",
-        decoder: "cls.predictions.decoder.weight",
+        decoder: Some("cls.predictions.decoder.weight"),
         // `transformers` applies the decoder's own bias; older checkpoints carry only the (then tied) other.
         bias: ["cls.predictions.decoder.bias", "cls.predictions.bias"],
         act: None,
@@ -107,8 +117,8 @@ const BERT: Layout = Layout {
         out: "classifier",
     },
     token_head: None,
-    token_classifier: Some("classifier"),
-    qa_outputs: Some("qa_outputs"),
+    token_classifier: "classifier",
+    qa_outputs: "qa_outputs",
 };
 
 const ROBERTA: Layout = Layout {
@@ -116,7 +126,7 @@ const ROBERTA: Layout = Layout {
     mlm: MlmNames {
         dense: "lm_head.dense",
         norm: "lm_head.layer_norm",
-        decoder: "lm_head.decoder.weight",
+        decoder: Some("lm_head.decoder.weight"),
         bias: ["lm_head.decoder.bias", "lm_head.bias"],
         // `RobertaLMHead` calls `gelu` whatever `hidden_act` says.
         act: Some(HiddenAct::Gelu),
@@ -140,6 +150,7 @@ const DISTILBERT: Layout = Layout {
     embeddings_project: None,
     layers: "transformer.layer",
     relative_attention_bias: None,
+    rel_embeddings: None,
     qkv: &["attention.q_lin", "attention.k_lin", "attention.v_lin"],
     attention_output: "attention.out_lin",
     attention_norm: "sa_layer_norm",
@@ -150,7 +161,7 @@ const DISTILBERT: Layout = Layout {
     mlm: MlmNames {
         dense: "vocab_transform",
         norm: "vocab_layer_norm",
-        decoder: "vocab_projector.weight",
+        decoder: Some("vocab_projector.weight"),
         bias: ["vocab_projector.bias", "vocab_projector.bias"],
         act: None,
     },
@@ -162,8 +173,8 @@ const DISTILBERT: Layout = Layout {
         out: "classifier",
     },
     token_head: None,
-    token_classifier: Some("classifier"),
-    qa_outputs: Some("qa_outputs"),
+    token_classifier: "classifier",
+    qa_outputs: "qa_outputs",
 };
 
 const ALBERT: Layout = Layout {
@@ -183,7 +194,7 @@ const ALBERT: Layout = Layout {
     mlm: MlmNames {
         dense: "predictions.dense",
         norm: "predictions.LayerNorm",
-        decoder: "predictions.decoder.weight",
+        decoder: Some("predictions.decoder.weight"),
         bias: ["predictions.decoder.bias", "predictions.bias"],
         act: None,
     },
@@ -203,7 +214,7 @@ const ELECTRA: Layout = Layout {
     mlm: MlmNames {
         dense: "generator_predictions.dense",
         norm: "generator_predictions.LayerNorm",
-        decoder: "generator_lm_head.weight",
+        decoder: Some("generator_lm_head.weight"),
         bias: ["generator_lm_head.bias", "generator_lm_head.bias"],
         // `ElectraGeneratorPredictions` calls `gelu` whatever `hidden_act` says.
         act: Some(HiddenAct::Gelu),
@@ -244,6 +255,7 @@ const MODERNBERT: Layout = Layout {
     embeddings_project: None,
     layers: "layers",
     relative_attention_bias: None,
+    rel_embeddings: None,
     qkv: &["attn.Wqkv"],
     attention_output: "attn.Wo",
     attention_norm: "attn_norm",
@@ -254,7 +266,7 @@ const MODERNBERT: Layout = Layout {
     mlm: MlmNames {
         dense: MODERNBERT_HEAD.dense,
         norm: MODERNBERT_HEAD.norm,
-        decoder: "decoder.weight",
+        decoder: Some("decoder.weight"),
         bias: ["decoder.bias", "decoder.bias"],
         act: None,
     },
@@ -266,11 +278,52 @@ const MODERNBERT: Layout = Layout {
         out: "classifier",
     },
     token_head: Some(MODERNBERT_HEAD),
-    token_classifier: Some("classifier"),
-    qa_outputs: Some("classifier"),
+    token_classifier: "classifier",
+    qa_outputs: "classifier",
+};
+
+const DEBERTA_V2: Layout = Layout {
+    encoder: "deberta.",
+    rel_embeddings: Some(RelEmbeddingNames {
+        table: "encoder.rel_embeddings",
+        norm: "encoder.LayerNorm",
+    }),
+    qkv: &[
+        "attention.self.query_proj",
+        "attention.self.key_proj",
+        "attention.self.value_proj",
+    ],
+    // `ContextPooler`, outside the encoder; its activation is the config's `pooler_hidden_act`.
+    classifier: ClassifierNames {
+        dense: "pooler.dense",
+        pooler_in_encoder: false,
+        act: None,
+        norm: None,
+        out: "classifier",
+    },
+    // The masked LM's head is BERT's with `legacy` (transformers' default); see `mlm_of`.
+    ..BERT
+};
+
+/// DeBERTa's masked-LM head where the config says `legacy: false`: the original DeBERTa code's, which the
+/// Hub's v3 checkpoints carry.
+const DEBERTA_V2_LM_PREDICTIONS: MlmNames = MlmNames {
+    dense: "lm_predictions.lm_head.dense",
+    norm: "lm_predictions.lm_head.LayerNorm",
+    decoder: None,
+    bias: ["lm_predictions.lm_head.bias", "lm_predictions.lm_head.bias"],
+    act: None,
 };
 
 impl Layout {
+    /// The masked-LM head's names for this checkpoint: the family's, or DeBERTa's other head.
+    pub fn mlm_of(config: &BertConfig) -> &'static MlmNames {
+        match (config.architecture, config.legacy_mlm_head) {
+            (Architecture::DebertaV2, false) => &DEBERTA_V2_LM_PREDICTIONS,
+            (architecture, _) => &Layout::of(architecture).mlm,
+        }
+    }
+
     pub fn of(architecture: Architecture) -> &'static Layout {
         match architecture {
             Architecture::Bert => &BERT,
@@ -281,6 +334,7 @@ impl Layout {
             Architecture::Electra => &ELECTRA,
             Architecture::Mpnet => &MPNET,
             Architecture::ModernBert => &MODERNBERT,
+            Architecture::DebertaV2 => &DEBERTA_V2,
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::io::layout::Layout;
 use crate::model::BertModel;
 use crate::model::attention::BertAttention;
 use crate::model::config::BertConfig;
+use crate::model::disentangled::RelativeEmbeddings;
 use crate::model::embeddings::BertEmbeddings;
 use crate::model::heads::{
     BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
@@ -382,6 +383,7 @@ fn bert(
     )?;
     let position_embeddings = names
         .position_embeddings
+        .filter(|_| c.absolute_positions)
         .map(|name| {
             embedding(
                 name,
@@ -392,6 +394,7 @@ fn bert(
         .transpose()?;
     let token_type_embeddings = names
         .token_type_embeddings
+        .filter(|_| c.type_vocab_size > 0)
         .map(|name| {
             embedding(
                 name,
@@ -506,6 +509,32 @@ fn bert(
             })
         })
         .transpose()?;
+    let relative_embeddings = names
+        .rel_embeddings
+        .as_ref()
+        .zip(c.relative_attention)
+        .map(|(names, options)| {
+            let have = have.and_then(|m| m.relative_embeddings.as_ref());
+            let weight = t.tensor2(
+                &format!("{prefix}{}.weight", names.table),
+                [options.span().saturating_mul(2), h],
+                have.map(|r| &r.rel_embeddings.weight),
+            )?;
+            let layer_norm = options
+                .norm
+                .then(|| {
+                    let have = have.and_then(|r| r.layer_norm.as_ref());
+                    t.layer_norm(&format!("{prefix}{}", names.norm), h, eps, true, have)
+                })
+                .transpose()?;
+            Ok(RelativeEmbeddings {
+                rel_embeddings: Embedding { weight },
+                layer_norm,
+                layer_norm_eps: eps,
+                options,
+            })
+        })
+        .transpose()?;
     let final_norm = names
         .final_norm
         .map(|name| {
@@ -519,6 +548,7 @@ fn bert(
         embeddings_project,
         layers,
         position_bias,
+        relative_embeddings,
         rotary: c
             .rope_theta
             .map(|theta| RotaryEmbedding { head_dim, theta }),
@@ -530,7 +560,7 @@ fn bert(
 
 /// The masked-LM head: its decoder is tied to the word embeddings unless the checkpoint has its own.
 fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Result<MlmHead> {
-    let names = &Layout::of(c.architecture).mlm;
+    let names = Layout::mlm_of(c);
     // ALBERT's and ELECTRA's head maps back down to the embeddings' width, where the tied decoder is.
     let (h, e, v) = (c.hidden_size, c.embedding_size, c.vocab_size);
     let bias = t.which(&names.bias);
@@ -538,7 +568,10 @@ fn mlm_head(t: &mut impl Tensors, c: &BertConfig, have: Option<&MlmHead>) -> Res
     Ok(MlmHead {
         dense: t.linear(names.dense, h, e, c.classifier_bias, have.map(|m| &m.dense))?,
         layer_norm: t.layer_norm(names.norm, e, eps, c.norm_bias, have.map(|m| &m.layer_norm))?,
-        decoder: t.optional2(names.decoder, [v, e], have.map(|m| m.decoder.as_ref()))?,
+        decoder: match names.decoder {
+            Some(name) => t.optional2(name, [v, e], have.map(|m| m.decoder.as_ref()))?,
+            None => None,
+        },
         bias: c
             .decoder_bias
             .then(|| t.tensor1(bias, v, have.and_then(|m| m.bias.as_ref())))
@@ -574,7 +607,7 @@ fn classification_head(
             .transpose()?,
         out: t.linear(names.out, h, labels, true, have.map(|m| &m.out))?,
         layer_norm_eps: eps,
-        act: names.act.unwrap_or(PoolerAct::Act(c.head_act)),
+        act: names.act.unwrap_or(PoolerAct::Act(c.pooler_act)),
         pooling: c.classifier_pooling,
         labels: c.labels.clone(),
         score_function: c.score_function,
@@ -813,16 +846,13 @@ pub fn load_bert_for_token_classification(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForTokenClassification> {
-    let mut loader = Loader { checkpoint, device };
-    let prefix = loader.encoder_prefix(config);
-    let name = Layout::of(config.architecture)
-        .token_classifier
-        .ok_or_else(|| unsupported(config, "token classification"))?;
-    let (h, labels) = (config.hidden_size, config.labels.len());
+    let name = Layout::of(config.architecture).token_classifier;
+    let labels = config.labels.len();
+    let (bert, head, classifier) = per_token(checkpoint, config, device, name, labels)?;
     Ok(BertForTokenClassification {
-        bert: bert(&mut loader, config, prefix, None)?,
-        head: token_head(&mut loader, config)?,
-        classifier: loader.linear(name, h, labels, true, None)?,
+        bert,
+        head,
+        classifier,
         labels: config.labels.clone(),
     })
 }
@@ -833,16 +863,31 @@ pub fn load_bert_for_question_answering(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForQuestionAnswering> {
+    let name = Layout::of(config.architecture).qa_outputs;
+    let (bert, head, qa_outputs) = per_token(checkpoint, config, device, name, 2)?;
+    Ok(BertForQuestionAnswering {
+        bert,
+        head,
+        qa_outputs,
+    })
+}
+
+/// What the per-token tasks share: the encoder, ModernBERT's `head`, and the Linear `name` onto `outputs`
+/// values at every token.
+fn per_token(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+    name: &str,
+    outputs: usize,
+) -> Result<(BertModel, Option<TokenHead>, Linear)> {
     let mut loader = Loader { checkpoint, device };
     let prefix = loader.encoder_prefix(config);
-    let name = Layout::of(config.architecture)
-        .qa_outputs
-        .ok_or_else(|| unsupported(config, "question answering"))?;
-    Ok(BertForQuestionAnswering {
-        bert: bert(&mut loader, config, prefix, None)?,
-        head: token_head(&mut loader, config)?,
-        qa_outputs: loader.linear(name, config.hidden_size, 2, true, None)?,
-    })
+    Ok((
+        bert(&mut loader, config, prefix, None)?,
+        token_head(&mut loader, config)?,
+        loader.linear(name, config.hidden_size, outputs, true, None)?,
+    ))
 }
 
 /// ModernBERT's `head` under its token classifier and span head; `None` for the families without one.
@@ -857,14 +902,6 @@ fn token_head(loader: &mut Loader, c: &BertConfig) -> Result<Option<TokenHead>> 
         layer_norm_eps: c.layer_norm_eps,
         act: c.head_act,
     }))
-}
-
-/// A task head the family has that webbert does not load yet.
-fn unsupported(config: &BertConfig, task: &str) -> Error {
-    Error::Config(format!(
-        "{task} is not supported for model_type {:?} yet",
-        config.architecture.model_type()
-    ))
 }
 
 /// Which tensors [`save_bert_for_masked_lm`] writes, and in what precision.

@@ -1,7 +1,8 @@
 //! Multi-head self-attention: softmax(QKᵀ/√d_k + mask)·V per head, heads concatenated, projected, added to
 //! the residual (Hugging Face's `BertAttention` = `BertSelfAttention` + `BertSelfOutput`). Its options: where
 //! the LayerNorm sits (after the residual in BERT, before the attention in ModernBERT), rotary positions
-//! (ModernBERT) or a relative position bias (MPNet), and a sliding window (ModernBERT's local layers).
+//! (ModernBERT), a relative position bias (MPNet) or disentangled relative positions (DeBERTa), and a
+//! sliding window (ModernBERT's local layers).
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -12,6 +13,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use crate::model::config::LayerType;
+use crate::model::disentangled::RelativePositions;
 use crate::model::rotary::Rotation;
 use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::attention::self_attention;
@@ -42,6 +44,8 @@ pub struct AttentionInputs {
     pub attention_mask: Tensor<2>,
     /// MPNet's relative position bias `[1, heads, seq, seq]`, added to the scores.
     pub position_bias: Option<Tensor<4>>,
+    /// DeBERTa's relative position embeddings, which each layer projects into c2p and p2c scores.
+    pub relative: Option<RelativePositions>,
     /// ModernBERT's rotations of Q and K: in global layers, in local layers.
     pub rotations: Option<[Rotation; 2]>,
     /// How far a local layer's queries see on either side (ModernBERT's `local_attention / 2`).
@@ -78,22 +82,23 @@ pub struct BertAttention {
 
 impl BertAttention {
     /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op; only the browser's CPU
-    /// path builds the probabilities, one head at a time. With a position bias (MPNet) or a window
-    /// (ModernBERT's local layers, in chunks of queries) the scores are built from burn's ops, the fused
-    /// kernels taking neither.
+    /// path builds the probabilities, one head at a time. With a position bias (MPNet), relative positions
+    /// (DeBERTa) or a window (ModernBERT's local layers, in chunks of queries) the scores are built from
+    /// burn's ops, the fused kernels taking none of them.
     pub fn forward(&self, hidden: Tensor<3>, inputs: &AttentionInputs) -> Tensor<3> {
         let qkv = self.qkv(hidden.clone(), inputs);
-        let context = match (self.window(inputs), &inputs.position_bias) {
+        let biased = inputs.position_bias.is_some() || inputs.relative.is_some();
+        let context = match (self.window(inputs), biased) {
             (Some(window), _) => {
                 let heads = self.heads(qkv);
                 merge_heads(self.local_attention(&heads, inputs, window))
             }
-            (None, Some(_)) => {
+            (None, true) => {
                 let heads = self.heads(qkv);
                 let seq = heads[0].dims()[2];
                 merge_heads(self.attend(&heads, inputs, 0..seq, 0..seq).0)
             }
-            (None, None) => self_attention(qkv, inputs.attention_mask.clone(), self.num_heads),
+            (None, false) => self_attention(qkv, inputs.attention_mask.clone(), self.num_heads),
         };
         self.output(context, hidden)
     }
@@ -132,6 +137,7 @@ impl BertAttention {
 
     /// softmax(QKᵀ/√d_k + bias + mask)·V by burn's ops, for the queries `queries` over the keys `keys`:
     /// the context `[batch, heads, queries, head_dim]` and the probabilities `[batch, heads, queries, keys]`.
+    /// DeBERTa's bias is its c2p and p2c scores, all three terms over √(d_k × terms).
     fn attend(
         &self,
         [q, k, v]: &[Tensor<4>; 3],
@@ -143,7 +149,19 @@ impl BertAttention {
         let (rows, columns) = (queries.len(), keys.len());
         let q = q.clone().narrow(2, queries.start, rows);
         let [k, v] = [k, v].map(|t| t.clone().narrow(2, keys.start, columns));
-        let mut scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt();
+        let terms = inputs.relative.as_ref().map_or(1, |r| r.scale_factor);
+        let scale = ((head_dim * terms) as f64).sqrt();
+        let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3));
+        if let Some(relative) = &inputs.relative {
+            let positions = linear(&self.qkv, relative.embeddings.clone(), false);
+            let [pos_q, pos_k, _] = self.heads(positions);
+            let both = [&q, &k];
+            if let Some(bias) = relative.scores(both, [pos_q, pos_k], queries.clone(), keys.clone())
+            {
+                scores = scores + bias;
+            }
+        }
+        scores = scores / scale;
         if let Some(bias) = &inputs.position_bias {
             let bias = bias.clone().narrow(2, queries.start, rows);
             scores = scores + bias.narrow(3, keys.start, columns);

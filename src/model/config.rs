@@ -55,6 +55,9 @@ pub enum Architecture {
     /// Rotary positions, pre-norm layers with a final norm, a GeGLU feed-forward, global and sliding-window
     /// layers, biases as the config says.
     ModernBert,
+    /// DeBERTa-v2 and v3: disentangled attention over relative positions; absolute positions and segments
+    /// as the config says (v3 has neither).
+    DebertaV2,
 }
 
 impl Architecture {
@@ -69,11 +72,12 @@ impl Architecture {
             Architecture::Electra => "electra",
             Architecture::Mpnet => "mpnet",
             Architecture::ModernBert => "modernbert",
+            Architecture::DebertaV2 => "deberta-v2",
         }
     }
 }
 
-const ARCHITECTURES: [Architecture; 8] = [
+const ARCHITECTURES: [Architecture; 9] = [
     Architecture::Bert,
     Architecture::Roberta,
     Architecture::XlmRoberta,
@@ -82,6 +86,7 @@ const ARCHITECTURES: [Architecture; 8] = [
     Architecture::Electra,
     Architecture::Mpnet,
     Architecture::ModernBert,
+    Architecture::DebertaV2,
 ];
 
 /// Which tokens a layer's attention sees (transformers' `layer_types`).
@@ -106,6 +111,38 @@ impl RopeTheta {
             LayerType::Full => self.full,
             LayerType::Sliding => self.sliding,
         }
+    }
+}
+
+/// DeBERTa's disentangled attention: which terms each score adds to QKᵀ, and how relative positions map
+/// to rows of the relative embeddings.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub struct RelativeAttention {
+    /// Content to position: the query against the key's relative position (`"c2p"` in `pos_att_type`).
+    pub c2p: bool,
+    /// Position to content: the key against the query's (`"p2c"`).
+    pub p2c: bool,
+    /// `position_buckets`: distances from half of them on share logarithmically wider buckets; 0: none.
+    pub position_buckets: usize,
+    /// `max_relative_positions` (`max_position_embeddings` where it is below 1): the farthest distance the
+    /// buckets tell apart, or without buckets, the span of the table.
+    pub max_relative_positions: usize,
+    /// Whether the relative embeddings are normalised first (`norm_rel_ebd = "layer_norm"`).
+    pub norm: bool,
+}
+
+impl RelativeAttention {
+    /// Relative positions on either side: the table has twice as many rows.
+    pub fn span(&self) -> usize {
+        match self.position_buckets {
+            0 => self.max_relative_positions,
+            buckets => buckets,
+        }
+    }
+
+    /// The terms of each score, whose width they share: scores are divided by √(head width × terms).
+    pub fn scale_factor(&self) -> usize {
+        1 + self.c2p as usize + self.p2c as usize
     }
 }
 
@@ -137,6 +174,11 @@ pub struct BertConfig {
     pub max_position_embeddings: usize,
     /// 0 for models without segment embeddings (DistilBERT, MPNet).
     pub type_vocab_size: usize,
+    /// Whether learned absolute positions are added to the token embeddings: not with rotary positions, nor
+    /// in DeBERTa-v3 (`position_biased_input`).
+    pub absolute_positions: bool,
+    /// DeBERTa's disentangled attention.
+    pub relative_attention: Option<RelativeAttention>,
     /// Buckets of MPNet's relative position bias; 0 without one.
     pub relative_attention_num_buckets: usize,
     /// Rotary position embeddings in place of learned ones (ModernBERT), their base per kind of layer.
@@ -168,6 +210,12 @@ pub struct BertConfig {
     /// The heads' activation where the family's code reads it from the config: `hidden_act` (BERT's MLM head),
     /// ModernBERT's `classifier_activation` (both its heads).
     pub head_act: HiddenAct,
+    /// The sequence classifier's activation where the family's code reads it from the config: ModernBERT's
+    /// `classifier_activation`, DeBERTa's `pooler_hidden_act`.
+    pub pooler_act: HiddenAct,
+    /// DeBERTa's masked-LM head: transformers' default `cls.predictions.*` (`legacy`), or the original code's
+    /// `lm_predictions.lm_head.*`; true in every other family.
+    pub legacy_mlm_head: bool,
     /// What the sequence classifier reads: the first token, or ModernBERT's mean of the tokens
     /// (`classifier_pooling`).
     pub classifier_pooling: Pooling,
@@ -229,10 +277,12 @@ impl BertConfig {
             )));
         }
         let modern = architecture == Architecture::ModernBert;
+        let deberta = architecture == Architecture::DebertaV2;
         // DistilBERT's is fixed in its code; ModernBERT's is `norm_eps`.
-        let layer_norm_eps = match modern {
-            true => number(object, "norm_eps", 1e-5)?,
-            false => number(object, "layer_norm_eps", 1e-12)?,
+        let layer_norm_eps = match (modern, deberta) {
+            (true, _) => number(object, "norm_eps", 1e-5)?,
+            (_, true) => number(object, "layer_norm_eps", 1e-7)?,
+            _ => number(object, "layer_norm_eps", 1e-12)?,
         };
         let labels = labels(object)?;
         let score_function = match object.get("problem_type").and_then(Value::as_str) {
@@ -285,6 +335,13 @@ impl BertConfig {
             true => flag(object, field, modern_default),
             false => Ok(true),
         };
+        let max_position_embeddings = size(
+            "max_position_embeddings",
+            Some(if modern { 8192 } else { 512 }),
+        )?;
+        if deberta {
+            deberta_unsupported(object, hidden_size)?;
+        }
         let config = BertConfig {
             architecture,
             vocab_size: size("vocab_size", None)?,
@@ -295,15 +352,24 @@ impl BertConfig {
             num_attention_heads: size(name("num_attention_heads", "n_heads"), None)?,
             intermediate_size: size(name("intermediate_size", "hidden_dim"), None)?,
             hidden_act,
-            max_position_embeddings: size(
-                "max_position_embeddings",
-                Some(if modern { 8192 } else { 512 }),
-            )?,
-            type_vocab_size: if distil || mpnet || modern {
-                0
-            } else {
-                size("type_vocab_size", Some(2))?
+            max_position_embeddings,
+            type_vocab_size: match architecture {
+                _ if distil || mpnet || modern => 0,
+                // DeBERTa-v3 has none: 0 is its default.
+                Architecture::DebertaV2 => match object.get("type_vocab_size") {
+                    Some(Value::Number(n)) if n.as_u64() == Some(0) => 0,
+                    _ => size("type_vocab_size", Some(0))?,
+                },
+                _ => size("type_vocab_size", Some(2))?,
             },
+            absolute_positions: match architecture {
+                Architecture::ModernBert => false,
+                Architecture::DebertaV2 => flag(object, "position_biased_input", true)?,
+                _ => true,
+            },
+            relative_attention: deberta
+                .then(|| relative_attention(object, max_position_embeddings))
+                .transpose()?,
             relative_attention_num_buckets: match mpnet {
                 true => size("relative_attention_num_buckets", Some(32))?,
                 false => 0,
@@ -334,6 +400,16 @@ impl BertConfig {
                 }
                 false => hidden_act,
             },
+            pooler_act: match architecture {
+                Architecture::ModernBert => {
+                    HiddenAct::parse("classifier_activation", object.get("classifier_activation"))?
+                }
+                Architecture::DebertaV2 => {
+                    HiddenAct::parse("pooler_hidden_act", object.get("pooler_hidden_act"))?
+                }
+                _ => hidden_act,
+            },
+            legacy_mlm_head: !deberta || flag(object, "legacy", true)?,
             classifier_pooling: match object.get("classifier_pooling").filter(|_| modern) {
                 None => Pooling::Cls,
                 Some(v) => match v.as_str() {
@@ -468,6 +544,100 @@ fn flag(object: &Map<String, Value>, field: &str, default: bool) -> error::Resul
             Error::Config(format!("field `{field}` must be true or false, found {v}"))
         }),
     }
+}
+
+/// DeBERTa's relative attention as transformers' `DisentangledSelfAttention` reads it. Every released
+/// DeBERTa-v2/v3 projects positions with the layers' own query and key weights (`share_att_key`); the
+/// separate projections of DeBERTa-v2's research code are not supported.
+fn relative_attention(
+    object: &Map<String, Value>,
+    max_position_embeddings: usize,
+) -> error::Result<RelativeAttention> {
+    if !flag(object, "relative_attention", false)? {
+        return Err(Error::Config(
+            "DeBERTa without `relative_attention` is not supported (every released DeBERTa-v2/v3 has it)".into(),
+        ));
+    }
+    if !flag(object, "share_att_key", false)? {
+        return Err(Error::Config(
+            "DeBERTa without `share_att_key` is not supported (every released DeBERTa-v2/v3 has it)".into(),
+        ));
+    }
+    // A list, or the older "p2c|c2p"; terms other than these two change nothing in transformers.
+    let terms: Vec<String> = match object.get("pos_att_type") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => s.split('|').map(|t| t.trim().to_lowercase()).collect(),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_lowercase))
+            .collect(),
+        Some(v) => {
+            return Err(Error::Config(format!(
+                "field `pos_att_type` must be a list of \"c2p\" and \"p2c\", found {v}"
+            )));
+        }
+    };
+    // transformers reads -1 (or any number below 1) as "none" in both.
+    let signed = |field: &str| -> error::Result<i64> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(-1),
+            Some(v) => v.as_i64().ok_or_else(|| {
+                Error::Config(format!("field `{field}` must be an integer, found {v}"))
+            }),
+        }
+    };
+    let max_relative_positions = match signed("max_relative_positions")? {
+        n if n < 1 => max_position_embeddings,
+        n => n as usize,
+    };
+    let position_buckets = signed("position_buckets")?.max(0) as usize;
+    let norm = match object.get("norm_rel_ebd") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => s
+            .split('|')
+            .any(|t| t.trim().eq_ignore_ascii_case("layer_norm")),
+        Some(v) => {
+            return Err(Error::Config(format!(
+                "field `norm_rel_ebd` must be a string, found {v}"
+            )));
+        }
+    };
+    if position_buckets == 1
+        || (position_buckets > 0 && max_relative_positions <= position_buckets / 2 + 1)
+    {
+        return Err(Error::Config(format!(
+            "fields `position_buckets` ({position_buckets}) and `max_relative_positions` ({max_relative_positions}) leave no room for logarithmic buckets"
+        )));
+    }
+    Ok(RelativeAttention {
+        c2p: terms.iter().any(|t| t == "c2p"),
+        p2c: terms.iter().any(|t| t == "p2c"),
+        position_buckets,
+        max_relative_positions,
+        norm,
+    })
+}
+
+/// DeBERTa-v2's options that no DeBERTa-v3 has, which webbert does not run: a convolution beside the first
+/// layer (deberta-v2-xlarge), embeddings narrower than the encoder, a pooler of another width.
+fn deberta_unsupported(object: &Map<String, Value>, hidden_size: usize) -> error::Result<()> {
+    if let Some(kernel) = object.get("conv_kernel_size").and_then(Value::as_u64)
+        && kernel > 0
+    {
+        return Err(Error::Config(format!(
+            "field `conv_kernel_size` = {kernel} is not supported (DeBERTa-v2's convolution layer; DeBERTa-v3 has none)"
+        )));
+    }
+    for field in ["embedding_size", "pooler_hidden_size"] {
+        if let Some(width) = object.get(field).filter(|v| !v.is_null())
+            && width.as_u64() != Some(hidden_size as u64)
+        {
+            return Err(Error::Config(format!(
+                "field `{field}` = {width} is not supported (only `hidden_size`, {hidden_size})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// ModernBERT's `layer_types` (transformers 5), one per layer; none if absent (the Hub's configs give
@@ -649,6 +819,58 @@ mod tests {
         );
     }
 
+    /// microsoft/deberta-v3-base's config.json as the Hub has it (`pos_att_type` in the older "p2c|c2p" form).
+    const DEBERTA_V3_BASE: &str = r#"{
+        "model_type": "deberta-v2", "attention_probs_dropout_prob": 0.1, "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1, "hidden_size": 768, "initializer_range": 0.02, "intermediate_size": 3072,
+        "max_position_embeddings": 512, "relative_attention": true, "position_buckets": 256,
+        "norm_rel_ebd": "layer_norm", "share_att_key": true, "pos_att_type": "p2c|c2p", "layer_norm_eps": 1e-7,
+        "max_relative_positions": -1, "position_biased_input": false, "num_attention_heads": 12,
+        "num_hidden_layers": 12, "type_vocab_size": 0, "vocab_size": 128100
+    }"#;
+
+    #[test]
+    fn deberta_v3_base_from_the_hub() {
+        let c = BertConfig::from_hf_json(DEBERTA_V3_BASE).unwrap();
+        assert_eq!(c.architecture, Architecture::DebertaV2);
+        let relative = c.relative_attention.unwrap();
+        assert_eq!(
+            relative,
+            RelativeAttention {
+                c2p: true,
+                p2c: true,
+                position_buckets: 256,
+                max_relative_positions: 512,
+                norm: true,
+            }
+        );
+        assert_eq!((relative.span(), relative.scale_factor()), (256, 3));
+        assert!(!c.absolute_positions && c.type_vocab_size == 0);
+        assert_eq!(
+            (c.layer_norm_eps, c.pad_token_id, c.max_len()),
+            (1e-7, 0, 512)
+        );
+        assert_eq!(
+            (c.pooler_act, c.classifier_pooling),
+            (HiddenAct::Gelu, Pooling::Cls)
+        );
+        assert!(!c.norm_first && c.attention_bias && c.rope_theta.is_none());
+        // The list form, one term, no buckets: the table spans `max_relative_positions` either way.
+        let json = DEBERTA_V3_BASE
+            .replace(r#""p2c|c2p""#, r#"["c2p"]"#)
+            .replace(r#""position_buckets": 256"#, r#""position_buckets": -1"#)
+            .replace(
+                r#""max_relative_positions": -1"#,
+                r#""max_relative_positions": 24"#,
+            );
+        let relative = BertConfig::from_hf_json(&json)
+            .unwrap()
+            .relative_attention
+            .unwrap();
+        assert_eq!((relative.c2p, relative.p2c), (true, false));
+        assert_eq!((relative.span(), relative.scale_factor()), (24, 2));
+    }
+
     /// Other families keep BERT's shape: post-norm, biases everywhere, learned positions, all layers global.
     #[test]
     fn bert_keeps_its_options() {
@@ -669,5 +891,6 @@ mod tests {
             (HiddenAct::Relu, Pooling::Cls)
         );
         assert_eq!(c.feed_forward_width(), 6);
+        assert!(c.absolute_positions && c.relative_attention.is_none());
     }
 }

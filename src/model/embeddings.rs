@@ -1,5 +1,5 @@
-//! Input representation: token + learned position (+ segment) embeddings, then LayerNorm; with rotary
-//! positions (ModernBERT), the token embeddings alone.
+//! Input representation: token + learned position (+ segment) embeddings, then LayerNorm; where attention
+//! holds the positions (ModernBERT's rotary ones, DeBERTa's relative ones), token (+ segment) embeddings.
 
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
@@ -11,7 +11,7 @@ use crate::ops::embeddings::embed_norm;
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
     pub word_embeddings: Embedding,
-    /// `None` where attention turns queries and keys by their positions instead (ModernBERT).
+    /// `None` where attention alone sees positions (ModernBERT, DeBERTa-v3).
     pub position_embeddings: Option<Embedding>,
     /// `None` where the family has no segments (DistilBERT).
     pub token_type_embeddings: Option<Embedding>,
@@ -25,7 +25,10 @@ impl BertEmbeddings {
     /// `input_ids`, `token_type_ids`: `[batch, seq]` → `[batch, seq, hidden]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
         let Some(positions) = &self.position_embeddings else {
-            let tokens = self.word_embeddings.forward(input_ids);
+            let mut tokens = self.word_embeddings.forward(input_ids);
+            if let Some(segments) = &self.token_type_embeddings {
+                tokens = tokens + segments.forward(token_type_ids);
+            }
             return norm(&self.layer_norm, self.layer_norm_eps, tokens);
         };
         let hidden = self.word_embeddings.weight.dims()[1];

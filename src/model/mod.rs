@@ -3,6 +3,7 @@
 
 pub mod attention;
 pub mod config;
+pub mod disentangled;
 pub mod embeddings;
 pub mod heads;
 pub mod layer;
@@ -18,6 +19,7 @@ use crate::ops::linear::linear;
 use crate::tokenizer::Encoding;
 use attention::AttentionInputs;
 use config::LayerType;
+use disentangled::RelativeEmbeddings;
 use embeddings::BertEmbeddings;
 use layer::BertLayer;
 use position_bias::RelativePositionBias;
@@ -32,6 +34,8 @@ pub struct BertModel {
     pub layers: Vec<BertLayer>,
     /// MPNet's, shared by every layer.
     pub position_bias: Option<RelativePositionBias>,
+    /// DeBERTa's, shared by every layer.
+    pub relative_embeddings: Option<RelativeEmbeddings>,
     /// ModernBERT's positions.
     #[module(skip)]
     pub rotary: Option<RotaryEmbedding>,
@@ -147,13 +151,17 @@ impl BertModel {
     }
 
     /// What every layer's attention reads besides the hidden states: the padding, MPNet's position bias,
-    /// ModernBERT's rotations and window.
+    /// DeBERTa's relative positions, ModernBERT's rotations and window.
     fn attention_inputs(&self, batch: &Batch) -> AttentionInputs {
         let seq = batch.input_ids.dims()[1];
         let device = batch.input_ids.device();
         AttentionInputs {
             attention_mask: batch.attention_mask.clone(),
             position_bias: self.position_bias.as_ref().map(|b| b.forward(seq, &device)),
+            relative: self
+                .relative_embeddings
+                .as_ref()
+                .map(|r| r.forward(seq, &device)),
             rotations: self.rotary.map(|rotary| {
                 [LayerType::Full, LayerType::Sliding].map(|t| rotary.forward(seq, t, &device))
             }),

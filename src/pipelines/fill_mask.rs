@@ -42,7 +42,7 @@ impl FillMask {
 
     /// As [`load`](Self::load), leaving the files to load another copy (on another device).
     pub fn load_from(files: &ModelFiles, device: Device) -> Result<Self> {
-        let head = &Layout::of(files.config.architecture).mlm;
+        let head = Layout::mlm_of(&files.config);
         let names = [head.dense, head.bias[0], head.bias[1]];
         let model = load_bert_for_masked_lm(&files.checkpoint, &files.config, &device).map_err(|e| match e {
             Error::Weights(msg) if names.iter().any(|n| msg.contains(n)) => Error::Weights(format!(

@@ -62,6 +62,9 @@ pub struct Shape {
     pub num_heads: usize,
     /// The widest activation per token: the feed-forward's inner layer, or Q, K and V side by side.
     pub width: usize,
+    /// How many `[heads, seq, seq]` tensors a layer's attention holds at once: the scores, and DeBERTa's
+    /// c2p and p2c terms before and after their gather.
+    pub score_tensors: usize,
     pub vocab_size: usize,
 }
 
@@ -70,6 +73,10 @@ impl Shape {
         Self {
             num_heads: config.num_attention_heads,
             width: config.feed_forward_width().max(3 * config.hidden_size),
+            score_tensors: match config.relative_attention {
+                Some(relative) => 1 + 2 * (relative.c2p as usize + relative.p2c as usize),
+                None => 1,
+            },
             vocab_size: config.vocab_size,
         }
     }
@@ -77,7 +84,7 @@ impl Shape {
     /// How many texts padded to `seq` tokens one forward pass takes (at least one): every activation,
     /// the attention scores of all heads included, within `BATCH_BYTES` (64 MiB).
     pub fn texts_per_batch(&self, seq: usize) -> usize {
-        let per_text = 4 * seq * self.width.max(self.num_heads * seq);
+        let per_text = 4 * seq * self.width.max(self.score_tensors * self.num_heads * seq);
         (BATCH_BYTES / per_text.max(1)).clamp(1, BATCH_TEXTS)
     }
 }
@@ -249,6 +256,7 @@ mod tests {
         let shape = Shape {
             num_heads: 12,
             width: 1536,
+            score_tensors: 1,
             vocab_size: 30522,
         };
         let lengths: Vec<usize> = [vec![8; 40], vec![200; 9], vec![512; 12]].concat();
@@ -268,6 +276,13 @@ mod tests {
             let inner = 4 * batch.len() * seq * shape.width;
             assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
         }
+        // DeBERTa-v3-base holds five score-sized tensors per layer (scores, c2p and p2c before and after
+        // their gather): 512-token texts go one at a time, 128-token ones 17 at a time.
+        let deberta = Shape {
+            score_tensors: 5,
+            ..shape
+        };
+        assert_eq!([512, 128].map(|seq| deberta.texts_per_batch(seq)), [1, 17]);
     }
 
     /// BERT-large's maps of 512 tokens (384 MiB) are built; ModernBERT-base's of 8,192 tokens (66 GiB) or of

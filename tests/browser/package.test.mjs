@@ -158,7 +158,7 @@ describe('with WebGPU', () => {
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
   // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
-  test('RoBERTa, ELECTRA, MPNet and ModernBERT fill-mask, classification of texts and pairs (BERT, ALBERT), and reranking match PyTorch', async () => {
+  test('RoBERTa, ELECTRA, MPNet, ModernBERT and DeBERTa fill-mask, classification of texts and pairs (BERT, ALBERT, DeBERTa), and reranking match PyTorch', async () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-roberta'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-bert-cls'), 'webgpu');
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-reranker'), 'webgpu');
@@ -166,6 +166,8 @@ describe('with WebGPU', () => {
     assert.equal(await checkClassifier(page, 'webgpu', 'tiny-albert-cls'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mpnet'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-modernbert'), 'webgpu');
+    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-deberta-v2'), 'webgpu');
+    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-deberta-v2-cls'), 'webgpu');
     const messages = await page.evaluate(async () => {
       const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
@@ -475,6 +477,9 @@ describe('without WebGPU (CPU fallback)', () => {
     assert.equal(await checkClassifier(page, 'auto', 'tiny-modernbert-cls'), 'cpu');
     assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
     assert.equal(await checkHeads(page, 'auto', 'tiny-modernbert-ner', 'tiny-modernbert-qa'), 'cpu');
+    assert.equal(await checkFillMask(page, 'auto', 'tiny-deberta-v2'), 'cpu');
+    assert.equal(await checkClassifier(page, 'auto', 'tiny-deberta-v2-cls'), 'cpu');
+    assert.equal(await checkHeads(page, 'auto', 'tiny-deberta-v2-ner', 'tiny-deberta-v2-qa'), 'cpu');
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

@@ -1,13 +1,14 @@
 """Writes the golden fixtures under tests/fixtures/ from the PyTorch reference.
 
 Run:  python scripts/reference.py --model www/models/all-MiniLM-L6-v2 [--mlm www/models/minilm-l6-mlm]
-          [--part all|bert|architectures|heads|albert-electra|mpnet|modernbert|deberta]
+          [--part all|bert|architectures|heads|albert-electra|mpnet|modernbert|deberta|matrix]
 (needs torch, transformers, safetensors, numpy: `pip install -r scripts/requirements.txt`)
 
 Everything written here is small and committed; the Rust tests compare against it.
 """
 
 import argparse
+import copy
 import json
 import random
 import shutil
@@ -18,20 +19,25 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForSequenceClassification, AlbertTokenizerFast,
+from transformers import (AlbertConfig, AlbertForMaskedLM, AlbertForQuestionAnswering, AlbertForSequenceClassification,
+                          AlbertForTokenClassification, AlbertTokenizerFast, BertForQuestionAnswering,
                           BertConfig, BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification,
                           BertModel, BertTokenizerFast, DebertaV2Config, DebertaV2ForMaskedLM,
                           DebertaV2ForQuestionAnswering, DebertaV2ForSequenceClassification,
                           DebertaV2ForTokenClassification, DebertaV2Tokenizer, DistilBertConfig, DistilBertForMaskedLM,
-                          DistilBertForQuestionAnswering, DistilBertForSequenceClassification, DistilBertTokenizerFast,
-                          ElectraConfig, ElectraForMaskedLM, ElectraForSequenceClassification, MPNetConfig,
-                          MPNetForMaskedLM, MPNetForSequenceClassification, MPNetTokenizerFast, ModernBertConfig,
+                          DistilBertForQuestionAnswering, DistilBertForSequenceClassification,
+                          DistilBertForTokenClassification, DistilBertTokenizerFast, ElectraConfig, ElectraForMaskedLM,
+                          ElectraForQuestionAnswering, ElectraForSequenceClassification, ElectraForTokenClassification,
+                          MPNetConfig, MPNetForMaskedLM, MPNetForQuestionAnswering, MPNetForSequenceClassification,
+                          MPNetForTokenClassification, MPNetTokenizerFast, ModernBertConfig,
                           ModernBertForMaskedLM, ModernBertForQuestionAnswering, ModernBertForSequenceClassification,
                           ModernBertForTokenClassification, PreTrainedModel,
                           PreTrainedTokenizerFast,
                           RobertaConfig, RobertaForMaskedLM, RobertaForQuestionAnswering,
                           RobertaForSequenceClassification, RobertaForTokenClassification, RobertaTokenizerFast,
-                          XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast, pipeline)
+                          XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaForQuestionAnswering,
+                          XLMRobertaForSequenceClassification, XLMRobertaForTokenClassification,
+                          XLMRobertaTokenizerFast, pipeline)
 from transformers.models.mpnet.modeling_mpnet import MPNetEncoder
 # transformers 5 dropped the question-answering pipeline but still ships its span scoring for document QA.
 from transformers.pipelines.document_question_answering import select_starts_ends
@@ -1281,12 +1287,61 @@ def write_deberta_fixtures(model_dir: Path) -> None:
         print(f"{len(tok(text)['input_ids']):3d} tokens: {text[:40]!r}")
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The rest of the architecture × head matrix: token classification and span heads for the families whose parts
+# above write none (and XLM-R's classifier), each on the family's tiny config and tokenizer. The heads are the same
+# modules in every family; these fixtures prove each family's tensor names, tokenizer offsets and inputs reach them.
+
+# Seeds (and "O" shifts) found by trying seeds in turn, as NER_HEADS and QA_SEEDS above.
+MATRIX_NER = {"tiny-xlm-roberta-ner": (101, 1.5), "tiny-distilbert-ner": (111, 0.0), "tiny-albert-ner": (124, 2.0),
+              "tiny-electra-ner": (130, 0.0), "tiny-mpnet-ner": (140, 0.5)}
+MATRIX_QA = {"tiny-bert-qa": 150, "tiny-xlm-roberta-qa": 160, "tiny-albert-qa": 170, "tiny-electra-qa": 180,
+             "tiny-mpnet-qa": 190}
+
+
+def write_matrix_fixtures(model_dir: Path) -> None:
+    full = (model_dir / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    wordpiece, distil = wordpiece_tokenizers(full)
+    corpus = english_corpus(full)
+    unigram, albert, mpnet = unigram_tokenizer(corpus), albert_tokenizer(corpus), mpnet_tokenizer(full)
+
+    def labels(names: list[str]) -> dict:
+        return {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
+
+    ner_labels = labels(NER_LABELS)
+    NER_HEADS.update(MATRIX_NER)
+    for name, model_class, config, tok in [
+        ("tiny-xlm-roberta-ner", XLMRobertaForTokenClassification,
+         roberta_config(XLMRobertaConfig, len(unigram), **ner_labels), unigram),
+        ("tiny-distilbert-ner", DistilBertForTokenClassification, distilbert_config(**ner_labels), distil),
+        ("tiny-albert-ner", AlbertForTokenClassification, albert_config(**ner_labels), albert),
+        ("tiny-electra-ner", ElectraForTokenClassification, electra_config(**ner_labels), wordpiece),
+        ("tiny-mpnet-ner", MPNetForTokenClassification, mpnet_config(len(mpnet), **ner_labels), mpnet),
+    ]:
+        print(name, "texts showing each case:", write_ner_fixture(name, ner_model(name, model_class, config),
+                                                                  copy.deepcopy(tok)))
+    for name, model_class, config, tok in [
+        ("tiny-bert-qa", BertForQuestionAnswering, bert_config(), wordpiece),
+        ("tiny-xlm-roberta-qa", XLMRobertaForQuestionAnswering, roberta_config(XLMRobertaConfig, len(unigram)),
+         unigram),
+        ("tiny-albert-qa", AlbertForQuestionAnswering, albert_config(), albert),
+        ("tiny-electra-qa", ElectraForQuestionAnswering, electra_config(), wordpiece),
+        ("tiny-mpnet-qa", MPNetForQuestionAnswering, mpnet_config(len(mpnet)), mpnet),
+    ]:
+        # A copy each: the QA pipeline leaves its truncation on the tokenizer, which save_pretrained would write.
+        write_qa_fixture(name, perturbed(model_class, config, MATRIX_QA[name]), copy.deepcopy(tok))
+    write_cls_fixture("tiny-xlm-roberta-cls", perturbed(
+        XLMRobertaForSequenceClassification,
+        roberta_config(XLMRobertaConfig, len(unigram), **labels(["negative", "neutral", "positive"])), 200),
+        copy.deepcopy(unigram))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True, help="all-MiniLM-L6-v2 in Hugging Face layout")
     ap.add_argument("--mlm", type=Path, help="the assembled fill-mask model (www/models/minilm-l6-mlm)")
     ap.add_argument("--part", choices=["all", "bert", "architectures", "heads", "albert-electra", "mpnet", "modernbert",
-                             "deberta"],
+                             "deberta", "matrix"],
                     default="all",
                     help="bert: MiniLM and the tiny BERT models; architectures: RoBERTa, XLM-R, DistilBERT, "
                          "classifiers; heads: token classification (NER) and extractive question answering; "
@@ -1294,7 +1349,8 @@ def main() -> None:
                          "(relative position bias) masked LM with sentence embeddings, and classifier; modernbert: ModernBERT "
                          "(rotary, GeGLU, pre-norm, sliding windows) masked LM with hidden states and sentence "
                          "embeddings, and mean-pooling classifier; deberta: DeBERTa-v2/v3 (disentangled "
-                         "attention) masked LM with sentence embeddings, classifier, NER and QA")
+                         "attention) masked LM with sentence embeddings, classifier, NER and QA; matrix: NER and QA for the "
+                         "families above that lack them, and XLM-R's classifier")
     args = ap.parse_args()
     FIXTURES.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "bert"):
@@ -1311,6 +1367,8 @@ def main() -> None:
         write_modernbert_fixtures(args.model)
     if args.part in ("all", "deberta"):
         write_deberta_fixtures(args.model)
+    if args.part in ("all", "matrix"):
+        write_matrix_fixtures(args.model)
 
 
 if __name__ == "__main__":

@@ -918,6 +918,21 @@ fn tiny_modernbert_question_answering() {
 
 /// ALBERT: narrow embeddings projected up, one layer's weights shared by every layer, a Unigram vocabulary
 /// with `[MASK]`.
+/// The rest of the architecture × head matrix (`reference.py --part matrix`): NER and QA for the families whose
+/// other fixtures have none (each family's own names, tokenizer offsets and inputs), and XLM-R's classifier.
+#[test]
+fn every_family_tags_entities_and_answers_questions() {
+    for target in TARGETS {
+        for family in ["xlm-roberta", "distilbert", "albert", "electra", "mpnet"] {
+            token_classifier(&format!("tiny-{family}-ner"), target);
+        }
+        for family in ["bert", "xlm-roberta", "albert", "electra", "mpnet"] {
+            question_answerer(&format!("tiny-{family}-qa"), target);
+        }
+        classifier("tiny-xlm-roberta-cls", target);
+    }
+}
+
 #[test]
 fn tiny_albert_masked_lm_and_classifier() {
     for target in TARGETS {

@@ -127,6 +127,50 @@ async function checkHeads(page, device, ner, qa) {
   return backend;
 }
 
+/** Sentence embeddings of a masked LM's encoder (its sentence-transformers files: mean, normalised) in one padded
+ * call, against the fixture's. */
+async function checkSentenceEmbeddings(page, device, name) {
+  const fixture = json(`${name}_golden.json`);
+  const want = golden(`${name}_golden.safetensors`)['embedding.mean'];
+  const { backend, rows } = await page.evaluate(async ([url, device, texts]) => {
+    const e = await webbert.pipeline('feature-extraction', url, { device });
+    const rows = (await e.embed(texts)).map((r) => Array.from(r));
+    e.dispose();
+    return { backend: e.backend, rows };
+  }, [`/fixtures/${name}/`, device, fixture.sentences]);
+  const width = want.shape[1];
+  let diff = 0;
+  rows.forEach((row, i) => {
+    const expected = want.data.subarray(i * width, (i + 1) * width);
+    const dot = row.reduce((sum, x, k) => sum + x * expected[k], 0);
+    const norms = Math.hypot(...row) * Math.hypot(...expected);
+    assert.ok(dot / norms >= 0.99999, `${name} sentence ${i}: cosine ${dot / norms}`);
+    diff = Math.max(diff, maxAbsDiff(new Float32Array(row), expected));
+  });
+  console.log(`${backend} embeddings ${name}: max abs diff ${diff.toExponential(2)}`);
+  assert.ok(diff <= 1e-4);
+  return backend;
+}
+
+// Every architecture × head on both browser paths (tests/fixtures, from scripts/reference.py).
+const FILL_MASK = ['tiny-mlm', 'tiny-roberta', 'tiny-xlm-roberta', 'tiny-distilbert', 'tiny-albert',
+  'tiny-electra-generator', 'tiny-mpnet', 'tiny-modernbert', 'tiny-deberta-v2'];
+const CLASSIFIERS = ['tiny-bert-cls', 'tiny-reranker', 'tiny-roberta-cls', 'tiny-xlm-roberta-cls',
+  'tiny-distilbert-cls', 'tiny-albert-cls', 'tiny-electra-cls', 'tiny-mpnet-cls', 'tiny-modernbert-cls',
+  'tiny-deberta-v2-cls'];
+const HEADS = ['bert', 'roberta', 'xlm-roberta', 'distilbert', 'albert', 'electra', 'mpnet', 'modernbert', 'deberta-v2'];
+const SENTENCE_EMBEDDERS = ['tiny-mpnet', 'tiny-modernbert', 'tiny-deberta-v2'];
+
+/** The whole matrix on `device`, each check answering from `backend`. */
+async function checkMatrix(page, device, backend) {
+  for (const name of FILL_MASK) assert.equal(await checkFillMask(page, device, name), backend);
+  for (const name of CLASSIFIERS) assert.equal(await checkClassifier(page, device, name), backend);
+  for (const family of HEADS) {
+    assert.equal(await checkHeads(page, device, `tiny-${family}-ner`, `tiny-${family}-qa`), backend);
+  }
+  for (const name of SENTENCE_EMBEDDERS) assert.equal(await checkSentenceEmbeddings(page, device, name), backend);
+}
+
 describe('with WebGPU', () => {
   let server; let browser; let page;
   before(async () => {
@@ -138,10 +182,6 @@ describe('with WebGPU', () => {
 
   test('embeddings match PyTorch on WebGPU', async () => {
     assert.equal(await checkEmbeddings(page, 'webgpu'), 'webgpu');
-  });
-
-  test('fill-mask scores match PyTorch on WebGPU', async () => {
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm'), 'webgpu');
   });
 
   test("'auto' runs on the CPU when the adapter is a CPU emulation (SwiftShader)", async () => {
@@ -158,16 +198,8 @@ describe('with WebGPU', () => {
 
   // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
   // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
-  test('RoBERTa, ELECTRA, MPNet, ModernBERT and DeBERTa fill-mask, classification of texts and pairs (BERT, ALBERT, DeBERTa), and reranking match PyTorch', async () => {
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-roberta'), 'webgpu');
-    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-bert-cls'), 'webgpu');
-    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-reranker'), 'webgpu');
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-electra-generator'), 'webgpu');
-    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-albert-cls'), 'webgpu');
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mpnet'), 'webgpu');
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-modernbert'), 'webgpu');
-    assert.equal(await checkFillMask(page, 'webgpu', 'tiny-deberta-v2'), 'webgpu');
-    assert.equal(await checkClassifier(page, 'webgpu', 'tiny-deberta-v2-cls'), 'webgpu');
+  test('every architecture × head matches PyTorch on WebGPU: fill-mask, classification of texts and pairs, reranking, NER, QA, sentence embeddings', async () => {
+    await checkMatrix(page, 'webgpu', 'webgpu');
     const messages = await page.evaluate(async () => {
       const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
@@ -192,8 +224,7 @@ describe('with WebGPU', () => {
     assert.equal(typeof messages.after, 'string');
   });
 
-  test('named entities and question answering match transformers\' pipelines', async () => {
-    assert.equal(await checkHeads(page, 'webgpu', 'tiny-roberta-ner', 'tiny-distilbert-qa'), 'webgpu');
+  test('named entities and question answering reject bad input and stay usable', async () => {
     const messages = await page.evaluate(async () => {
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);
       const tagger = await webbert.TokenClassifier.load('/fixtures/tiny-bert-ner/', { device: 'webgpu' });
@@ -464,22 +495,9 @@ describe('without WebGPU (CPU fallback)', () => {
   });
   after(async () => { await browser?.close(); server?.close(); });
 
-  test('falls back to the CPU with the same numbers', async () => {
+  test('falls back to the CPU with the same numbers: every architecture × head', async () => {
     assert.equal(await checkEmbeddings(page, 'auto'), 'cpu');
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-mlm'), 'cpu');
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-xlm-roberta'), 'cpu');
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-distilbert'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-roberta-cls'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-distilbert-cls'), 'cpu');
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-albert'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-electra-cls'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-mpnet-cls'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-modernbert-cls'), 'cpu');
-    assert.equal(await checkHeads(page, 'auto', 'tiny-bert-ner', 'tiny-roberta-qa'), 'cpu');
-    assert.equal(await checkHeads(page, 'auto', 'tiny-modernbert-ner', 'tiny-modernbert-qa'), 'cpu');
-    assert.equal(await checkFillMask(page, 'auto', 'tiny-deberta-v2'), 'cpu');
-    assert.equal(await checkClassifier(page, 'auto', 'tiny-deberta-v2-cls'), 'cpu');
-    assert.equal(await checkHeads(page, 'auto', 'tiny-deberta-v2-ner', 'tiny-deberta-v2-qa'), 'cpu');
+    await checkMatrix(page, 'auto', 'cpu');
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
@@ -628,11 +629,19 @@ impl Loader<'_> {
         ))
     }
 
-    /// Whether a q8 checkpoint's Linear weights stay int8 ([`q8_scheme`]): on the browser's CPU path,
-    /// whose one thread multiplies them as they are. Elsewhere they are widened to f32 here: on WebGPU
-    /// (no int8 kernel yet), and natively, where flex's f32 gemm on every core is faster.
-    fn int8(&self) -> bool {
-        cfg!(target_arch = "wasm32") && *self.device == Device::flex()
+    /// How a q8 checkpoint's Linear weights of `width` outputs stay int8, if they do ([`q8_scheme`]): on
+    /// the GPU, whose kernels unpack them (four columns to a word, so `width` a multiple of 4), and on
+    /// the browser's CPU path, whose one thread multiplies them as they are. Otherwise they are widened
+    /// to f32 here: natively on the CPU, where flex's f32 gemm on every core is faster, and for
+    /// training.
+    fn int8(&self, width: usize) -> Option<QuantScheme> {
+        if self.device.is_autodiff() {
+            None
+        } else if *self.device == Device::flex() {
+            cfg!(target_arch = "wasm32").then(|| q8_scheme(false))
+        } else {
+            width.is_multiple_of(4).then(|| q8_scheme(true))
+        }
     }
 
     /// [`Tensors::linears`] from int8 parts, kept int8 in burn's block quantisation: `None` if a part is
@@ -644,6 +653,10 @@ impl Loader<'_> {
         d_out: usize,
         bias: bool,
     ) -> Result<Option<Linear>> {
+        let width = prefixes.len() * d_out;
+        let Some(scheme) = self.int8(width) else {
+            return Ok(None);
+        };
         let (mut weights, mut scales) = (Vec::new(), Vec::new());
         for prefix in prefixes {
             let name = format!("{prefix}.weight");
@@ -654,12 +667,11 @@ impl Loader<'_> {
             scales.push(part_scales);
         }
         let biases = self.biases(prefixes, d_out, bias)?;
-        let width = prefixes.len() * d_out;
         let (weights, scales) = (
             side_by_side(&weights, d_in),
             side_by_side(&scales, d_in / Q8_BLOCK),
         );
-        let data = TensorData::quantized(weights, [d_in, width], q8_scheme(), &scales, None);
+        let data = TensorData::quantized(weights, [d_in, width], scheme, &scales, None);
         Ok(Some(Linear {
             weight: Param::from_tensor(Tensor::from_data(data, self.device)),
             bias: biases.map(|b| self.param(b, [width])),
@@ -737,9 +749,7 @@ impl Tensors for Loader<'_> {
         bias: bool,
         _: Option<&Linear>,
     ) -> Result<Linear> {
-        if self.int8()
-            && let Some(linear) = self.q8_linears(prefixes, d_in, d_out, bias)?
-        {
+        if let Some(linear) = self.q8_linears(prefixes, d_in, d_out, bias)? {
             return Ok(linear);
         }
         // Every part read (and its shape checked against the file) before the sizes from config.json

@@ -10,15 +10,16 @@
 //! [`super::linear::plan`]) and this kernel adds them up with the bias: no kernel in between. The CPU
 //! (flex, whose `layer_norm` is already one pass) and autodiff keep burn's ops.
 
-use burn::backend::tensor::FloatTensor;
+use burn::backend::ops::QTensorOps;
+use burn::backend::tensor::{FloatTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{DType, Shape, Tensor};
+use burn::tensor::{DType, FloatDType, Shape, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::linear::{LinearBackend, affine, tiled_sums};
+use super::linear::{LinearBackend, Weight, tiled_sums};
 use super::{KernelShape, empty_like, placeholder, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
@@ -58,6 +59,22 @@ pub trait AddNormBackend: Backend {
         Self::add_norm(dense, residual, gamma, beta, epsilon)
     }
 
+    /// The same with int8 weights (a q8 model, see [`LinearBackend::q8_linear`]); elsewhere the weight
+    /// is widened for the call.
+    #[allow(clippy::too_many_arguments)]
+    fn q8_dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let weight = Self::dequantize(weight, FloatDType::F32);
+        Self::dense_add_norm(input, weight, bias, residual, gamma, beta, epsilon)
+    }
+
     /// `LayerNorm(input)`, as [`add_norm`](Self::add_norm) without the residual.
     fn norm(
         input: FloatTensor<Self>,
@@ -81,6 +98,19 @@ impl AddNormBackend for Flex {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         let dense = <Self as LinearBackend>::linear(input, weight, bias, false);
+        Self::add_norm(dense, residual, gamma, beta, epsilon)
+    }
+
+    fn q8_dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let dense = <Self as LinearBackend>::q8_linear(input, weight, bias, false);
         Self::add_norm(dense, residual, gamma, beta, epsilon)
     }
 }
@@ -113,17 +143,31 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        match KernelShape::of(&input.client) {
-            KernelShape::Serial => {
-                let dense = <Self as LinearBackend>::linear(input, weight, bias, false);
-                Self::add_norm(dense, residual, gamma, beta, epsilon)
-            }
-            KernelShape::Tiled { .. } => {
-                let (partial, splits) = tiled_sums(into_contiguous(input), weight, None);
-                let sums = Sums { partial, splits };
-                launch(sums, Some(bias), Some(residual), gamma, beta, epsilon)
-            }
-        }
+        cube_dense_add_norm(
+            input,
+            Weight::F32(weight),
+            bias,
+            residual,
+            gamma,
+            beta,
+            epsilon,
+        )
+    }
+
+    fn q8_dense_add_norm(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let weight = match Weight::q8(&weight) {
+            Some(weight) => weight,
+            None => Weight::F32(Self::dequantize(weight, FloatDType::F32)),
+        };
+        cube_dense_add_norm(input, weight, bias, residual, gamma, beta, epsilon)
     }
 
     fn norm(
@@ -135,6 +179,35 @@ impl AddNormBackend for Cube {
         let input = into_contiguous(input);
         launch(Sums::one(input), None, None, gamma, beta, epsilon)
     }
+}
+
+/// `Serial`: the Linear kernel, then this one. `Tiled`: the Linear's partial sums, added up here.
+#[allow(clippy::too_many_arguments)]
+fn cube_dense_add_norm(
+    input: CubeTensor,
+    weight: Weight,
+    bias: CubeTensor,
+    residual: CubeTensor,
+    gamma: CubeTensor,
+    beta: CubeTensor,
+    epsilon: f64,
+) -> CubeTensor {
+    let input = into_contiguous(input);
+    let partial = match KernelShape::of(&input.client) {
+        KernelShape::Serial => Sums::one(super::linear::gpu_linear(input, weight, bias, false)),
+        KernelShape::Tiled { .. } => {
+            let (partial, splits) = tiled_sums(input, weight, None);
+            return launch(
+                Sums { partial, splits },
+                Some(bias),
+                Some(residual),
+                gamma,
+                beta,
+                epsilon,
+            );
+        }
+    };
+    launch(partial, None, Some(residual), gamma, beta, epsilon)
 }
 
 /// What the kernel normalises before the bias and residual: the sum of `splits` partial results laid
@@ -431,13 +504,12 @@ pub fn dense_add_norm(
         None => Tensor::zeros([hidden], &input.device()),
     };
     let weight = dense.weight.val();
-    if let DType::QFloat(_) = weight.dtype() {
-        // Int8 weights (a q8 model on the CPU) go through their own Linear kernel.
-        let dense = affine(input, weight, bias, false).reshape([batch, seq, hidden]);
-        return add_norm(layer_norm, epsilon, dense, residual);
-    }
     let beta = beta(layer_norm, &input);
-    Tensor::<2>::from_dispatch(Dispatch::dense_add_norm(
+    let dense_add_norm = match weight.dtype() {
+        DType::QFloat(_) => Dispatch::q8_dense_add_norm,
+        _ => Dispatch::dense_add_norm,
+    };
+    Tensor::<2>::from_dispatch(dense_add_norm(
         input.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),

@@ -45,8 +45,8 @@ pub trait LinearBackend: Backend {
         composed::<Self>(input, weight, bias, gelu)
     }
 
-    /// The same with int8 weights (a q8 model on the CPU): burn's block quantisation, one scale per
-    /// [`Q8_BLOCK`] values of a column. Elsewhere the weight is widened for the call.
+    /// The same with int8 weights (a q8 model): burn's block quantisation, one scale per [`Q8_BLOCK`]
+    /// values of a column, as [`q8_scheme`] lays it out. Elsewhere the weight is widened for the call.
     fn q8_linear(
         input: FloatTensor<Self>,
         weight: QuantizedTensor<Self>,
@@ -58,12 +58,17 @@ pub trait LinearBackend: Backend {
     }
 }
 
-/// How a q8 model's Linear weights are held on the CPU: int8 with an f32 scale per block of
-/// [`Q8_BLOCK`] rows of a column (the `in` axis, along which the products are summed).
-pub fn q8_scheme() -> QuantScheme {
+/// How a q8 model's Linear weights are held: int8 with an f32 scale per block of [`Q8_BLOCK`] rows of
+/// a column (the `in` axis, along which the products are summed). On the CPU one byte per value; on a
+/// GPU (`packed`) four neighbouring columns' values in one `u32`, as WebGPU has no 8-bit storage.
+pub fn q8_scheme(packed: bool) -> QuantScheme {
+    let store = match packed {
+        true => QuantStore::PackedU32(0),
+        false => QuantStore::Native,
+    };
     QuantScheme::default()
         .with_value(QuantValue::Q8S)
-        .with_store(QuantStore::Native)
+        .with_store(store)
         .per_block([Q8_BLOCK as u8, 1], ScaleDtype::F32)
 }
 
@@ -107,7 +112,8 @@ impl LinearBackend for Flex {
     }
 }
 
-/// [`cpu::q8::gemm_q8`] when the weight is a contiguous `[in, out]` in [`q8_scheme`] and the rest f32;
+/// [`cpu::q8::gemm_q8`] when the weight is a contiguous `[in, out]` in the CPU's [`q8_scheme`] and the
+/// rest f32;
 /// `None` otherwise.
 fn flex_q8_linear(
     input: &FlexTensor,
@@ -116,7 +122,7 @@ fn flex_q8_linear(
     gelu: bool,
 ) -> Option<FlexTensor> {
     let values = weight.tensor();
-    if weight.dtype() != DType::QFloat(q8_scheme())
+    if weight.dtype() != DType::QFloat(q8_scheme(false))
         || [input, bias].iter().any(|t| t.dtype() != DType::F32)
         || !values.layout().is_contiguous()
     {
@@ -198,19 +204,86 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        // The weight is read through its strides: a transposed view (the tied MLM decoder) needs no copy.
-        let (input, bias) = (into_contiguous(input), into_contiguous(bias));
-        match KernelShape::of(&input.client) {
-            KernelShape::Serial => serial(input, weight, bias, gelu),
-            KernelShape::Tiled { .. } => tiled(input, weight, bias, gelu),
+        gpu_linear(input, Weight::F32(weight), bias, gelu)
+    }
+
+    fn q8_linear(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        gelu: bool,
+    ) -> FloatTensor<Self> {
+        match Weight::q8(&weight) {
+            Some(weight) => gpu_linear(input, weight, bias, gelu),
+            None => Self::linear(input, Self::dequantize(weight, FloatDType::F32), bias, gelu),
         }
     }
 }
 
-fn serial(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -> CubeTensor {
+/// A Linear's weight as the GPU kernels read it (made per call and moved into the launch, never kept).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Weight {
+    /// `[in, out]`, any strides: a transposed view (the tied MLM decoder) needs no copy.
+    F32(CubeTensor),
+    /// Int8 in the GPU's [`q8_scheme`]: `values` `[in, out / 4]` words, each four neighbouring columns'
+    /// bytes (the lowest first); `scales` `[in / Q8_BLOCK, out]`. Unpacked in the kernels, never
+    /// widened into a second, f32 copy.
+    Q8 {
+        values: CubeTensor,
+        scales: CubeTensor,
+    },
+}
+
+impl Weight {
+    /// `weight`'s values and scales, if it is held in the GPU's [`q8_scheme`].
+    pub(crate) fn q8(weight: &CubeTensor) -> Option<Self> {
+        if weight.dtype != DType::QFloat(q8_scheme(true)) {
+            return None;
+        }
+        let (values, scales) = weight.quantized_handles()?;
+        Some(Weight::Q8 { values, scales })
+    }
+
+    fn cols(&self) -> usize {
+        match self {
+            Weight::F32(weight) => weight.meta.shape()[1],
+            Weight::Q8 { scales, .. } => scales.meta.shape()[1],
+        }
+    }
+
+    /// The kernels' three weight bindings (`weight`, `values`, `scales`), placeholders beside `like`
+    /// for those this weight does not have, and whether it is int8.
+    fn bindings(self, like: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor, bool) {
+        match self {
+            Weight::F32(weight) => (
+                weight,
+                empty_like(like, [1], DType::U32),
+                placeholder(like),
+                false,
+            ),
+            Weight::Q8 { values, scales } => (placeholder(like), values, scales, true),
+        }
+    }
+}
+
+pub(crate) fn gpu_linear(
+    input: CubeTensor,
+    weight: Weight,
+    bias: CubeTensor,
+    gelu: bool,
+) -> CubeTensor {
+    let (input, bias) = (into_contiguous(input), into_contiguous(bias));
+    match KernelShape::of(&input.client) {
+        KernelShape::Serial => serial(input, weight, bias, gelu),
+        KernelShape::Tiled { .. } => tiled_sums(input, weight, Some((&bias, gelu))).0,
+    }
+}
+
+fn serial(input: CubeTensor, weight: Weight, bias: CubeTensor, gelu: bool) -> CubeTensor {
     let [rows, _] = input.meta.shape().dims();
-    let [_, cols] = weight.meta.shape().dims();
+    let cols = weight.cols();
     let output = empty_like(&input, [rows, cols], input.dtype);
+    let (weight, values, scales, q8) = weight.bindings(&output);
     let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     kernel::linear_kernel::launch(
         &output.client,
@@ -218,9 +291,12 @@ fn serial(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -
         CubeDim::new_1d(WORKGROUP),
         input.into_tensor_arg(),
         weight.into_tensor_arg(),
+        values.into_tensor_arg(),
+        scales.into_tensor_arg(),
         bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         gelu,
+        q8,
         TILE_ROWS,
         TILE_COLS,
         storage(output.dtype),
@@ -320,10 +396,6 @@ pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
     Plan { tile, splits }
 }
 
-fn tiled(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) -> CubeTensor {
-    tiled_sums(input, weight, Some((&bias, gelu))).0
-}
-
 /// `input·weight` by the tiled kernel. With an epilogue (bias, GELU), in one slice, finished:
 /// `[rows, cols]`. Without, laid out by [`plan`]: `[splits, rows, cols]`, one partial sum per slice of
 /// the depth, and the number of slices, for a kernel that reads them anyway (the norm after BERT's
@@ -331,11 +403,11 @@ fn tiled(input: CubeTensor, weight: CubeTensor, bias: CubeTensor, gelu: bool) ->
 /// a browser costs more CPU time (~55 µs) than the split saves on the GPU.
 pub(crate) fn tiled_sums(
     input: CubeTensor,
-    weight: CubeTensor,
+    weight: Weight,
     epilogue: Option<(&CubeTensor, bool)>,
 ) -> (CubeTensor, usize) {
     let [rows, depth] = input.meta.shape().dims();
-    let [_, cols] = weight.meta.shape().dims();
+    let cols = weight.cols();
     let finished = epilogue.is_some();
     let Plan { tile, splits } = match plan(rows, cols, depth) {
         plan if finished => Plan { splits: 1, ..plan },
@@ -345,12 +417,13 @@ pub(crate) fn tiled_sums(
     let split_depth = depth.div_ceil(splits).div_ceil(tile.depth) * tile.depth;
     let splits = depth.div_ceil(split_depth);
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
-    let weight_by_depth = weight.meta.strides()[0] == 1 && cols > 1;
+    let weight_by_depth = matches!(&weight, Weight::F32(w) if w.meta.strides()[0] == 1 && cols > 1);
     let dtype = input.dtype;
     let output = match finished {
         true => empty_like(&input, [rows, cols], dtype),
         false => empty_like(&input, [splits, rows, cols], dtype),
     };
+    let (weight, values, scales, q8) = weight.bindings(&output);
     let unused = placeholder(&output);
     let (bias, gelu) = epilogue.unwrap_or((&unused, false));
     tiled_kernel::tiled_linear_kernel::launch(
@@ -363,6 +436,8 @@ pub(crate) fn tiled_sums(
         CubeDim::new_1d(tile.units() as u32),
         input.into_tensor_arg(),
         weight.into_tensor_arg(),
+        values.into_tensor_arg(),
+        scales.into_tensor_arg(),
         bias.clone().into_tensor_arg(),
         output.clone().into_tensor_arg(),
         split_depth,
@@ -372,6 +447,7 @@ pub(crate) fn tiled_sums(
         tile.unit_rows,
         tile.unit_cols,
         weight_by_depth,
+        q8,
         finished,
         gelu,
         storage(dtype),
@@ -380,7 +456,7 @@ pub(crate) fn tiled_sums(
 }
 
 mod tiled_kernel {
-    use super::kernel::gelu_erf;
+    use super::kernel::{gelu_erf, q8_weight};
     use cubecl::prelude::*;
 
     /// One workgroup computes a `tile_rows × tile_cols` block of `input·weight` over one depth slice.
@@ -388,12 +464,15 @@ mod tiled_kernel {
     /// block of the weight in workgroup memory (the next step's blocks are already being read into
     /// registers while this one is multiplied); each unit accumulates `unit_rows × unit_cols` outputs,
     /// strided across the tile so that neighbouring units read neighbouring words. With one slice the
-    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`.
+    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`. An int8 weight
+    /// (`q8`: `values` and `scales`, `weight` unread) is unpacked as its block is read.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn tiled_linear_kernel<F: Float>(
         input: &Tensor<F>,
         weight: &Tensor<F>,
+        values: &Tensor<u32>,
+        scales: &Tensor<F>,
         bias: &Tensor<F>,
         output: &mut Tensor<F>,
         split_depth: usize,
@@ -403,13 +482,14 @@ mod tiled_kernel {
         #[comptime] unit_rows: usize,
         #[comptime] unit_cols: usize,
         #[comptime] weight_by_depth: bool,
+        #[comptime] q8: bool,
         #[comptime] epilogue: bool,
         #[comptime] gelu: bool,
         #[define(F)] _dtype: ElemType,
     ) {
         let rows = input.shape(0);
         let depth = input.shape(1);
-        let cols = weight.shape(1);
+        let cols = output.shape(output.rank() - 1);
         let units = (tile_rows / unit_rows) * (tile_cols / unit_cols);
         let input_loads = tile_rows * tile_depth / units;
         let weight_loads = tile_depth * tile_cols / units;
@@ -437,10 +517,13 @@ mod tiled_kernel {
         read_step(
             input,
             weight,
+            values,
+            scales,
             &mut input_next,
             &mut weight_next,
             row0,
             col0,
+            cols,
             k0,
             k_end,
             tile_rows,
@@ -448,6 +531,7 @@ mod tiled_kernel {
             tile_depth,
             units,
             weight_by_depth,
+            q8,
         );
 
         while k0 < k_end {
@@ -470,10 +554,13 @@ mod tiled_kernel {
                 read_step(
                     input,
                     weight,
+                    values,
+                    scales,
                     &mut input_next,
                     &mut weight_next,
                     row0,
                     col0,
+                    cols,
                     next,
                     k_end,
                     tile_rows,
@@ -481,6 +568,7 @@ mod tiled_kernel {
                     tile_depth,
                     units,
                     weight_by_depth,
+                    q8,
                 );
             }
 
@@ -530,17 +618,20 @@ mod tiled_kernel {
     }
 
     /// Reads the input block (rows `row0..`, depth `k0..`) and the weight block (depth `k0..`, columns
-    /// `col0..`) of one step into registers, each unit its share. Out-of-range elements read a clamped
-    /// (valid) address and become zero.
+    /// `col0..` of `cols`) of one step into registers, each unit its share. Out-of-range elements read a
+    /// clamped (valid) address and become zero.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     fn read_step<F: Float>(
         input: &Tensor<F>,
         weight: &Tensor<F>,
+        values: &Tensor<u32>,
+        scales: &Tensor<F>,
         input_next: &mut Array<F>,
         weight_next: &mut Array<F>,
         row0: usize,
         col0: usize,
+        cols: usize,
         k0: usize,
         k_end: usize,
         #[comptime] tile_rows: usize,
@@ -548,10 +639,10 @@ mod tiled_kernel {
         #[comptime] tile_depth: usize,
         #[comptime] units: usize,
         #[comptime] weight_by_depth: bool,
+        #[comptime] q8: bool,
     ) {
         let rows = input.shape(0);
         let depth = input.shape(1);
-        let cols = weight.shape(1);
         let unit = UNIT_POS as usize;
         #[unroll]
         for s in 0..tile_rows * tile_depth / units {
@@ -566,8 +657,13 @@ mod tiled_kernel {
             let e = unit + s * units;
             let k = k0 + weight_depth_index(e, tile_depth, tile_cols, weight_by_depth);
             let c = col0 + weight_col_index(e, tile_depth, tile_cols, weight_by_depth);
-            let at = min(k, depth - 1) * weight.stride(0) + min(c, cols - 1) * weight.stride(1);
-            weight_next[s] = select(k < k_end && c < cols, weight[at], F::new(0.0));
+            let (k_in, c_in) = (min(k, depth - 1), min(c, cols - 1));
+            let w = if q8 {
+                q8_weight::<F>(values, scales, k_in, c_in)
+            } else {
+                weight[k_in * weight.stride(0) + c_in * weight.stride(1)]
+            };
+            weight_next[s] = select(k < k_end && c < cols, w, F::new(0.0));
         }
     }
 
@@ -604,6 +700,7 @@ mod tiled_kernel {
 }
 
 mod kernel {
+    use super::Q8_BLOCK;
     use cubecl::prelude::*;
 
     /// Hugging Face's "gelu": x·Φ(x) with the exact erf.
@@ -612,13 +709,36 @@ mod kernel {
         x * F::new(0.5) * (F::new(1.0) + (x * F::new(0.70710677)).erf())
     }
 
+    /// The weight's value at depth `k`, column `c`, from its int8 `values` (four columns a word) and block
+    /// `scales`.
+    #[cube]
+    pub fn q8_weight<F: Float>(values: &Tensor<u32>, scales: &Tensor<F>, k: usize, c: usize) -> F {
+        let word = values[k * values.stride(0) + c / 4];
+        let byte = byte_of::<F>(word, (c % 4) as u32);
+        byte * scales[k / Q8_BLOCK * scales.stride(0) + c * scales.stride(1)]
+    }
+
+    /// Byte `b` of `word` (the lowest is 0) as a two's-complement int8: shifted to the top, then back
+    /// down arithmetically, which extends its sign.
+    #[cube]
+    fn byte_of<F: Float>(word: u32, b: u32) -> F {
+        F::cast_from(i32::cast_from(word << (24 - 8 * b)) >> 24)
+    }
+
+    /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth. An
+    /// int8 weight (`q8`: `values` and `scales`, `weight` unread) is unpacked a word (four columns) at a
+    /// time, its scales reloaded once per block.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn linear_kernel<F: Float>(
         input: &Tensor<F>,
         weight: &Tensor<F>,
+        values: &Tensor<u32>,
+        scales: &Tensor<F>,
         bias: &Tensor<F>,
         output: &mut Tensor<F>,
         #[comptime] gelu: bool,
+        #[comptime] q8: bool,
         #[comptime] tile_rows: usize,
         #[comptime] tile_cols: usize,
         #[define(F)] _dtype: ElemType,
@@ -643,8 +763,16 @@ mod kernel {
         let mut col_offset = Array::<usize>::new(tile_cols);
         #[unroll]
         for j in 0..tile_cols {
-            col_offset[j] = select(col0 + j < cols, col0 + j, cols - 1) * weight.stride(1);
+            let c = select(col0 + j < cols, col0 + j, cols - 1);
+            if q8 {
+                col_offset[j] = c * scales.stride(1);
+            } else {
+                col_offset[j] = c * weight.stride(1);
+            }
         }
+        // Int8: the tile's words (clamped like its columns) and its columns' scales in this block.
+        let words = cols.div_ceil(4);
+        let mut scale = Array::<F>::new(tile_cols);
 
         let mut acc = Array::<F>::new(tile_rows * tile_cols);
         #[unroll]
@@ -653,10 +781,29 @@ mod kernel {
         }
         let mut w = Array::<F>::new(tile_cols);
         for k in 0..depth {
-            let w_row = k * weight.stride(0);
-            #[unroll]
-            for j in 0..tile_cols {
-                w[j] = weight[w_row + col_offset[j]];
+            if q8 {
+                if k % Q8_BLOCK == 0 {
+                    let s_row = k / Q8_BLOCK * scales.stride(0);
+                    #[unroll]
+                    for j in 0..tile_cols {
+                        scale[j] = scales[s_row + col_offset[j]];
+                    }
+                }
+                let v_row = k * values.stride(0);
+                #[unroll]
+                for q in 0..tile_cols / 4 {
+                    let word = values[v_row + min(col0 / 4 + q, words - 1)];
+                    #[unroll]
+                    for b in 0..4 {
+                        w[4 * q + b] = byte_of::<F>(word, b as u32) * scale[4 * q + b];
+                    }
+                }
+            } else {
+                let w_row = k * weight.stride(0);
+                #[unroll]
+                for j in 0..tile_cols {
+                    w[j] = weight[w_row + col_offset[j]];
+                }
             }
             #[unroll]
             for i in 0..tile_rows {
@@ -751,7 +898,7 @@ mod tests {
         let scales: Vec<f32> = (0..depth / Q8_BLOCK * cols)
             .map(|i| 0.002 + (i % 11) as f32 * 0.001)
             .collect();
-        let data = TensorData::quantized(values, [depth, cols], q8_scheme(), &scales, None);
+        let data = TensorData::quantized(values, [depth, cols], q8_scheme(false), &scales, None);
         let weight = Flex::q_from_data(data, &Default::default());
         let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
         for gelu in [false, true] {

@@ -17,7 +17,7 @@ use crate::model::disentangled::RelativePositions;
 use crate::model::rotary::Rotation;
 use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::attention::self_attention;
-use crate::ops::linear::linear;
+use crate::ops::linear::{linear, linear_columns};
 
 /// Most bytes of the scores a local layer builds at once: its queries go in chunks, each against the keys of
 /// its window, so that a long text (ModernBERT reads 8,192 tokens) costs memory in its length, not its square.
@@ -124,11 +124,13 @@ impl BertAttention {
     }
 
     /// Q, K and V `[batch, heads, seq, head_dim]` from the projection `[batch, seq, 3 × hidden]`.
-    fn heads(&self, qkv: Tensor<3>) -> [Tensor<4>; 3] {
-        let [batch, seq, width] = qkv.dims();
-        let hidden = width / 3;
-        [0, 1, 2].map(|i| {
-            qkv.clone()
+    /// The `N` projections side by side in `projected` (Q, K and V, or Q and K), split into heads.
+    fn heads<const N: usize>(&self, projected: Tensor<3>) -> [Tensor<4>; N] {
+        let [batch, seq, width] = projected.dims();
+        let hidden = width / N;
+        std::array::from_fn(|i| {
+            projected
+                .clone()
                 .narrow(2, i * hidden, hidden)
                 .reshape([batch, seq, self.num_heads, hidden / self.num_heads])
                 .swap_dims(1, 2)
@@ -153,8 +155,13 @@ impl BertAttention {
         let scale = ((head_dim * terms) as f64).sqrt();
         let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3));
         if let Some(relative) = &inputs.relative {
-            let positions = linear(&self.qkv, relative.embeddings.clone(), false);
-            let [pos_q, pos_k, _] = self.heads(positions);
+            // The table's queries and keys; its values are never used.
+            let positions = linear_columns(
+                &self.qkv,
+                relative.embeddings.clone(),
+                0..2 * heads * head_dim,
+            );
+            let [pos_q, pos_k] = self.heads(positions);
             let both = [&q, &k];
             if let Some(bias) = relative.scores(both, [pos_q, pos_k], queries.clone(), keys.clone())
             {

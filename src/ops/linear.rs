@@ -846,6 +846,28 @@ pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> T
     affine(rows, layer.weight.val(), bias, gelu).reshape(dims)
 }
 
+/// Columns `columns` of a Linear's output only: the weight and bias narrowed as views, so that the
+/// other columns are never computed. An int8 weight computes them all, then keeps those.
+pub fn linear_columns<const D: usize>(
+    layer: &Linear,
+    input: Tensor<D>,
+    columns: std::ops::Range<usize>,
+) -> Tensor<D> {
+    let (start, len) = (columns.start, columns.len());
+    let weight = layer.weight.val();
+    if let DType::QFloat(_) = weight.dtype() {
+        return linear(layer, input, false).narrow(D - 1, start, len);
+    }
+    let narrowed = Linear {
+        weight: burn::module::Param::from_tensor(weight.narrow(1, start, len)),
+        bias: layer
+            .bias
+            .as_ref()
+            .map(|b| burn::module::Param::from_tensor(b.val().narrow(0, start, len))),
+    };
+    linear(&narrowed, input, false)
+}
+
 /// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a
 /// transposed view, `bias` `[out]`.
 pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) -> Tensor<2> {

@@ -33,6 +33,9 @@ const PAIRS = [
   { key: 'webgpu', label: 'WebGPU', webbert: { device: 'webgpu' }, tjs: { device: 'webgpu', dtype: 'fp32' } },
   { key: 'cpu', label: 'CPU fp32', webbert: { device: 'cpu' }, tjs: { device: 'cpu', dtype: 'fp32' } },
   { key: 'q8', label: 'CPU q8', webbert: { device: 'cpu', dtype: 'q8' }, tjs: { device: 'cpu', dtype: 'q8' } },
+  { key: 'fp16', label: 'CPU fp16', webbert: { device: 'cpu', dtype: 'fp16' }, tjs: { device: 'cpu', dtype: 'fp16' } },
+  { key: 'webgpu-q8', label: 'WebGPU q8', webbert: { device: 'webgpu', dtype: 'q8' }, tjs: { device: 'webgpu', dtype: 'q8' } },
+  { key: 'webgpu-fp16', label: 'WebGPU fp16', webbert: { device: 'webgpu', dtype: 'fp16' }, tjs: { device: 'webgpu', dtype: 'fp16' } },
 ];
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
@@ -68,35 +71,45 @@ try {
   await page.goto(`${server.url}/bench/bench.html`);
   await page.waitForFunction(() => document.title === 'ready');
   const measured = new Map();
+  // A runtime that refuses a configuration (transformers.js' fp16 where the adapter has no shader-f16) gives
+  // `{refused: message}` for the row instead of stopping the run.
   const measure = async (runtime, config, c) => {
     const full = { runtime, task: c.task, ...config };
     const key = JSON.stringify({ ...full, case: c.name });
     if (!measured.has(key)) {
-      await page.evaluate((cfg) => bench.load(cfg), full);
-      measured.set(key, await page.evaluate(([cfg, input, runs]) => bench.run(cfg, input, runs), [full, c.input, RUNS]));
+      try {
+        await page.evaluate((cfg) => bench.load(cfg), full);
+        measured.set(key, await page.evaluate(([cfg, input, runs]) => bench.run(cfg, input, runs), [full, c.input, RUNS]));
+      } catch (e) {
+        measured.set(key, { refused: e.message.split('\n')[0].replace(/^page.evaluate: /, '') });
+      }
     }
     return measured.get(key);
   };
-  // BENCH_PATHS=webgpu,cpu,q8 picks the paths (all by default); BENCH_COLD_ONLY=1 skips the warm cases.
+  const timing = (m) => m.refused ? m : { median: median(m.times), min: Math.min(...m.times), max: Math.max(...m.times), runs: m.times.length };
+  // BENCH_PATHS=webgpu,cpu,q8,fp16,webgpu-q8,webgpu-fp16 picks the paths and BENCH_CASES='embed 1×16,…' the
+  // cases (all by default); BENCH_COLD_ONLY=1 skips the warm cases, BENCH_WARM_ONLY=1 the cold starts.
   const paths = process.env.BENCH_PATHS?.split(',') ?? PAIRS.map((p) => p.key);
+  const cases = process.env.BENCH_CASES?.split(',') ?? CASES.map((c) => c.name);
   for (const pair of process.env.BENCH_COLD_ONLY ? [] : PAIRS.filter((p) => paths.includes(p.key))) {
-    for (const c of CASES) {
+    for (const c of CASES.filter((c) => cases.includes(c.name))) {
       const w = await measure('webbert', pair.webbert, c);
       const t = await measure('tjs', pair.tjs, c);
       const row = {
         case: c.name, pair: pair.label, webbertBackend: w.backend, tjsBackend: t.backend,
-        webbert: { median: median(w.times), min: Math.min(...w.times), max: Math.max(...w.times), runs: w.times.length },
-        tjs: { median: median(t.times), min: Math.min(...t.times), max: Math.max(...t.times), runs: t.times.length },
-        agreement: agreement(c.task, w.output, t.output),
+        webbert: timing(w), tjs: timing(t),
+        agreement: w.refused || t.refused ? null : agreement(c.task, w.output, t.output),
         gflop: flops(c, c.tokens, c.task === 'embed' ? c.input.length : 1, c.task) / 1e9,
       };
       row.ratio = row.webbert.median / row.tjs.median;
       results.cases.push(row);
-      console.log(`${pair.label.padEnd(10)} ${c.name.padEnd(14)} webbert ${row.webbert.median.toFixed(1).padStart(8)} ms  transformers.js ${row.tjs.median.toFixed(1).padStart(8)} ms  ratio ${row.ratio.toFixed(2)}  ${JSON.stringify(row.agreement)}`);
+      const ms = (m) => (m.refused ? 'refused' : `${m.median.toFixed(1)} ms`).padStart(11);
+      console.log(`${pair.label.padEnd(10)} ${c.name.padEnd(14)} webbert ${ms(row.webbert)}  transformers.js ${ms(row.tjs)}  ratio ${row.ratio.toFixed(2)}  ${JSON.stringify(row.agreement ?? row.tjs.refused ?? row.webbert.refused)}`);
     }
   }
   // Cold start: a fresh context (empty caches), page load to first embedding, bytes over the wire.
-  for (const [runtime, device, dtype] of [['webbert', 'webgpu'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['webbert', 'cpu', 'fp16'], ['webbert', 'cpu', 'q8'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'q8']]) {
+  const colds = [['webbert', 'webgpu'], ['webbert', 'webgpu', 'q8'], ['tjs', 'webgpu', 'fp32'], ['webbert', 'cpu'], ['webbert', 'cpu', 'fp16'], ['webbert', 'cpu', 'q8'], ['tjs', 'cpu', 'fp32'], ['tjs', 'cpu', 'fp16'], ['tjs', 'cpu', 'q8']];
+  for (const [runtime, device, dtype] of process.env.BENCH_WARM_ONLY ? [] : colds) {
     const context = await browser.newContext();
     const cold = await context.newPage();
     const before = server.stats.bytes;
@@ -111,7 +124,7 @@ try {
   // The demo page's cold start: bytes until its first result (the fill-mask predictions: what was sent before
   // the page asks for its second model) and until every section is ready, served as is and as a compressing
   // host would (the .wasm gzipped).
-  for (const gzip of [false, true]) {
+  for (const gzip of process.env.BENCH_WARM_ONLY ? [] : [false, true]) {
     const demo = await serve({ '/': path.join(ROOT, 'www') }, 0, { gzip });
     try {
       const context = await browser.newContext();
@@ -140,7 +153,7 @@ fs.writeFileSync(path.join(ROOT, 'bench-results.json'), JSON.stringify(results, 
 console.log('\n| case | path | webbert ms (median [min–max]) | transformers.js ms | ratio | agreement |');
 console.log('| --- | --- | --- | --- | --- | --- |');
 for (const r of results.cases) {
-  const f = (m) => `${m.median.toFixed(0)} [${m.min.toFixed(0)}–${m.max.toFixed(0)}]${m.runs < RUNS ? ` (${m.runs} runs)` : ''}`;
-  const agree = 'sameTop5' in r.agreement ? `top-5 ${r.agreement.sameTop5 ? 'same' : 'differs'}, Δscore ${r.agreement.maxAbsDiff.toExponential(1)}` : `max |Δ| ${r.agreement.maxAbsDiff.toExponential(1)}`;
-  console.log(`| ${r.case} | ${r.pair} | ${f(r.webbert)} | ${f(r.tjs)} | ${r.ratio.toFixed(2)} | ${agree} |`);
+  const f = (m) => m.refused ? `refused: ${m.refused}` : `${m.median.toFixed(0)} [${m.min.toFixed(0)}–${m.max.toFixed(0)}]${m.runs < RUNS ? ` (${m.runs} runs)` : ''}`;
+  const agree = !r.agreement ? '–' : 'sameTop5' in r.agreement ? `top-5 ${r.agreement.sameTop5 ? 'same' : 'differs'}, Δscore ${r.agreement.maxAbsDiff.toExponential(1)}` : `max |Δ| ${r.agreement.maxAbsDiff.toExponential(1)}`;
+  console.log(`| ${r.case} | ${r.pair} | ${f(r.webbert)} | ${f(r.tjs)} | ${Number.isNaN(r.ratio) ? '–' : r.ratio.toFixed(2)} | ${agree} |`);
 }

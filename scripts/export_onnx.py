@@ -1,10 +1,13 @@
 """Bench models for both runtimes, from the very same safetensors.
 
 Writes, next to all-MiniLM-L6-v2 (www/models/):
-  all-MiniLM-L6-v2/onnx/model.onnx, model_quantized.onnx     (BertModel → last_hidden_state)
-  minilm-l6-mlm/onnx/model.onnx, model_quantized.onnx        (BertForMaskedLM → logits: the default fill-mask
-                                                               model, assembled by scripts/assemble-mlm.py)
-Each ONNX graph is checked against PyTorch with onnxruntime (max abs diff printed, ≤ 1e-4 asserted).
+  all-MiniLM-L6-v2/onnx/model.onnx, model_fp16.onnx, model_quantized.onnx     (BertModel → last_hidden_state)
+  minilm-l6-mlm/onnx/model.onnx, model_fp16.onnx, model_quantized.onnx        (BertForMaskedLM → logits: the
+                                                               default fill-mask model, assembled by
+                                                               scripts/assemble-mlm.py)
+The fp16 and q8 graphs are made as transformers.js' own exports are: onnxruntime's float16 conversion (inputs and
+outputs kept f32) and dynamic uint8 quantisation. Each f32 graph is checked against PyTorch with onnxruntime (max abs
+diff printed, ≤ 1e-4 asserted); the fp16 one's difference is printed.
 Run: python scripts/export_onnx.py [MODELS_DIR]   (pip install -r scripts/requirements.txt onnx onnxscript onnxruntime)
 """
 
@@ -12,9 +15,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
+from onnxruntime.transformers.float16 import convert_float_to_float16
 from transformers import BertForMaskedLM, BertModel, BertTokenizerFast
 
 MODELS = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / "www" / "models"
@@ -47,13 +52,16 @@ def export(model, output: str, directory: Path, tok) -> None:
         output_names=[output], dynamic_shapes=(axes, axes, axes), opset_version=18, dynamo=True, external_data=False,
     )
     quantize_dynamic(str(path), str(onnx_dir / "model_quantized.onnx"), weight_type=QuantType.QUInt8)
+    fp16 = onnx_dir / "model_fp16.onnx"
+    onnx.save(convert_float_to_float16(onnx.load(str(path)), keep_io_types=True), str(fp16))
     want = getattr(model(**enc), output).numpy()
     feeds = {k: v.numpy() for k, v in enc.items()}
-    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
     real = enc["attention_mask"].numpy().astype(bool)  # padded positions are don't-care in both
-    diff = float(np.abs(got[real] - want[real]).max())
-    print(f"{directory.name}: onnx vs PyTorch max abs diff {diff:.2e}")
-    assert diff <= 1e-4
+    for graph in [path, fp16]:
+        got = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        diff = float(np.abs(got[real] - want[real]).max())
+        print(f"{directory.name} {graph.name}: onnx vs PyTorch max abs diff {diff:.2e}")
+        assert graph == fp16 or diff <= 1e-4
 
 
 def main() -> None:

@@ -486,55 +486,128 @@ fn softmax_top_k_matches_cpu_selection() {
     }
 }
 
-/// The GPU kernels' int8 Linear, at a width that is not whole tiles (20 columns: the serial kernel's last
-/// word is clamped) and over blocks that straddle the tiled kernel's steps, against the sums written out
-/// here from the same bytes and scales.
-#[test]
-fn q8_linear_unpacks_every_column() {
+/// `input·w + bias` on both GPU kernel shapes for a weight stored packed (`weight` on the device), against
+/// the sums written out here from the values it holds (`w`, `[depth, cols]`): `rows` past one 64-row tile,
+/// the depth over several of the tiled kernel's steps.
+fn packed_linear_matches_sums(
+    (rows, depth, cols): (usize, usize, usize),
+    w: &[f32],
+    weight: impl Fn(&burn::tensor::Device) -> burn::tensor::Tensor<2>,
+) {
     use burn::tensor::{Tensor, TensorData};
-    use webbert::ops::linear::{affine, q8_scheme};
-    let (rows, depth, cols) = (70, 96, 20);
     let input: Vec<f32> = (0..rows * depth).map(|i| (i as f32 * 0.37).sin()).collect();
-    let values: Vec<i8> = (0..depth * cols)
-        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-        .collect();
-    let scales: Vec<f32> = (0..depth / 32 * cols)
-        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-        .collect();
     let bias: Vec<f32> = (0..cols).map(|c| c as f32 * 0.1).collect();
     let mut want = vec![0.0f32; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
             let dot: f32 = (0..depth)
-                .map(|k| {
-                    let w = values[k * cols + c] as f32 * scales[k / 32 * cols + c];
-                    input[r * depth + k] * w
-                })
+                .map(|k| input[r * depth + k] * w[k * cols + c])
                 .sum();
             want[r * cols + c] = dot + bias[c];
         }
     }
     for target in &TARGETS[1..] {
         let device = target.device();
-        let data = TensorData::quantized(
-            values.clone(),
-            [depth, cols],
-            q8_scheme(true),
-            &scales,
-            None,
-        );
-        let weight = Tensor::<2>::from_data(data, &device);
+        let weight = weight(&device);
+        let dtype = weight.dtype();
         let x = Tensor::<2>::from_data(TensorData::new(input.clone(), [rows, depth]), &device);
         let b = Tensor::<1>::from_data(TensorData::new(bias.clone(), [cols]), &device);
         let got: Vec<f32> = target.run(|| {
-            affine(x, weight, b, false)
+            webbert::ops::linear::affine(x, weight, b, false)
                 .into_data()
                 .try_into_vec()
                 .unwrap()
         });
         let diff = max_abs_diff(&got, &want);
-        println!("{target:?} int8 Linear: max abs diff {diff:.2e}");
+        println!("{target:?} {dtype:?} Linear: max abs diff {diff:.2e}");
         assert!(diff <= 1e-5, "{target:?}: {diff}");
+    }
+}
+
+/// The GPU kernels' int8 Linear at a width that is not whole tiles (20 columns: the serial kernel's last
+/// word is clamped), over blocks of 32 that straddle the tiled kernel's steps of 16.
+#[test]
+fn q8_linear_unpacks_every_column() {
+    use burn::tensor::{Tensor, TensorData};
+    let (depth, cols) = (96, 20);
+    let values: Vec<i8> = (0..depth * cols)
+        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+        .collect();
+    let scales: Vec<f32> = (0..depth / 32 * cols)
+        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+        .collect();
+    let w: Vec<f32> = (0..depth * cols)
+        .map(|i| values[i] as f32 * scales[i / cols / 32 * cols + i % cols])
+        .collect();
+    packed_linear_matches_sums((70, depth, cols), &w, |device| {
+        let scheme = webbert::ops::linear::q8_scheme(true);
+        let data = TensorData::quantized(values.clone(), [depth, cols], scheme, &scales, None);
+        Tensor::from_data(data, device)
+    });
+}
+
+/// The GPU kernels' f16 Linear (held as words, no `shader-f16` needed) at a width of 10 (the serial
+/// kernel's last words clamped), with values from subnormal (below 6.1e-5) to 127: every half converted
+/// exactly.
+#[test]
+fn f16_linear_unpacks_every_column() {
+    use burn::tensor::{DType, Tensor, TensorData};
+    let (depth, cols) = (48, 10);
+    let halves: Vec<half::f16> = (0..depth * cols)
+        .map(|i| {
+            let v = ((i * 37 % 255) as i32 - 127) as f32 * 10f32.powi((i % 7) as i32 - 6);
+            half::f16::from_f32(v)
+        })
+        .collect();
+    assert!(
+        halves
+            .iter()
+            .any(|h| h.to_f32() != 0.0 && h.to_f32().abs() < 6.1e-5)
+    );
+    let w: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+    packed_linear_matches_sums((70, depth, cols), &w, |device| {
+        let data = TensorData::new(halves.clone(), [depth, cols]);
+        Tensor::from_data(data, (device, DType::F16))
+    });
+}
+
+/// all-MiniLM-L6-v2's `dtype` variant in `dir` on every target: the reference sentences' embeddings
+/// within `min_cosine` of PyTorch's f32. On the GPU targets the Linear weights stay as stored (`held`),
+/// unpacked by the kernels, and the embeddings equal the CPU's (which widens the same weights at load)
+/// to float rounding.
+fn variant_on_every_target(
+    dir: &std::path::Path,
+    dtype: WeightsDtype,
+    min_cosine: f64,
+    held: fn(burn::tensor::DType) -> bool,
+) {
+    let golden = Golden::open("minilm_golden.safetensors");
+    let (shape, expected) = golden.get("embedding.mean");
+    let mut cpu_rows: Vec<Vec<f32>> = Vec::new();
+    for (t, target) in TARGETS.into_iter().enumerate() {
+        let files = ModelFiles::from_dir_as(dir, dtype).unwrap();
+        let encoder =
+            webbert::io::weights::load_bert(&files.checkpoint, &files.config, &target.device())
+                .unwrap();
+        let qkv = encoder.layers[0].attention.qkv.weight.val().dtype();
+        assert_eq!(held(qkv), t > 0, "{target:?}: {qkv:?}");
+
+        let embedder = Embedder::load(files, target.device()).unwrap();
+        let rows =
+            target.run(|| block_on(embedder.embed(&sentences(), Pooling::Mean, true)).unwrap());
+        for (i, (row, want)) in rows.iter().zip(expected.chunks_exact(shape[1])).enumerate() {
+            let cos = cosine(row, want);
+            println!("{target:?} {dtype:?} embedding: cosine {cos:.8} to PyTorch's f32");
+            assert!(cos >= min_cosine, "{target:?}: cosine {cos}");
+            if let Some(cpu) = cpu_rows.get(i) {
+                let diff = max_abs_diff(row, cpu);
+                println!("{target:?} {dtype:?} embedding: max abs diff {diff:.2e} to the CPU's");
+                assert!(diff <= 1e-5, "{target:?}: {diff}");
+            }
+        }
+        if t == 0 {
+            cpu_rows = rows;
+        }
     }
 }
 
@@ -550,19 +623,9 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     println!("all-MiniLM-L6-v2 fp16: {report:?}");
     assert!(report.bytes * 2 <= report.original_bytes + 1_000_000);
     assert!(report.min_cosine >= webbert::io::quantize::FP16_MIN_COSINE);
-    let embedder = Embedder::load(
-        ModelFiles::from_dir_as(&out, WeightsDtype::Auto).unwrap(),
-        device.clone(),
-    )
-    .unwrap();
-    let rows = block_on(embedder.embed(&sentences(), Pooling::Mean, true)).unwrap();
-    let golden = Golden::open("minilm_golden.safetensors");
-    let (shape, expected) = golden.get("embedding.mean");
-    for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {
-        let cos = cosine(row, want);
-        println!("fp16 embedding: cosine {cos:.8} to PyTorch's f32");
-        assert!(cos >= 0.9999, "cosine {cos}");
-    }
+    variant_on_every_target(&out, WeightsDtype::Auto, 0.9999, |dtype| {
+        dtype == burn::tensor::DType::F16
+    });
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
@@ -1250,35 +1313,9 @@ fn q8_variant_keeps_embeddings_and_fill_mask() {
     println!("all-MiniLM-L6-v2 q8: {report:?}");
     assert!(report.bytes * 10 <= report.original_bytes * 3);
     assert!(report.min_cosine >= webbert::io::quantize::Q8_MIN_COSINE);
-    let golden = Golden::open("minilm_golden.safetensors");
-    let (shape, expected) = golden.get("embedding.mean");
-    let mut cpu_rows: Vec<Vec<f32>> = Vec::new();
-    for (t, target) in TARGETS.into_iter().enumerate() {
-        let files = ModelFiles::from_dir_as(&out, WeightsDtype::Q8).unwrap();
-        let encoder =
-            webbert::io::weights::load_bert(&files.checkpoint, &files.config, &target.device())
-                .unwrap();
-        let qkv = encoder.layers[0].attention.qkv.weight.val().dtype();
-        let int8 = matches!(qkv, burn::tensor::DType::QFloat(_));
-        assert_eq!(int8, t > 0, "{target:?}: {qkv:?}");
-
-        let embedder = Embedder::load(files, target.device()).unwrap();
-        let rows =
-            target.run(|| block_on(embedder.embed(&sentences(), Pooling::Mean, true)).unwrap());
-        for (i, (row, want)) in rows.iter().zip(expected.chunks_exact(shape[1])).enumerate() {
-            let cos = cosine(row, want);
-            println!("{target:?} q8 embedding: cosine {cos:.8} to PyTorch's f32");
-            assert!(cos >= 0.999, "{target:?}: cosine {cos}");
-            if let Some(cpu) = cpu_rows.get(i) {
-                let diff = max_abs_diff(row, cpu);
-                println!("{target:?} q8 embedding: max abs diff {diff:.2e} to the CPU's");
-                assert!(diff <= 1e-5, "{target:?}: {diff}");
-            }
-        }
-        if t == 0 {
-            cpu_rows = rows;
-        }
-    }
+    variant_on_every_target(&out, WeightsDtype::Q8, 0.999, |dtype| {
+        matches!(dtype, burn::tensor::DType::QFloat(_))
+    });
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");

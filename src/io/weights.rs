@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use burn::module::Param;
 use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
 use burn::tensor::quantization::QuantScheme;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 
 use crate::error::{Error, Result};
@@ -198,6 +198,20 @@ impl Checkpoint {
         Ok(Some((bytes.iter().map(|&q| q as i8).collect(), scales)))
     }
 
+    /// An f16 matrix `name` of `shape` as it is stored; `None` if it is stored otherwise.
+    fn read_f16(&self, name: &str, shape: [usize; 2]) -> Result<Option<Vec<half::f16>>> {
+        let (dtype, bytes) = self.locate(name, &shape)?;
+        if dtype != Dtype::F16 {
+            return Ok(None);
+        }
+        let values: Vec<_> = bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        finite(name, values.iter().map(|v| v.to_f32()))?;
+        Ok(Some(values))
+    }
+
     /// The tensor `name` as f32 values, after checking it has `shape`; int8 tensors times their row scales.
     fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
         let (dtype, bytes) = self.locate(name, shape)?;
@@ -233,14 +247,18 @@ impl Checkpoint {
                 )));
             }
         };
-        // One NaN or infinity makes every output NaN: refuse the checkpoint, not each answer.
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::Weights(format!(
-                "tensor `{name}` holds {} at index {i}: the checkpoint is damaged",
-                values[i]
-            )));
-        }
+        finite(name, values.iter().copied())?;
         Ok(values)
+    }
+}
+
+/// One NaN or infinity makes every output NaN: refuse the checkpoint, not each answer.
+fn finite(name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
+    match values.enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((i, v)) => Err(Error::Weights(format!(
+            "tensor `{name}` holds {v} at index {i}: the checkpoint is damaged"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -678,6 +696,36 @@ impl Loader<'_> {
         }))
     }
 
+    /// [`Tensors::linears`] from f16 parts, kept f16 on the GPU, whose kernels unpack them two columns
+    /// to a word (so the width even): `None` if a part is stored otherwise, or elsewhere (the CPU, and
+    /// training), where they are widened.
+    fn f16_linears(
+        &self,
+        prefixes: &[String],
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Option<Linear>> {
+        let width = prefixes.len() * d_out;
+        if self.device.is_autodiff() || *self.device == Device::flex() || !width.is_multiple_of(2) {
+            return Ok(None);
+        }
+        let mut weights = Vec::new();
+        for prefix in prefixes {
+            let name = format!("{prefix}.weight");
+            let Some(values) = self.checkpoint.read_f16(&name, [d_out, d_in])? else {
+                return Ok(None);
+            };
+            weights.push(values);
+        }
+        let biases = self.biases(prefixes, d_out, bias)?;
+        let data = TensorData::new(side_by_side(&weights, d_in), [d_in, width]);
+        Ok(Some(Linear {
+            weight: Param::from_tensor(Tensor::from_data(data, (self.device, DType::F16))),
+            bias: biases.map(|b| self.param(b, [width])),
+        }))
+    }
+
     /// The parts' biases end to end, if the Linears have them.
     fn biases(&self, prefixes: &[String], d_out: usize, bias: bool) -> Result<Option<Vec<f32>>> {
         bias.then(|| {
@@ -750,6 +798,9 @@ impl Tensors for Loader<'_> {
         _: Option<&Linear>,
     ) -> Result<Linear> {
         if let Some(linear) = self.q8_linears(prefixes, d_in, d_out, bias)? {
+            return Ok(linear);
+        }
+        if let Some(linear) = self.f16_linears(prefixes, d_in, d_out, bias)? {
             return Ok(linear);
         }
         // Every part read (and its shape checked against the file) before the sizes from config.json

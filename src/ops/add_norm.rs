@@ -10,7 +10,6 @@
 //! [`super::linear::plan`]) and this kernel adds them up with the bias: no kernel in between. The CPU
 //! (flex, whose `layer_norm` is already one pass) and autodiff keep burn's ops.
 
-use burn::backend::ops::QTensorOps;
 use burn::backend::tensor::{FloatTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::nn::{LayerNorm, Linear};
@@ -145,7 +144,7 @@ impl AddNormBackend for Cube {
     ) -> FloatTensor<Self> {
         cube_dense_add_norm(
             input,
-            Weight::F32(weight),
+            Weight::of(weight),
             bias,
             residual,
             gamma,
@@ -163,11 +162,15 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let weight = match Weight::q8(&weight) {
-            Some(weight) => weight,
-            None => Weight::F32(Self::dequantize(weight, FloatDType::F32)),
-        };
-        cube_dense_add_norm(input, weight, bias, residual, gamma, beta, epsilon)
+        cube_dense_add_norm(
+            input,
+            Weight::of(weight),
+            bias,
+            residual,
+            gamma,
+            beta,
+            epsilon,
+        )
     }
 
     fn norm(

@@ -10,7 +10,7 @@
 //! own ops, so training is unchanged.
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::QTensorOps;
+use burn::backend::ops::{FloatTensorOps, QTensorOps};
 use burn::backend::tensor::{FloatTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
@@ -204,7 +204,7 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        gpu_linear(input, Weight::F32(weight), bias, gelu)
+        gpu_linear(input, Weight::of(weight), bias, gelu)
     }
 
     fn q8_linear(
@@ -213,10 +213,7 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        match Weight::q8(&weight) {
-            Some(weight) => gpu_linear(input, weight, bias, gelu),
-            None => Self::linear(input, Self::dequantize(weight, FloatDType::F32), bias, gelu),
-        }
+        gpu_linear(input, Weight::of(weight), bias, gelu)
     }
 }
 
@@ -225,45 +222,91 @@ impl LinearBackend for Cube {
 pub(crate) enum Weight {
     /// `[in, out]`, any strides: a transposed view (the tied MLM decoder) needs no copy.
     F32(CubeTensor),
+    /// F16 (an fp16 model), as `[in, out / 2]` words, each two neighbouring columns' halves (the lower
+    /// first), so that no adapter needs `shader-f16` to read them. Unpacked in the kernels.
+    F16 { values: CubeTensor },
     /// Int8 in the GPU's [`q8_scheme`]: `values` `[in, out / 4]` words, each four neighbouring columns'
-    /// bytes (the lowest first); `scales` `[in / Q8_BLOCK, out]`. Unpacked in the kernels, never
-    /// widened into a second, f32 copy.
+    /// bytes (the lowest first); `scales` `[in / Q8_BLOCK, out]`. Unpacked in the kernels.
     Q8 {
         values: CubeTensor,
         scales: CubeTensor,
     },
 }
 
+/// How a kernel reads its weight (compile time): f32 through its strides, or packed in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stored {
+    F32,
+    F16,
+    Q8,
+}
+
 impl Weight {
-    /// `weight`'s values and scales, if it is held in the GPU's [`q8_scheme`].
-    pub(crate) fn q8(weight: &CubeTensor) -> Option<Self> {
-        if weight.dtype != DType::QFloat(q8_scheme(true)) {
-            return None;
+    /// `weight` as the kernels read it, never widened into a second, f32 copy: f32, f16 with rows of
+    /// whole words, or int8 in the GPU's [`q8_scheme`]; anything else (no model holds it) is widened.
+    pub(crate) fn of(weight: CubeTensor) -> Self {
+        match weight.dtype {
+            DType::F32 => Weight::F32(weight),
+            DType::F16 => match halves_as_words(&weight) {
+                Some(values) => Weight::F16 { values },
+                None => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
+            },
+            DType::QFloat(scheme) if scheme == q8_scheme(true) => {
+                let (values, scales) = weight
+                    .quantized_handles()
+                    .expect("a quantised tensor has values and scales");
+                Weight::Q8 { values, scales }
+            }
+            DType::QFloat(_) => Weight::F32(Cube::dequantize(weight, FloatDType::F32)),
+            _ => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
         }
-        let (values, scales) = weight.quantized_handles()?;
-        Some(Weight::Q8 { values, scales })
     }
 
     fn cols(&self) -> usize {
         match self {
             Weight::F32(weight) => weight.meta.shape()[1],
+            Weight::F16 { values } => 2 * values.meta.shape()[1],
             Weight::Q8 { scales, .. } => scales.meta.shape()[1],
         }
     }
 
     /// The kernels' three weight bindings (`weight`, `values`, `scales`), placeholders beside `like`
-    /// for those this weight does not have, and whether it is int8.
-    fn bindings(self, like: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor, bool) {
+    /// for those this weight does not have, and how it is stored.
+    fn bindings(self, like: &CubeTensor) -> (CubeTensor, CubeTensor, CubeTensor, Stored) {
+        // Two-dimensional, as the kernels read the width of `values` whatever the weight.
+        let no_values = || empty_like(like, [1, 1], DType::U32);
         match self {
-            Weight::F32(weight) => (
-                weight,
-                empty_like(like, [1], DType::U32),
-                placeholder(like),
-                false,
-            ),
-            Weight::Q8 { values, scales } => (placeholder(like), values, scales, true),
+            Weight::F32(weight) => (weight, no_values(), placeholder(like), Stored::F32),
+            Weight::F16 { values } => (placeholder(like), values, placeholder(like), Stored::F16),
+            Weight::Q8 { values, scales } => (placeholder(like), values, scales, Stored::Q8),
         }
     }
+}
+
+/// An f16 `[in, out]` matrix's buffer read as `[in, out / 2]` words, if its rows are contiguous and start
+/// on whole words.
+fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
+    let [rows, cols] = weight.meta.shape().dims();
+    let (row_stride, col_stride) = (weight.meta.strides()[0], weight.meta.strides()[1]);
+    let offset = weight.handle.offset_start.unwrap_or(0);
+    if col_stride != 1
+        || !cols.is_multiple_of(2)
+        || !row_stride.is_multiple_of(2)
+        || !offset.is_multiple_of(4)
+    {
+        return None;
+    }
+    Some(CubeTensor {
+        client: weight.client.clone(),
+        handle: weight.handle.clone(),
+        meta: Box::new(cubecl::zspace::metadata::Metadata::new(
+            [rows, cols / 2],
+            [row_stride / 2, 1],
+        )),
+        device: weight.device.clone(),
+        dtype: DType::U32,
+        qparams: None,
+    })
 }
 
 pub(crate) fn gpu_linear(
@@ -283,7 +326,7 @@ fn serial(input: CubeTensor, weight: Weight, bias: CubeTensor, gelu: bool) -> Cu
     let [rows, _] = input.meta.shape().dims();
     let cols = weight.cols();
     let output = empty_like(&input, [rows, cols], input.dtype);
-    let (weight, values, scales, q8) = weight.bindings(&output);
+    let (weight, values, scales, stored) = weight.bindings(&output);
     let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     kernel::linear_kernel::launch(
         &output.client,
@@ -296,7 +339,7 @@ fn serial(input: CubeTensor, weight: Weight, bias: CubeTensor, gelu: bool) -> Cu
         bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         gelu,
-        q8,
+        stored,
         TILE_ROWS,
         TILE_COLS,
         storage(output.dtype),
@@ -423,7 +466,7 @@ pub(crate) fn tiled_sums(
         true => empty_like(&input, [rows, cols], dtype),
         false => empty_like(&input, [splits, rows, cols], dtype),
     };
-    let (weight, values, scales, q8) = weight.bindings(&output);
+    let (weight, values, scales, stored) = weight.bindings(&output);
     let unused = placeholder(&output);
     let (bias, gelu) = epilogue.unwrap_or((&unused, false));
     tiled_kernel::tiled_linear_kernel::launch(
@@ -447,7 +490,7 @@ pub(crate) fn tiled_sums(
         tile.unit_rows,
         tile.unit_cols,
         weight_by_depth,
-        q8,
+        stored,
         finished,
         gelu,
         storage(dtype),
@@ -456,7 +499,8 @@ pub(crate) fn tiled_sums(
 }
 
 mod tiled_kernel {
-    use super::kernel::{gelu_erf, q8_weight};
+    use super::Stored;
+    use super::kernel::{f16_weight, gelu_erf, q8_weight};
     use cubecl::prelude::*;
 
     /// One workgroup computes a `tile_rows × tile_cols` block of `input·weight` over one depth slice.
@@ -464,8 +508,9 @@ mod tiled_kernel {
     /// block of the weight in workgroup memory (the next step's blocks are already being read into
     /// registers while this one is multiplied); each unit accumulates `unit_rows × unit_cols` outputs,
     /// strided across the tile so that neighbouring units read neighbouring words. With one slice the
-    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`. An int8 weight
-    /// (`q8`: `values` and `scales`, `weight` unread) is unpacked as its block is read.
+    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`. A packed weight
+    /// (f16 in `values`, or int8 in `values` and `scales`; `weight` unread) is unpacked as its block is
+    /// read.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn tiled_linear_kernel<F: Float>(
@@ -482,7 +527,7 @@ mod tiled_kernel {
         #[comptime] unit_rows: usize,
         #[comptime] unit_cols: usize,
         #[comptime] weight_by_depth: bool,
-        #[comptime] q8: bool,
+        #[comptime] stored: Stored,
         #[comptime] epilogue: bool,
         #[comptime] gelu: bool,
         #[define(F)] _dtype: ElemType,
@@ -531,7 +576,7 @@ mod tiled_kernel {
             tile_depth,
             units,
             weight_by_depth,
-            q8,
+            stored,
         );
 
         while k0 < k_end {
@@ -568,7 +613,7 @@ mod tiled_kernel {
                     tile_depth,
                     units,
                     weight_by_depth,
-                    q8,
+                    stored,
                 );
             }
 
@@ -639,7 +684,7 @@ mod tiled_kernel {
         #[comptime] tile_depth: usize,
         #[comptime] units: usize,
         #[comptime] weight_by_depth: bool,
-        #[comptime] q8: bool,
+        #[comptime] stored: Stored,
     ) {
         let rows = input.shape(0);
         let depth = input.shape(1);
@@ -658,8 +703,10 @@ mod tiled_kernel {
             let k = k0 + weight_depth_index(e, tile_depth, tile_cols, weight_by_depth);
             let c = col0 + weight_col_index(e, tile_depth, tile_cols, weight_by_depth);
             let (k_in, c_in) = (min(k, depth - 1), min(c, cols - 1));
-            let w = if q8 {
+            let w = if stored == Stored::Q8 {
                 q8_weight::<F>(values, scales, k_in, c_in)
+            } else if stored == Stored::F16 {
+                f16_weight::<F>(values, k_in, c_in)
             } else {
                 weight[k_in * weight.stride(0) + c_in * weight.stride(1)]
             };
@@ -700,7 +747,7 @@ mod tiled_kernel {
 }
 
 mod kernel {
-    use super::Q8_BLOCK;
+    use super::{Q8_BLOCK, Stored};
     use cubecl::prelude::*;
 
     /// Hugging Face's "gelu": x·Φ(x) with the exact erf.
@@ -718,6 +765,26 @@ mod kernel {
         byte * scales[k / Q8_BLOCK * scales.stride(0) + c * scales.stride(1)]
     }
 
+    /// The weight's value at depth `k`, column `c`, from its f16 `values` (two columns a word).
+    #[cube]
+    pub fn f16_weight<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
+        let word = values[k * values.stride(0) + c / 2];
+        half::<F>((word >> (16 * (c % 2)) as u32) & 0xffff)
+    }
+
+    /// The f16 whose bits are `h` (its lower 16) as an f32: sign, exponent rebased from 15 to 127 and
+    /// mantissa moved up; a subnormal (exponent 0) is its mantissa × 2⁻²⁴. The checkpoints hold no
+    /// infinity or NaN (refused at load).
+    #[cube]
+    fn half<F: Float>(h: u32) -> F {
+        let exponent = (h >> 10) & 31;
+        let mantissa = h & 1023;
+        let sign = (h & 32768) << 16;
+        let normal = F::reinterpret(sign | ((exponent + 112) << 23) | (mantissa << 13));
+        let tiny = F::cast_from(mantissa) * F::new(5.9604645e-8);
+        select(exponent == 0, select(sign != 0, -tiny, tiny), normal)
+    }
+
     /// Byte `b` of `word` (the lowest is 0) as a two's-complement int8: shifted to the top, then back
     /// down arithmetically, which extends its sign.
     #[cube]
@@ -725,9 +792,9 @@ mod kernel {
         F::cast_from(i32::cast_from(word << (24 - 8 * b)) >> 24)
     }
 
-    /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth. An
-    /// int8 weight (`q8`: `values` and `scales`, `weight` unread) is unpacked a word (four columns) at a
-    /// time, its scales reloaded once per block.
+    /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth. A
+    /// packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two columns a word,
+    /// int8 `values` four, with `scales` reloaded once per block.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn linear_kernel<F: Float>(
@@ -738,7 +805,7 @@ mod kernel {
         bias: &Tensor<F>,
         output: &mut Tensor<F>,
         #[comptime] gelu: bool,
-        #[comptime] q8: bool,
+        #[comptime] stored: Stored,
         #[comptime] tile_rows: usize,
         #[comptime] tile_cols: usize,
         #[define(F)] _dtype: ElemType,
@@ -764,14 +831,15 @@ mod kernel {
         #[unroll]
         for j in 0..tile_cols {
             let c = select(col0 + j < cols, col0 + j, cols - 1);
-            if q8 {
+            if stored == Stored::Q8 {
                 col_offset[j] = c * scales.stride(1);
             } else {
                 col_offset[j] = c * weight.stride(1);
             }
         }
-        // Int8: the tile's words (clamped like its columns) and its columns' scales in this block.
-        let words = cols.div_ceil(4);
+        // Packed: the row's words (the last clamped, like the columns) and, int8, the columns' scales in
+        // this block.
+        let words = values.shape(1);
         let mut scale = Array::<F>::new(tile_cols);
 
         let mut acc = Array::<F>::new(tile_rows * tile_cols);
@@ -781,7 +849,7 @@ mod kernel {
         }
         let mut w = Array::<F>::new(tile_cols);
         for k in 0..depth {
-            if q8 {
+            if stored == Stored::Q8 {
                 if k % Q8_BLOCK == 0 {
                     let s_row = k / Q8_BLOCK * scales.stride(0);
                     #[unroll]
@@ -797,6 +865,14 @@ mod kernel {
                     for b in 0..4 {
                         w[4 * q + b] = byte_of::<F>(word, b as u32) * scale[4 * q + b];
                     }
+                }
+            } else if stored == Stored::F16 {
+                let v_row = k * values.stride(0);
+                #[unroll]
+                for q in 0..tile_cols / 2 {
+                    let word = values[v_row + min(col0 / 2 + q, words - 1)];
+                    w[2 * q] = half::<F>(word & 0xffff);
+                    w[2 * q + 1] = half::<F>(word >> 16);
                 }
             } else {
                 let w_row = k * weight.stride(0);
@@ -847,7 +923,7 @@ pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> T
 }
 
 /// Columns `columns` of a Linear's output only: the weight and bias narrowed as views, so that the
-/// other columns are never computed. An int8 weight computes them all, then keeps those.
+/// other columns are never computed. A packed (f16 or int8) weight computes them all, then keeps those.
 pub fn linear_columns<const D: usize>(
     layer: &Linear,
     input: Tensor<D>,
@@ -855,7 +931,7 @@ pub fn linear_columns<const D: usize>(
 ) -> Tensor<D> {
     let (start, len) = (columns.start, columns.len());
     let weight = layer.weight.val();
-    if let DType::QFloat(_) = weight.dtype() {
+    if weight.dtype() != DType::F32 {
         return linear(layer, input, false).narrow(D - 1, start, len);
     }
     let narrowed = Linear {

@@ -247,23 +247,25 @@ describe('with WebGPU', () => {
     assert.equal(typeof messages.after, 'string');
   });
 
-  test('q8 weights stay within cosine 0.999 of PyTorch: int8 products on the CPU path, unpacked in both WebGPU kernel shapes', async () => {
+  test('q8 and fp16 weights stay within cosine 0.999 / 0.9999 of PyTorch: int8 products on the CPU path, unpacked in both WebGPU kernel shapes', async () => {
     const dim = minilm['embedding.mean'].shape[1];
-    for (const [device, kernels] of [['cpu'], ['webgpu', 'serial'], ['webgpu', 'tiled']]) {
-      const rows = await page.evaluate(async ([url, device, kernels, texts]) => {
-        const e = await webbert.Embedder.load(url, { device, kernels, dtype: 'q8' });
-        const rows = (await e.embed(texts)).map((r) => Array.from(r));
-        e.dispose();
-        return rows;
-      }, [MINILM, device, kernels, sentences]);
-      rows.forEach((row, i) => {
-        const want = minilm['embedding.mean'].data.subarray(i * dim, (i + 1) * dim);
-        let [dot, a, b] = [0, 0, 0];
-        row.forEach((x, j) => { dot += x * want[j]; a += x * x; b += want[j] * want[j]; });
-        const cos = dot / Math.sqrt(a * b);
-        console.log(`q8 ${device} ${kernels ?? ''} embedding ${i}: cosine ${cos.toFixed(8)} to PyTorch's f32`);
-        assert.ok(cos >= 0.999, `${device} ${kernels ?? ''} sentence ${i}: cosine ${cos}`);
-      });
+    for (const [dtype, min] of [['q8', 0.999], ['fp16', 0.9999]]) {
+      for (const [device, kernels] of [['cpu'], ['webgpu', 'serial'], ['webgpu', 'tiled']]) {
+        const rows = await page.evaluate(async ([url, device, kernels, dtype, texts]) => {
+          const e = await webbert.Embedder.load(url, { device, kernels, dtype });
+          const rows = (await e.embed(texts)).map((r) => Array.from(r));
+          e.dispose();
+          return rows;
+        }, [MINILM, device, kernels, dtype, sentences]);
+        rows.forEach((row, i) => {
+          const want = minilm['embedding.mean'].data.subarray(i * dim, (i + 1) * dim);
+          let [dot, a, b] = [0, 0, 0];
+          row.forEach((x, j) => { dot += x * want[j]; a += x * x; b += want[j] * want[j]; });
+          const cos = dot / Math.sqrt(a * b);
+          console.log(`${dtype} ${device} ${kernels ?? ''} embedding ${i}: cosine ${cos.toFixed(8)} to PyTorch's f32`);
+          assert.ok(cos >= min, `${dtype} ${device} ${kernels ?? ''} sentence ${i}: cosine ${cos}`);
+        });
+      }
     }
   });
 

@@ -675,15 +675,11 @@ impl Loader<'_> {
         let Some(scheme) = self.int8(width) else {
             return Ok(None);
         };
-        let (mut weights, mut scales) = (Vec::new(), Vec::new());
-        for prefix in prefixes {
-            let name = format!("{prefix}.weight");
-            let Some((values, part_scales)) = self.checkpoint.read_q8(&name, [d_out, d_in])? else {
-                return Ok(None);
-            };
-            weights.push(values);
-            scales.push(part_scales);
-        }
+        let read = |name: &str| self.checkpoint.read_q8(name, [d_out, d_in]);
+        let Some(parts) = stored_parts(prefixes, read)? else {
+            return Ok(None);
+        };
+        let (weights, scales): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         let biases = self.biases(prefixes, d_out, bias)?;
         let (weights, scales) = (
             side_by_side(&weights, d_in),
@@ -710,14 +706,10 @@ impl Loader<'_> {
         if self.device.is_autodiff() || *self.device == Device::flex() || !width.is_multiple_of(2) {
             return Ok(None);
         }
-        let mut weights = Vec::new();
-        for prefix in prefixes {
-            let name = format!("{prefix}.weight");
-            let Some(values) = self.checkpoint.read_f16(&name, [d_out, d_in])? else {
-                return Ok(None);
-            };
-            weights.push(values);
-        }
+        let read = |name: &str| self.checkpoint.read_f16(name, [d_out, d_in]);
+        let Some(weights) = stored_parts(prefixes, read)? else {
+            return Ok(None);
+        };
         let biases = self.biases(prefixes, d_out, bias)?;
         let data = TensorData::new(side_by_side(&weights, d_in), [d_in, width]);
         Ok(Some(Linear {
@@ -842,6 +834,21 @@ impl Tensors for Loader<'_> {
         norm.beta = beta;
         Ok(norm)
     }
+}
+
+/// Each part's `{prefix}.weight` as `read` finds it stored; `None` if a part is stored otherwise.
+fn stored_parts<T>(
+    prefixes: &[String],
+    read: impl Fn(&str) -> Result<Option<T>>,
+) -> Result<Option<Vec<T>>> {
+    let mut parts = Vec::with_capacity(prefixes.len());
+    for prefix in prefixes {
+        match read(&format!("{prefix}.weight"))? {
+            Some(part) => parts.push(part),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(parts))
 }
 
 /// PyTorch Linears' `[out, columns]` matrices (or their block scales) as one burn matrix `[columns, n × out]`,

@@ -142,15 +142,19 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        cube_dense_add_norm(
-            input,
-            Weight::of(weight),
-            bias,
-            residual,
-            gamma,
-            beta,
-            epsilon,
-        )
+        // `Serial`: the Linear kernel, then this one. `Tiled`: the Linear's partial sums, added up here.
+        let (input, weight) = (into_contiguous(input), Weight::of(weight));
+        match KernelShape::of(&input.client) {
+            KernelShape::Serial => {
+                let dense = super::linear::gpu_linear(input, weight, bias, false);
+                Self::add_norm(dense, residual, gamma, beta, epsilon)
+            }
+            KernelShape::Tiled { .. } => {
+                let (partial, splits) = tiled_sums(input, weight, None);
+                let sums = Sums { partial, splits };
+                launch(sums, Some(bias), Some(residual), gamma, beta, epsilon)
+            }
+        }
     }
 
     fn q8_dense_add_norm(
@@ -162,15 +166,8 @@ impl AddNormBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        cube_dense_add_norm(
-            input,
-            Weight::of(weight),
-            bias,
-            residual,
-            gamma,
-            beta,
-            epsilon,
-        )
+        // The same `CubeTensor` as a float weight: `Weight::of` reads its dtype.
+        Self::dense_add_norm(input, weight, bias, residual, gamma, beta, epsilon)
     }
 
     fn norm(
@@ -182,35 +179,6 @@ impl AddNormBackend for Cube {
         let input = into_contiguous(input);
         launch(Sums::one(input), None, None, gamma, beta, epsilon)
     }
-}
-
-/// `Serial`: the Linear kernel, then this one. `Tiled`: the Linear's partial sums, added up here.
-#[allow(clippy::too_many_arguments)]
-fn cube_dense_add_norm(
-    input: CubeTensor,
-    weight: Weight,
-    bias: CubeTensor,
-    residual: CubeTensor,
-    gamma: CubeTensor,
-    beta: CubeTensor,
-    epsilon: f64,
-) -> CubeTensor {
-    let input = into_contiguous(input);
-    let partial = match KernelShape::of(&input.client) {
-        KernelShape::Serial => Sums::one(super::linear::gpu_linear(input, weight, bias, false)),
-        KernelShape::Tiled { .. } => {
-            let (partial, splits) = tiled_sums(input, weight, None);
-            return launch(
-                Sums { partial, splits },
-                Some(bias),
-                Some(residual),
-                gamma,
-                beta,
-                epsilon,
-            );
-        }
-    };
-    launch(partial, None, Some(residual), gamma, beta, epsilon)
 }
 
 /// What the kernel normalises before the bias and residual: the sum of `splits` partial results laid

@@ -213,7 +213,8 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        gpu_linear(input, Weight::of(weight), bias, gelu)
+        // The same `CubeTensor` as a float weight: `Weight::of` reads its dtype.
+        Self::linear(input, weight, bias, gelu)
     }
 }
 

@@ -387,7 +387,8 @@ fn kernels() {
         let qkv = Tensor::<3>::random([batch, seq, 3 * hidden], uniform, &device);
         let mask = Tensor::<2>::ones([batch, seq], &device);
         let attention = || {
-            ops::attention::self_attention(qkv.clone(), mask.clone(), heads);
+            let scores = ops::attention::Scores::plain(hidden / heads);
+            ops::attention::self_attention(qkv.clone(), mask.clone(), None, heads, scores);
         };
         let gflop = 4.0 * (batch * seq * seq * hidden) as f64 / 1e9;
         measure(

@@ -6,7 +6,7 @@ mod common;
 use common::{Golden, TARGETS, Target, block_on, cosine, floats, max_abs_diff};
 use serde_json::Value;
 use webbert::model::Batch;
-use webbert::model::attention::with_local_scores_bytes;
+use webbert::ops::attention::with_window_scores_bytes;
 use webbert::{
     Aggregation, Backend, Checkpoint, Classifier, Embedder, FillMask, ModelFiles, Pooling,
     QaOptions, QuestionAnswerer, TokenClassifier, TokenizerFiles, WeightsDtype,
@@ -392,16 +392,38 @@ fn linear_on_edge_shapes_matches_f64() {
 }
 
 /// Attention with more queries and keys than one tile of the GPU kernels holds, padding in one item,
-/// and heads too wide for the kernels (which fall back to burn's ops), against burn's attention on the CPU.
+/// and heads too wide for the kernels (which fall back to burn's ops), against burn's attention on the CPU:
+/// plain, with a bias after the scale (MPNet's, one for all items) and before it (DeBERTa's, per item), and
+/// with a window narrower than a tile (whose padded queries reach no token) and wider than one.
 #[test]
 fn attention_kernels_match_burn_on_long_padded_batches() {
     use burn::tensor::{Tensor, TensorData};
-    use webbert::ops::attention::self_attention;
+    use webbert::ops::attention::{Scores, self_attention};
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+            .collect()
+    };
     // Heads 32 wide (tiled on GPUs), 10 wide (not a multiple of 4: the serial kernel there), 1,024 (burn's).
     for (batch, seq, hidden, heads) in [(2, 70, 64, 2), (2, 12, 30, 3), (1, 5, 2048, 2)] {
-        let values: Vec<f32> = (0..batch * seq * 3 * hidden)
-            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
-            .collect();
+        let plain = Scores::plain(hidden / heads);
+        let windowed = |window| Scores {
+            window: Some(window),
+            ..plain
+        };
+        let deberta = Scores {
+            scale: 0.7 * plain.scale,
+            scale_bias: true,
+            window: None,
+        };
+        let cases = [
+            (None, plain),
+            (Some(1), plain),
+            (Some(batch), deberta),
+            (None, windowed(3)),
+            (None, windowed(40)),
+        ];
+        let qkv = values(batch * seq * 3 * hidden, 0);
         // The last item's final 9 tokens are padding.
         let tokens: Vec<f32> = (0..batch * seq)
             .map(|i| {
@@ -412,24 +434,33 @@ fn attention_kernels_match_burn_on_long_padded_batches() {
                 }
             })
             .collect();
-        let attend = |target: Target| {
-            let device = target.device();
-            let qkv = Tensor::<3>::from_data(
-                TensorData::new(values.clone(), [batch, seq, 3 * hidden]),
-                &device,
-            );
-            let mask =
-                Tensor::<2>::from_data(TensorData::new(tokens.clone(), [batch, seq]), &device);
-            target.run(|| read(self_attention(qkv, mask, heads)))
-        };
-        let want = attend(TARGETS[0]);
-        for target in &TARGETS[1..] {
-            let diff = max_abs_diff(&attend(*target), &want);
-            println!("{target:?} {batch}×{seq}×{hidden}/{heads}: max abs diff {diff:.2e}");
-            assert!(
-                diff <= 1e-5,
-                "{target:?} {batch}×{seq}: max abs diff {diff}"
-            );
+        for (bias_items, scores) in cases {
+            let bias = bias_items.map(|items| values(items * heads * seq * seq, 17));
+            let attend = |target: Target| {
+                let device = target.device();
+                let qkv = Tensor::<3>::from_data(
+                    TensorData::new(qkv.clone(), [batch, seq, 3 * hidden]),
+                    &device,
+                );
+                let mask =
+                    Tensor::<2>::from_data(TensorData::new(tokens.clone(), [batch, seq]), &device);
+                let bias = bias.clone().zip(bias_items).map(|(bias, items)| {
+                    Tensor::<4>::from_data(TensorData::new(bias, [items, heads, seq, seq]), &device)
+                });
+                target.run(|| read(self_attention(qkv, mask, bias, heads, scores)))
+            };
+            let want = attend(TARGETS[0]);
+            for target in &TARGETS[1..] {
+                let diff = max_abs_diff(&attend(*target), &want);
+                println!(
+                    "{target:?} {batch}×{seq}×{hidden}/{heads} {scores:?}, bias {bias_items:?}: \
+                     max abs diff {diff:.2e}"
+                );
+                assert!(
+                    diff <= 1e-5,
+                    "{target:?} {batch}×{seq} {scores:?}: max abs diff {diff}"
+                );
+            }
         }
     }
 }
@@ -1239,7 +1270,7 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
                 )
             });
             let chunked = target
-                .run(|| with_local_scores_bytes(2048, || read(embedder.model.forward(&batch))));
+                .run(|| with_window_scores_bytes(2048, || read(embedder.model.forward(&batch))));
             assert_eq!(attentions.1, 4);
             for got in [&last, &attentions.0, &chunked] {
                 let diff = max_abs_diff(got, want);
@@ -1261,7 +1292,7 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
         let embed = || block_on(embedder.embed(&sentences, sentence.pooling, sentence.normalize));
         // One padded batch, its local layers' queries in one chunk, then in chunks of 4.
         let whole = target.run(|| embed().unwrap());
-        let chunked = target.run(|| with_local_scores_bytes(4096, || embed().unwrap()));
+        let chunked = target.run(|| with_window_scores_bytes(4096, || embed().unwrap()));
         let (shape, expected) = golden.get("embedding.mean");
         for rows in [whole, chunked] {
             for (row, want) in rows.iter().zip(expected.chunks_exact(shape[1])) {

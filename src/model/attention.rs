@@ -4,9 +4,6 @@
 //! (ModernBERT), a relative position bias (MPNet) or disentangled relative positions (DeBERTa), and a
 //! sliding window (ModernBERT's local layers).
 
-use std::cell::Cell;
-use std::ops::Range;
-
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
@@ -16,26 +13,8 @@ use crate::model::config::LayerType;
 use crate::model::disentangled::RelativePositions;
 use crate::model::rotary::Rotation;
 use crate::ops::add_norm::{dense_add_norm, norm};
-use crate::ops::attention::self_attention;
+use crate::ops::attention::{Scores, self_attention};
 use crate::ops::linear::{linear, linear_columns};
-
-/// Most bytes of the scores a local layer builds at once: its queries go in chunks, each against the keys of
-/// its window, so that a long text (ModernBERT reads 8,192 tokens) costs memory in its length, not its square.
-/// The same as the pipelines' bound on any one activation.
-const LOCAL_SCORES_BYTES: usize = 64 << 20;
-
-thread_local! {
-    static FORCED_SCORES_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
-}
-
-/// Runs `f` with local layers' scores chunked under `bytes` instead of [`LOCAL_SCORES_BYTES`]: the tests
-/// compare many small chunks with one.
-pub fn with_local_scores_bytes<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
-    let previous = FORCED_SCORES_BYTES.with(|b| b.replace(Some(bytes)));
-    let output = f();
-    FORCED_SCORES_BYTES.with(|b| b.set(previous));
-    output
-}
 
 /// What every layer's attention reads besides the hidden states, made once per forward pass.
 #[derive(Debug, Clone)]
@@ -81,38 +60,55 @@ pub struct BertAttention {
 }
 
 impl BertAttention {
-    /// `hidden`: `[batch, seq, hidden]` → new hidden states. One fused attention op; only the browser's CPU
-    /// path builds the probabilities, one head at a time. With a position bias (MPNet), relative positions
-    /// (DeBERTa) or a window (ModernBERT's local layers, in chunks of queries) the scores are built from
-    /// burn's ops, the fused kernels taking none of them.
+    /// `hidden`: `[batch, seq, hidden]` → new hidden states, through one fused attention op (with MPNet's
+    /// bias or DeBERTa's c2p and p2c scores, built first, and ModernBERT's window).
     pub fn forward(&self, hidden: Tensor<3>, inputs: &AttentionInputs) -> Tensor<3> {
         let qkv = self.qkv(hidden.clone(), inputs);
-        let biased = inputs.position_bias.is_some() || inputs.relative.is_some();
-        let context = match (self.window(inputs), biased) {
-            (Some(window), _) => {
-                let heads = self.heads(qkv);
-                merge_heads(self.local_attention(&heads, inputs, window))
-            }
-            (None, true) => {
-                let heads = self.heads(qkv);
-                let seq = heads[0].dims()[2];
-                merge_heads(self.attend(&heads, inputs, 0..seq, 0..seq).0)
-            }
-            (None, false) => self_attention(qkv, inputs.attention_mask.clone(), self.num_heads),
-        };
+        let bias = self.bias(&qkv, inputs);
+        let scores = self.scores(&qkv, inputs);
+        let mask = inputs.attention_mask.clone();
+        let context = self_attention(qkv, mask, bias, self.num_heads, scores);
         self.output(context, hidden)
     }
 
-    /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`.
+    /// As `forward`, and also the attention probabilities `[batch, heads, seq, seq]`, from burn's ops.
     pub fn forward_with_probs(
         &self,
         hidden: Tensor<3>,
         inputs: &AttentionInputs,
     ) -> (Tensor<3>, Tensor<4>) {
-        let heads = self.heads(self.qkv(hidden.clone(), inputs));
-        let seq = heads[0].dims()[2];
-        let (context, probs) = self.attend(&heads, inputs, 0..seq, 0..seq);
+        let qkv = self.qkv(hidden.clone(), inputs);
+        let (context, probs) = self.attend(qkv, inputs);
         (self.output(merge_heads(context), hidden), probs)
+    }
+
+    /// How this layer's scores are scaled and which keys each query reaches: DeBERTa divides by
+    /// √(d_k × terms), a local layer sees its window.
+    fn scores(&self, qkv: &Tensor<3>, inputs: &AttentionInputs) -> Scores {
+        let head_dim = qkv.dims()[2] / 3 / self.num_heads;
+        let terms = inputs.relative.as_ref().map_or(1, |r| r.scale_factor);
+        Scores {
+            scale: 1.0 / ((head_dim * terms) as f32).sqrt(),
+            scale_bias: inputs.relative.is_some(),
+            window: self.window(inputs),
+        }
+    }
+
+    /// What this layer adds to its scores, `[1 | batch, heads, seq, seq]`: MPNet's position bias, or
+    /// DeBERTa's c2p and p2c scores (not yet scaled).
+    fn bias(&self, qkv: &Tensor<3>, inputs: &AttentionInputs) -> Option<Tensor<4>> {
+        if let Some(bias) = &inputs.position_bias {
+            return Some(bias.clone());
+        }
+        let relative = inputs.relative.as_ref()?;
+        let [q, k] = self.heads(qkv.clone().narrow(2, 0, qkv.dims()[2] / 3 * 2));
+        // The table's queries and keys; its values are never used.
+        let positions = linear_columns(
+            &self.qkv,
+            relative.embeddings.clone(),
+            0..qkv.dims()[2] / 3 * 2,
+        );
+        relative.scores([&q, &k], self.heads(positions))
     }
 
     /// The reach of this layer's window, if it is a local layer.
@@ -123,8 +119,8 @@ impl BertAttention {
         }
     }
 
-    /// Q, K and V `[batch, heads, seq, head_dim]` from the projection `[batch, seq, 3 × hidden]`.
-    /// The `N` projections side by side in `projected` (Q, K and V, or Q and K), split into heads.
+    /// The `N` projections side by side in `projected` `[batch, seq, N × hidden]` (Q, K and V, or Q and
+    /// K), each split into heads, `[batch, heads, seq, head_dim]`.
     fn heads<const N: usize>(&self, projected: Tensor<3>) -> [Tensor<4>; N] {
         let [batch, seq, width] = projected.dims();
         let hidden = width / N;
@@ -137,86 +133,35 @@ impl BertAttention {
         })
     }
 
-    /// softmax(QKᵀ/√d_k + bias + mask)·V by burn's ops, for the queries `queries` over the keys `keys`:
-    /// the context `[batch, heads, queries, head_dim]` and the probabilities `[batch, heads, queries, keys]`.
-    /// DeBERTa's bias is its c2p and p2c scores, all three terms over √(d_k × terms).
-    fn attend(
-        &self,
-        [q, k, v]: &[Tensor<4>; 3],
-        inputs: &AttentionInputs,
-        queries: Range<usize>,
-        keys: Range<usize>,
-    ) -> (Tensor<4>, Tensor<4>) {
-        let [batch, heads, _, head_dim] = q.dims();
-        let (rows, columns) = (queries.len(), keys.len());
-        let q = q.clone().narrow(2, queries.start, rows);
-        let [k, v] = [k, v].map(|t| t.clone().narrow(2, keys.start, columns));
-        let terms = inputs.relative.as_ref().map_or(1, |r| r.scale_factor);
-        let scale = ((head_dim * terms) as f64).sqrt();
-        let mut scores = q.clone().matmul(k.clone().swap_dims(2, 3));
-        if let Some(relative) = &inputs.relative {
-            // The table's queries and keys; its values are never used.
-            let positions = linear_columns(
-                &self.qkv,
-                relative.embeddings.clone(),
-                0..2 * heads * head_dim,
-            );
-            let [pos_q, pos_k] = self.heads(positions);
-            let both = [&q, &k];
-            if let Some(bias) = relative.scores(both, [pos_q, pos_k], queries.clone(), keys.clone())
-            {
-                scores = scores + bias;
-            }
+    /// softmax(QKᵀ/√d_k + bias + mask)·V by burn's ops, from the projection `[batch, seq, 3 × hidden]`:
+    /// the context `[batch, heads, seq, head_dim]` and the probabilities `[batch, heads, seq, seq]`.
+    fn attend(&self, qkv: Tensor<3>, inputs: &AttentionInputs) -> (Tensor<4>, Tensor<4>) {
+        let bias = self.bias(&qkv, inputs);
+        let scores = self.scores(&qkv, inputs);
+        let [q, k, v] = self.heads(qkv);
+        let [batch, heads, seq, _] = q.dims();
+        let mut logits = q.matmul(k.swap_dims(2, 3));
+        if let (Some(bias), true) = (&bias, scores.scale_bias) {
+            logits = logits + bias.clone();
         }
-        scores = scores / scale;
-        if let Some(bias) = &inputs.position_bias {
-            let bias = bias.clone().narrow(2, queries.start, rows);
-            scores = scores + bias.narrow(3, keys.start, columns);
+        logits = logits * scores.scale;
+        if let (Some(bias), false) = (bias, scores.scale_bias) {
+            logits = logits + bias;
         }
         // As Hugging Face: masked scores get the most negative float, so softmax gives them 0.
-        let shape = [batch, heads, rows, columns];
+        let shape = [batch, heads, seq, seq];
         let mut masked = inputs
             .attention_mask
             .clone()
-            .narrow(1, keys.start, columns)
-            .reshape([batch, 1, 1, columns])
+            .reshape([batch, 1, 1, seq])
             .expand(shape)
             .equal_elem(0.0);
-        if let Some(window) = self.window(inputs) {
-            let outside = outside_window(queries, keys, window, &scores.device());
+        if let Some(window) = scores.window {
+            let outside = outside_window(seq, window, &logits.device());
             masked = masked.bool_or(outside.expand(shape));
         }
-        let probs = softmax(scores.mask_fill(masked, f32::MIN), 3);
+        let probs = softmax(logits.mask_fill(masked, f32::MIN), 3);
         (probs.clone().matmul(v), probs)
-    }
-
-    /// A local layer's attention in chunks of queries, each over the keys its window reaches, under
-    /// [`LOCAL_SCORES_BYTES`] of scores: the same numbers as all queries over all keys, whose scores out of
-    /// reach weigh exactly 0. Context `[batch, heads, seq, head_dim]`.
-    fn local_attention(
-        &self,
-        heads: &[Tensor<4>; 3],
-        inputs: &AttentionInputs,
-        window: usize,
-    ) -> Tensor<4> {
-        let [batch, num_heads, seq, _] = heads[0].dims();
-        let budget = FORCED_SCORES_BYTES
-            .with(Cell::get)
-            .unwrap_or(LOCAL_SCORES_BYTES);
-        let bytes = |chunk: usize| 4 * batch * num_heads * chunk * (chunk + 2 * window).min(seq);
-        let mut chunk = seq;
-        while chunk > 1 && bytes(chunk) > budget {
-            chunk = chunk.div_ceil(2);
-        }
-        let contexts = (0..seq)
-            .step_by(chunk)
-            .map(|start| {
-                let end = (start + chunk).min(seq);
-                let keys = start.saturating_sub(window)..(end + window).min(seq);
-                self.attend(heads, inputs, start..end, keys).0
-            })
-            .collect();
-        Tensor::cat(contexts, 2)
     }
 
     /// Q, K and V side by side `[batch, seq, 3 × hidden]` from the layer's input (normalised first in
@@ -275,17 +220,11 @@ fn merge_heads(context: Tensor<4>) -> Tensor<3> {
         .reshape([batch, seq, heads * head_dim])
 }
 
-/// Which of `keys` are out of each of `queries`' reach, `[1, 1, queries, keys]` (true = out): transformers'
-/// bidirectional sliding window sees `|query - key| <= window`.
-fn outside_window(
-    queries: Range<usize>,
-    keys: Range<usize>,
-    window: usize,
-    device: &Device,
-) -> Tensor<4, Bool> {
-    let shape = [1, 1, queries.len(), keys.len()];
-    let outside: Vec<bool> = queries
-        .flat_map(|query| keys.clone().map(move |key| query.abs_diff(key) > window))
+/// Which keys are out of each query's reach, `[1, 1, seq, seq]` (true = out): transformers' bidirectional
+/// sliding window sees `|query - key| <= window`.
+fn outside_window(seq: usize, window: usize, device: &Device) -> Tensor<4, Bool> {
+    let outside: Vec<bool> = (0..seq)
+        .flat_map(|query| (0..seq).map(move |key| query.abs_diff(key) > window))
         .collect();
-    Tensor::from_data(TensorData::new(outside, shape), device)
+    Tensor::from_data(TensorData::new(outside, [1, 1, seq, seq]), device)
 }

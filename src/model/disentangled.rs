@@ -4,8 +4,6 @@
 //! table of relative position embeddings serves every layer, each projecting it with its own query and key
 //! weights; distances from half the buckets on share logarithmically wider buckets.
 
-use std::ops::Range;
-
 use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -101,35 +99,28 @@ impl RelativeEmbeddings {
 }
 
 impl RelativePositions {
-    /// c2p + p2c for `queries` × `keys`, `[batch, heads, queries, keys]`, not yet scaled. `q` and `k` are
-    /// the layer's `[batch, heads, queries | keys, head_dim]`; `pos_q` and `pos_k` its query and key
-    /// projections of [`embeddings`](Self::embeddings), `[1, heads, rows, head_dim]`.
+    /// c2p + p2c, `[batch, heads, seq, seq]`, not yet scaled. `q` and `k` are the layer's
+    /// `[batch, heads, seq, head_dim]`; `pos_q` and `pos_k` its query and key projections of
+    /// [`embeddings`](Self::embeddings), `[1, heads, rows, head_dim]`.
     pub fn scores(
         &self,
         [q, k]: [&Tensor<4>; 2],
         [pos_q, pos_k]: [Tensor<4>; 2],
-        queries: Range<usize>,
-        keys: Range<usize>,
     ) -> Option<Tensor<4>> {
-        let [batch, heads, _, head_dim] = q.dims();
+        let [batch, heads, seq, head_dim] = q.dims();
         let rows = pos_q.dims()[2];
         let table = |pos: Tensor<4>| pos.expand([batch, heads, rows, head_dim]).swap_dims(2, 3);
-        let gathered =
-            |index: &Tensor<4, Int>, scores: Tensor<4>, a: &Range<usize>, b: &Range<usize>| {
-                let index = index
-                    .clone()
-                    .narrow(2, a.start, a.len())
-                    .narrow(3, b.start, b.len())
-                    .expand([batch, heads, a.len(), b.len()]);
-                scores.gather(3, index)
-            };
+        let gathered = |index: &Tensor<4, Int>, scores: Tensor<4>| {
+            scores.gather(3, index.clone().expand([batch, heads, seq, seq]))
+        };
         let c2p = self
             .key_rows
             .as_ref()
-            .map(|index| gathered(index, q.clone().matmul(table(pos_k)), &queries, &keys));
-        let p2c = self.query_rows.as_ref().map(|index| {
-            gathered(index, k.clone().matmul(table(pos_q)), &keys, &queries).swap_dims(2, 3)
-        });
+            .map(|index| gathered(index, q.clone().matmul(table(pos_k))));
+        let p2c = self
+            .query_rows
+            .as_ref()
+            .map(|index| gathered(index, k.clone().matmul(table(pos_q))).swap_dims(2, 3));
         match (c2p, p2c) {
             (Some(c2p), Some(p2c)) => Some(c2p + p2c),
             (c2p, p2c) => c2p.or(p2c),

@@ -14,6 +14,9 @@
 //! The browser's CPU path runs [`cpu::self_attention`]; native flex and autodiff keep burn's `attention`
 //! op, and so does the GPU for heads wider than [`MAX_HEAD_DIM`] (whose per-unit registers would not fit).
 
+use std::cell::Cell;
+use std::ops::Range;
+
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension, get_or_init_device_settings,
@@ -25,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, cpu, empty_like, storage};
+use super::{KernelShape, cpu, empty_like, placeholder, storage};
 
 /// Widest head our kernels take: each unit keeps a query row and its context in registers.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -42,6 +45,56 @@ const KEY_GROUPS: usize = 4;
 /// `Tiled`: keys staged in workgroup memory per step (halved for heads over 64 wide).
 const KEY_BLOCK: usize = 64;
 
+/// What a layer's scores hold besides QKᵀ and the padding: BERT's are `QKᵀ/√d_k`; MPNet adds a position
+/// bias after the scale, DeBERTa its c2p and p2c scores before it (and a larger divisor), ModernBERT's local
+/// layers see only the keys within a window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scores {
+    /// What QKᵀ is multiplied by.
+    pub scale: f32,
+    /// Whether the bias is multiplied by `scale` with QKᵀ (DeBERTa) or added after (MPNet).
+    pub scale_bias: bool,
+    /// Keys further than this from their query weigh nothing (ModernBERT's `local_attention / 2`).
+    pub window: Option<usize>,
+}
+
+impl Scores {
+    /// BERT's: `QKᵀ/√d_k` over every key.
+    pub fn plain(head_dim: usize) -> Self {
+        Scores {
+            scale: 1.0 / (head_dim as f32).sqrt(),
+            scale_bias: false,
+            window: None,
+        }
+    }
+
+    /// The keys that queries `queries` reach out of `0..seq`.
+    pub fn keys(&self, queries: &Range<usize>, seq: usize) -> Range<usize> {
+        match self.window {
+            Some(window) => queries.start.saturating_sub(window)..(queries.end + window).min(seq),
+            None => 0..seq,
+        }
+    }
+}
+
+/// Most bytes of scores that burn's ops build at once for a windowed layer: its queries go in chunks, each
+/// against the keys its window reaches, so that a long text (ModernBERT reads 8,192 tokens) costs memory in
+/// its length, not its square. The same as the pipelines' bound on any one activation.
+const WINDOW_SCORES_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static FORCED_SCORES_BYTES: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with windowed layers' scores chunked under `bytes` instead of [`WINDOW_SCORES_BYTES`] where
+/// burn's ops compute them: the tests compare many small chunks with one.
+pub fn with_window_scores_bytes<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    let previous = FORCED_SCORES_BYTES.with(|b| b.replace(Some(bytes)));
+    let output = f();
+    FORCED_SCORES_BYTES.with(|b| b.set(previous));
+    output
+}
+
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait AttentionBackend: Backend {
     /// `qkv` `[batch, seq, 3 × hidden]`; `attention_mask` `[batch, seq]`, 1 for tokens and 0 for padding
@@ -50,17 +103,32 @@ pub trait AttentionBackend: Backend {
         qkv: FloatTensor<Self>,
         attention_mask: FloatTensor<Self>,
         num_heads: usize,
+        scores: Scores,
     ) -> FloatTensor<Self> {
-        composed::<Self>(qkv, attention_mask, num_heads)
+        composed::<Self>(qkv, attention_mask, None, num_heads, scores)
+    }
+
+    /// The same with a `bias` `[1 | batch, heads, seq, seq]` added to the scores. (burn's extensions take
+    /// no optional tensor, hence two methods.)
+    fn biased_self_attention(
+        qkv: FloatTensor<Self>,
+        attention_mask: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        num_heads: usize,
+        scores: Scores,
+    ) -> FloatTensor<Self> {
+        composed::<Self>(qkv, attention_mask, Some(bias), num_heads, scores)
     }
 }
 
 /// The same with burn's own ops: split Q, K, V and the heads, burn's `attention` with Hugging Face's
-/// padding mask, merge the heads.
+/// padding mask (a windowed layer's queries in chunks, each over the keys it reaches), merge the heads.
 fn composed<B: Backend>(
     qkv: FloatTensor<B>,
     attention_mask: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
     num_heads: usize,
+    scores: Scores,
 ) -> FloatTensor<B> {
     let [batch, seq, width] = qkv.shape().dims();
     let hidden = width / 3;
@@ -76,23 +144,87 @@ fn composed<B: Backend>(
         let x = B::float_reshape(x, Shape::new([batch, seq, num_heads, hidden / num_heads]));
         B::float_swap_dims(x, 1, 2)
     };
+    let [q, k, v] = [0, 1, 2].map(part);
+    let bias = match scores.scale_bias {
+        true => bias.map(|bias| B::float_mul_scalar(bias, scores.scale.into())),
+        false => bias,
+    };
     let device = attention_mask.device();
-    let padding = B::float_equal_elem(
-        B::float_expand(
-            B::float_reshape(attention_mask, Shape::new([batch, 1, 1, seq])),
-            Shape::new([batch, num_heads, seq, seq]),
-        ),
-        0.0.into(),
-        get_or_init_device_settings::<B>(&device).bool_dtype,
-    );
-    let context = B::attention(
-        part(0),
-        part(1),
-        part(2),
-        Some(padding),
-        None,
-        AttentionModuleOptions::default(),
-    );
+    let bool_dtype = get_or_init_device_settings::<B>(&device).bool_dtype;
+    let options = AttentionModuleOptions {
+        scale: Some(scores.scale.into()),
+        ..Default::default()
+    };
+    let chunk = match scores.window {
+        Some(window) => {
+            let budget = FORCED_SCORES_BYTES
+                .with(Cell::get)
+                .unwrap_or(WINDOW_SCORES_BYTES);
+            let bytes =
+                |chunk: usize| 4 * batch * num_heads * chunk * (chunk + 2 * window).min(seq);
+            let mut chunk = seq;
+            while chunk > 1 && bytes(chunk) > budget {
+                chunk = chunk.div_ceil(2);
+            }
+            chunk
+        }
+        None => seq,
+    };
+    let span = |x: &FloatTensor<B>, dim: usize, range: &Range<usize>| {
+        let mut slices = [Slice::full(), Slice::full(), Slice::full(), Slice::full()];
+        slices[dim] = Slice::from(range.clone());
+        B::float_slice(x.clone(), &slices)
+    };
+    let contexts = (0..seq)
+        .step_by(chunk.max(1))
+        .map(|start| {
+            let queries = start..(start + chunk).min(seq);
+            let keys = scores.keys(&queries, seq);
+            let shape = Shape::new([batch, num_heads, queries.len(), keys.len()]);
+            let padding = B::float_slice(
+                attention_mask.clone(),
+                &[Slice::full(), Slice::from(keys.clone())],
+            );
+            let padding = B::float_reshape(padding, Shape::new([batch, 1, 1, keys.len()]));
+            let mut masked = B::float_equal_elem(
+                B::float_expand(padding, shape.clone()),
+                0.0.into(),
+                bool_dtype,
+            );
+            if let Some(window) = scores.window {
+                let outside: Vec<f32> = queries
+                    .clone()
+                    .flat_map(|i| {
+                        keys.clone()
+                            .map(move |j| (i.abs_diff(j) > window) as u8 as f32)
+                    })
+                    .collect();
+                let outside = B::float_from_data(
+                    TensorData::new(outside, [1, 1, queries.len(), keys.len()]),
+                    &device,
+                );
+                let outside = B::float_equal_elem(outside, 1.0.into(), bool_dtype);
+                masked = B::bool_or(masked, B::bool_expand(outside, shape.clone()));
+            }
+            let bias = bias.as_ref().map(|bias| {
+                let bias = span(&span(bias, 2, &queries), 3, &keys);
+                let [items, ..] = bias.shape().dims::<4>();
+                match items == batch {
+                    true => bias,
+                    false => B::float_expand(bias, shape.clone()),
+                }
+            });
+            B::attention(
+                span(&q, 2, &queries),
+                span(&k, 2, &keys),
+                span(&v, 2, &keys),
+                Some(masked),
+                bias,
+                options,
+            )
+        })
+        .collect();
+    let context = B::float_cat(contexts, 2);
     B::float_reshape(
         B::float_swap_dims(context, 1, 2),
         Shape::new([batch, seq, hidden]),
@@ -103,35 +235,71 @@ fn composed<B: Backend>(
 /// vectorised softmax, where burn's naive attention spent most of its time in scalar `exp`. Natively
 /// flex's own attention runs on all cores and is faster (MiniLM 1×512 on 2 cores: 222 ms against 331).
 impl AttentionBackend for Flex {
-    fn self_attention(qkv: FlexTensor, attention_mask: FlexTensor, num_heads: usize) -> FlexTensor {
-        if cfg!(target_arch = "wasm32")
-            && let Some(context) = flex_self_attention(&qkv, &attention_mask, num_heads)
-        {
-            return context;
-        }
-        composed::<Self>(qkv, attention_mask, num_heads)
+    fn self_attention(
+        qkv: FlexTensor,
+        attention_mask: FlexTensor,
+        num_heads: usize,
+        scores: Scores,
+    ) -> FlexTensor {
+        flex_attention(qkv, attention_mask, None, num_heads, scores)
     }
+
+    fn biased_self_attention(
+        qkv: FlexTensor,
+        attention_mask: FlexTensor,
+        bias: FlexTensor,
+        num_heads: usize,
+        scores: Scores,
+    ) -> FlexTensor {
+        flex_attention(qkv, attention_mask, Some(bias), num_heads, scores)
+    }
+}
+
+fn flex_attention(
+    qkv: FlexTensor,
+    attention_mask: FlexTensor,
+    bias: Option<FlexTensor>,
+    num_heads: usize,
+    scores: Scores,
+) -> FlexTensor {
+    if cfg!(target_arch = "wasm32")
+        && let Some(context) =
+            flex_self_attention(&qkv, &attention_mask, bias.as_ref(), num_heads, scores)
+    {
+        return context;
+    }
+    composed::<Flex>(qkv, attention_mask, bias, num_heads, scores)
 }
 
 /// `None` unless the inputs are f32 (the only dtype the model computes in).
 fn flex_self_attention(
     qkv: &FlexTensor,
     attention_mask: &FlexTensor,
+    bias: Option<&FlexTensor>,
     num_heads: usize,
+    scores: Scores,
 ) -> Option<FlexTensor> {
-    if [qkv, attention_mask]
+    if [Some(qkv), Some(attention_mask), bias]
         .iter()
+        .flatten()
         .any(|t| t.dtype() != DType::F32)
     {
         return None;
     }
     let [batch, seq, width] = qkv.shape().dims();
     let [qkv, attention_mask] = [qkv, attention_mask].map(FlexTensor::to_contiguous);
+    let bias = bias.map(FlexTensor::to_contiguous);
+    let bias = match &bias {
+        Some(bias) => Some(bias.as_slice::<f32>()?),
+        None => None,
+    };
     let context = cpu::self_attention(
         (batch, seq, width / 3),
         num_heads,
         qkv.as_slice::<f32>()?,
         attention_mask.as_slice::<f32>()?,
+        bias,
+        scores,
     );
     Some(FlexTensor::from_data(TensorData::new(
         context,
@@ -147,48 +315,105 @@ impl<B: AttentionBackend, C: burn::backend::autodiff::checkpoint::strategy::Chec
 
 impl AttentionBackend for Cube {
     fn self_attention(
-        qkv: FloatTensor<Self>,
-        attention_mask: FloatTensor<Self>,
+        qkv: CubeTensor,
+        attention_mask: CubeTensor,
         num_heads: usize,
-    ) -> FloatTensor<Self> {
-        let [_, _, width] = qkv.meta.shape().dims();
-        if width / 3 / num_heads > MAX_HEAD_DIM {
-            return composed::<Self>(qkv, attention_mask, num_heads);
-        }
-        let [qkv, attention_mask] = [qkv, attention_mask].map(into_contiguous);
-        match KernelShape::of(&qkv.client) {
-            KernelShape::Tiled { .. } if (width / 3 / num_heads).is_multiple_of(4) => {
-                tiled(qkv, attention_mask, num_heads)
-            }
-            _ => serial(qkv, attention_mask, num_heads),
-        }
+        scores: Scores,
+    ) -> CubeTensor {
+        cube_attention(qkv, attention_mask, None, num_heads, scores)
+    }
+
+    fn biased_self_attention(
+        qkv: CubeTensor,
+        attention_mask: CubeTensor,
+        bias: CubeTensor,
+        num_heads: usize,
+        scores: Scores,
+    ) -> CubeTensor {
+        cube_attention(qkv, attention_mask, Some(bias), num_heads, scores)
     }
 }
 
-fn serial(qkv: CubeTensor, attention_mask: CubeTensor, num_heads: usize) -> CubeTensor {
+fn cube_attention(
+    qkv: CubeTensor,
+    attention_mask: CubeTensor,
+    bias: Option<CubeTensor>,
+    num_heads: usize,
+    scores: Scores,
+) -> CubeTensor {
+    let [_, _, width] = qkv.meta.shape().dims();
+    let head_dim = width / 3 / num_heads;
+    if head_dim > MAX_HEAD_DIM {
+        return composed::<Cube>(qkv, attention_mask, bias, num_heads, scores);
+    }
+    let [qkv, attention_mask] = [qkv, attention_mask].map(into_contiguous);
+    // What is absent is flagged to the kernels, which never read the placeholder bound in its place.
+    let has_bias = bias.is_some();
+    let bias = bias.map_or_else(|| placeholder(&qkv), into_contiguous);
+    let args = Arguments {
+        num_heads,
+        has_bias,
+        scale: scores.scale,
+        bias_scale: if scores.scale_bias { scores.scale } else { 1.0 },
+        // Without a window every key is within `seq` of every query.
+        window: scores.window.unwrap_or(usize::MAX),
+    };
+    match KernelShape::of(&qkv.client) {
+        KernelShape::Tiled { .. } if head_dim.is_multiple_of(4) => {
+            tiled(qkv, attention_mask, bias, args)
+        }
+        _ => serial(qkv, attention_mask, bias, args),
+    }
+}
+
+/// What both kernel shapes take besides their tensors.
+struct Arguments {
+    num_heads: usize,
+    has_bias: bool,
+    scale: f32,
+    bias_scale: f32,
+    window: usize,
+}
+
+fn serial(
+    qkv: CubeTensor,
+    attention_mask: CubeTensor,
+    bias: CubeTensor,
+    args: Arguments,
+) -> CubeTensor {
     let [batch, seq, width] = qkv.meta.shape().dims();
     let hidden = width / 3;
     let output = empty_like(&qkv, [batch, seq, hidden], qkv.dtype);
-    let invocations = (batch * num_heads * seq.div_ceil(QUERY_ROWS)) as u32;
+    let invocations = (batch * args.num_heads * seq.div_ceil(QUERY_ROWS)) as u32;
     kernel::attention_kernel::launch(
         &output.client,
         CubeCount::Static(invocations.div_ceil(WORKGROUP), 1, 1),
         CubeDim::new_1d(WORKGROUP),
         qkv.into_tensor_arg(),
         attention_mask.into_tensor_arg(),
+        bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
-        num_heads,
-        hidden / num_heads,
+        args.num_heads,
+        args.scale,
+        args.bias_scale,
+        args.window.min(seq),
+        args.has_bias,
+        hidden / args.num_heads,
         QUERY_ROWS,
         storage(output.dtype),
     );
     output
 }
 
-fn tiled(qkv: CubeTensor, attention_mask: CubeTensor, num_heads: usize) -> CubeTensor {
+fn tiled(
+    qkv: CubeTensor,
+    attention_mask: CubeTensor,
+    bias: CubeTensor,
+    args: Arguments,
+) -> CubeTensor {
     let [batch, seq, width] = qkv.meta.shape().dims();
     let hidden = width / 3;
-    let head_dim = hidden / num_heads;
+    let head_dim = hidden / args.num_heads;
     let key_block = if head_dim > 64 {
         KEY_BLOCK / 2
     } else {
@@ -199,13 +424,18 @@ fn tiled(qkv: CubeTensor, attention_mask: CubeTensor, num_heads: usize) -> CubeT
         &output.client,
         CubeCount::Static(
             seq.div_ceil(QUERY_BLOCK) as u32,
-            num_heads as u32,
+            args.num_heads as u32,
             batch as u32,
         ),
         CubeDim::new_1d((QUERY_BLOCK * KEY_GROUPS) as u32),
         qkv.into_tensor_arg(),
         attention_mask.into_tensor_arg(),
+        bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
+        args.scale,
+        args.bias_scale,
+        args.window.min(seq),
+        args.has_bias,
         head_dim,
         QUERY_BLOCK,
         key_block,
@@ -219,11 +449,17 @@ mod kernel {
     use cubecl::prelude::*;
 
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn attention_kernel<F: Float>(
         qkv: &Tensor<F>,
         attention_mask: &Tensor<F>,
+        bias: &Tensor<F>,
         output: &mut Tensor<F>,
         num_heads: usize,
+        scale: f32,
+        bias_scale: f32,
+        window: usize,
+        #[comptime] has_bias: bool,
         #[comptime] head_dim: usize,
         #[comptime] query_rows: usize,
         #[define(F)] _dtype: ElemType,
@@ -243,7 +479,10 @@ mod kernel {
         let column = head * head_dim;
 
         // Rows past the end (last tile) repeat the last query and are not written.
-        let scale = F::new(1.0) / F::cast_from(head_dim as u32).sqrt();
+        let scale = F::cast_from(scale);
+        let bias_scale = F::cast_from(bias_scale);
+        // This head's bias rows, of this item or of the one item that all share.
+        let bias_head = ((b % bias.shape(0)) * num_heads + head) * seq * seq;
         let mut q = Array::<F>::new(query_rows * head_dim);
         let mut context = Array::<F>::new(query_rows * head_dim);
         #[unroll]
@@ -257,17 +496,21 @@ mod kernel {
         }
 
         // Online softmax: per query a running maximum and denominator, the context rescaled as the
-        // maximum grows. A padded key's weight is exactly 0, as with Hugging Face's additive f32::MIN mask.
-        let mut max = Array::<F>::new(query_rows);
+        // maximum grows. A padded key's weight is exactly 0, as with Hugging Face's additive f32::MIN mask,
+        // and so is that of a key out of a query's window.
+        let mut row_max = Array::<F>::new(query_rows);
         let mut sum = Array::<F>::new(query_rows);
         let mut score = Array::<F>::new(query_rows);
         let mut rescale = Array::<F>::new(query_rows);
         #[unroll]
         for r in 0..query_rows {
-            max[r] = F::min_value();
+            row_max[r] = F::min_value();
             sum[r] = F::new(0.0);
         }
-        for j in 0..seq {
+        // Only the keys that some of these queries reach.
+        let first = max(i0, window) - window;
+        let last = min(seq, i0 + query_rows + window);
+        for j in first..last {
             if attention_mask[b * seq + j] != F::new(0.0) {
                 let key_row = (b * seq + j) * width + hidden + column;
                 let value_row = key_row + hidden;
@@ -285,11 +528,18 @@ mod kernel {
                 }
                 #[unroll]
                 for r in 0..query_rows {
-                    let new_max = F::max(max[r], score[r]);
-                    rescale[r] = (max[r] - new_max).exp();
-                    score[r] = (score[r] - new_max).exp(); // now this key's weight
+                    let i = min(i0 + r, seq - 1);
+                    let reach = max(i, j) - min(i, j) <= window;
+                    let mut s = score[r];
+                    if has_bias {
+                        s += bias[bias_head + i * seq + j] * bias_scale;
+                    }
+                    let new_max = select(reach, F::max(row_max[r], s), row_max[r]);
+                    rescale[r] = (row_max[r] - new_max).exp();
+                    // Now this key's weight.
+                    score[r] = select(reach, (s - new_max).exp(), F::new(0.0));
                     sum[r] = sum[r] * rescale[r] + score[r];
-                    max[r] = new_max;
+                    row_max[r] = new_max;
                 }
                 #[unroll]
                 for d in 0..head_dim {
@@ -305,10 +555,13 @@ mod kernel {
         #[unroll]
         for r in 0..query_rows {
             if i0 + r < seq {
+                // A query that reaches no token (padding beyond a window) gets zeros, as in burn.
+                let reached = sum[r] > F::new(0.0);
                 let row = (b * seq + i0 + r) * hidden + column;
                 #[unroll]
                 for d in 0..head_dim {
-                    output[row + d] = context[r * head_dim + d] / sum[r];
+                    let c = context[r * head_dim + d];
+                    output[row + d] = select(reached, c / sum[r], F::new(0.0));
                 }
             }
         }
@@ -337,15 +590,32 @@ mod tiled_kernel {
         v.extract(0usize) + v.extract(1usize) + v.extract(2usize) + v.extract(3usize)
     }
 
+    /// Whether key `key` (`keep`: 1 for a token, 0 for padding or past the end) counts for query `query`.
+    #[cube]
+    fn weighs<F: Float>(keep: F, query: usize, key: usize, window: usize) -> bool {
+        // `select`, not `&&`: a branch per key here leaves SwiftShader compiling for minutes.
+        select(
+            max(query, key) - min(query, key) <= window,
+            keep,
+            F::new(0.0),
+        ) != F::new(0.0)
+    }
+
     /// One workgroup: item `CUBE_POS_Z`, head `CUBE_POS_Y`, queries `CUBE_POS_X × query_block ..`.
     /// Unit `u` owns query `u % query_block` and, of each staged block of keys, those congruent to
     /// `u / query_block` modulo `key_groups`; at the end the groups' softmax states are merged.
     /// `head_dim` is a multiple of 4.
     #[cube(launch)]
+    #[allow(clippy::too_many_arguments)]
     pub fn tiled_attention_kernel<F: Float>(
         qkv: &Tensor<F>,
         attention_mask: &Tensor<F>,
+        bias: &Tensor<F>,
         output: &mut Tensor<F>,
+        scale: f32,
+        bias_scale: f32,
+        window: usize,
+        #[comptime] has_bias: bool,
         #[comptime] head_dim: usize,
         #[comptime] query_block: usize,
         #[comptime] key_block: usize,
@@ -362,8 +632,16 @@ mod tiled_kernel {
         let qi = unit % query_block;
         let group = unit / query_block;
         let b = CUBE_POS_Z as usize;
-        let column = CUBE_POS_Y as usize * head_dim;
-        let i = CUBE_POS_X as usize * query_block + qi;
+        let head = CUBE_POS_Y as usize;
+        let column = head * head_dim;
+        let i0 = CUBE_POS_X as usize * query_block;
+        let i = i0 + qi;
+        // This head's bias rows, of this item or of the one item that all share.
+        let bias_head = ((b % bias.shape(0)) * CUBE_COUNT_Y as usize + head) * seq * seq;
+        let bias_scale = F::cast_from(bias_scale);
+        // Only the keys that some of the block's queries reach.
+        let mut j0 = max(i0, window) - window;
+        let last = min(seq, i0 + query_block + window);
 
         // Workgroup memory, used twice: K rows and V rows of one block of keys while the keys are
         // walked; then each group's softmax state ([max, sum, _, _], context) for the merge.
@@ -371,10 +649,16 @@ mod tiled_kernel {
         let merged = units * (lanes + 1);
         let mut shared = Shared::<[Word4<F>]>::new_slice(comptime!(staged.max(merged)));
         let mut keep = Shared::<[F]>::new_slice(key_block);
+        // The bias of the block's queries and staged keys, scaled.
+        let mut block_bias = Shared::<[F]>::new_slice(comptime!(if has_bias {
+            query_block * key_block
+        } else {
+            1
+        }));
 
         // A query past the end computes on the last row and is not written.
         let row = (b * seq + min(i, seq - 1)) * width + column;
-        let scale = Word4::<F>::new(F::new(1.0) / F::cast_from(head_dim as u32).sqrt());
+        let scale = Word4::<F>::new(F::cast_from(scale));
         let mut q = Array::<Word4<F>>::new(lanes);
         let mut context = Array::<Word4<F>>::new(lanes);
         #[unroll]
@@ -386,8 +670,7 @@ mod tiled_kernel {
         let mut sum = F::new(0.0);
         let mut score = Array::<F>::new(keys_per_unit);
 
-        let mut j0 = 0;
-        while j0 < seq {
+        while j0 < last {
             // Stage K and V rows j0.. (each a contiguous run of head_dim words) and their mask.
             #[unroll]
             for s in 0..(2 * key_block * lanes).div_ceil(units) {
@@ -407,6 +690,17 @@ mod tiled_kernel {
                 let token = attention_mask[b * seq + min(key, seq - 1)];
                 keep[unit] = select(key < seq, token, F::new(0.0));
             }
+            if has_bias {
+                #[unroll]
+                for s in 0..(query_block * key_block).div_ceil(units) {
+                    let e = unit + s * units;
+                    if e < query_block * key_block {
+                        let query = min(i0 + e / key_block, seq - 1);
+                        let key = min(j0 + e % key_block, seq - 1);
+                        block_bias[e] = bias[bias_head + query * seq + key] * bias_scale;
+                    }
+                }
+            }
             sync_cube();
 
             // Scores of this unit's keys, then one rescale of the context for the block.
@@ -419,7 +713,11 @@ mod tiled_kernel {
                 for l in 0..lanes {
                     s += q[l] * shared[j * lanes + l];
                 }
-                score[t] = select(keep[j] != F::new(0.0), sum4(s), F::min_value());
+                let mut s = sum4(s);
+                if has_bias {
+                    s += block_bias[qi * key_block + j];
+                }
+                score[t] = select(weighs::<F>(keep[j], i, j0 + j, window), s, F::min_value());
                 block_max = F::max(block_max, score[t]);
             }
             let new_max = F::max(max, block_max);
@@ -432,9 +730,10 @@ mod tiled_kernel {
             #[unroll]
             for t in 0..keys_per_unit {
                 let j = group + t * key_groups;
-                // A padded key weighs exactly 0, as with Hugging Face's additive f32::MIN mask.
+                // A padded key weighs exactly 0, as with Hugging Face's additive f32::MIN mask, and so
+                // does a key out of the query's window.
                 let p = select(
-                    keep[j] != F::new(0.0),
+                    weighs::<F>(keep[j], i, j0 + j, window),
                     (score[t] - new_max).exp(),
                     F::new(0.0),
                 );
@@ -487,26 +786,41 @@ mod tiled_kernel {
                     context[l] += shared[at + 1 + l] * weight;
                 }
             }
+            // A query that reaches no token (padding beyond a window) gets zeros, as in burn.
+            let reached = total > F::new(0.0);
             let out = (b * seq + i) * hidden + column;
             #[unroll]
             for l in 0..lanes {
                 #[unroll]
                 for c in 0..4 {
-                    output[out + 4 * l + c] = context[l].extract(c) / total;
+                    output[out + 4 * l + c] =
+                        select(reached, context[l].extract(c) / total, F::new(0.0));
                 }
             }
         }
     }
 }
 
-/// `qkv` `[batch, seq, 3 × hidden]`, `attention_mask` `[batch, seq]` → context `[batch, seq, hidden]`,
-/// heads concatenated.
-pub fn self_attention(qkv: Tensor<3>, attention_mask: Tensor<2>, num_heads: usize) -> Tensor<3> {
-    Tensor::from_dispatch(Dispatch::self_attention(
-        qkv.into_dispatch(),
-        attention_mask.into_dispatch(),
-        num_heads,
-    ))
+/// `qkv` `[batch, seq, 3 × hidden]`, `attention_mask` `[batch, seq]`, `bias` `[1 | batch, heads, seq,
+/// seq]` → context `[batch, seq, hidden]`, heads concatenated.
+pub fn self_attention(
+    qkv: Tensor<3>,
+    attention_mask: Tensor<2>,
+    bias: Option<Tensor<4>>,
+    num_heads: usize,
+    scores: Scores,
+) -> Tensor<3> {
+    let (qkv, attention_mask) = (qkv.into_dispatch(), attention_mask.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => Dispatch::biased_self_attention(
+            qkv,
+            attention_mask,
+            bias.into_dispatch(),
+            num_heads,
+            scores,
+        ),
+        None => Dispatch::self_attention(qkv, attention_mask, num_heads, scores),
+    })
 }
 
 #[cfg(test)]
@@ -514,22 +828,61 @@ mod tests {
     use super::*;
 
     /// The browser's CPU attention through its flex glue, against burn's `attention` on the same
-    /// tensors.
+    /// tensors: plain, with a bias after and before the scale (shared by the items, and per item), and
+    /// with a window (burn's ops in chunks of queries).
     #[test]
     fn flex_self_attention_matches_burn_ops() {
         let (batch, seq, hidden, heads) = (2, 9, 16, 4);
-        let values = (0..batch * seq * 3 * hidden)
-            .map(|i| (i as f32 * 0.61 + 1.0).sin())
-            .collect();
-        let qkv =
-            FlexTensor::from_data(TensorData::new::<f32, _>(values, [batch, seq, 3 * hidden]));
+        let values = |n: usize, step: f32| {
+            (0..n)
+                .map(|i| (i as f32 * step + 1.0).sin())
+                .collect::<Vec<f32>>()
+        };
+        let qkv = || {
+            let values = values(batch * seq * 3 * hidden, 0.61);
+            FlexTensor::from_data(TensorData::new(values, [batch, seq, 3 * hidden]))
+        };
         // The second item's last three keys are padding.
         let tokens = (0..batch * seq).map(|i| if i >= 2 * seq - 3 { 0.0f32 } else { 1.0 });
         let attention_mask =
             FlexTensor::from_data(TensorData::new(tokens.collect::<Vec<f32>>(), [batch, seq]));
-        let got = flex_self_attention(&qkv, &attention_mask, heads).expect("f32 inputs");
-        let want = composed::<Flex>(qkv, attention_mask, heads);
-        let diff = cpu::max_abs_diff(got, want);
-        assert!(diff < 1e-5, "max diff {diff}");
+        let bias = |items: usize| {
+            let values = values(items * heads * seq * seq, 0.37);
+            FlexTensor::from_data(TensorData::new(values, [items, heads, seq, seq]))
+        };
+        let plain = Scores::plain(hidden / heads);
+        let cases = [
+            (None, plain),
+            (Some(bias(1)), plain),
+            (
+                Some(bias(batch)),
+                Scores {
+                    scale: 0.3,
+                    scale_bias: true,
+                    window: None,
+                },
+            ),
+            (
+                None,
+                Scores {
+                    window: Some(2),
+                    ..plain
+                },
+            ),
+        ];
+        for (bias, scores) in cases {
+            let got = flex_self_attention(&qkv(), &attention_mask, bias.as_ref(), heads, scores)
+                .expect("f32 inputs");
+            // Windowed: three queries (over at most seven keys) at a time.
+            let want = with_window_scores_bytes(4 * batch * heads * 3 * 7, || {
+                composed::<Flex>(qkv(), attention_mask.clone(), bias.clone(), heads, scores)
+            });
+            let diff = cpu::max_abs_diff(got, want);
+            assert!(
+                diff < 1e-5,
+                "{scores:?}, bias {}: max diff {diff}",
+                bias.is_some()
+            );
+        }
     }
 }

@@ -196,10 +196,12 @@ describe('with WebGPU', () => {
     assert.ok(timing.submitMs >= 0 && timing.waitMs >= 0, JSON.stringify(timing));
   });
 
-  // SwiftShader gets the serial kernels by itself; these are the ones real GPUs get, WGSL validated by
-  // Chrome (which refuses what native wgpu lets through, such as one buffer bound twice).
+  // SwiftShader gets the serial kernels by itself; the fill-mask models also run the tiled ones that real
+  // GPUs get (MPNet's bias, DeBERTa's c2p and p2c, ModernBERT's window), WGSL validated by Chrome (which
+  // refuses what native wgpu lets through, such as one buffer bound twice).
   test('every architecture × head matches PyTorch on WebGPU: fill-mask, classification of texts and pairs, reranking, NER, QA, sentence embeddings', async () => {
     await checkMatrix(page, 'webgpu', 'webgpu');
+    for (const name of FILL_MASK) assert.equal(await checkFillMask(page, 'webgpu', name, 'tiled'), 'webgpu');
     const messages = await page.evaluate(async () => {
       const classifier = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', { device: 'webgpu' });
       const reject = (promise) => promise.then(() => 'no error', (e) => e.message);

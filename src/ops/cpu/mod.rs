@@ -15,6 +15,8 @@ pub mod q8;
 
 pub use lanes::F32x4;
 
+use super::attention::Scores;
+
 /// Output rows per micro-kernel call (`block4`): 4 rows × 8 columns is 8 accumulators, which with the
 /// two weight vectors and a broadcast fit the 15 vector registers V8 allocates on x86-64. Measured on the
 /// CPU path (MiniLM 1×128 forward): 4 rows 120 ms, 6 rows 165 ms (spills); unrolling the depth loop ×4
@@ -327,28 +329,33 @@ pub fn softmax(scores: &mut [f32], scale: f32, mask: &[f32]) {
     }
 }
 
-/// softmax(QKᵀ/√d + mask)·V for every batch item and head. `qkv` is `[batch, seq, 3 × hidden]`: each
-/// row Q, K, V side by side, each with the heads side by side (as the fused projection writes them);
-/// `attention_mask[b * seq + j]` is 1 where key `j` of item `b` is a token, 0 where it is padding.
-/// Returns the context `[batch, seq, hidden]`, heads concatenated.
+/// softmax(scale·QKᵀ + mask)·V for every batch item and head, with [`Scores`]' bias and window. `qkv` is
+/// `[batch, seq, 3 × hidden]`: each row Q, K, V side by side, each with the heads side by side (as the
+/// fused projection writes them); `attention_mask[b * seq + j]` is 1 where key `j` of item `b` is a token,
+/// 0 where it is padding; `bias` is `[1 | batch, heads, seq, seq]`. Returns the context
+/// `[batch, seq, hidden]`, heads concatenated. A windowed layer's queries go in blocks, each over the keys
+/// it reaches; a query that reaches no token gets zeros.
 pub fn self_attention(
     (batch, seq, hidden): (usize, usize, usize),
     num_heads: usize,
     qkv: &[f32],
     attention_mask: &[f32],
+    bias: Option<&[f32]>,
+    scores: Scores,
 ) -> Vec<f32> {
     let head_dim = hidden / num_heads;
-    let scale = 1.0 / (head_dim as f32).sqrt();
     let row = 3 * hidden;
+    let block = scores.window.map_or(seq, |window| window.max(16)).min(seq);
+    let widest = scores
+        .window
+        .map_or(seq, |window| (block + 2 * window).min(seq));
     let mut context = vec![0.0; batch * seq * hidden];
     let mut key_t = vec![0.0; head_dim * seq];
-    let mut scores = vec![0.0; seq * seq];
+    let mut probs = vec![0.0; block * widest];
+    let mut mask = vec![0.0; widest];
     for b in 0..batch {
         let item = &qkv[b * seq * row..(b + 1) * seq * row];
-        let mask: Vec<f32> = attention_mask[b * seq..(b + 1) * seq]
-            .iter()
-            .map(|&token| if token == 0.0 { f32::MIN } else { 0.0 })
-            .collect();
+        let tokens = &attention_mask[b * seq..(b + 1) * seq];
         let out = b * seq * hidden;
         for h in 0..num_heads {
             let (q, k, v) = (
@@ -356,47 +363,84 @@ pub fn self_attention(
                 hidden + h * head_dim,
                 2 * hidden + h * head_dim,
             );
+            // This head's bias rows, of this item or of the one item that all share.
+            let bias = bias.map(|bias| {
+                let items = bias.len() / (num_heads * seq * seq);
+                let at = ((b % items) * num_heads + h) * seq * seq;
+                &bias[at..at + seq * seq]
+            });
             // Kᵀ for this head, [head_dim, seq], so that QKᵀ is a plain row-major product.
             for (j, x) in item.chunks_exact(row).enumerate() {
                 for (t, &x) in x[k..k + head_dim].iter().enumerate() {
                     key_t[t * seq + j] = x;
                 }
             }
-            let q_head = Matrix {
-                data: &item[q..],
-                row_stride: row,
-            };
-            let k_t = Matrix {
-                data: &key_t,
-                row_stride: seq,
-            };
-            gemm(
-                (seq, seq, head_dim),
-                q_head,
-                k_t,
-                &mut scores,
-                seq,
-                Epilogue::default(),
-            );
-            for row in scores.chunks_exact_mut(seq) {
-                softmax(row, scale, &mask);
+            for start in (0..seq).step_by(block.max(1)) {
+                let queries = start..(start + block).min(seq);
+                let keys = scores.keys(&queries, seq);
+                let (rows, columns) = (queries.len(), keys.len());
+                let probs = &mut probs[..rows * columns];
+                let q_rows = Matrix {
+                    data: &item[start * row + q..],
+                    row_stride: row,
+                };
+                let k_t = Matrix {
+                    data: &key_t[keys.start..],
+                    row_stride: seq,
+                };
+                gemm(
+                    (rows, columns, head_dim),
+                    q_rows,
+                    k_t,
+                    probs,
+                    columns,
+                    Epilogue::default(),
+                );
+                for (i, p) in queries.zip(probs.chunks_exact_mut(columns)) {
+                    // As Hugging Face: a padded key's score gets the most negative f32.
+                    let mask = &mut mask[..columns];
+                    for ((m, &token), j) in
+                        mask.iter_mut().zip(&tokens[keys.clone()]).zip(keys.clone())
+                    {
+                        let reach = scores.window.is_none_or(|window| i.abs_diff(j) <= window);
+                        *m = if token == 0.0 || !reach {
+                            f32::MIN
+                        } else {
+                            0.0
+                        };
+                    }
+                    if mask.iter().all(|&m| m == f32::MIN) {
+                        p.fill(0.0);
+                        continue;
+                    }
+                    if let Some(bias) = bias {
+                        let bias = &bias[i * seq + keys.start..i * seq + keys.end];
+                        let added = if scores.scale_bias {
+                            &mut *p
+                        } else {
+                            &mut *mask
+                        };
+                        added.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                    }
+                    softmax(p, scores.scale, mask);
+                }
+                let probs = Matrix {
+                    data: probs,
+                    row_stride: columns,
+                };
+                let v_rows = Matrix {
+                    data: &item[keys.start * row + v..],
+                    row_stride: row,
+                };
+                gemm(
+                    (rows, head_dim, columns),
+                    probs,
+                    v_rows,
+                    &mut context[out + start * hidden + h * head_dim..out + seq * hidden],
+                    hidden,
+                    Epilogue::default(),
+                );
             }
-            let probs = Matrix {
-                data: &scores,
-                row_stride: seq,
-            };
-            let v_head = Matrix {
-                data: &item[v..],
-                row_stride: row,
-            };
-            gemm(
-                (seq, head_dim, seq),
-                probs,
-                v_head,
-                &mut context[out + h * head_dim..out + seq * hidden],
-                hidden,
-                Epilogue::default(),
-            );
         }
     }
     context
@@ -513,16 +557,67 @@ mod tests {
         }
     }
 
+    /// Plain, with MPNet's bias (after the scale, one for all items), DeBERTa's (before it, per item), and
+    /// a window over blocks of 16 queries (the second item's last queries reach only padding: zeros).
     #[test]
-    fn self_attention_matches_f64_with_padding() {
-        let (batch, seq, hidden, heads) = (2, 7, 12, 3);
+    fn self_attention_matches_f64_with_padding_bias_and_window() {
+        let (batch, seq, hidden, heads) = (2, 40, 12, 3);
+        let d = hidden / heads;
         let qkv = values(batch * seq * 3 * hidden, 4);
         let mut attention_mask = vec![1.0; batch * seq];
-        attention_mask[seq + 5..2 * seq]
+        attention_mask[seq + 25..2 * seq]
             .iter_mut()
             .for_each(|p| *p = 0.0);
-        let got = self_attention((batch, seq, hidden), heads, &qkv, &attention_mask);
+        let plain = Scores::plain(d);
+        let shared = values(heads * seq * seq, 5);
+        let per_item = values(batch * heads * seq * seq, 6);
+        let cases = [
+            (None, plain),
+            (Some(&shared), plain),
+            (
+                Some(&per_item),
+                Scores {
+                    scale: 0.2,
+                    scale_bias: true,
+                    window: None,
+                },
+            ),
+            (
+                None,
+                Scores {
+                    window: Some(5),
+                    ..plain
+                },
+            ),
+        ];
+        for (bias, scores) in cases {
+            check_self_attention(
+                (batch, seq, hidden, heads),
+                &qkv,
+                &attention_mask,
+                bias.map(Vec::as_slice),
+                scores,
+            );
+        }
+    }
+
+    fn check_self_attention(
+        (batch, seq, hidden, heads): (usize, usize, usize, usize),
+        qkv: &[f32],
+        attention_mask: &[f32],
+        bias: Option<&[f32]>,
+        scores: Scores,
+    ) {
+        let got = self_attention(
+            (batch, seq, hidden),
+            heads,
+            qkv,
+            attention_mask,
+            bias,
+            scores,
+        );
         let d = hidden / heads;
+        let scale = scores.scale as f64;
         for b in 0..batch {
             for h in 0..heads {
                 for i in 0..seq {
@@ -530,14 +625,24 @@ mod tests {
                     let at = |p: usize, j: usize, t: usize| {
                         qkv[(b * seq + j) * 3 * hidden + p * hidden + h * d + t] as f64
                     };
+                    let bias = |j: usize| {
+                        bias.map_or(0.0, |bias| {
+                            let items = bias.len() / (heads * seq * seq);
+                            bias[(((b % items) * heads + h) * seq + i) * seq + j] as f64
+                        })
+                    };
                     let logits: Vec<f64> = (0..seq)
                         .map(|j| {
-                            (0..d).map(|t| at(0, i, t) * at(1, j, t)).sum::<f64>()
-                                / (d as f64).sqrt()
+                            let product = (0..d).map(|t| at(0, i, t) * at(1, j, t)).sum::<f64>();
+                            match scores.scale_bias {
+                                true => (product + bias(j)) * scale,
+                                false => product * scale + bias(j),
+                            }
                         })
                         .collect();
                     let keep: Vec<usize> = (0..seq)
                         .filter(|&j| attention_mask[b * seq + j] != 0.0)
+                        .filter(|&j| scores.window.is_none_or(|w| i.abs_diff(j) <= w))
                         .collect();
                     let max = keep.iter().map(|&j| logits[j]).fold(f64::MIN, f64::max);
                     let sum: f64 = keep.iter().map(|&j| (logits[j] - max).exp()).sum();
@@ -549,7 +654,7 @@ mod tests {
                         let got = got[(b * seq + i) * hidden + h * d + t] as f64;
                         assert!(
                             (got - want).abs() < 1e-5,
-                            "b{b} h{h} q{i} t{t}: {got} vs {want}"
+                            "{scores:?} b{b} h{h} q{i} t{t}: {got} vs {want}"
                         );
                     }
                 }

@@ -1,6 +1,8 @@
-// Where a WebGPU forward spends its time, kernel by kernel: node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask]
+// Where a WebGPU forward spends its time, kernel by kernel:
+//   node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
 // Serves the page with a copy of webbert's worker that records each compute dispatch of one call, then
-// replays every dispatch alone and times it (scripts/profile/gpuprobe.js). Needs `npm run build` first.
+// replays every dispatch alone and times it (scripts/profile/gpuprobe.js). The model is all-MiniLM-L6-v2 or
+// minilm-l6-mlm from www/models unless MODEL_DIR (Hugging Face layout) is given. Needs `npm run build` first.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +11,7 @@ import { launch } from './chromium.mjs';
 import { serve } from './serve.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const [tokens = '16', task = 'embed'] = process.argv.slice(2);
+const [tokens = '16', task = 'embed', model] = process.argv.slice(2);
 
 // The package's js/ with the probe imported ahead of the worker's own code.
 const js = fs.mkdtempSync(path.join(os.tmpdir(), 'webbert-profile-'));
@@ -22,12 +24,13 @@ const server = await serve({
   '/models/': path.join(ROOT, 'www/models'),
   '/webbert/js/': js,
   '/webbert/pkg/': path.join(ROOT, 'pkg'),
+  ...(model ? { '/model/': path.resolve(model) } : {}),
 });
 const browser = await launch({ webgpu: true });
 try {
   const page = await browser.newPage();
   page.on('pageerror', (error) => console.error(error.message));
-  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}`);
+  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}`);
   await page.waitForFunction(() => document.title === 'done', null, { timeout: 900_000 });
   const { forwardMs, rows } = await page.evaluate(() => window.result);
   const total = rows.reduce((sum, r) => sum + r.ms, 0);

@@ -465,6 +465,59 @@ fn attention_kernels_match_burn_on_long_padded_batches() {
     }
 }
 
+/// ModernBERT's rotary positions turning Q and K in place in the fused projection (several heads, more
+/// tokens than one workgroup's units take, padding-sized odd lengths), against burn's ops on the CPU.
+#[test]
+fn rotary_kernel_matches_burn_ops() {
+    use burn::tensor::{Tensor, TensorData};
+    use webbert::ops::rotary::rotate_queries_keys;
+    for (batch, seq, hidden, heads) in [(2, 7, 24, 3), (1, 300, 128, 2)] {
+        let head_dim = hidden / heads;
+        let qkv: Vec<f32> = (0..batch * seq * 3 * hidden)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+            .collect();
+        let angles: Vec<f32> = (0..seq * head_dim)
+            .map(|i| (i / head_dim) as f32 * 0.1 / (1 + i % (head_dim / 2)) as f32)
+            .collect();
+        let turn = |target: Target| {
+            let device = target.device();
+            let qkv = Tensor::<3>::from_data(
+                TensorData::new(qkv.clone(), [batch, seq, 3 * hidden]),
+                &device,
+            );
+            let table = |f: fn(f32) -> f32| {
+                let values = angles.iter().map(|&a| f(a)).collect::<Vec<_>>();
+                Tensor::<2>::from_data(TensorData::new(values, [seq, head_dim]), &device)
+            };
+            target.run(|| {
+                read(rotate_queries_keys(
+                    qkv,
+                    table(f32::cos),
+                    table(f32::sin),
+                    heads,
+                ))
+            })
+        };
+        let want = turn(TARGETS[0]);
+        // V comes through untouched, Q and K do not.
+        let v = |out: &[f32]| -> Vec<f32> {
+            out.chunks(3 * hidden)
+                .flat_map(|row| row[2 * hidden..].to_vec())
+                .collect()
+        };
+        assert_eq!(v(&want), v(&qkv));
+        assert!(max_abs_diff(&want, &qkv) > 0.1);
+        for target in &TARGETS[1..] {
+            let diff = max_abs_diff(&turn(*target), &want);
+            println!("{target:?} {batch}×{seq}×{hidden}/{heads}: max abs diff {diff:.2e}");
+            assert!(
+                diff <= 1e-6,
+                "{target:?} {batch}×{seq}: max abs diff {diff}"
+            );
+        }
+    }
+}
+
 /// Fill-mask's top-k: the GPU's passes (ties by lower id, as on the CPU) and, past their limit, burn's
 /// sort, against the CPU's selection of the same logits.
 #[test]

@@ -172,28 +172,10 @@ impl BertAttention {
             _ => hidden,
         };
         let qkv = linear(&self.qkv, input, false);
-        let Some(rotation) = inputs.rotation(self.layer_type) else {
-            return qkv;
-        };
-        let [batch, seq, width] = qkv.dims();
-        let hidden = width / 3;
-        let head = |i: usize| {
-            qkv.clone().narrow(2, i * hidden, hidden).reshape([
-                batch,
-                seq,
-                self.num_heads,
-                hidden / self.num_heads,
-            ])
-        };
-        let turned = |i: usize| rotation.apply(head(i)).reshape([batch, seq, hidden]);
-        Tensor::cat(
-            vec![
-                turned(0),
-                turned(1),
-                qkv.clone().narrow(2, 2 * hidden, hidden),
-            ],
-            2,
-        )
+        match inputs.rotation(self.layer_type) {
+            Some(rotation) => rotation.apply(qkv, self.num_heads),
+            None => qkv,
+        }
     }
 
     /// Heads concatenated `[batch, seq, hidden]` → projected and added to the residual; post-norm

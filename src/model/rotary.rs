@@ -6,6 +6,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::config::{LayerType, RopeTheta};
+use crate::ops::rotary::rotate_queries_keys;
 
 /// The angles of one head's dimension pairs, per kind of layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -14,11 +15,11 @@ pub struct RotaryEmbedding {
     pub theta: RopeTheta,
 }
 
-/// cos and sin of each position's angles, `[1, seq, 1, head_dim]`: one kind of layer, one sequence length.
+/// cos and sin of each position's angles, `[seq, head_dim]`: one kind of layer, one sequence length.
 #[derive(Debug, Clone)]
 pub struct Rotation {
-    cos: Tensor<4>,
-    sin: Tensor<4>,
+    cos: Tensor<2>,
+    sin: Tensor<2>,
 }
 
 impl RotaryEmbedding {
@@ -40,9 +41,8 @@ impl RotaryEmbedding {
                 sin.push(angle.sin());
             }
         }
-        let table = |values: Vec<f32>| {
-            Tensor::<4>::from_data(TensorData::new(values, [1, seq, 1, dim]), device)
-        };
+        let table =
+            |values: Vec<f32>| Tensor::<2>::from_data(TensorData::new(values, [seq, dim]), device);
         Rotation {
             cos: table(cos),
             sin: table(sin),
@@ -51,18 +51,11 @@ impl RotaryEmbedding {
 }
 
 impl Rotation {
-    /// `x` `[batch, seq, heads, head_dim]` turned by each position's angles: `x·cos + rotate_half(x)·sin`,
-    /// `rotate_half` putting the negated second half before the first (transformers' `apply_rotary_pos_emb`).
-    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
-        let half = x.dims()[3] / 2;
-        let rotated = Tensor::cat(
-            vec![
-                -x.clone().narrow(3, half, half),
-                x.clone().narrow(3, 0, half),
-            ],
-            3,
-        );
-        x * self.cos.clone() + rotated * self.sin.clone()
+    /// The fused projection `qkv` `[batch, seq, 3 × hidden]` with every head of Q and K turned by its
+    /// position's angles: `x·cos + rotate_half(x)·sin`, `rotate_half` putting the negated second half
+    /// before the first (transformers' `apply_rotary_pos_emb`).
+    pub fn apply(&self, qkv: Tensor<3>, num_heads: usize) -> Tensor<3> {
+        rotate_queries_keys(qkv, self.cos.clone(), self.sin.clone(), num_heads)
     }
 }
 
@@ -70,8 +63,8 @@ impl Rotation {
 mod tests {
     use super::*;
 
-    /// A query and a key turned by their positions: their product depends on the distance alone, and
-    /// position 0 is not turned.
+    /// A query and a key turned by their positions: their product depends on the distance alone,
+    /// position 0 is not turned, and V is left as it was.
     #[test]
     fn products_depend_on_the_distance() {
         let device = Device::flex();
@@ -82,18 +75,28 @@ mod tests {
                 sliding: 100.0,
             },
         };
-        let read = |t: Tensor<4>| t.into_data().try_into_vec::<f32>().unwrap();
+        let (q, k, v) = (
+            [0.3f32, -1.2, 0.7, 2.0],
+            [1.1f32, 0.4, -0.9, 0.5],
+            [5.0f32, 6.0, 7.0, 8.0],
+        );
+        // One head: Q, K and V side by side, the same at all 6 positions.
+        let row: Vec<f32> = [q, k, v].concat();
+        let qkv = Tensor::<3>::from_data(TensorData::new(row.repeat(6), [1, 6, 12]), &device);
         for layer_type in [LayerType::Full, LayerType::Sliding] {
             let rotation = rope.forward(6, layer_type, &device);
-            let q = [0.3f32, -1.2, 0.7, 2.0];
-            let k = [1.1f32, 0.4, -0.9, 0.5];
-            let same = |v: [f32; 4]| {
-                Tensor::<4>::from_data(TensorData::new(v.repeat(6), [1, 6, 1, 4]), &device)
+            let out = rotation
+                .apply(qkv.clone(), 1)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap();
+            let at = |i: usize, part: usize| &out[i * 12 + part * 4..i * 12 + part * 4 + 4];
+            let dot = |i: usize, j: usize| -> f32 {
+                at(i, 0).iter().zip(at(j, 1)).map(|(q, k)| q * k).sum()
             };
-            let (q, k) = (read(rotation.apply(same(q))), read(rotation.apply(same(k))));
-            let dot =
-                |i: usize, j: usize| -> f32 { (0..4).map(|d| q[i * 4 + d] * k[j * 4 + d]).sum() };
-            assert_eq!(q[..4], [0.3, -1.2, 0.7, 2.0]);
+            assert_eq!(at(0, 0), q);
+            assert_eq!(at(0, 1), k);
+            assert!((0..6).all(|i| at(i, 2) == v));
             for (a, b) in [((0, 2), (3, 5)), ((4, 1), (5, 2)), ((1, 1), (4, 4))] {
                 assert!((dot(a.0, a.1) - dot(b.0, b.1)).abs() < 1e-5, "{a:?} {b:?}");
             }

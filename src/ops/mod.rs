@@ -6,6 +6,7 @@
 //! - [`add_norm`]: residual + LayerNorm.
 //! - [`embeddings`]: word + segment + position embeddings, LayerNorm.
 //! - [`pool`]: sentence vectors (mean or `[CLS]`, L2-normalised).
+//! - [`rotary`]: rotary position embeddings turning Q and K.
 //! - [`top_k`]: fill-mask's softmax and best tokens.
 //! - [`cpu`]: the browser's CPU path (WebAssembly SIMD128), behind the flex backend's impls.
 //!
@@ -18,6 +19,7 @@ pub mod embeddings;
 pub mod linear;
 pub mod pool;
 mod reduce;
+pub mod rotary;
 pub mod top_k;
 
 use std::cell::Cell;

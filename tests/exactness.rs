@@ -518,6 +518,44 @@ fn rotary_kernel_matches_burn_ops() {
     }
 }
 
+/// ModernBERT's GeGLU, `GELU(input) · gate` from the halves of one product, with rows wider than a
+/// workgroup's units, against burn's ops on the CPU (and those against the formula).
+#[test]
+fn geglu_kernel_matches_burn_ops() {
+    use burn::tensor::{Tensor, TensorData};
+    use webbert::ops::geglu::geglu;
+    for (rows, width) in [(3, 5), (2, 600)] {
+        let both: Vec<f32> = (0..rows * 2 * width)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 6.0)
+            .collect();
+        let gated = |target: Target| {
+            let device = target.device();
+            let both = Tensor::<3>::from_data(
+                TensorData::new(both.clone(), [1, rows, 2 * width]),
+                &device,
+            );
+            target.run(|| read(geglu(both)))
+        };
+        let want = gated(TARGETS[0]);
+        // A spot check of the CPU's against the formula, then the GPU's against the CPU's.
+        let erf_gelu = |x: f64| x * 0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+        let first = erf_gelu(both[0] as f64) * both[width] as f64;
+        assert!(
+            (want[0] as f64 - first).abs() < 1e-6,
+            "{} vs {first}",
+            want[0]
+        );
+        for target in &TARGETS[1..] {
+            let diff = max_abs_diff(&gated(*target), &want);
+            println!("{target:?} {rows}×{width}: max abs diff {diff:.2e}");
+            assert!(
+                diff <= 1e-5,
+                "{target:?} {rows}×{width}: max abs diff {diff}"
+            );
+        }
+    }
+}
+
 /// Fill-mask's top-k: the GPU's passes (ties by lower id, as on the CPU) and, past their limit, burn's
 /// sort, against the CPU's selection of the same logits.
 #[test]

@@ -10,6 +10,7 @@ use burn::tensor::activation::{gelu, gelu_approximate, relu};
 use crate::model::attention::{AttentionInputs, BertAttention};
 use crate::model::config::HiddenAct;
 use crate::ops::add_norm::{dense_add_norm, norm};
+use crate::ops::geglu::geglu;
 use crate::ops::linear::linear;
 
 #[derive(Module, Debug)]
@@ -72,9 +73,14 @@ impl BertLayer {
         let inner = match self.gated {
             true => {
                 let both = linear(&self.intermediate, input, false);
-                let width = both.dims()[2] / 2;
-                let gate = both.clone().narrow(2, width, width);
-                activate(self.hidden_act, both.narrow(2, 0, width)) * gate
+                match self.hidden_act {
+                    HiddenAct::Gelu => geglu(both),
+                    act => {
+                        let width = both.dims()[2] / 2;
+                        let gate = both.clone().narrow(2, width, width);
+                        activate(act, both.narrow(2, 0, width)) * gate
+                    }
+                }
             }
             false => linear_activate(&self.intermediate, self.hidden_act, input),
         };

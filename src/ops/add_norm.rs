@@ -19,7 +19,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
 use super::linear::{LinearBackend, Weight, tiled_sums};
-use super::{KernelShape, empty_like, placeholder, storage, subgroups};
+use super::{KernelShape, empty_like, no_bias, placeholder, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
 /// `Tiled`: units sharing one row.
@@ -434,7 +434,7 @@ pub(crate) mod kernel {
 fn beta(layer_norm: &LayerNorm, like: &Tensor<2>) -> Tensor<1> {
     match &layer_norm.beta {
         Some(beta) => beta.val(),
-        None => Tensor::zeros(layer_norm.gamma.dims(), &like.device()),
+        None => no_bias(layer_norm.gamma.dims()[0], &like.device()),
     }
 }
 
@@ -472,7 +472,7 @@ pub fn dense_add_norm(
     let input = input.reshape([batch * seq, width]);
     let bias = match &dense.bias {
         Some(bias) => bias.val(),
-        None => Tensor::zeros([hidden], &input.device()),
+        None => no_bias(hidden, &input.device()),
     };
     let weight = dense.weight.val();
     let beta = beta(layer_norm, &input);

@@ -21,7 +21,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, empty_like, placeholder, storage};
+use super::{KernelShape, empty_like, no_bias, placeholder, storage};
 
 use super::cpu::q8::{BLOCK as Q8_BLOCK, Q8Matrix};
 use super::cpu::{self, Epilogue, Matrix};
@@ -747,7 +747,7 @@ mod tiled_kernel {
     }
 }
 
-mod kernel {
+pub(crate) mod kernel {
     use super::{Q8_BLOCK, Stored};
     use cubecl::prelude::*;
 
@@ -916,7 +916,7 @@ pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> T
     let [width, out] = layer.weight.dims();
     let bias = match &layer.bias {
         Some(bias) => bias.val(),
-        None => Tensor::zeros([out], &input.device()),
+        None => no_bias(out, &input.device()),
     };
     let rows = input.reshape([dims[..D - 1].iter().product(), width]);
     dims[D - 1] = out;

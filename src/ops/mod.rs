@@ -5,6 +5,7 @@
 //! - [`attention`]: softmax(QKᵀ/√d_k + mask)·V over all heads.
 //! - [`add_norm`]: residual + LayerNorm.
 //! - [`embeddings`]: word + segment + position embeddings, LayerNorm.
+//! - [`geglu`]: the gated feed-forward's `GELU(input) · gate`.
 //! - [`pool`]: sentence vectors (mean or `[CLS]`, L2-normalised).
 //! - [`rotary`]: rotary position embeddings turning Q and K.
 //! - [`top_k`]: fill-mask's softmax and best tokens.
@@ -16,6 +17,7 @@ pub mod add_norm;
 pub mod attention;
 pub mod cpu;
 pub mod embeddings;
+pub mod geglu;
 pub mod linear;
 pub mod pool;
 mod reduce;
@@ -24,7 +26,7 @@ pub mod top_k;
 
 use std::cell::Cell;
 
-use burn::tensor::{DType, Shape};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::client::Client;
@@ -133,6 +135,12 @@ fn empty_like<const D: usize>(like: &CubeTensor, shape: [usize; D], dtype: DType
 /// WebGPU refuses one buffer bound twice in a dispatch when either binding may be written.
 fn placeholder(like: &CubeTensor) -> CubeTensor {
     empty_like(like, [1], like.dtype)
+}
+
+/// A bias or LayerNorm β the model has none of (ModernBERT's), as zeros written from the host: on a GPU
+/// `Tensor::zeros` is a dispatch per call, a written buffer is not.
+fn no_bias(len: usize, device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::zeros::<f32, _>([len]), device)
 }
 
 fn storage(dtype: DType) -> ElemType {

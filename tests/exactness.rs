@@ -556,6 +556,67 @@ fn geglu_kernel_matches_burn_ops() {
     }
 }
 
+/// DeBERTa's c2p and p2c scores (each alone and both) computed directly per (query, key), against burn's
+/// products with the whole table and gathers on the CPU: several heads, more keys than a workgroup's units,
+/// table rows read in no particular order.
+#[test]
+fn disentangled_kernel_matches_burn_ops() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use webbert::ops::disentangled::disentangled_scores;
+    let (batch, seq, hidden, heads, rows) = (2, 300, 24, 3, 37);
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+            .collect()
+    };
+    let qkv = values(batch * seq * 3 * hidden, 0);
+    let positions = values(rows * 2 * hidden, 5);
+    let index = |seed: usize| -> Vec<i64> {
+        (0..seq * seq)
+            .map(|i| ((i * 31 + seed) % rows) as i64)
+            .collect()
+    };
+    for (c2p, p2c) in [(true, false), (false, true), (true, true)] {
+        let scores = |target: Target| {
+            let device = target.device();
+            let rows_of = |on: bool, seed: usize| {
+                on.then(|| {
+                    Tensor::<4, Int>::from_data(
+                        TensorData::new(index(seed), [1, 1, seq, seq]),
+                        &device,
+                    )
+                })
+            };
+            let qkv = Tensor::<3>::from_data(
+                TensorData::new(qkv.clone(), [batch, seq, 3 * hidden]),
+                &device,
+            );
+            let positions = Tensor::<3>::from_data(
+                TensorData::new(positions.clone(), [1, rows, 2 * hidden]),
+                &device,
+            );
+            let (key_rows, query_rows) = (rows_of(c2p, 1), rows_of(p2c, 7));
+            target.run(|| {
+                let scores = disentangled_scores(qkv, positions, key_rows, query_rows, heads);
+                scores
+                    .expect("a term")
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap()
+            })
+        };
+        let want = scores(TARGETS[0]);
+        for target in &TARGETS[1..] {
+            let diff = max_abs_diff(&scores(*target), &want);
+            println!("{target:?} c2p {c2p} p2c {p2c}: max abs diff {diff:.2e}");
+            assert!(
+                diff <= 1e-5,
+                "{target:?} c2p {c2p} p2c {p2c}: max abs diff {diff}"
+            );
+        }
+    }
+}
+
 /// Fill-mask's top-k: the GPU's passes (ties by lower id, as on the CPU) and, past their limit, burn's
 /// sort, against the CPU's selection of the same logits.
 #[test]

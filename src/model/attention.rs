@@ -101,14 +101,13 @@ impl BertAttention {
             return Some(bias.clone());
         }
         let relative = inputs.relative.as_ref()?;
-        let [q, k] = self.heads(qkv.clone().narrow(2, 0, qkv.dims()[2] / 3 * 2));
         // The table's queries and keys; its values are never used.
         let positions = linear_columns(
             &self.qkv,
             relative.embeddings.clone(),
             0..qkv.dims()[2] / 3 * 2,
         );
-        relative.scores([&q, &k], self.heads(positions))
+        relative.scores(qkv.clone(), positions, self.num_heads)
     }
 
     /// The reach of this layer's window, if it is a local layer.

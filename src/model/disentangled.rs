@@ -10,6 +10,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::config::RelativeAttention;
 use crate::ops::add_norm::norm;
+use crate::ops::disentangled::disentangled_scores;
 
 #[derive(Module, Debug)]
 pub struct RelativeEmbeddings {
@@ -99,32 +100,22 @@ impl RelativeEmbeddings {
 }
 
 impl RelativePositions {
-    /// c2p + p2c, `[batch, heads, seq, seq]`, not yet scaled. `q` and `k` are the layer's
-    /// `[batch, heads, seq, head_dim]`; `pos_q` and `pos_k` its query and key projections of
-    /// [`embeddings`](Self::embeddings), `[1, heads, rows, head_dim]`.
+    /// c2p + p2c, `[batch, heads, seq, seq]`, not yet scaled, of a layer whose fused projection is `qkv`
+    /// `[batch, seq, 3 × hidden]` and whose query and key projections of [`embeddings`](Self::embeddings)
+    /// are `positions` `[1, rows, 2 × hidden]`.
     pub fn scores(
         &self,
-        [q, k]: [&Tensor<4>; 2],
-        [pos_q, pos_k]: [Tensor<4>; 2],
+        qkv: Tensor<3>,
+        positions: Tensor<3>,
+        num_heads: usize,
     ) -> Option<Tensor<4>> {
-        let [batch, heads, seq, head_dim] = q.dims();
-        let rows = pos_q.dims()[2];
-        let table = |pos: Tensor<4>| pos.expand([batch, heads, rows, head_dim]).swap_dims(2, 3);
-        let gathered = |index: &Tensor<4, Int>, scores: Tensor<4>| {
-            scores.gather(3, index.clone().expand([batch, heads, seq, seq]))
-        };
-        let c2p = self
-            .key_rows
-            .as_ref()
-            .map(|index| gathered(index, q.clone().matmul(table(pos_k))));
-        let p2c = self
-            .query_rows
-            .as_ref()
-            .map(|index| gathered(index, k.clone().matmul(table(pos_q))).swap_dims(2, 3));
-        match (c2p, p2c) {
-            (Some(c2p), Some(p2c)) => Some(c2p + p2c),
-            (c2p, p2c) => c2p.or(p2c),
-        }
+        disentangled_scores(
+            qkv,
+            positions,
+            self.key_rows.clone(),
+            self.query_rows.clone(),
+            num_heads,
+        )
     }
 }
 

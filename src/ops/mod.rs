@@ -3,6 +3,7 @@
 //!
 //! - [`linear`]: `x·W + b` (+ GELU), every Linear layer.
 //! - [`attention`]: softmax(QKᵀ/√d_k + mask)·V over all heads.
+//! - [`disentangled`]: DeBERTa's c2p and p2c scores.
 //! - [`add_norm`]: residual + LayerNorm.
 //! - [`embeddings`]: word + segment + position embeddings, LayerNorm.
 //! - [`geglu`]: the gated feed-forward's `GELU(input) · gate`.
@@ -16,6 +17,7 @@
 pub mod add_norm;
 pub mod attention;
 pub mod cpu;
+pub mod disentangled;
 pub mod embeddings;
 pub mod geglu;
 pub mod linear;

@@ -352,10 +352,15 @@ pub fn self_attention(
     let mut context = vec![0.0; batch * seq * hidden];
     let mut key_t = vec![0.0; head_dim * seq];
     let mut probs = vec![0.0; block * widest];
-    let mut mask = vec![0.0; widest];
+    let mut row_mask = vec![0.0; widest];
     for b in 0..batch {
         let item = &qkv[b * seq * row..(b + 1) * seq * row];
-        let tokens = &attention_mask[b * seq..(b + 1) * seq];
+        // As Hugging Face: a padded key's score gets the most negative f32.
+        let padding: Vec<f32> = attention_mask[b * seq..(b + 1) * seq]
+            .iter()
+            .map(|&token| if token == 0.0 { f32::MIN } else { 0.0 })
+            .collect();
+        let has_tokens = padding.contains(&0.0);
         let out = b * seq * hidden;
         for h in 0..num_heads {
             let (q, k, v) = (
@@ -397,30 +402,36 @@ pub fn self_attention(
                     Epilogue::default(),
                 );
                 for (i, p) in queries.zip(probs.chunks_exact_mut(columns)) {
-                    // As Hugging Face: a padded key's score gets the most negative f32.
-                    let mask = &mut mask[..columns];
-                    for ((m, &token), j) in
-                        mask.iter_mut().zip(&tokens[keys.clone()]).zip(keys.clone())
-                    {
-                        let reach = scores.window.is_none_or(|window| i.abs_diff(j) <= window);
-                        *m = if token == 0.0 || !reach {
-                            f32::MIN
-                        } else {
-                            0.0
-                        };
-                    }
-                    if mask.iter().all(|&m| m == f32::MIN) {
+                    let bias = bias.map(|bias| &bias[i * seq + keys.start..i * seq + keys.end]);
+                    // The padding mask as it is, or this query's own: with its window, or with a
+                    // bias added after the scale. A query that reaches no token gets zeros.
+                    let own_row = scores.window.is_some() || (bias.is_some() && !scores.scale_bias);
+                    let mask: &[f32] = if own_row {
+                        let row = &mut row_mask[..columns];
+                        row.copy_from_slice(&padding[keys.clone()]);
+                        if let Some(window) = scores.window {
+                            for (m, j) in row.iter_mut().zip(keys.clone()) {
+                                if i.abs_diff(j) > window {
+                                    *m = f32::MIN;
+                                }
+                            }
+                        }
+                        if row.iter().all(|&m| m == f32::MIN) {
+                            p.fill(0.0);
+                            continue;
+                        }
+                        if let (Some(bias), false) = (bias, scores.scale_bias) {
+                            row.iter_mut().zip(bias).for_each(|(m, b)| *m += b);
+                        }
+                        row
+                    } else if has_tokens {
+                        &padding[keys.clone()]
+                    } else {
                         p.fill(0.0);
                         continue;
-                    }
-                    if let Some(bias) = bias {
-                        let bias = &bias[i * seq + keys.start..i * seq + keys.end];
-                        let added = if scores.scale_bias {
-                            &mut *p
-                        } else {
-                            &mut *mask
-                        };
-                        added.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
+                    };
+                    if let (Some(bias), true) = (bias, scores.scale_bias) {
+                        p.iter_mut().zip(bias).for_each(|(x, b)| *x += b);
                     }
                     softmax(p, scores.scale, mask);
                 }

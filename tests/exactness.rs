@@ -270,15 +270,17 @@ fn shipped_fill_mask_model_matches_transformers() {
 }
 
 /// The Linear kernels on shapes that are not multiples of their tiles (edge rows and columns), with the
-/// weight contiguous and as a transposed view, on their own and followed by Add & Norm (where the tiled
-/// kernel splits the depth in slices that the norm adds up), against sums computed here in f64.
+/// weight contiguous and as a transposed view, on their own, followed by Add & Norm (where the tiled
+/// kernel splits the depth in slices that the norm adds up) and added to a residual as they are written
+/// (into the residual's own buffer, or a copy where another tensor still holds it), against sums
+/// computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {
     use burn::module::Param;
     use burn::nn::{LayerNormConfig, Linear};
     use burn::tensor::{Tensor, TensorData};
     use webbert::ops::add_norm::dense_add_norm;
-    use webbert::ops::linear::{Plan, TILES, affine, with_plan};
+    use webbert::ops::linear::{Plan, TILES, affine, linear_add, with_plan};
     let (rows, width, out, eps) = (37, 150, 70, 1e-12);
     let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
     let x: Vec<f32> = (0..rows * width).map(value).collect();
@@ -297,6 +299,11 @@ fn linear_on_edge_shapes_matches_f64() {
         })
         .collect();
     let want_linear: Vec<f32> = dense.iter().map(|&y| y as f32).collect();
+    let want_added: Vec<f32> = dense
+        .iter()
+        .zip(&residual)
+        .map(|(&y, &r)| (y + r as f64) as f32)
+        .collect();
     let want_norm: Vec<f32> = dense
         .chunks_exact(out)
         .zip(residual.chunks_exact(out))
@@ -370,9 +377,18 @@ fn linear_on_edge_shapes_matches_f64() {
                         tensor(&x, [rows, width]).reshape([1, rows, width]),
                         tensor(&residual, [rows, out]).reshape([1, rows, out]),
                     );
-                    (linear, read(normed.reshape([rows, out])))
+                    let x3 = || tensor(&x, [rows, width]).reshape([1, rows, width]);
+                    let residual3 = || tensor(&residual, [rows, out]).reshape([1, rows, out]);
+                    let held = residual3();
+                    let added = [
+                        linear_add(&layer, x3(), residual3()),
+                        linear_add(&layer, x3(), held.clone()),
+                    ];
+                    let added = added.map(|t| read(t.reshape([rows, out])));
+                    let held = read(held.reshape([rows, out]));
+                    (linear, read(normed.reshape([rows, out])), added, held)
                 };
-                let (linear, normed) = target.run(|| match plan {
+                let (linear, normed, added, held) = target.run(|| match plan {
                     Some(plan) => with_plan(plan, run),
                     None => run(),
                 });
@@ -385,6 +401,18 @@ fn linear_on_edge_shapes_matches_f64() {
                 assert!(
                     diff <= 1e-4,
                     "{target:?} {plan:?} {layout} weight, Add & Norm: max abs diff {diff}"
+                );
+                for (added, residual_held) in added.iter().zip([false, true]) {
+                    let diff = max_abs_diff(added, &want_added);
+                    assert!(
+                        diff <= 1e-5,
+                        "{target:?} {plan:?} {layout} weight, residual added (held elsewhere: \
+                         {residual_held}): max abs diff {diff}"
+                    );
+                }
+                assert_eq!(
+                    held, residual,
+                    "{target:?}: a held residual was overwritten"
                 );
             }
         }

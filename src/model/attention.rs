@@ -14,7 +14,7 @@ use crate::model::disentangled::RelativePositions;
 use crate::model::rotary::Rotation;
 use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::attention::{Scores, self_attention};
-use crate::ops::linear::{linear, linear_columns};
+use crate::ops::linear::{linear, linear_add, linear_columns};
 
 /// What every layer's attention reads besides the hidden states, made once per forward pass.
 #[derive(Debug, Clone)]
@@ -188,7 +188,7 @@ impl BertAttention {
                 context,
                 residual,
             ),
-            _ => residual + linear(&self.dense, context, false),
+            _ => linear_add(&self.dense, context, residual),
         }
     }
 }

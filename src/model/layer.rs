@@ -11,7 +11,7 @@ use crate::model::attention::{AttentionInputs, BertAttention};
 use crate::model::config::HiddenAct;
 use crate::ops::add_norm::{dense_add_norm, norm};
 use crate::ops::geglu::geglu;
-use crate::ops::linear::linear;
+use crate::ops::linear::{linear, linear_add};
 
 #[derive(Module, Debug)]
 pub struct BertLayer {
@@ -85,7 +85,7 @@ impl BertLayer {
             false => linear_activate(&self.intermediate, self.hidden_act, input),
         };
         match self.norm_first {
-            true => attended + linear(&self.output, inner, false),
+            true => linear_add(&self.output, inner, attended),
             false => dense_add_norm(
                 &self.output,
                 &self.layer_norm,

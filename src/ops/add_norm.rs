@@ -146,7 +146,7 @@ impl AddNormBackend for Cube {
         let (input, weight) = (into_contiguous(input), Weight::of(weight));
         match KernelShape::of(&input.client) {
             KernelShape::Serial => {
-                let dense = super::linear::gpu_linear(input, weight, bias, false);
+                let dense = super::linear::gpu_linear(input, weight, bias, false, None);
                 Self::add_norm(dense, residual, gamma, beta, epsilon)
             }
             KernelShape::Tiled { .. } => {

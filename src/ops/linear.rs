@@ -56,6 +56,30 @@ pub trait LinearBackend: Backend {
         let weight = Self::dequantize(weight, FloatDType::F32);
         composed::<Self>(input, weight, bias, gelu)
     }
+
+    /// `input·weight + bias + residual` (`residual` `[rows, out]`): a pre-norm layer's sublayer output
+    /// added to the residual stream. On a GPU the kernel adds it as it writes (one dispatch, not two).
+    fn linear_add(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_add(
+            <Self as LinearBackend>::linear(input, weight, bias, false),
+            residual,
+        )
+    }
+
+    /// The same with int8 weights.
+    fn q8_linear_add(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::float_add(Self::q8_linear(input, weight, bias, false), residual)
+    }
 }
 
 /// How a q8 model's Linear weights are held: int8 with an f32 scale per block of [`Q8_BLOCK`] rows of
@@ -204,7 +228,7 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        gpu_linear(input, Weight::of(weight), bias, gelu)
+        gpu_linear(input, Weight::of(weight), bias, gelu, None)
     }
 
     fn q8_linear(
@@ -215,6 +239,24 @@ impl LinearBackend for Cube {
     ) -> FloatTensor<Self> {
         // The same `CubeTensor` as a float weight: `Weight::of` reads its dtype.
         Self::linear(input, weight, bias, gelu)
+    }
+
+    fn linear_add(
+        input: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        gpu_linear(input, Weight::of(weight), bias, false, Some(residual))
+    }
+
+    fn q8_linear_add(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+        residual: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear_add(input, weight, bias, residual)
     }
 }
 
@@ -310,23 +352,49 @@ fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
     })
 }
 
+/// What the kernels do as they write a finished product: add the bias, then GELU (`gelu`), then, where
+/// `residual` is given (`[rows, out]`), add it (the kernels write into its buffer and read it back).
+pub(crate) struct Finish {
+    bias: CubeTensor,
+    gelu: bool,
+    residual: Option<CubeTensor>,
+}
+
+impl Finish {
+    /// The output buffer `[rows, cols]`: the residual's own when no other tensor holds it, else a copy
+    /// of it, or a new one; and whether the kernel adds what it holds.
+    fn output(&mut self, input: &CubeTensor, rows: usize, cols: usize) -> (CubeTensor, bool) {
+        match self.residual.take().map(into_contiguous) {
+            Some(residual) if residual.can_mut() => (residual, true),
+            Some(residual) => (residual.copy(), true),
+            None => (empty_like(input, [rows, cols], input.dtype), false),
+        }
+    }
+}
+
 pub(crate) fn gpu_linear(
     input: CubeTensor,
     weight: Weight,
     bias: CubeTensor,
     gelu: bool,
+    residual: Option<CubeTensor>,
 ) -> CubeTensor {
     let (input, bias) = (into_contiguous(input), into_contiguous(bias));
+    let finish = Finish {
+        bias,
+        gelu,
+        residual,
+    };
     match KernelShape::of(&input.client) {
-        KernelShape::Serial => serial(input, weight, bias, gelu),
-        KernelShape::Tiled { .. } => tiled_sums(input, weight, Some((&bias, gelu))).0,
+        KernelShape::Serial => serial(input, weight, finish),
+        KernelShape::Tiled { .. } => tiled_sums(input, weight, Some(finish)).0,
     }
 }
 
-fn serial(input: CubeTensor, weight: Weight, bias: CubeTensor, gelu: bool) -> CubeTensor {
+fn serial(input: CubeTensor, weight: Weight, mut finish: Finish) -> CubeTensor {
     let [rows, _] = input.meta.shape().dims();
     let cols = weight.cols();
-    let output = empty_like(&input, [rows, cols], input.dtype);
+    let (output, accumulate) = finish.output(&input, rows, cols);
     let (weight, values, scales, stored) = weight.bindings(&output);
     let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     kernel::linear_kernel::launch(
@@ -337,9 +405,10 @@ fn serial(input: CubeTensor, weight: Weight, bias: CubeTensor, gelu: bool) -> Cu
         weight.into_tensor_arg(),
         values.into_tensor_arg(),
         scales.into_tensor_arg(),
-        bias.into_tensor_arg(),
+        finish.bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
-        gelu,
+        finish.gelu,
+        accumulate,
         stored,
         TILE_ROWS,
         TILE_COLS,
@@ -440,7 +509,7 @@ pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
     Plan { tile, splits }
 }
 
-/// `input·weight` by the tiled kernel. With an epilogue (bias, GELU), in one slice, finished:
+/// `input·weight` by the tiled kernel. With a [`Finish`] (bias, GELU, residual), in one slice, finished:
 /// `[rows, cols]`. Without, laid out by [`plan`]: `[splits, rows, cols]`, one partial sum per slice of
 /// the depth, and the number of slices, for a kernel that reads them anyway (the norm after BERT's
 /// output projections) to add up with the bias. A split elsewhere would cost a second dispatch, which in
@@ -448,11 +517,11 @@ pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
 pub(crate) fn tiled_sums(
     input: CubeTensor,
     weight: Weight,
-    epilogue: Option<(&CubeTensor, bool)>,
+    finish: Option<Finish>,
 ) -> (CubeTensor, usize) {
     let [rows, depth] = input.meta.shape().dims();
     let cols = weight.cols();
-    let finished = epilogue.is_some();
+    let finished = finish.is_some();
     let Plan { tile, splits } = match plan(rows, cols, depth) {
         plan if finished => Plan { splits: 1, ..plan },
         plan => plan,
@@ -463,13 +532,18 @@ pub(crate) fn tiled_sums(
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
     let weight_by_depth = matches!(&weight, Weight::F32(w) if w.meta.strides()[0] == 1 && cols > 1);
     let dtype = input.dtype;
-    let output = match finished {
-        true => empty_like(&input, [rows, cols], dtype),
-        false => empty_like(&input, [splits, rows, cols], dtype),
+    let (output, bias, gelu, accumulate) = match finish {
+        Some(mut finish) => {
+            let (output, accumulate) = finish.output(&input, rows, cols);
+            (output, finish.bias, finish.gelu, accumulate)
+        }
+        None => {
+            let output = empty_like(&input, [splits, rows, cols], dtype);
+            let unused = placeholder(&output);
+            (output, unused, false, false)
+        }
     };
     let (weight, values, scales, stored) = weight.bindings(&output);
-    let unused = placeholder(&output);
-    let (bias, gelu) = epilogue.unwrap_or((&unused, false));
     tiled_kernel::tiled_linear_kernel::launch(
         &output.client,
         CubeCount::Static(
@@ -482,7 +556,7 @@ pub(crate) fn tiled_sums(
         weight.into_tensor_arg(),
         values.into_tensor_arg(),
         scales.into_tensor_arg(),
-        bias.clone().into_tensor_arg(),
+        bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         split_depth,
         tile.rows,
@@ -494,6 +568,7 @@ pub(crate) fn tiled_sums(
         stored,
         finished,
         gelu,
+        accumulate,
         storage(dtype),
     );
     (output, splits)
@@ -509,7 +584,7 @@ mod tiled_kernel {
     /// block of the weight in workgroup memory (the next step's blocks are already being read into
     /// registers while this one is multiplied); each unit accumulates `unit_rows × unit_cols` outputs,
     /// strided across the tile so that neighbouring units read neighbouring words. With one slice the
-    /// bias (and GELU) are added here; otherwise the partial sums go to `output[slice]`. A packed weight
+    /// bias (and GELU, and what `output` holds where `accumulate`) are added here; otherwise the partial sums go to `output[slice]`. A packed weight
     /// (f16 in `values`, or int8 in `values` and `scales`; `weight` unread) is unpacked as its block is
     /// read.
     #[cube(launch)]
@@ -531,6 +606,7 @@ mod tiled_kernel {
         #[comptime] stored: Stored,
         #[comptime] epilogue: bool,
         #[comptime] gelu: bool,
+        #[comptime] accumulate: bool,
         #[define(F)] _dtype: ElemType,
     ) {
         let rows = input.shape(0);
@@ -655,6 +731,9 @@ mod tiled_kernel {
                         y += bias[c];
                         if gelu {
                             y = gelu_erf::<F>(y);
+                        }
+                        if accumulate {
+                            y += output[r * cols + c];
                         }
                     }
                     output[base + r * cols + c] = y;
@@ -793,7 +872,8 @@ pub(crate) mod kernel {
         F::cast_from(i32::cast_from(word << (24 - 8 * b)) >> 24)
     }
 
-    /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth. A
+    /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth, and
+    /// adds the bias (GELU after it, and with `accumulate` what `output` held before it is written). A
     /// packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two columns a word,
     /// int8 `values` four, with `scales` reloaded once per block.
     #[cube(launch)]
@@ -806,6 +886,7 @@ pub(crate) mod kernel {
         bias: &Tensor<F>,
         output: &mut Tensor<F>,
         #[comptime] gelu: bool,
+        #[comptime] accumulate: bool,
         #[comptime] stored: Stored,
         #[comptime] tile_rows: usize,
         #[comptime] tile_cols: usize,
@@ -902,6 +983,9 @@ pub(crate) mod kernel {
                         if gelu {
                             y = gelu_erf::<F>(y);
                         }
+                        if accumulate {
+                            y += output[(row0 + i) * cols + col0 + j];
+                        }
                         output[(row0 + i) * cols + col0 + j] = y;
                     }
                 }
@@ -912,6 +996,37 @@ pub(crate) mod kernel {
 
 /// A burn `Linear` (weight `[in, out]`) on `input` `[.., in]`, GELU fused when `gelu`.
 pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> Tensor<D> {
+    let (rows, bias, dims) = flat(layer, input);
+    affine(rows, layer.weight.val(), bias, gelu).reshape(dims)
+}
+
+/// `residual + layer(input)`, the sum made as the Linear writes its output: a pre-norm layer's residual.
+pub fn linear_add<const D: usize>(
+    layer: &Linear,
+    input: Tensor<D>,
+    residual: Tensor<D>,
+) -> Tensor<D> {
+    let (rows, bias, dims) = flat(layer, input);
+    let residual = residual
+        .reshape([rows.dims()[0], dims[D - 1]])
+        .into_dispatch();
+    let weight = layer.weight.val();
+    let quantized = matches!(weight.dtype(), DType::QFloat(_));
+    let (input, weight, bias) = (
+        rows.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+    );
+    Tensor::<2>::from_dispatch(match quantized {
+        true => Dispatch::q8_linear_add(input, weight, bias, residual),
+        false => Dispatch::linear_add(input, weight, bias, residual),
+    })
+    .reshape(dims)
+}
+
+/// `input` as rows `[.., in]` → `[rows, in]`, the layer's bias (zeros where it has none) and the output's
+/// dims.
+fn flat<const D: usize>(layer: &Linear, input: Tensor<D>) -> (Tensor<2>, Tensor<1>, [usize; D]) {
     let mut dims = input.dims();
     let [width, out] = layer.weight.dims();
     let bias = match &layer.bias {
@@ -920,7 +1035,7 @@ pub fn linear<const D: usize>(layer: &Linear, input: Tensor<D>, gelu: bool) -> T
     };
     let rows = input.reshape([dims[..D - 1].iter().product(), width]);
     dims[D - 1] = out;
-    affine(rows, layer.weight.val(), bias, gelu).reshape(dims)
+    (rows, bias, dims)
 }
 
 /// Columns `columns` of a Linear's output only: the weight and bias narrowed as views, so that the

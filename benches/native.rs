@@ -319,7 +319,7 @@ fn kernels() {
                         residual.clone(),
                     );
                 } else {
-                    ops::linear::affine(x.clone(), w.clone(), b.clone(), gelu);
+                    ops::linear::affine(x.clone(), w.clone(), Some(b.clone()), gelu);
                 }
             };
             let chosen = plan(tokens, cols, depth);
@@ -370,9 +370,9 @@ fn kernels() {
                 types.clone(),
                 word.clone(),
                 position.clone(),
-                token_type.clone(),
+                Some(token_type.clone()),
                 norm.gamma.val(),
-                norm.beta.as_ref().unwrap().val(),
+                norm.beta.as_ref().map(|beta| beta.val()),
                 1e-12,
             );
         };
@@ -420,7 +420,7 @@ fn kernels() {
         ops::linear::affine(
             x.clone(),
             embeddings.clone().transpose(),
-            bias.clone(),
+            Some(bias.clone()),
             false,
         );
     };

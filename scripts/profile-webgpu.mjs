@@ -32,9 +32,10 @@ try {
   page.on('pageerror', (error) => console.error(error.message));
   await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}`);
   await page.waitForFunction(() => document.title === 'done', null, { timeout: 900_000 });
-  const { forwardMs, rows } = await page.evaluate(() => window.result);
+  const { forwardMs, rows, writes } = await page.evaluate(() => window.result);
   const total = rows.reduce((sum, r) => sum + r.ms, 0);
   console.log(`${task} 1×${tokens}: forward ${forwardMs.toFixed(0)} ms, ${rows.length} dispatches, replayed alone ${total.toFixed(0)} ms`);
+  console.log(`host writes: ${writes.count} (${writes.bytes} bytes)`);
   const byKernel = new Map();
   for (const r of rows) {
     const k = byKernel.get(r.kernel) ?? { n: 0, ms: 0, workgroups: new Set() };

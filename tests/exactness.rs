@@ -272,8 +272,8 @@ fn shipped_fill_mask_model_matches_transformers() {
 /// The Linear kernels on shapes that are not multiples of their tiles (edge rows and columns), with the
 /// weight contiguous and as a transposed view, on their own, followed by Add & Norm (where the tiled
 /// kernel splits the depth in slices that the norm adds up) and added to a residual as they are written
-/// (into the residual's own buffer, or a copy where another tensor still holds it), against sums
-/// computed here in f64.
+/// (into the residual's own buffer, or a copy where another tensor still holds it), with a bias and β and
+/// without (ModernBERT's layers, whose kernels then read neither), against sums computed here in f64.
 #[test]
 fn linear_on_edge_shapes_matches_f64() {
     use burn::module::Param;
@@ -285,135 +285,136 @@ fn linear_on_edge_shapes_matches_f64() {
     let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
     let x: Vec<f32> = (0..rows * width).map(value).collect();
     let w: Vec<f32> = (0..width * out).map(|i| value(i + 5)).collect();
-    let b: Vec<f32> = (0..out).map(|i| value(i + 11)).collect();
     let residual: Vec<f32> = (0..rows * out).map(|i| value(i + 17)).collect();
-    let (gamma, beta): (Vec<f32>, Vec<f32>) =
-        (0..out).map(|i| (1.0 + value(i + 3), value(i + 7))).unzip();
-    let dense: Vec<f64> = (0..rows * out)
-        .map(|i| {
-            let (r, c) = (i / out, i % out);
-            let dot: f64 = (0..width)
-                .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
-                .sum();
-            dot + b[c] as f64
-        })
-        .collect();
-    let want_linear: Vec<f32> = dense.iter().map(|&y| y as f32).collect();
-    let want_added: Vec<f32> = dense
-        .iter()
-        .zip(&residual)
-        .map(|(&y, &r)| (y + r as f64) as f32)
-        .collect();
-    let want_norm: Vec<f32> = dense
-        .chunks_exact(out)
-        .zip(residual.chunks_exact(out))
-        .flat_map(|(row, res)| {
-            let sum: Vec<f64> = row.iter().zip(res).map(|(y, r)| y + *r as f64).collect();
-            let mean = sum.iter().sum::<f64>() / out as f64;
-            let var = sum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / out as f64;
-            let (gamma, beta) = (&gamma, &beta);
-            sum.into_iter().enumerate().map(move |(c, v)| {
-                ((v - mean) / (var + eps).sqrt() * gamma[c] as f64 + beta[c] as f64) as f32
-            })
-        })
-        .collect();
+    let gamma: Vec<f32> = (0..out).map(|i| 1.0 + value(i + 3)).collect();
     // The same weight stored `[out, in]`, to be passed as a transposed view (the tied decoder's case).
     let w_t: Vec<f32> = (0..out * width)
         .map(|i| w[(i % width) * out + i / width])
         .collect();
-    // Each tile once, with and without the depth split in slices (which only Add & Norm takes).
-    let plans = [
-        None,
-        Some(Plan {
-            tile: TILES[0],
-            splits: 3,
-        }),
-        Some(Plan {
-            tile: TILES[1],
-            splits: 1,
-        }),
-        Some(Plan {
-            tile: TILES[2],
-            splits: 2,
-        }),
-    ];
-    for target in TARGETS {
-        let device = target.device();
-        let tensor = |values: &[f32], shape: [usize; 2]| {
-            Tensor::<2>::from_data(TensorData::new(values.to_vec(), shape), &device)
+    for biased in [true, false] {
+        // Absent, they are zeros to the sums here and `None` to the model.
+        let shift = |seed: usize| -> Vec<f32> {
+            (0..out)
+                .map(|i| if biased { value(i + seed) } else { 0.0 })
+                .collect()
         };
-        let bias = Tensor::<1>::from_data(TensorData::new(b.clone(), [out]), &device);
-        let mut norm = LayerNormConfig::new(out).init(&device);
-        norm.gamma = Param::from_tensor(Tensor::from_data(
-            TensorData::new(gamma.clone(), [out]),
-            &device,
-        ));
-        norm.beta = Some(Param::from_tensor(Tensor::from_data(
-            TensorData::new(beta.clone(), [out]),
-            &device,
-        )));
-        for plan in plans {
-            let weights = [
-                tensor(&w, [width, out]),
-                tensor(&w_t, [out, width]).transpose(),
-            ];
-            for (weight, layout) in weights.into_iter().zip(["contiguous", "transposed"]) {
-                let layer = Linear {
-                    weight: Param::from_tensor(weight.clone()),
-                    bias: Some(Param::from_tensor(bias.clone())),
-                };
-                let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
-                let run = || {
-                    let linear = read(affine(
-                        tensor(&x, [rows, width]),
-                        weight,
-                        bias.clone(),
-                        false,
-                    ));
-                    let normed = dense_add_norm(
-                        &layer,
-                        &norm,
-                        eps,
-                        tensor(&x, [rows, width]).reshape([1, rows, width]),
-                        tensor(&residual, [rows, out]).reshape([1, rows, out]),
-                    );
-                    let x3 = || tensor(&x, [rows, width]).reshape([1, rows, width]);
-                    let residual3 = || tensor(&residual, [rows, out]).reshape([1, rows, out]);
-                    let held = residual3();
-                    let added = [
-                        linear_add(&layer, x3(), residual3()),
-                        linear_add(&layer, x3(), held.clone()),
-                    ];
-                    let added = added.map(|t| read(t.reshape([rows, out])));
-                    let held = read(held.reshape([rows, out]));
-                    (linear, read(normed.reshape([rows, out])), added, held)
-                };
-                let (linear, normed, added, held) = target.run(|| match plan {
-                    Some(plan) => with_plan(plan, run),
-                    None => run(),
-                });
-                let diff = max_abs_diff(&linear, &want_linear);
-                assert!(
-                    diff <= 1e-5,
-                    "{target:?} {plan:?} {layout} weight: max abs diff {diff}"
-                );
-                let diff = max_abs_diff(&normed, &want_norm);
-                assert!(
-                    diff <= 1e-4,
-                    "{target:?} {plan:?} {layout} weight, Add & Norm: max abs diff {diff}"
-                );
-                for (added, residual_held) in added.iter().zip([false, true]) {
-                    let diff = max_abs_diff(added, &want_added);
-                    assert!(
-                        diff <= 1e-5,
-                        "{target:?} {plan:?} {layout} weight, residual added (held elsewhere: \
-                         {residual_held}): max abs diff {diff}"
-                    );
+        let (b, beta) = (shift(11), shift(7));
+        let dense: Vec<f64> = (0..rows * out)
+            .map(|i| {
+                let (r, c) = (i / out, i % out);
+                let dot: f64 = (0..width)
+                    .map(|k| (x[r * width + k] * w[k * out + c]) as f64)
+                    .sum();
+                dot + b[c] as f64
+            })
+            .collect();
+        let want_linear: Vec<f32> = dense.iter().map(|&y| y as f32).collect();
+        let want_added: Vec<f32> = dense
+            .iter()
+            .zip(&residual)
+            .map(|(&y, &r)| (y + r as f64) as f32)
+            .collect();
+        let want_norm: Vec<f32> = dense
+            .chunks_exact(out)
+            .zip(residual.chunks_exact(out))
+            .flat_map(|(row, res)| {
+                let sum: Vec<f64> = row.iter().zip(res).map(|(y, r)| y + *r as f64).collect();
+                let mean = sum.iter().sum::<f64>() / out as f64;
+                let var = sum.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / out as f64;
+                let (gamma, beta) = (&gamma, &beta);
+                sum.into_iter().enumerate().map(move |(c, v)| {
+                    ((v - mean) / (var + eps).sqrt() * gamma[c] as f64 + beta[c] as f64) as f32
+                })
+            })
+            .collect();
+        // Each tile once, with and without the depth split in slices (which only Add & Norm takes).
+        let plans = [
+            None,
+            Some(Plan {
+                tile: TILES[0],
+                splits: 3,
+            }),
+            Some(Plan {
+                tile: TILES[1],
+                splits: 1,
+            }),
+            Some(Plan {
+                tile: TILES[2],
+                splits: 2,
+            }),
+        ];
+        for target in TARGETS {
+            let device = target.device();
+            let tensor = |values: &[f32], shape: [usize; 2]| {
+                Tensor::<2>::from_data(TensorData::new(values.to_vec(), shape), &device)
+            };
+            let vector = |values: &[f32]| {
+                let tensor =
+                    Tensor::<1>::from_data(TensorData::new(values.to_vec(), [out]), &device);
+                biased.then_some(tensor)
+            };
+            let bias = vector(&b);
+            let mut norm = LayerNormConfig::new(out).init(&device);
+            norm.gamma = Param::from_tensor(Tensor::from_data(
+                TensorData::new(gamma.clone(), [out]),
+                &device,
+            ));
+            norm.beta = vector(&beta).map(Param::from_tensor);
+            for plan in plans {
+                let weights = [
+                    tensor(&w, [width, out]),
+                    tensor(&w_t, [out, width]).transpose(),
+                ];
+                for (weight, layout) in weights.into_iter().zip(["contiguous", "transposed"]) {
+                    let layer = Linear {
+                        weight: Param::from_tensor(weight.clone()),
+                        bias: bias.clone().map(Param::from_tensor),
+                    };
+                    let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+                    let run = || {
+                        let linear = read(affine(
+                            tensor(&x, [rows, width]),
+                            weight,
+                            bias.clone(),
+                            false,
+                        ));
+                        let normed = dense_add_norm(
+                            &layer,
+                            &norm,
+                            eps,
+                            tensor(&x, [rows, width]).reshape([1, rows, width]),
+                            tensor(&residual, [rows, out]).reshape([1, rows, out]),
+                        );
+                        let x3 = || tensor(&x, [rows, width]).reshape([1, rows, width]);
+                        let residual3 = || tensor(&residual, [rows, out]).reshape([1, rows, out]);
+                        let held = residual3();
+                        let added = [
+                            linear_add(&layer, x3(), residual3()),
+                            linear_add(&layer, x3(), held.clone()),
+                        ];
+                        let added = added.map(|t| read(t.reshape([rows, out])));
+                        let held = read(held.reshape([rows, out]));
+                        (linear, read(normed.reshape([rows, out])), added, held)
+                    };
+                    let (linear, normed, added, held) = target.run(|| match plan {
+                        Some(plan) => with_plan(plan, run),
+                        None => run(),
+                    });
+                    let case = format!("{target:?} {plan:?} {layout} weight, biased {biased}");
+                    let diff = max_abs_diff(&linear, &want_linear);
+                    assert!(diff <= 1e-5, "{case}: max abs diff {diff}");
+                    let diff = max_abs_diff(&normed, &want_norm);
+                    assert!(diff <= 1e-4, "{case}, Add & Norm: max abs diff {diff}");
+                    for (added, residual_held) in added.iter().zip([false, true]) {
+                        let diff = max_abs_diff(added, &want_added);
+                        assert!(
+                            diff <= 1e-5,
+                            "{case}, residual added (held elsewhere: {residual_held}): max abs diff \
+                         {diff}"
+                        );
+                    }
+                    assert_eq!(held, residual, "{case}: a held residual was overwritten");
                 }
-                assert_eq!(
-                    held, residual,
-                    "{target:?}: a held residual was overwritten"
-                );
             }
         }
     }
@@ -724,7 +725,7 @@ fn packed_linear_matches_sums(
         let x = Tensor::<2>::from_data(TensorData::new(input.clone(), [rows, depth]), &device);
         let b = Tensor::<1>::from_data(TensorData::new(bias.clone(), [cols]), &device);
         let got: Vec<f32> = target.run(|| {
-            webbert::ops::linear::affine(x, weight, b, false)
+            webbert::ops::linear::affine(x, weight, Some(b), false)
                 .into_data()
                 .try_into_vec()
                 .unwrap()

@@ -1,11 +1,13 @@
 // Imported first by the profiling copy of webbert's worker (scripts/profile-webgpu.mjs): records every
 // compute dispatch of one call, then replays each alone and times it: one submit of it 21 times in a row less
 // one submit of it once, over 20 (what a submit and its wait cost, ~3 ms on a real GPU in Chrome, cancels).
+// Also counts the call's writes from the host (`queue.writeBuffer`: inputs, kernels' shape metadata, constants).
 const source = new WeakMap(); // shader module or pipeline → WGSL
 const passes = new WeakMap(); // compute pass → its current pipeline and bind group
 let device = null;
 let recording = false;
 const dispatches = [];
+const writes = { count: 0, bytes: 0 };
 
 function wrap(cls, name, fn) {
   const original = cls.prototype[name];
@@ -41,6 +43,14 @@ wrap(GPUComputePassEncoder, 'dispatchWorkgroups', function (original, args) {
   return original(...args);
 });
 
+wrap(GPUQueue, 'writeBuffer', (original, args) => {
+  if (recording) {
+    writes.count += 1;
+    writes.bytes += args[4] ?? (args[2].byteLength ?? args[2].length) - (args[3] ?? 0);
+  }
+  return original(...args);
+});
+
 async function submit({ pipeline, bindGroup, workgroups }, times) {
   const start = performance.now();
   const encoder = device.createCommandEncoder();
@@ -63,6 +73,7 @@ async function time(dispatch) {
 self.addEventListener('message', async ({ data }) => {
   if (data?.profile === 'record') {
     dispatches.length = 0;
+    Object.assign(writes, { count: 0, bytes: 0 });
     recording = true;
   } else if (data?.profile === 'replay') {
     recording = false;
@@ -72,6 +83,6 @@ self.addEventListener('message', async ({ data }) => {
       const wgsl = source.get(d.pipeline) ?? '';
       rows.push({ kernel: wgsl.match(/fn (\w+)\(/)?.[1] ?? '?', workgroups: d.workgroups.join('×'), ms });
     }
-    self.postMessage({ profile: rows });
+    self.postMessage({ profile: rows, writes });
   }
 });

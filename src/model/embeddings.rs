@@ -31,17 +31,6 @@ impl BertEmbeddings {
             }
             return norm(&self.layer_norm, self.layer_norm_eps, tokens);
         };
-        let hidden = self.word_embeddings.weight.dims()[1];
-        let device = input_ids.device();
-        let beta = match &self.layer_norm.beta {
-            Some(beta) => beta.val(),
-            None => Tensor::zeros([hidden], &device),
-        };
-        // Without segments, every token's type is 0 (the tokenizer gives no others): a zero row.
-        let token_type = match &self.token_type_embeddings {
-            Some(table) => table.weight.val(),
-            None => Tensor::zeros([1, hidden], &device),
-        };
         let positions = positions.weight.val();
         let rows = positions.dims()[0] - self.position_offset;
         embed_norm(
@@ -49,9 +38,9 @@ impl BertEmbeddings {
             token_type_ids,
             self.word_embeddings.weight.val(),
             positions.narrow(0, self.position_offset, rows),
-            token_type,
+            self.token_type_embeddings.as_ref().map(|t| t.weight.val()),
             self.layer_norm.gamma.val(),
-            beta,
+            self.layer_norm.beta.as_ref().map(|beta| beta.val()),
             self.layer_norm_eps,
         )
     }

@@ -65,10 +65,7 @@ impl MlmHead {
             .as_ref()
             .map(|d| d.val())
             .unwrap_or(word_embeddings);
-        let bias = match &self.bias {
-            Some(bias) => bias.val(),
-            None => Tensor::zeros([decoder.dims()[0]], &decoder.device()),
-        };
+        let bias = self.bias.as_ref().map(|bias| bias.val());
         affine(transformed, decoder.transpose(), bias, false)
     }
 }

@@ -11,15 +11,15 @@
 //! (flex, whose `layer_norm` is already one pass) and autodiff keep burn's ops.
 
 use burn::backend::tensor::{FloatTensor, QuantizedTensor};
-use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::nn::{LayerNorm, Linear};
-use burn::tensor::{DType, FloatDType, Shape, Tensor};
+use burn::tensor::{DType, FloatDType, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::linear::{LinearBackend, Weight, tiled_sums};
-use super::{KernelShape, empty_like, no_bias, placeholder, storage, subgroups};
+use super::linear::{self, LinearBackend, Weight, tiled_sums};
+use super::{KernelShape, empty_like, or_absent, placeholder, present, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
 /// `Tiled`: units sharing one row.
@@ -27,8 +27,8 @@ pub(crate) const ROW_UNITS: usize = 128;
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait AddNormBackend: Backend {
-    /// `input`, `residual` `[rows, hidden]`; `gamma`, `beta` `[hidden]` → `LayerNorm(input + residual)`
-    /// `[rows, hidden]`.
+    /// `input`, `residual` `[rows, hidden]`; `gamma`, `beta` `[hidden]` (`beta` empty where the LayerNorm
+    /// has none, see [`super::or_absent`]) → `LayerNorm(input + residual)` `[rows, hidden]`.
     fn add_norm(
         input: FloatTensor<Self>,
         residual: FloatTensor<Self>,
@@ -36,10 +36,16 @@ pub trait AddNormBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        Self::layer_norm(Self::float_add(input, residual), gamma, Some(beta), epsilon)
+        Self::layer_norm(
+            Self::float_add(input, residual),
+            gamma,
+            present(beta),
+            epsilon,
+        )
     }
 
-    /// `LayerNorm(input·weight + bias + residual)`: `input` `[rows, in]`, `weight` `[in, hidden]`.
+    /// `LayerNorm(input·weight + bias + residual)`: `input` `[rows, in]`, `weight` `[in, hidden]`, `bias`
+    /// `[hidden]` (or empty).
     #[allow(clippy::too_many_arguments)]
     fn dense_add_norm(
         input: FloatTensor<Self>,
@@ -50,11 +56,7 @@ pub trait AddNormBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let hidden = bias.shape()[0];
-        let dense = Self::float_add(
-            Self::float_matmul(input, weight),
-            Self::float_reshape(bias, Shape::new([1, hidden])),
-        );
+        let dense = linear::composed::<Self>(input, weight, present(bias), false);
         Self::add_norm(dense, residual, gamma, beta, epsilon)
     }
 
@@ -81,7 +83,7 @@ pub trait AddNormBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        Self::layer_norm(input, gamma, Some(beta), epsilon)
+        Self::layer_norm(input, gamma, present(beta), epsilon)
     }
 }
 
@@ -130,7 +132,7 @@ impl AddNormBackend for Cube {
     ) -> FloatTensor<Self> {
         let input = into_contiguous(input);
         let sums = Sums::one(input);
-        launch(sums, None, Some(residual), gamma, beta, epsilon)
+        launch(sums, None, Some(residual), gamma, present(beta), epsilon)
     }
 
     fn dense_add_norm(
@@ -146,13 +148,14 @@ impl AddNormBackend for Cube {
         let (input, weight) = (into_contiguous(input), Weight::of(weight));
         match KernelShape::of(&input.client) {
             KernelShape::Serial => {
-                let dense = super::linear::gpu_linear(input, weight, bias, false, None);
+                let dense = linear::gpu_linear(input, weight, present(bias), false, None);
                 Self::add_norm(dense, residual, gamma, beta, epsilon)
             }
             KernelShape::Tiled { .. } => {
                 let (partial, splits) = tiled_sums(input, weight, None);
                 let sums = Sums { partial, splits };
-                launch(sums, Some(bias), Some(residual), gamma, beta, epsilon)
+                let (bias, beta) = (present(bias), present(beta));
+                launch(sums, bias, Some(residual), gamma, beta, epsilon)
             }
         }
     }
@@ -177,7 +180,7 @@ impl AddNormBackend for Cube {
         epsilon: f64,
     ) -> FloatTensor<Self> {
         let input = into_contiguous(input);
-        launch(Sums::one(input), None, None, gamma, beta, epsilon)
+        launch(Sums::one(input), None, None, gamma, present(beta), epsilon)
     }
 }
 
@@ -202,17 +205,17 @@ fn launch(
     bias: Option<CubeTensor>,
     residual: Option<CubeTensor>,
     gamma: CubeTensor,
-    beta: CubeTensor,
+    beta: Option<CubeTensor>,
     epsilon: f64,
 ) -> CubeTensor {
     let Sums { partial, splits } = sums;
     let dims = partial.meta.shape();
     let [rows, hidden] = [dims[dims.len() - 2], dims[dims.len() - 1]];
-    let [gamma, beta] = [gamma, beta].map(into_contiguous);
+    let gamma = into_contiguous(gamma);
     // What is absent is flagged to the kernel, which never reads the placeholder bound in its place.
-    let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
-    let bias = bias.map_or_else(|| placeholder(&partial), into_contiguous);
-    let residual = residual.map_or_else(|| placeholder(&partial), into_contiguous);
+    let (has_bias, has_residual, has_beta) = (bias.is_some(), residual.is_some(), beta.is_some());
+    let [bias, residual, beta] =
+        [bias, residual, beta].map(|t| t.map_or_else(|| placeholder(&partial), into_contiguous));
     let output = empty_like(&partial, [rows, hidden], partial.dtype);
     let shape = KernelShape::of(&partial.client);
     let (count, dim, units) = match shape {
@@ -237,6 +240,7 @@ fn launch(
         epsilon as f32,
         has_bias,
         has_residual,
+        has_beta,
         units,
         hidden.div_ceil(units),
         subgroups(&output.client, shape),
@@ -271,6 +275,7 @@ pub(crate) mod kernel {
         epsilon: f32,
         #[comptime] has_bias: bool,
         #[comptime] has_residual: bool,
+        #[comptime] has_beta: bool,
         #[comptime] units: usize,
         #[comptime] per_unit: usize,
         #[comptime] subgroups: bool,
@@ -327,7 +332,7 @@ pub(crate) mod kernel {
                     has_bias,
                     has_residual,
                 ) - mean;
-                output[start + k] = centred * inv_std * gamma[k] + beta[k];
+                output[start + k] = shift(centred * inv_std * gamma[k], beta, k, has_beta);
             }
         } else {
             let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
@@ -354,7 +359,7 @@ pub(crate) mod kernel {
                 x[i] = select(k < hidden, value, F::new(0.0));
             }
             store_row_norm(
-                &mut x, output, gamma, beta, start, epsilon, units, per_unit, subgroups,
+                &mut x, output, gamma, beta, start, epsilon, has_beta, units, per_unit, subgroups,
             );
         }
     }
@@ -388,7 +393,8 @@ pub(crate) mod kernel {
     }
 
     /// Writes `LayerNorm` of the row whose `hidden` values the workgroup's units hold in `x` (unit `u`
-    /// holds columns `u`, `u + units`, …; zeros past the end) to `output[start..]`.
+    /// holds columns `u`, `u + units`, …; zeros past the end) to `output[start..]`, `beta` added where
+    /// `has_beta`.
     #[cube]
     #[allow(clippy::too_many_arguments)]
     pub fn store_row_norm<F: Float>(
@@ -398,6 +404,7 @@ pub(crate) mod kernel {
         beta: &Tensor<F>,
         start: usize,
         epsilon: f32,
+        #[comptime] has_beta: bool,
         #[comptime] units: usize,
         #[comptime] per_unit: usize,
         #[comptime] subgroups: bool,
@@ -425,17 +432,26 @@ pub(crate) mod kernel {
         for i in 0..per_unit {
             let k = UNIT_POS as usize + i * units;
             if k < hidden {
-                output[start + k] = x[i] * inv_std * gamma[k] + beta[k];
+                output[start + k] = shift(x[i] * inv_std * gamma[k], beta, k, has_beta);
             }
         }
     }
+
+    /// `scaled + beta[k]`, or `scaled` for a LayerNorm without β.
+    #[cube]
+    pub fn shift<F: Float>(scaled: F, beta: &Tensor<F>, k: usize, #[comptime] has_beta: bool) -> F {
+        let mut value = scaled;
+        if has_beta {
+            value += beta[k];
+        }
+        value
+    }
 }
 
+/// The LayerNorm's β, or an empty tensor where it has none.
 fn beta(layer_norm: &LayerNorm, like: &Tensor<2>) -> Tensor<1> {
-    match &layer_norm.beta {
-        Some(beta) => beta.val(),
-        None => no_bias(layer_norm.gamma.dims()[0], &like.device()),
-    }
+    let beta = layer_norm.beta.as_ref().map(|beta| beta.val());
+    or_absent(beta, &like.device())
 }
 
 /// `layer_norm(input + residual)` for `[batch, seq, hidden]` tensors; `epsilon` is the config's
@@ -470,10 +486,7 @@ pub fn dense_add_norm(
     let [batch, seq, width] = input.dims();
     let hidden = residual.dims()[2];
     let input = input.reshape([batch * seq, width]);
-    let bias = match &dense.bias {
-        Some(bias) => bias.val(),
-        None => no_bias(hidden, &input.device()),
-    };
+    let bias = or_absent(dense.bias.as_ref().map(|bias| bias.val()), &input.device());
     let weight = dense.weight.val();
     let beta = beta(layer_norm, &input);
     let dense_add_norm = match weight.dtype() {

@@ -12,13 +12,15 @@ use burn_cubecl::kernel::into_contiguous;
 use cubecl::CubeDim;
 
 use super::add_norm::{ROW_UNITS, row_grid};
-use super::{KernelShape, empty_like, storage, subgroups};
+use super::{KernelShape, empty_like, or_absent, placeholder, present, storage, subgroups};
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait EmbeddingsBackend: Backend {
     /// `input_ids`, `token_type_ids` `[rows]` (rows = batch × seq, positions counting from 0 in each
     /// sequence of `seq`); tables `[n, hidden]`; `gamma`, `beta` `[hidden]` → `[rows, hidden]`:
-    /// `LayerNorm(word[id] + token_type[type] + position[row % seq])`.
+    /// `LayerNorm(word[id] + token_type[type] + position[row % seq])`. A family without segments has no
+    /// `token_type` table and a LayerNorm may have no `beta`: what is empty ([`super::or_absent`]) is
+    /// left out.
     #[allow(clippy::too_many_arguments)]
     fn embed_norm(
         input_ids: IntTensor<Self>,
@@ -41,12 +43,13 @@ pub trait EmbeddingsBackend: Backend {
             ),
             Shape::new([rows]),
         );
-        let tokens = Self::float_add(
-            Self::float_select(word, 0, input_ids),
-            Self::float_select(token_type, 0, token_type_ids),
-        );
+        let mut tokens = Self::float_select(word, 0, input_ids);
+        if let Some(token_type) = present(token_type) {
+            let types = Self::float_select(token_type, 0, token_type_ids);
+            tokens = Self::float_add(tokens, types);
+        }
         let sum = Self::float_add(tokens, Self::float_select(position, 0, positions));
-        Self::layer_norm(sum, gamma, Some(beta), epsilon)
+        Self::layer_norm(sum, gamma, present(beta), epsilon)
     }
 }
 
@@ -70,27 +73,16 @@ impl EmbeddingsBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let [
-            input_ids,
-            token_type_ids,
-            word,
-            position,
-            token_type,
-            gamma,
-            beta,
-        ] = [
-            input_ids,
-            token_type_ids,
-            word,
-            position,
-            token_type,
-            gamma,
-            beta,
-        ]
-        .map(into_contiguous);
+        let (token_type, beta) = (present(token_type), present(beta));
+        let [input_ids, token_type_ids, word, position, gamma] =
+            [input_ids, token_type_ids, word, position, gamma].map(into_contiguous);
         let rows = input_ids.meta.shape()[0];
         let hidden = word.meta.shape()[1];
         let output = empty_like(&word, [rows, hidden], word.dtype);
+        // What is absent is flagged to the kernel, which never reads the placeholder bound in its place.
+        let (has_token_type, has_beta) = (token_type.is_some(), beta.is_some());
+        let [token_type, beta] =
+            [token_type, beta].map(|t| t.map_or_else(|| placeholder(&output), into_contiguous));
         let shape = KernelShape::of(&word.client);
         kernel::embed_norm_kernel::launch(
             &output.client,
@@ -106,6 +98,8 @@ impl EmbeddingsBackend for Cube {
             output.clone().into_tensor_arg(),
             seq,
             epsilon as f32,
+            has_token_type,
+            has_beta,
             hidden.div_ceil(ROW_UNITS),
             subgroups(&output.client, shape),
             [output.dtype, input_ids.dtype].map(storage),
@@ -132,6 +126,8 @@ mod kernel {
         output: &mut Tensor<F>,
         seq: usize,
         epsilon: f32,
+        #[comptime] has_token_type: bool,
+        #[comptime] has_beta: bool,
         #[comptime] per_unit: usize,
         #[comptime] subgroups: bool,
         #[define(F, I)] _dtypes: [ElemType; 2],
@@ -152,7 +148,11 @@ mod kernel {
             let k = UNIT_POS as usize + i * units;
             let c = min(k, hidden - 1);
             // Hugging Face's order: (word + token type) + position.
-            let value = word[word_row + c] + token_type[type_row + c] + position[position_row + c];
+            let mut value = word[word_row + c];
+            if has_token_type {
+                value += token_type[type_row + c];
+            }
+            value += position[position_row + c];
             x[i] = select(k < hidden, value, F::new(0.0));
         }
         store_row_norm(
@@ -162,6 +162,7 @@ mod kernel {
             beta,
             row * hidden,
             epsilon,
+            has_beta,
             units,
             per_unit,
             subgroups,
@@ -177,13 +178,14 @@ pub fn embed_norm(
     token_type_ids: Tensor<2, Int>,
     word: Tensor<2>,
     position: Tensor<2>,
-    token_type: Tensor<2>,
+    token_type: Option<Tensor<2>>,
     gamma: Tensor<1>,
-    beta: Tensor<1>,
+    beta: Option<Tensor<1>>,
     epsilon: f64,
 ) -> Tensor<3> {
     let [batch, seq] = input_ids.dims();
     let hidden = word.dims()[1];
+    let device = word.device();
     let rows = |ids: Tensor<2, Int>| ids.reshape([batch * seq]).into_dispatch();
     let output = Dispatch::embed_norm(
         rows(input_ids),
@@ -191,9 +193,9 @@ pub fn embed_norm(
         seq,
         word.into_dispatch(),
         position.into_dispatch(),
-        token_type.into_dispatch(),
+        or_absent(token_type, &device).into_dispatch(),
         gamma.into_dispatch(),
-        beta.into_dispatch(),
+        or_absent(beta, &device).into_dispatch(),
         epsilon,
     );
     Tensor::<2>::from_dispatch(output).reshape([batch, seq, hidden])

@@ -21,7 +21,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, empty_like, no_bias, placeholder, storage};
+use super::{KernelShape, empty_like, or_absent, placeholder, present, storage};
 
 use super::cpu::q8::{BLOCK as Q8_BLOCK, Q8Matrix};
 use super::cpu::{self, Epilogue, Matrix};
@@ -35,14 +35,15 @@ const WORKGROUP: u32 = 64;
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait LinearBackend: Backend {
-    /// `input` `[rows, in]`, `weight` `[in, out]` (any strides), `bias` `[out]` → `[rows, out]`.
+    /// `input` `[rows, in]`, `weight` `[in, out]` (any strides), `bias` `[out]` (empty, `[0]`, where the
+    /// layer has none: see [`super::or_absent`]) → `[rows, out]`.
     fn linear(
         input: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        composed::<Self>(input, weight, bias, gelu)
+        composed::<Self>(input, weight, present(bias), gelu)
     }
 
     /// The same with int8 weights (a q8 model): burn's block quantisation, one scale per [`Q8_BLOCK`]
@@ -54,7 +55,7 @@ pub trait LinearBackend: Backend {
         gelu: bool,
     ) -> FloatTensor<Self> {
         let weight = Self::dequantize(weight, FloatDType::F32);
-        composed::<Self>(input, weight, bias, gelu)
+        composed::<Self>(input, weight, present(bias), gelu)
     }
 
     /// `input·weight + bias + residual` (`residual` `[rows, out]`): a pre-norm layer's sublayer output
@@ -97,17 +98,20 @@ pub fn q8_scheme(packed: bool) -> QuantScheme {
 }
 
 /// The same with burn's own ops (autodiff, and shapes or dtypes our kernels do not take).
-fn composed<B: Backend>(
+pub(crate) fn composed<B: Backend>(
     input: FloatTensor<B>,
     weight: FloatTensor<B>,
-    bias: FloatTensor<B>,
+    bias: Option<FloatTensor<B>>,
     gelu: bool,
 ) -> FloatTensor<B> {
-    let out = bias.shape()[0];
-    let output = B::float_add(
-        B::float_matmul(input, weight),
-        B::float_reshape(bias, Shape::new([1, out])),
-    );
+    let product = B::float_matmul(input, weight);
+    let output = match bias {
+        Some(bias) => {
+            let out = bias.shape()[0];
+            B::float_add(product, B::float_reshape(bias, Shape::new([1, out])))
+        }
+        None => product,
+    };
     if gelu { B::gelu(output) } else { output }
 }
 
@@ -115,8 +119,9 @@ fn composed<B: Backend>(
 /// flex's gemm runs on all cores.
 impl LinearBackend for Flex {
     fn linear(input: FlexTensor, weight: FlexTensor, bias: FlexTensor, gelu: bool) -> FlexTensor {
+        let bias = present(bias);
         if cfg!(target_arch = "wasm32")
-            && let Some(output) = flex_linear(&input, &weight, &bias, gelu)
+            && let Some(output) = flex_linear(&input, &weight, bias.as_ref(), gelu)
         {
             return output;
         }
@@ -129,7 +134,8 @@ impl LinearBackend for Flex {
         bias: FlexTensor,
         gelu: bool,
     ) -> FlexTensor {
-        if let Some(output) = flex_q8_linear(&input, &weight, &bias, gelu) {
+        let bias = present(bias);
+        if let Some(output) = flex_q8_linear(&input, &weight, bias.as_ref(), gelu) {
             return output;
         }
         composed::<Self>(input, Self::dequantize(weight, FloatDType::F32), bias, gelu)
@@ -142,12 +148,15 @@ impl LinearBackend for Flex {
 fn flex_q8_linear(
     input: &FlexTensor,
     weight: &FlexQTensor,
-    bias: &FlexTensor,
+    bias: Option<&FlexTensor>,
     gelu: bool,
 ) -> Option<FlexTensor> {
     let values = weight.tensor();
     if weight.dtype() != DType::QFloat(q8_scheme(false))
-        || [input, bias].iter().any(|t| t.dtype() != DType::F32)
+        || [Some(input), bias]
+            .iter()
+            .flatten()
+            .any(|t| t.dtype() != DType::F32)
         || !values.layout().is_contiguous()
     {
         return None;
@@ -162,27 +171,27 @@ fn flex_q8_linear(
     })
 }
 
-/// `kernel(input, output, epilogue)` with `input` `[rows, depth]` and `bias` as f32 rows, into a new
-/// `[rows, cols]`: the flex glue both CPU kernels share.
+/// `kernel(input, output, epilogue)` with `input` `[rows, depth]` and `bias` (if any) as f32 rows, into a
+/// new `[rows, cols]`: the flex glue both CPU kernels share.
 fn on_f32_rows(
     input: &FlexTensor,
-    bias: &FlexTensor,
+    bias: Option<&FlexTensor>,
     cols: usize,
     gelu: bool,
     kernel: impl FnOnce(Matrix, &mut [f32], Epilogue),
 ) -> Option<FlexTensor> {
     let [rows, depth] = input.shape().dims();
-    let (input, bias) = (input.to_contiguous(), bias.to_contiguous());
+    let (input, bias) = (input.to_contiguous(), bias.map(FlexTensor::to_contiguous));
     let input = Matrix {
         data: input.as_slice::<f32>()?,
         row_stride: depth,
     };
     let mut output = vec![0.0; rows * cols];
-    let epilogue = Epilogue {
-        bias: Some(bias.as_slice::<f32>()?),
-        gelu,
+    let bias = match &bias {
+        Some(bias) => Some(bias.as_slice::<f32>()?),
+        None => None,
     };
-    kernel(input, &mut output, epilogue);
+    kernel(input, &mut output, Epilogue { bias, gelu });
     Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
 }
 
@@ -191,11 +200,12 @@ fn on_f32_rows(
 fn flex_linear(
     input: &FlexTensor,
     weight: &FlexTensor,
-    bias: &FlexTensor,
+    bias: Option<&FlexTensor>,
     gelu: bool,
 ) -> Option<FlexTensor> {
-    if [input, weight, bias]
+    if [Some(input), Some(weight), bias]
         .iter()
+        .flatten()
         .any(|t| t.dtype() != DType::F32)
     {
         return None;
@@ -228,7 +238,7 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         gelu: bool,
     ) -> FloatTensor<Self> {
-        gpu_linear(input, Weight::of(weight), bias, gelu, None)
+        gpu_linear(input, Weight::of(weight), present(bias), gelu, None)
     }
 
     fn q8_linear(
@@ -247,7 +257,13 @@ impl LinearBackend for Cube {
         bias: FloatTensor<Self>,
         residual: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        gpu_linear(input, Weight::of(weight), bias, false, Some(residual))
+        gpu_linear(
+            input,
+            Weight::of(weight),
+            present(bias),
+            false,
+            Some(residual),
+        )
     }
 
     fn q8_linear_add(
@@ -352,10 +368,11 @@ fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
     })
 }
 
-/// What the kernels do as they write a finished product: add the bias, then GELU (`gelu`), then, where
-/// `residual` is given (`[rows, out]`), add it (the kernels write into its buffer and read it back).
+/// What the kernels do as they write a finished product: add the bias (where the layer has one), then
+/// GELU (`gelu`), then, where `residual` is given (`[rows, out]`), add it (the kernels write into its
+/// buffer and read it back).
 pub(crate) struct Finish {
-    bias: CubeTensor,
+    bias: Option<CubeTensor>,
     gelu: bool,
     residual: Option<CubeTensor>,
 }
@@ -370,16 +387,24 @@ impl Finish {
             None => (empty_like(input, [rows, cols], input.dtype), false),
         }
     }
+
+    /// The bias binding, a placeholder beside `like` where there is none, and whether to add it.
+    fn bias(self, like: &CubeTensor) -> (CubeTensor, bool) {
+        match self.bias {
+            Some(bias) => (bias, true),
+            None => (placeholder(like), false),
+        }
+    }
 }
 
 pub(crate) fn gpu_linear(
     input: CubeTensor,
     weight: Weight,
-    bias: CubeTensor,
+    bias: Option<CubeTensor>,
     gelu: bool,
     residual: Option<CubeTensor>,
 ) -> CubeTensor {
-    let (input, bias) = (into_contiguous(input), into_contiguous(bias));
+    let (input, bias) = (into_contiguous(input), bias.map(into_contiguous));
     let finish = Finish {
         bias,
         gelu,
@@ -395,6 +420,8 @@ fn serial(input: CubeTensor, weight: Weight, mut finish: Finish) -> CubeTensor {
     let [rows, _] = input.meta.shape().dims();
     let cols = weight.cols();
     let (output, accumulate) = finish.output(&input, rows, cols);
+    let gelu = finish.gelu;
+    let (bias, has_bias) = finish.bias(&output);
     let (weight, values, scales, stored) = weight.bindings(&output);
     let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     kernel::linear_kernel::launch(
@@ -405,9 +432,10 @@ fn serial(input: CubeTensor, weight: Weight, mut finish: Finish) -> CubeTensor {
         weight.into_tensor_arg(),
         values.into_tensor_arg(),
         scales.into_tensor_arg(),
-        finish.bias.into_tensor_arg(),
+        bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
-        finish.gelu,
+        has_bias,
+        gelu,
         accumulate,
         stored,
         TILE_ROWS,
@@ -532,15 +560,17 @@ pub(crate) fn tiled_sums(
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
     let weight_by_depth = matches!(&weight, Weight::F32(w) if w.meta.strides()[0] == 1 && cols > 1);
     let dtype = input.dtype;
-    let (output, bias, gelu, accumulate) = match finish {
+    let (output, bias, has_bias, gelu, accumulate) = match finish {
         Some(mut finish) => {
             let (output, accumulate) = finish.output(&input, rows, cols);
-            (output, finish.bias, finish.gelu, accumulate)
+            let gelu = finish.gelu;
+            let (bias, has_bias) = finish.bias(&output);
+            (output, bias, has_bias, gelu, accumulate)
         }
         None => {
             let output = empty_like(&input, [splits, rows, cols], dtype);
             let unused = placeholder(&output);
-            (output, unused, false, false)
+            (output, unused, false, false, false)
         }
     };
     let (weight, values, scales, stored) = weight.bindings(&output);
@@ -567,6 +597,7 @@ pub(crate) fn tiled_sums(
         weight_by_depth,
         stored,
         finished,
+        has_bias,
         gelu,
         accumulate,
         storage(dtype),
@@ -584,9 +615,9 @@ mod tiled_kernel {
     /// block of the weight in workgroup memory (the next step's blocks are already being read into
     /// registers while this one is multiplied); each unit accumulates `unit_rows × unit_cols` outputs,
     /// strided across the tile so that neighbouring units read neighbouring words. With one slice the
-    /// bias (and GELU, and what `output` holds where `accumulate`) are added here; otherwise the partial sums go to `output[slice]`. A packed weight
-    /// (f16 in `values`, or int8 in `values` and `scales`; `weight` unread) is unpacked as its block is
-    /// read.
+    /// bias (where `has_bias`; then GELU, and what `output` holds where `accumulate`) are added here;
+    /// otherwise the partial sums go to `output[slice]`. A packed weight (f16 in `values`, or int8 in
+    /// `values` and `scales`; `weight` unread) is unpacked as its block is read.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn tiled_linear_kernel<F: Float>(
@@ -605,6 +636,7 @@ mod tiled_kernel {
         #[comptime] weight_by_depth: bool,
         #[comptime] stored: Stored,
         #[comptime] epilogue: bool,
+        #[comptime] has_bias: bool,
         #[comptime] gelu: bool,
         #[comptime] accumulate: bool,
         #[define(F)] _dtype: ElemType,
@@ -728,7 +760,9 @@ mod tiled_kernel {
                 if r < rows && c < cols {
                     let mut y = acc[i * unit_cols + j];
                     if epilogue {
-                        y += bias[c];
+                        if has_bias {
+                            y += bias[c];
+                        }
                         if gelu {
                             y = gelu_erf::<F>(y);
                         }
@@ -873,9 +907,9 @@ pub(crate) mod kernel {
     }
 
     /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth, and
-    /// adds the bias (GELU after it, and with `accumulate` what `output` held before it is written). A
-    /// packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two columns a word,
-    /// int8 `values` four, with `scales` reloaded once per block.
+    /// adds the bias where `has_bias` (GELU after it, and with `accumulate` what `output` held before it
+    /// is written). A packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two
+    /// columns a word, int8 `values` four, with `scales` reloaded once per block.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn linear_kernel<F: Float>(
@@ -885,6 +919,7 @@ pub(crate) mod kernel {
         scales: &Tensor<F>,
         bias: &Tensor<F>,
         output: &mut Tensor<F>,
+        #[comptime] has_bias: bool,
         #[comptime] gelu: bool,
         #[comptime] accumulate: bool,
         #[comptime] stored: Stored,
@@ -979,7 +1014,10 @@ pub(crate) mod kernel {
                 #[unroll]
                 for j in 0..tile_cols {
                     if col0 + j < cols {
-                        let mut y = acc[i * tile_cols + j] + bias[col0 + j];
+                        let mut y = acc[i * tile_cols + j];
+                        if has_bias {
+                            y += bias[col0 + j];
+                        }
                         if gelu {
                             y = gelu_erf::<F>(y);
                         }
@@ -1006,6 +1044,7 @@ pub fn linear_add<const D: usize>(
     input: Tensor<D>,
     residual: Tensor<D>,
 ) -> Tensor<D> {
+    let device = input.device();
     let (rows, bias, dims) = flat(layer, input);
     let residual = residual
         .reshape([rows.dims()[0], dims[D - 1]])
@@ -1015,7 +1054,7 @@ pub fn linear_add<const D: usize>(
     let (input, weight, bias) = (
         rows.into_dispatch(),
         weight.into_dispatch(),
-        bias.into_dispatch(),
+        or_absent(bias, &device).into_dispatch(),
     );
     Tensor::<2>::from_dispatch(match quantized {
         true => Dispatch::q8_linear_add(input, weight, bias, residual),
@@ -1024,15 +1063,14 @@ pub fn linear_add<const D: usize>(
     .reshape(dims)
 }
 
-/// `input` as rows `[.., in]` → `[rows, in]`, the layer's bias (zeros where it has none) and the output's
-/// dims.
-fn flat<const D: usize>(layer: &Linear, input: Tensor<D>) -> (Tensor<2>, Tensor<1>, [usize; D]) {
+/// `input` as rows `[.., in]` → `[rows, in]`, the layer's bias (if it has one) and the output's dims.
+fn flat<const D: usize>(
+    layer: &Linear,
+    input: Tensor<D>,
+) -> (Tensor<2>, Option<Tensor<1>>, [usize; D]) {
     let mut dims = input.dims();
     let [width, out] = layer.weight.dims();
-    let bias = match &layer.bias {
-        Some(bias) => bias.val(),
-        None => no_bias(out, &input.device()),
-    };
+    let bias = layer.bias.as_ref().map(|bias| bias.val());
     let rows = input.reshape([dims[..D - 1].iter().product(), width]);
     dims[D - 1] = out;
     (rows, bias, dims)
@@ -1061,9 +1099,15 @@ pub fn linear_columns<const D: usize>(
 }
 
 /// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a
-/// transposed view, `bias` `[out]`.
-pub fn affine(input: Tensor<2>, weight: Tensor<2>, bias: Tensor<1>, gelu: bool) -> Tensor<2> {
-    let (input, bias) = (input.into_dispatch(), bias.into_dispatch());
+/// transposed view, `bias` `[out]` or none.
+pub fn affine(
+    input: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    gelu: bool,
+) -> Tensor<2> {
+    let bias = or_absent(bias, &input.device()).into_dispatch();
+    let input = input.into_dispatch();
     Tensor::from_dispatch(match weight.dtype() {
         DType::QFloat(_) => Dispatch::q8_linear(input, weight.into_dispatch(), bias, gelu),
         _ => Dispatch::linear(input, weight.into_dispatch(), bias, gelu),
@@ -1089,15 +1133,19 @@ mod tests {
             (0..35).map(|i| i as f32 * 0.1).collect(),
             [35],
         ));
-        for gelu in [false, true] {
-            let got = flex_linear(&input, &weight, &bias, gelu).expect("row-major f32 weight");
-            let want = composed::<Flex>(input.clone(), weight.clone(), bias.clone(), gelu);
+        for (gelu, bias) in [(false, Some(&bias)), (true, Some(&bias)), (true, None)] {
+            let got = flex_linear(&input, &weight, bias, gelu).expect("row-major f32 weight");
+            let want = composed::<Flex>(input.clone(), weight.clone(), bias.cloned(), gelu);
             let diff = cpu::max_abs_diff(got, want);
-            assert!(diff < 1e-5, "gelu={gelu}: max diff {diff}");
+            assert!(
+                diff < 1e-5,
+                "gelu={gelu} bias={}: max diff {diff}",
+                bias.is_some()
+            );
         }
         // A transposed view (the tied decoder) is left to burn's matmul.
         let transposed = tensor([35, 40], 3.0).transpose(0, 1);
-        assert!(flex_linear(&input, &transposed, &bias, false).is_none());
+        assert!(flex_linear(&input, &transposed, Some(&bias), false).is_none());
     }
 
     /// The int8 kernel through its flex glue, against burn's own widening of the same quantised tensor:
@@ -1116,9 +1164,9 @@ mod tests {
         let weight = Flex::q_from_data(data, &Default::default());
         let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
         for gelu in [false, true] {
-            let got = flex_q8_linear(&input, &weight, &bias, gelu).expect("q8 weight");
+            let got = flex_q8_linear(&input, &weight, Some(&bias), gelu).expect("q8 weight");
             let widened = Flex::dequantize(weight.clone(), FloatDType::F32);
-            let want = composed::<Flex>(input.clone(), widened, bias.clone(), gelu);
+            let want = composed::<Flex>(input.clone(), widened, Some(bias.clone()), gelu);
             let diff = cpu::max_abs_diff(got, want);
             // Only the activations' 16-bit rounding differs: ≤ Σ|w| · max|x| / 32767 / 2 ≈ 2e-4 here.
             assert!(diff < 5e-4, "gelu={gelu}: max diff {diff}");

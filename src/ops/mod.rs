@@ -28,7 +28,8 @@ pub mod top_k;
 
 use std::cell::Cell;
 
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::backend::TensorMetadata;
+use burn::tensor::{DType, Device, Shape, Tensor};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::client::Client;
@@ -133,16 +134,22 @@ fn empty_like<const D: usize>(like: &CubeTensor, shape: [usize; D], dtype: DType
     )
 }
 
+/// What a layer lacks (ModernBERT's biases and LayerNorm β, DistilBERT's segment table) goes to the backend
+/// extensions, which take no optional tensor, as an empty one: nothing is written or dispatched for it per
+/// call, and the kernels are told at compile time to add nothing.
+fn or_absent<const D: usize>(tensor: Option<Tensor<D>>, device: &Device) -> Tensor<D> {
+    tensor.unwrap_or_else(|| Tensor::empty([0; D], device))
+}
+
+/// The tensor, or `None` where it stands for one the layer lacks ([`or_absent`]).
+fn present<T: TensorMetadata>(tensor: T) -> Option<T> {
+    (tensor.shape().num_elements() > 0).then_some(tensor)
+}
+
 /// A one-element tensor bound where a kernel takes an input it is told (at compile time) to ignore:
 /// WebGPU refuses one buffer bound twice in a dispatch when either binding may be written.
 fn placeholder(like: &CubeTensor) -> CubeTensor {
     empty_like(like, [1], like.dtype)
-}
-
-/// A bias or LayerNorm β the model has none of (ModernBERT's), as zeros written from the host: on a GPU
-/// `Tensor::zeros` is a dispatch per call, a written buffer is not.
-fn no_bias(len: usize, device: &Device) -> Tensor<1> {
-    Tensor::from_data(TensorData::zeros::<f32, _>([len]), device)
 }
 
 fn storage(dtype: DType) -> ElemType {

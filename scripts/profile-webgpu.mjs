@@ -1,8 +1,10 @@
 // Where a WebGPU forward spends its time, kernel by kernel:
-//   node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
+//   [KERNELS=serial|tiled] node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
 // Serves the page with a copy of webbert's worker that records each compute dispatch of one call, then
 // replays every dispatch alone and times it (scripts/profile/gpuprobe.js). The model is all-MiniLM-L6-v2 or
-// minilm-l6-mlm from www/models unless MODEL_DIR (Hugging Face layout) is given. Needs `npm run build` first.
+// minilm-l6-mlm from www/models unless MODEL_DIR (Hugging Face layout) is given. KERNELS runs the GPU kernels
+// in that shape whatever the adapter (e.g. the real GPUs' `tiled` on SwiftShader, to count its dispatches).
+// Needs `npm run build` first.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,7 +32,8 @@ const browser = await launch({ webgpu: true });
 try {
   const page = await browser.newPage();
   page.on('pageerror', (error) => console.error(error.message));
-  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}`);
+  const kernels = process.env.KERNELS ? `&kernels=${process.env.KERNELS}` : '';
+  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}${kernels}`);
   await page.waitForFunction(() => document.title === 'done', null, { timeout: 900_000 });
   const { forwardMs, rows, writes } = await page.evaluate(() => window.result);
   const total = rows.reduce((sum, r) => sum + r.ms, 0);

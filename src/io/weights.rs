@@ -570,7 +570,7 @@ fn bert(
         relative_embeddings,
         rotary: c
             .rope_theta
-            .map(|theta| RotaryEmbedding { head_dim, theta }),
+            .map(|theta| RotaryEmbedding::new(head_dim, theta)),
         sliding_window: c.has_local_layers().then(|| c.sliding_window()),
         final_norm,
         layer_norm_eps: eps,

@@ -18,7 +18,6 @@ use crate::ops::add_norm::norm;
 use crate::ops::linear::linear;
 use crate::tokenizer::Encoding;
 use attention::AttentionInputs;
-use config::LayerType;
 use disentangled::RelativeEmbeddings;
 use embeddings::BertEmbeddings;
 use layer::BertLayer;
@@ -162,9 +161,10 @@ impl BertModel {
                 .relative_embeddings
                 .as_ref()
                 .map(|r| r.forward(seq, &device)),
-            rotations: self.rotary.map(|rotary| {
-                [LayerType::Full, LayerType::Sliding].map(|t| rotary.forward(seq, t, &device))
-            }),
+            rotations: self
+                .rotary
+                .as_ref()
+                .map(|rotary| rotary.rotations(seq, &device)),
             sliding_window: self.sliding_window,
         }
     }

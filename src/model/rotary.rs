@@ -3,16 +3,19 @@
 //! so that a query·key product depends on how far apart the two tokens are. ModernBERT turns them more slowly
 //! in its global layers (`rope_theta` 160,000) than in its local ones (10,000).
 
+use std::sync::Mutex;
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::config::{LayerType, RopeTheta};
 use crate::ops::rotary::rotate_queries_keys;
 
 /// The angles of one head's dimension pairs, per kind of layer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct RotaryEmbedding {
     pub head_dim: usize,
     pub theta: RopeTheta,
+    cache: Cache,
 }
 
 /// cos and sin of each position's angles, `[seq, head_dim]`: one kind of layer, one sequence length.
@@ -22,7 +25,43 @@ pub struct Rotation {
     sin: Tensor<2>,
 }
 
+/// Both kinds of layers' rotations of the most positions asked for so far (rounded up to a power of two), on
+/// one device. A shorter sequence's are their first rows, so that the host computes and uploads them only
+/// when a longer text comes, not on every call (at 8,192 tokens, 2 M cosines and sines and 8 MB).
+#[derive(Debug, Default)]
+struct Cache(Mutex<Option<(Device, usize, [Rotation; 2])>>);
+
+/// A copy of the model starts with none (it may go to another device).
+impl Clone for Cache {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
 impl RotaryEmbedding {
+    pub fn new(head_dim: usize, theta: RopeTheta) -> Self {
+        Self {
+            head_dim,
+            theta,
+            cache: Cache::default(),
+        }
+    }
+
+    /// The rotations of positions `0..seq` in global and in local layers, from the cache where it holds
+    /// them.
+    pub fn rotations(&self, seq: usize, device: &Device) -> [Rotation; 2] {
+        // A panic elsewhere while holding the lock leaves the cache as valid as before.
+        let mut cache = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(&*cache, Some((on, positions, _)) if on == device && *positions >= seq) {
+            let positions = seq.next_power_of_two();
+            let rotations =
+                [LayerType::Full, LayerType::Sliding].map(|t| self.forward(positions, t, device));
+            *cache = Some((device.clone(), positions, rotations));
+        }
+        let (_, _, rotations) = cache.as_ref().expect("filled above");
+        rotations.clone().map(|rotation| rotation.first(seq))
+    }
+
     /// The rotation of positions `0..seq` in layers of `layer_type`. Computed on the host in f32 as
     /// transformers does (frequencies `1 / θ^(2i / d)`, angles `position · frequency`): WGSL's cos and sin
     /// are not that accurate at the angles of long texts.
@@ -51,6 +90,14 @@ impl RotaryEmbedding {
 }
 
 impl Rotation {
+    /// Positions `0..seq` only: views of the first rows.
+    fn first(self, seq: usize) -> Self {
+        Rotation {
+            cos: self.cos.narrow(0, 0, seq),
+            sin: self.sin.narrow(0, 0, seq),
+        }
+    }
+
     /// The fused projection `qkv` `[batch, seq, 3 × hidden]` with every head of Q and K turned by its
     /// position's angles: `x·cos + rotate_half(x)·sin`, `rotate_half` putting the negated second half
     /// before the first (transformers' `apply_rotary_pos_emb`).
@@ -63,18 +110,50 @@ impl Rotation {
 mod tests {
     use super::*;
 
+    /// The cached rotations of a sequence, shorter than the one that filled the cache or longer (which
+    /// refills it), are those computed for its length alone.
+    #[test]
+    fn cached_rotations_are_the_sequences_own() {
+        let device = Device::flex();
+        let rope = RotaryEmbedding::new(
+            8,
+            RopeTheta {
+                full: 160_000.0,
+                sliding: 10_000.0,
+            },
+        );
+        let values = |t: &Tensor<2>| t.clone().into_data().try_into_vec::<f32>().unwrap();
+        for seq in [7, 5, 1, 20, 9] {
+            let cached = rope.rotations(seq, &device);
+            for (rotation, layer_type) in cached.iter().zip([LayerType::Full, LayerType::Sliding]) {
+                let own = rope.forward(seq, layer_type, &device);
+                assert_eq!(rotation.cos.dims(), [seq, 8]);
+                assert_eq!(
+                    values(&rotation.cos),
+                    values(&own.cos),
+                    "{seq} {layer_type:?}"
+                );
+                assert_eq!(
+                    values(&rotation.sin),
+                    values(&own.sin),
+                    "{seq} {layer_type:?}"
+                );
+            }
+        }
+    }
+
     /// A query and a key turned by their positions: their product depends on the distance alone,
     /// position 0 is not turned, and V is left as it was.
     #[test]
     fn products_depend_on_the_distance() {
         let device = Device::flex();
-        let rope = RotaryEmbedding {
-            head_dim: 4,
-            theta: RopeTheta {
+        let rope = RotaryEmbedding::new(
+            4,
+            RopeTheta {
                 full: 10_000.0,
                 sliding: 100.0,
             },
-        };
+        );
         let (q, k, v) = (
             [0.3f32, -1.2, 0.7, 2.0],
             [1.1f32, 0.4, -0.9, 0.5],

@@ -7,7 +7,7 @@
 use burn::module::Module;
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 
 use crate::model::config::LayerType;
 use crate::model::disentangled::RelativePositions;
@@ -155,8 +155,9 @@ impl BertAttention {
             .reshape([batch, 1, 1, seq])
             .expand(shape)
             .equal_elem(0.0);
-        if let Some(window) = scores.window {
-            let outside = outside_window(seq, window, &logits.device());
+        if let Some(outside) = scores.outside(0..seq, 0..seq) {
+            let outside = TensorData::new(outside, [1, 1, seq, seq]);
+            let outside = Tensor::<4, Bool>::from_data(outside, &logits.device());
             masked = masked.bool_or(outside.expand(shape));
         }
         let probs = softmax(logits.mask_fill(masked, f32::MIN), 3);
@@ -199,13 +200,4 @@ fn merge_heads(context: Tensor<4>) -> Tensor<3> {
     context
         .swap_dims(1, 2)
         .reshape([batch, seq, heads * head_dim])
-}
-
-/// Which keys are out of each query's reach, `[1, 1, seq, seq]` (true = out): transformers' bidirectional
-/// sliding window sees `|query - key| <= window`.
-fn outside_window(seq: usize, window: usize, device: &Device) -> Tensor<4, Bool> {
-    let outside: Vec<bool> = (0..seq)
-        .flat_map(|query| (0..seq).map(move |key| query.abs_diff(key) > window))
-        .collect();
-    Tensor::from_data(TensorData::new(outside, [1, 1, seq, seq]), device)
 }

@@ -28,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, cpu, empty_like, placeholder, storage};
+use super::{KernelShape, cpu, empty_like, or_absent, placeholder, present, storage};
 
 /// Widest head our kernels take: each unit keeps a query row and its context in registers.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -75,6 +75,14 @@ impl Scores {
             None => 0..seq,
         }
     }
+
+    /// For each query of `queries` (rows) and key of `keys`, whether the key is out of its reach, where
+    /// there is a window: transformers' bidirectional sliding window sees `|query − key| ≤ window`.
+    pub fn outside(&self, queries: Range<usize>, keys: Range<usize>) -> Option<Vec<bool>> {
+        let window = self.window?;
+        let rows = queries.map(|query| keys.clone().map(move |key| query.abs_diff(key) > window));
+        Some(rows.flatten().collect())
+    }
 }
 
 /// Most bytes of scores that burn's ops build at once for a windowed layer: its queries go in chunks, each
@@ -97,27 +105,17 @@ pub fn with_window_scores_bytes<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait AttentionBackend: Backend {
-    /// `qkv` `[batch, seq, 3 × hidden]`; `attention_mask` `[batch, seq]`, 1 for tokens and 0 for padding
-    /// → context `[batch, seq, hidden]`.
+    /// `qkv` `[batch, seq, 3 × hidden]`; `attention_mask` `[batch, seq]`, 1 for tokens and 0 for padding;
+    /// `bias` `[1 | batch, heads, seq, seq]` added to the scores, or empty (BERT's: see
+    /// [`super::or_absent`]) → context `[batch, seq, hidden]`.
     fn self_attention(
-        qkv: FloatTensor<Self>,
-        attention_mask: FloatTensor<Self>,
-        num_heads: usize,
-        scores: Scores,
-    ) -> FloatTensor<Self> {
-        composed::<Self>(qkv, attention_mask, None, num_heads, scores)
-    }
-
-    /// The same with a `bias` `[1 | batch, heads, seq, seq]` added to the scores. (burn's extensions take
-    /// no optional tensor, hence two methods.)
-    fn biased_self_attention(
         qkv: FloatTensor<Self>,
         attention_mask: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         num_heads: usize,
         scores: Scores,
     ) -> FloatTensor<Self> {
-        composed::<Self>(qkv, attention_mask, Some(bias), num_heads, scores)
+        composed::<Self>(qkv, attention_mask, present(bias), num_heads, scores)
     }
 }
 
@@ -191,14 +189,8 @@ fn composed<B: Backend>(
                 0.0.into(),
                 bool_dtype,
             );
-            if let Some(window) = scores.window {
-                let outside: Vec<f32> = queries
-                    .clone()
-                    .flat_map(|i| {
-                        keys.clone()
-                            .map(move |j| (i.abs_diff(j) > window) as u8 as f32)
-                    })
-                    .collect();
+            if let Some(outside) = scores.outside(queries.clone(), keys.clone()) {
+                let outside: Vec<f32> = outside.into_iter().map(|o| o as u8 as f32).collect();
                 let outside = B::float_from_data(
                     TensorData::new(outside, [1, 1, queries.len(), keys.len()]),
                     &device,
@@ -238,37 +230,19 @@ impl AttentionBackend for Flex {
     fn self_attention(
         qkv: FlexTensor,
         attention_mask: FlexTensor,
-        num_heads: usize,
-        scores: Scores,
-    ) -> FlexTensor {
-        flex_attention(qkv, attention_mask, None, num_heads, scores)
-    }
-
-    fn biased_self_attention(
-        qkv: FlexTensor,
-        attention_mask: FlexTensor,
         bias: FlexTensor,
         num_heads: usize,
         scores: Scores,
     ) -> FlexTensor {
-        flex_attention(qkv, attention_mask, Some(bias), num_heads, scores)
+        let bias = present(bias);
+        if cfg!(target_arch = "wasm32")
+            && let Some(context) =
+                flex_self_attention(&qkv, &attention_mask, bias.as_ref(), num_heads, scores)
+        {
+            return context;
+        }
+        composed::<Flex>(qkv, attention_mask, bias, num_heads, scores)
     }
-}
-
-fn flex_attention(
-    qkv: FlexTensor,
-    attention_mask: FlexTensor,
-    bias: Option<FlexTensor>,
-    num_heads: usize,
-    scores: Scores,
-) -> FlexTensor {
-    if cfg!(target_arch = "wasm32")
-        && let Some(context) =
-            flex_self_attention(&qkv, &attention_mask, bias.as_ref(), num_heads, scores)
-    {
-        return context;
-    }
-    composed::<Flex>(qkv, attention_mask, bias, num_heads, scores)
 }
 
 /// `None` unless the inputs are f32 (the only dtype the model computes in).
@@ -317,20 +291,11 @@ impl AttentionBackend for Cube {
     fn self_attention(
         qkv: CubeTensor,
         attention_mask: CubeTensor,
-        num_heads: usize,
-        scores: Scores,
-    ) -> CubeTensor {
-        cube_attention(qkv, attention_mask, None, num_heads, scores)
-    }
-
-    fn biased_self_attention(
-        qkv: CubeTensor,
-        attention_mask: CubeTensor,
         bias: CubeTensor,
         num_heads: usize,
         scores: Scores,
     ) -> CubeTensor {
-        cube_attention(qkv, attention_mask, Some(bias), num_heads, scores)
+        cube_attention(qkv, attention_mask, present(bias), num_heads, scores)
     }
 }
 
@@ -810,17 +775,14 @@ pub fn self_attention(
     num_heads: usize,
     scores: Scores,
 ) -> Tensor<3> {
-    let (qkv, attention_mask) = (qkv.into_dispatch(), attention_mask.into_dispatch());
-    Tensor::from_dispatch(match bias {
-        Some(bias) => Dispatch::biased_self_attention(
-            qkv,
-            attention_mask,
-            bias.into_dispatch(),
-            num_heads,
-            scores,
-        ),
-        None => Dispatch::self_attention(qkv, attention_mask, num_heads, scores),
-    })
+    let bias = or_absent(bias, &qkv.device());
+    Tensor::from_dispatch(Dispatch::self_attention(
+        qkv.into_dispatch(),
+        attention_mask.into_dispatch(),
+        bias.into_dispatch(),
+        num_heads,
+        scores,
+    ))
 }
 
 #[cfg(test)]

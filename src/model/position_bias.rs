@@ -40,11 +40,14 @@ impl RelativePositionBias {
     /// batch).
     pub fn forward(&self, seq: usize, device: &Device) -> Tensor<4> {
         let [rows, heads] = self.relative_attention_bias.weight.dims();
-        let buckets: Vec<i64> = (0..seq)
-            .flat_map(|query| {
-                (0..seq).map(move |key| bucket(key as i64 - query as i64, NUM_BUCKETS) as i64)
-            })
-            .map(|b| b.min(rows as i64 - 1))
+        // A bucket depends on the distance alone: one logarithm per distance, not per query and key.
+        let n = seq as i64;
+        let by_distance: Vec<i64> = (1 - n..n)
+            .map(|distance| (bucket(distance, NUM_BUCKETS) as i64).min(rows as i64 - 1))
+            .collect();
+        let by_distance = &by_distance;
+        let buckets: Vec<i64> = (0..n)
+            .flat_map(|query| (0..n).map(move |key| by_distance[(key - query + n - 1) as usize]))
             .collect();
         let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), device);
         self.relative_attention_bias

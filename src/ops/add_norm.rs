@@ -19,7 +19,7 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::{CubeCount, CubeDim};
 
 use super::linear::{self, LinearBackend, Weight, tiled_sums};
-use super::{KernelShape, empty_like, or_absent, placeholder, present, storage, subgroups};
+use super::{KernelShape, empty_like, optional, or_absent, present, storage, subgroups};
 
 const WORKGROUP: u32 = 64;
 /// `Tiled`: units sharing one row.
@@ -212,10 +212,9 @@ fn launch(
     let dims = partial.meta.shape();
     let [rows, hidden] = [dims[dims.len() - 2], dims[dims.len() - 1]];
     let gamma = into_contiguous(gamma);
-    // What is absent is flagged to the kernel, which never reads the placeholder bound in its place.
-    let (has_bias, has_residual, has_beta) = (bias.is_some(), residual.is_some(), beta.is_some());
-    let [bias, residual, beta] =
-        [bias, residual, beta].map(|t| t.map_or_else(|| placeholder(&partial), into_contiguous));
+    let (bias, has_bias) = optional(bias, &partial);
+    let (residual, has_residual) = optional(residual, &partial);
+    let (beta, has_beta) = optional(beta, &partial);
     let output = empty_like(&partial, [rows, hidden], partial.dtype);
     let shape = KernelShape::of(&partial.client);
     let (count, dim, units) = match shape {

@@ -28,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, cpu, empty_like, or_absent, placeholder, present, storage};
+use super::{KernelShape, cpu, empty_like, optional, or_absent, present, storage};
 
 /// Widest head our kernels take: each unit keeps a query row and its context in registers.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -312,9 +312,7 @@ fn cube_attention(
         return composed::<Cube>(qkv, attention_mask, bias, num_heads, scores);
     }
     let [qkv, attention_mask] = [qkv, attention_mask].map(into_contiguous);
-    // What is absent is flagged to the kernels, which never read the placeholder bound in its place.
-    let has_bias = bias.is_some();
-    let bias = bias.map_or_else(|| placeholder(&qkv), into_contiguous);
+    let (bias, has_bias) = optional(bias, &qkv);
     let args = Arguments {
         num_heads,
         has_bias,

@@ -12,7 +12,7 @@ use burn_cubecl::kernel::into_contiguous;
 use cubecl::CubeDim;
 
 use super::add_norm::{ROW_UNITS, row_grid};
-use super::{KernelShape, empty_like, or_absent, placeholder, present, storage, subgroups};
+use super::{KernelShape, empty_like, optional, or_absent, present, storage, subgroups};
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait EmbeddingsBackend: Backend {
@@ -79,10 +79,8 @@ impl EmbeddingsBackend for Cube {
         let rows = input_ids.meta.shape()[0];
         let hidden = word.meta.shape()[1];
         let output = empty_like(&word, [rows, hidden], word.dtype);
-        // What is absent is flagged to the kernel, which never reads the placeholder bound in its place.
-        let (has_token_type, has_beta) = (token_type.is_some(), beta.is_some());
-        let [token_type, beta] =
-            [token_type, beta].map(|t| t.map_or_else(|| placeholder(&output), into_contiguous));
+        let (token_type, has_token_type) = optional(token_type, &output);
+        let (beta, has_beta) = optional(beta, &output);
         let shape = KernelShape::of(&word.client);
         kernel::embed_norm_kernel::launch(
             &output.client,

@@ -21,7 +21,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, empty_like, or_absent, placeholder, present, storage};
+use super::{KernelShape, empty_like, optional, or_absent, placeholder, present, storage};
 
 use super::cpu::q8::{BLOCK as Q8_BLOCK, Q8Matrix};
 use super::cpu::{self, Epilogue, Matrix};
@@ -387,14 +387,6 @@ impl Finish {
             None => (empty_like(input, [rows, cols], input.dtype), false),
         }
     }
-
-    /// The bias binding, a placeholder beside `like` where there is none, and whether to add it.
-    fn bias(self, like: &CubeTensor) -> (CubeTensor, bool) {
-        match self.bias {
-            Some(bias) => (bias, true),
-            None => (placeholder(like), false),
-        }
-    }
 }
 
 pub(crate) fn gpu_linear(
@@ -404,7 +396,7 @@ pub(crate) fn gpu_linear(
     gelu: bool,
     residual: Option<CubeTensor>,
 ) -> CubeTensor {
-    let (input, bias) = (into_contiguous(input), bias.map(into_contiguous));
+    let input = into_contiguous(input);
     let finish = Finish {
         bias,
         gelu,
@@ -420,8 +412,7 @@ fn serial(input: CubeTensor, weight: Weight, mut finish: Finish) -> CubeTensor {
     let [rows, _] = input.meta.shape().dims();
     let cols = weight.cols();
     let (output, accumulate) = finish.output(&input, rows, cols);
-    let gelu = finish.gelu;
-    let (bias, has_bias) = finish.bias(&output);
+    let (bias, has_bias) = optional(finish.bias, &output);
     let (weight, values, scales, stored) = weight.bindings(&output);
     let tiles = rows.div_ceil(TILE_ROWS) * cols.div_ceil(TILE_COLS);
     kernel::linear_kernel::launch(
@@ -435,7 +426,7 @@ fn serial(input: CubeTensor, weight: Weight, mut finish: Finish) -> CubeTensor {
         bias.into_tensor_arg(),
         output.clone().into_tensor_arg(),
         has_bias,
-        gelu,
+        finish.gelu,
         accumulate,
         stored,
         TILE_ROWS,
@@ -563,9 +554,8 @@ pub(crate) fn tiled_sums(
     let (output, bias, has_bias, gelu, accumulate) = match finish {
         Some(mut finish) => {
             let (output, accumulate) = finish.output(&input, rows, cols);
-            let gelu = finish.gelu;
-            let (bias, has_bias) = finish.bias(&output);
-            (output, bias, has_bias, gelu, accumulate)
+            let (bias, has_bias) = optional(finish.bias, &output);
+            (output, bias, has_bias, finish.gelu, accumulate)
         }
         None => {
             let output = empty_like(&input, [splits, rows, cols], dtype);

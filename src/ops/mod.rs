@@ -30,6 +30,7 @@ use std::cell::Cell;
 
 use burn::backend::TensorMetadata;
 use burn::tensor::{DType, Device, Shape, Tensor};
+use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::client::Client;
@@ -150,6 +151,15 @@ fn present<T: TensorMetadata>(tensor: T) -> Option<T> {
 /// WebGPU refuses one buffer bound twice in a dispatch when either binding may be written.
 fn placeholder(like: &CubeTensor) -> CubeTensor {
     empty_like(like, [1], like.dtype)
+}
+
+/// The binding of an input the layer may lack, and whether the kernel reads it: the tensor (contiguous),
+/// or a [`placeholder`] beside `like` that the kernel, told so at compile time, never reads.
+fn optional(tensor: Option<CubeTensor>, like: &CubeTensor) -> (CubeTensor, bool) {
+    match tensor {
+        Some(tensor) => (into_contiguous(tensor), true),
+        None => (placeholder(like), false),
+    }
 }
 
 fn storage(dtype: DType) -> ElemType {

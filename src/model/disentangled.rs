@@ -9,6 +9,7 @@ use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::config::RelativeAttention;
+use crate::model::position_bias::by_difference;
 use crate::ops::add_norm::norm;
 use crate::ops::disentangled::disentangled_scores;
 
@@ -64,20 +65,14 @@ impl RelativeEmbeddings {
             buckets => log_bucket(delta, buckets, o.max_relative_positions),
         };
         let row = |delta: i64| (delta + span).clamp(0, 2 * span - 1);
-        // `f(a − b)`, row-major over (a, b) in seq × seq: computed once per difference (a logarithm each),
-        // then looked up.
-        let grid = |f: &dyn Fn(i64) -> i64| -> Vec<i64> {
-            let n = seq as i64;
-            let by_difference: Vec<i64> = (1 - n..n).map(f).collect();
-            let by_difference = &by_difference;
-            (0..n)
-                .flat_map(|a| (0..n).map(move |b| by_difference[(a - b + n - 1) as usize]))
-                .collect()
-        };
         // As transformers: c2p at (query, key) reads row(bucket(query − key)), p2c at (key, query) reads
         // row(−bucket(key − query)).
-        let c2p = o.c2p.then(|| grid(&|delta| row(bucket(delta))));
-        let p2c = o.p2c.then(|| grid(&|delta| row(-bucket(delta))));
+        let c2p = o
+            .c2p
+            .then(|| by_difference(seq, |delta| row(bucket(delta))));
+        let p2c = o
+            .p2c
+            .then(|| by_difference(seq, |delta| row(-bucket(delta))));
         let used = c2p.iter().chain(&p2c).flatten();
         let first = used.clone().copied().min().unwrap_or(0);
         let rows = used.copied().max().map_or(1, |last| last - first + 1);

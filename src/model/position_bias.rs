@@ -35,20 +35,26 @@ pub fn bucket(relative_position: i64, num_buckets: usize) -> usize {
     side + (max_exact + log as usize).min(half - 1)
 }
 
+/// `f(a − b)` for every (a, b) in `0..seq` × `0..seq`, row-major: relative positions depend on the
+/// difference alone, so `f` (a logarithmic bucket) runs once per difference, not once per pair.
+pub fn by_difference(seq: usize, f: impl Fn(i64) -> i64) -> Vec<i64> {
+    let n = seq as i64;
+    let values: Vec<i64> = (1 - n..n).map(f).collect();
+    let values = &values;
+    (0..n)
+        .flat_map(|a| (0..n).map(move |b| values[(a - b + n - 1) as usize]))
+        .collect()
+}
+
 impl RelativePositionBias {
     /// The bias for sequences of `seq` tokens, `[1, heads, seq, seq]` (the same for every sequence of a
     /// batch).
     pub fn forward(&self, seq: usize, device: &Device) -> Tensor<4> {
         let [rows, heads] = self.relative_attention_bias.weight.dims();
-        // A bucket depends on the distance alone: one logarithm per distance, not per query and key.
-        let n = seq as i64;
-        let by_distance: Vec<i64> = (1 - n..n)
-            .map(|distance| (bucket(distance, NUM_BUCKETS) as i64).min(rows as i64 - 1))
-            .collect();
-        let by_distance = &by_distance;
-        let buckets: Vec<i64> = (0..n)
-            .flat_map(|query| (0..n).map(move |key| by_distance[(key - query + n - 1) as usize]))
-            .collect();
+        // Over (query, key): the bucket of key − query.
+        let buckets = by_difference(seq, |query_minus_key| {
+            (bucket(-query_minus_key, NUM_BUCKETS) as i64).min(rows as i64 - 1)
+        });
         let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), device);
         self.relative_attention_bias
             .weight

@@ -9,7 +9,6 @@ use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::config::RelativeAttention;
-use crate::model::position_bias::by_difference;
 use crate::ops::add_norm::norm;
 use crate::ops::disentangled::disentangled_scores;
 
@@ -45,11 +44,11 @@ pub struct RelativePositions {
     /// The rows of the table the sequence reaches (normalised), `[1, rows, hidden]`: a batch of one for the
     /// layers' projections.
     pub embeddings: Tensor<3>,
-    /// c2p: per query and key, the row of `embeddings` for the key's position relative to the query,
-    /// `[1, 1, queries, keys]`.
-    key_rows: Option<Tensor<4, Int>>,
-    /// p2c: per key and query, the row for the query's position relative to the key, `[1, 1, keys, queries]`.
-    query_rows: Option<Tensor<4, Int>>,
+    /// c2p: per distance `query − key` (at that plus `seq − 1`), the row of `embeddings` for the key's
+    /// position relative to the query, `[2 × seq − 1]`.
+    key_rows: Option<Tensor<1, Int>>,
+    /// p2c: per distance `key − query`, the row for the query's position relative to the key.
+    query_rows: Option<Tensor<1, Int>>,
     /// The terms per score: scores are divided by √(head width × this).
     pub scale_factor: usize,
 }
@@ -67,18 +66,24 @@ impl RelativeEmbeddings {
         let row = |delta: i64| (delta + span).clamp(0, 2 * span - 1);
         // As transformers: c2p at (query, key) reads row(bucket(query − key)), p2c at (key, query) reads
         // row(−bucket(key − query)).
-        let c2p = o
-            .c2p
-            .then(|| by_difference(seq, |delta| row(bucket(delta))));
-        let p2c = o
-            .p2c
-            .then(|| by_difference(seq, |delta| row(-bucket(delta))));
+        let distances = 1 - seq as i64..seq as i64;
+        let c2p = o.c2p.then(|| {
+            distances
+                .clone()
+                .map(|delta| row(bucket(delta)))
+                .collect::<Vec<_>>()
+        });
+        let p2c = o.p2c.then(|| {
+            distances
+                .map(|delta| row(-bucket(delta)))
+                .collect::<Vec<_>>()
+        });
         let used = c2p.iter().chain(&p2c).flatten();
         let first = used.clone().copied().min().unwrap_or(0);
         let rows = used.copied().max().map_or(1, |last| last - first + 1);
         let index = |rows: Vec<i64>| {
             let shifted = rows.into_iter().map(|r| r - first).collect();
-            Tensor::from_data(TensorData::new(shifted, [1, 1, seq, seq]), device)
+            Tensor::from_data(TensorData::new(shifted, [2 * seq - 1]), device)
         };
         let table = self
             .rel_embeddings

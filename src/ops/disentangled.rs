@@ -5,10 +5,13 @@
 //! one column per (query, key) and copies, ~12 dispatches a layer, and the product computes every table
 //! row for every query where the gather keeps `seq` of them. Here one workgroup per (item, head, query)
 //! computes each key's two dot products directly. Flex and autodiff compose burn's ops.
+//!
+//! A relative position depends on the distance alone, so the rows come per distance (`2 × seq − 1` of
+//! them, not `seq²`): what goes up to the device each call is 4 KB at 512 tokens, not 2 MB.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Int, Shape, Slice, Tensor};
+use burn::tensor::{Int, Shape, Slice, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
 use cubecl::CubeDim;
 
@@ -22,10 +25,11 @@ const UNITS: usize = 32;
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
 pub trait DisentangledBackend: Backend {
     /// `qkv` `[batch, seq, 3 × hidden]`; `positions` `[1, rows, 2 × hidden]`, the table's query and key
-    /// projections side by side; `key_rows` `[1, 1, seq, seq]`, per (query, key) the row of the key's
-    /// position relative to the query; `query_rows` `[1, 1, seq, seq]`, per (key, query) the row of the
-    /// query's relative to the key → `[batch, heads, seq, seq]`: c2p `q_i · pos_k[key_rows[i, j]]` where
-    /// `c2p`, plus p2c `k_j · pos_q[query_rows[j, i]]` where `p2c` (an index whose term is off is not read).
+    /// projections side by side; `key_rows` `[2 × seq − 1]`, per distance `i − j` from query to key (at index
+    /// `i − j + seq − 1`) the row of the key's position relative to the query; `query_rows` likewise per
+    /// `j − i`, the row of the query's relative to the key → `[batch, heads, seq, seq]`: c2p
+    /// `q_i · pos_k[key_rows[i − j]]` where `c2p`, plus p2c `k_j · pos_q[query_rows[j − i]]` where `p2c` (an
+    /// index whose term is off is not read).
     #[allow(clippy::too_many_arguments)]
     fn disentangled_scores(
         qkv: FloatTensor<Self>,
@@ -77,7 +81,10 @@ fn composed<B: Backend>(
             B::float_swap_dims(table, 2, 3),
             Shape::new([batch, num_heads, head_dim, rows]),
         );
-        let index = B::int_expand(index, Shape::new([batch, num_heads, seq, seq]));
+        let index = B::int_expand(
+            grid::<B>(index, seq),
+            Shape::new([batch, num_heads, seq, seq]),
+        );
         B::float_gather(3, B::float_matmul(content, table), index)
     };
     let c2p = c2p.then(|| term(heads(qkv.clone(), 0), heads(positions.clone(), 1), key_rows));
@@ -91,6 +98,21 @@ fn composed<B: Backend>(
         (Some(term), None) | (None, Some(term)) => term,
         (None, None) => unreachable!("disentangled_scores without a term"),
     }
+}
+
+/// `[1, 1, seq, seq]` with `by_distance[a − b + seq − 1]` at (a, b). The index is made on the host:
+/// this path runs where the host is the device (Flex), or trains.
+fn grid<B: Backend>(by_distance: IntTensor<B>, seq: usize) -> IntTensor<B> {
+    let n = seq as i64;
+    let index: Vec<i64> = (0..n)
+        .flat_map(|a| (0..n).map(move |b| a - b + n - 1))
+        .collect();
+    let index = TensorData::new(index, [seq * seq]).convert_dtype(by_distance.dtype());
+    let index = B::int_from_data(index, &by_distance.device());
+    B::int_reshape(
+        B::int_select(by_distance, 0, index),
+        Shape::new([1, 1, seq, seq]),
+    )
 }
 
 impl DisentangledBackend for Flex {}
@@ -179,8 +201,9 @@ mod kernel {
             let mut score = F::new(0.0);
             if c2p {
                 // The query against the key's relative position (the table's key projection).
-                let at =
-                    u32::cast_from(key_rows[i * seq + j]) as usize * table_width + hidden + column;
+                let at = u32::cast_from(key_rows[i + seq - 1 - j]) as usize * table_width
+                    + hidden
+                    + column;
                 #[unroll]
                 for d in 0..head_dim {
                     score += q[d] * positions[at + d];
@@ -189,7 +212,8 @@ mod kernel {
             if p2c {
                 // The key against the query's relative position (the table's query projection).
                 let key = (b * seq + j) * width + hidden + column;
-                let at = u32::cast_from(query_rows[j * seq + i]) as usize * table_width + column;
+                let at =
+                    u32::cast_from(query_rows[j + seq - 1 - i]) as usize * table_width + column;
                 #[unroll]
                 for d in 0..head_dim {
                     score += qkv[key + d] * positions[at + d];
@@ -206,8 +230,8 @@ mod kernel {
 pub fn disentangled_scores(
     qkv: Tensor<3>,
     positions: Tensor<3>,
-    key_rows: Option<Tensor<4, Int>>,
-    query_rows: Option<Tensor<4, Int>>,
+    key_rows: Option<Tensor<1, Int>>,
+    query_rows: Option<Tensor<1, Int>>,
     num_heads: usize,
 ) -> Option<Tensor<4>> {
     let (c2p, p2c) = (key_rows.is_some(), query_rows.is_some());

@@ -525,6 +525,7 @@ fn bert(
             )?;
             Ok(RelativePositionBias {
                 relative_attention_bias: Embedding { weight },
+                rows: Default::default(),
             })
         })
         .transpose()?;

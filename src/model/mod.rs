@@ -7,6 +7,7 @@ pub mod disentangled;
 pub mod embeddings;
 pub mod heads;
 pub mod layer;
+pub mod length_cache;
 pub mod position_bias;
 pub mod rotary;
 

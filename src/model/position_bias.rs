@@ -5,6 +5,8 @@ use burn::module::Module;
 use burn::nn::Embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::model::length_cache::LengthCache;
+
 /// Distances from this far on share the last bucket.
 const MAX_DISTANCE: usize = 128;
 /// The buckets transformers lays distances into: its default, whatever `relative_attention_num_buckets`
@@ -15,6 +17,9 @@ const NUM_BUCKETS: usize = 32;
 pub struct RelativePositionBias {
     /// `[buckets, heads]`.
     pub relative_attention_bias: Embedding,
+    /// Each (query, key)'s row of the table, `[positions, positions]` (at 512 tokens, 1 MB a call).
+    #[module(skip)]
+    pub rows: LengthCache<Tensor<2, Int>>,
 }
 
 /// The bucket of `key - query` (transformers' `relative_position_bucket`, bidirectional): half the buckets
@@ -37,7 +42,7 @@ pub fn bucket(relative_position: i64, num_buckets: usize) -> usize {
 
 /// `f(a − b)` for every (a, b) in `0..seq` × `0..seq`, row-major: relative positions depend on the
 /// difference alone, so `f` (a logarithmic bucket) runs once per difference, not once per pair.
-pub fn by_difference(seq: usize, f: impl Fn(i64) -> i64) -> Vec<i64> {
+fn by_difference(seq: usize, f: impl Fn(i64) -> i64) -> Vec<i64> {
     let n = seq as i64;
     let values: Vec<i64> = (1 - n..n).map(f).collect();
     let values = &values;
@@ -51,15 +56,22 @@ impl RelativePositionBias {
     /// batch).
     pub fn forward(&self, seq: usize, device: &Device) -> Tensor<4> {
         let [rows, heads] = self.relative_attention_bias.weight.dims();
-        // Over (query, key): the bucket of key − query.
-        let buckets = by_difference(seq, |query_minus_key| {
-            (bucket(-query_minus_key, NUM_BUCKETS) as i64).min(rows as i64 - 1)
+        let grid = self.rows.at_least(seq, device, |positions| {
+            // Over (query, key): the bucket of key − query.
+            let buckets = by_difference(positions, |query_minus_key| {
+                (bucket(-query_minus_key, NUM_BUCKETS) as i64).min(rows as i64 - 1)
+            });
+            Tensor::from_data(TensorData::new(buckets, [positions, positions]), device)
         });
-        let buckets = Tensor::<1, Int>::from_data(TensorData::new(buckets, [seq * seq]), device);
+        // A shorter sequence's grid is the top-left corner: the bucket depends on the distance alone.
+        let grid = grid
+            .narrow(0, 0, seq)
+            .narrow(1, 0, seq)
+            .reshape([seq * seq]);
         self.relative_attention_bias
             .weight
             .val()
-            .select(0, buckets)
+            .select(0, grid)
             .reshape([seq, seq, heads])
             .permute([2, 0, 1])
             .reshape([1, heads, seq, seq])
@@ -82,5 +94,36 @@ mod tests {
             [10, 12, 14, 15, 15, 15]
         );
         assert_eq!([b(16), b(1000)], [26, 31]);
+    }
+
+    /// Each length's bias, whether cut from a longer length's cached rows or refilling them, is the table's
+    /// row for the bucket of key − query, per head.
+    #[test]
+    fn cached_bias_is_the_sequences_own() {
+        let device = Device::flex();
+        let (rows, heads) = (20, 3);
+        let table: Vec<f32> = (0..rows * heads).map(|i| i as f32).collect();
+        let weight = Tensor::<2>::from_data(TensorData::new(table.clone(), [rows, heads]), &device);
+        let bias = RelativePositionBias {
+            relative_attention_bias: Embedding {
+                weight: burn::module::Param::from_tensor(weight),
+            },
+            rows: LengthCache::default(),
+        };
+        for seq in [7, 5, 1, 40, 9, 33] {
+            let got = bias.forward(seq, &device);
+            assert_eq!(got.dims(), [1, heads, seq, seq]);
+            let got = got.into_data().try_into_vec::<f32>().unwrap();
+            for (h, q, k) in (0..heads)
+                .flat_map(|h| (0..seq).flat_map(move |q| (0..seq).map(move |k| (h, q, k))))
+            {
+                let row = bucket(k as i64 - q as i64, NUM_BUCKETS).min(rows - 1);
+                assert_eq!(
+                    got[(h * seq + q) * seq + k],
+                    table[row * heads + h],
+                    "{seq} {h} {q} {k}"
+                );
+            }
+        }
     }
 }

@@ -3,11 +3,10 @@
 //! so that a query·key product depends on how far apart the two tokens are. ModernBERT turns them more slowly
 //! in its global layers (`rope_theta` 160,000) than in its local ones (10,000).
 
-use std::sync::Mutex;
-
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::model::config::{LayerType, RopeTheta};
+use crate::model::length_cache::LengthCache;
 use crate::ops::rotary::rotate_queries_keys;
 
 /// The angles of one head's dimension pairs, per kind of layer.
@@ -15,7 +14,8 @@ use crate::ops::rotary::rotate_queries_keys;
 pub struct RotaryEmbedding {
     pub head_dim: usize,
     pub theta: RopeTheta,
-    cache: Cache,
+    /// Both kinds of layers' rotations (at 8,192 tokens, 2 M cosines and sines and 8 MB a call).
+    cache: LengthCache<[Rotation; 2]>,
 }
 
 /// cos and sin of each position's angles, `[seq, head_dim]`: one kind of layer, one sequence length.
@@ -25,41 +25,22 @@ pub struct Rotation {
     sin: Tensor<2>,
 }
 
-/// Both kinds of layers' rotations of the most positions asked for so far (rounded up to a power of two), on
-/// one device. A shorter sequence's are their first rows, so that the host computes and uploads them only
-/// when a longer text comes, not on every call (at 8,192 tokens, 2 M cosines and sines and 8 MB).
-#[derive(Debug, Default)]
-struct Cache(Mutex<Option<(Device, usize, [Rotation; 2])>>);
-
-/// A copy of the model starts with none (it may go to another device).
-impl Clone for Cache {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
 impl RotaryEmbedding {
     pub fn new(head_dim: usize, theta: RopeTheta) -> Self {
         Self {
             head_dim,
             theta,
-            cache: Cache::default(),
+            cache: LengthCache::default(),
         }
     }
 
     /// The rotations of positions `0..seq` in global and in local layers, from the cache where it holds
     /// them.
     pub fn rotations(&self, seq: usize, device: &Device) -> [Rotation; 2] {
-        // A panic elsewhere while holding the lock leaves the cache as valid as before.
-        let mut cache = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !matches!(&*cache, Some((on, positions, _)) if on == device && *positions >= seq) {
-            let positions = seq.next_power_of_two();
-            let rotations =
-                [LayerType::Full, LayerType::Sliding].map(|t| self.forward(positions, t, device));
-            *cache = Some((device.clone(), positions, rotations));
-        }
-        let (_, _, rotations) = cache.as_ref().expect("filled above");
-        rotations.clone().map(|rotation| rotation.first(seq))
+        let rotations = self.cache.at_least(seq, device, |positions| {
+            [LayerType::Full, LayerType::Sliding].map(|t| self.forward(positions, t, device))
+        });
+        rotations.map(|rotation| rotation.first(seq))
     }
 
     /// The rotation of positions `0..seq` in layers of `layer_type`. Computed on the host in f32 as

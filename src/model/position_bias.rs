@@ -17,7 +17,8 @@ const NUM_BUCKETS: usize = 32;
 pub struct RelativePositionBias {
     /// `[buckets, heads]`.
     pub relative_attention_bias: Embedding,
-    /// Each (query, key)'s row of the table, `[positions, positions]` (at 512 tokens, 1 MB a call).
+    /// Each (query, key)'s row of the table, `[positions, positions]`, kept between calls (written every call,
+    /// it was 1 MB at 512 tokens).
     #[module(skip)]
     pub rows: LengthCache<Tensor<2, Int>>,
 }

@@ -14,7 +14,8 @@ use crate::ops::rotary::rotate_queries_keys;
 pub struct RotaryEmbedding {
     pub head_dim: usize,
     pub theta: RopeTheta,
-    /// Both kinds of layers' rotations (at 8,192 tokens, 2 M cosines and sines and 8 MB a call).
+    /// Both kinds of layers' rotations, kept between calls (computed and written every call, they were 2 M
+    /// cosines and sines and 8 MB at 8,192 tokens).
     cache: LengthCache<[Rotation; 2]>,
 }
 

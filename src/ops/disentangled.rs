@@ -7,7 +7,7 @@
 //! computes each key's two dot products directly. Flex and autodiff compose burn's ops.
 //!
 //! A relative position depends on the distance alone, so the rows come per distance (`2 × seq − 1` of
-//! them, not `seq²`): what goes up to the device each call is 4 KB at 512 tokens, not 2 MB.
+//! them, not `seq²`): what goes up to the device each call is 8 KB at 512 tokens, not 2 MB.
 
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};

@@ -18,6 +18,9 @@ export interface LoadOptions {
   /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
    * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
   kernels?: 'serial' | 'tiled';
+  /** How results come back from the GPU: 'map' (default; mapAsync alone), 'settle' (after the queue has
+   * run dry: onSubmittedWorkDone first) or 'join' (both at once). For comparing them; leave it unset otherwise. */
+  readback?: 'map' | 'settle' | 'join';
   /** Bytes of each file as they arrive. */
   onProgress?: (progress: Progress) => void;
   /** Aborting it stops the download and rejects the load with the signal's reason. */

@@ -25,15 +25,18 @@ FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --us
 D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
 CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
-# REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary.
+# REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary. READBACKS="map settle
+# join": each build once per way of reading results back (the `readback` load option; tags NAME-settle, …).
 TAGS=
 for round in $(seq "${REPEAT:-1}"); do
   for w in .chr/webbert*; do
-    tag=${w#.chr/}$([ "$round" -gt 1 ] && echo ".$round")
-    TAGS="$TAGS $tag"
-    echo "== $tag, WebGPU"
-    timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
-      --query "webbert=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+    for rb in ${READBACKS:-map}; do
+      tag=${w#.chr/}$([ "$rb" != map ] && echo "-$rb")$([ "$round" -gt 1 ] && echo ".$round")
+      TAGS="$TAGS $tag"
+      echo "== $tag, WebGPU"
+      timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
+        --query "webbert=1&runs=${RUNS:-20}&cases=$CASES&readback=$rb" | grep -v '^POST'
+    done
   done
 done
 # PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).

@@ -372,9 +372,10 @@ impl Model {
     /// `task`: `"embeddings"`, `"fill-mask"`, `"text-classification"`, `"token-classification"` or
     /// `"question-answering"`; `source`: a base URL (string) in Hugging Face layout, or an
     /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
-    /// stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, `'q8'`, or the smallest there is),
-    /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter (for
-    /// comparing them on one GPU), `stallTimeout` the milliseconds a download may receive nothing.
+    /// readback, stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, `'q8'`, or the smallest there is),
+    /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter and
+    /// `readback` `"map"`, `"settle"` or `"join"` to read results back that way (for comparing them on one
+    /// GPU, see [`crate::backend::Readback`]), `stallTimeout` the milliseconds a download may receive nothing.
     pub async fn load(
         task: String,
         source: JsValue,
@@ -387,6 +388,10 @@ impl Model {
         if let Some(kernels) = option(&options, "kernels")? {
             let kernels = string_arg(&kernels, "options.kernels")?;
             crate::ops::set_kernel_shape(Some(kernels.parse().map_err(js)?));
+        }
+        if let Some(readback) = option(&options, "readback")? {
+            let readback = string_arg(&readback, "options.readback")?;
+            crate::backend::set_readback(readback.parse().map_err(js)?);
         }
         let stall_ms = match option(&options, "stallTimeout")? {
             Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,

@@ -125,10 +125,8 @@ pub struct AttentionOutput {
 }
 
 async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
-    tensor
-        .into_data_async()
-        .await
-        .map_err(|e| Error::Device(format!("reading results back failed: {e:?}")))?
+    crate::backend::read_back(tensor)
+        .await?
         .try_into_vec::<f32>()
         .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
 }

@@ -11,13 +11,13 @@ const MINILM = '/models/all-MiniLM-L6-v2/';
 const sentences = json('minilm_golden.json').sentences;
 const minilm = golden('minilm_golden.safetensors');
 
-async function checkEmbeddings(page, device, kernels) {
-  const { backend, rows } = await page.evaluate(async ([url, device, kernels, texts]) => {
-    const e = await webbert.Embedder.load(url, { device, kernels, dtype: 'fp32' });
+async function checkEmbeddings(page, device, kernels, readback) {
+  const { backend, rows } = await page.evaluate(async ([url, device, kernels, readback, texts]) => {
+    const e = await webbert.Embedder.load(url, { device, kernels, readback, dtype: 'fp32' });
     const rows = (await e.embed(texts)).map((r) => Array.from(r));
     e.dispose();
     return { backend: e.backend, rows };
-  }, [MINILM, device, kernels, sentences]);
+  }, [MINILM, device, kernels, readback, sentences]);
   const want = minilm['embedding.mean'];
   const got = new Float32Array(rows.flat());
   const diff = maxAbsDiff(got, want.data);
@@ -276,7 +276,11 @@ describe('with WebGPU', () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
   });
 
-  test('after dispose every call rejects, and so does a bad kernels option', async () => {
+  test('results read back after the queue runs dry, or both at once, are the same', async () => {
+    for (const readback of ['settle', 'join']) assert.equal(await checkEmbeddings(page, 'webgpu', undefined, readback), 'webgpu');
+  });
+
+  test('after dispose every call rejects, and so does a bad kernels or readback option', async () => {
     const messages = await page.evaluate(async (url) => {
       const errorOf = async (p) => { try { await p; return 'no error'; } catch (e) { return e instanceof Error ? e.message : `not an Error: ${e}`; } };
       const fm = await webbert.FillMask.load(url, { device: 'cpu' });
@@ -286,11 +290,13 @@ describe('with WebGPU', () => {
         pending: await errorOf(pending),
         later: await errorOf(fm.predict('the [MASK] of')),
         kernels: await errorOf(webbert.FillMask.load(url, { kernels: 'fast' })),
+        readback: await errorOf(webbert.FillMask.load(url, { readback: 'soon' })),
       };
     }, '/fixtures/tiny-mlm/');
     assert.match(messages.pending, /disposed/);
     assert.match(messages.later, /disposed/);
     assert.match(messages.kernels, /kernels must be "serial", "tiled"/);
+    assert.match(messages.readback, /readback must be "map", "settle" or "join", not "soon"/);
   });
 
   test('when the GPU process crashes, the model moves to the CPU and the call runs there', async () => {

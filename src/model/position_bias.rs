@@ -6,6 +6,7 @@ use burn::nn::Embedding;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::model::length_cache::LengthCache;
+use crate::ops::distance_index;
 
 /// Distances from this far on share the last bucket.
 const MAX_DISTANCE: usize = 128;
@@ -46,10 +47,7 @@ pub fn bucket(relative_position: i64, num_buckets: usize) -> usize {
 fn by_difference(seq: usize, f: impl Fn(i64) -> i64) -> Vec<i64> {
     let n = seq as i64;
     let values: Vec<i64> = (1 - n..n).map(f).collect();
-    let values = &values;
-    (0..n)
-        .flat_map(|a| (0..n).map(move |b| values[(a - b + n - 1) as usize]))
-        .collect()
+    distance_index(seq).map(|i| values[i]).collect()
 }
 
 impl RelativePositionBias {

@@ -16,7 +16,7 @@ use burn_cubecl::kernel::into_contiguous;
 use cubecl::CubeDim;
 
 use super::add_norm::row_grid;
-use super::{empty_like, storage};
+use super::{distance_index, empty_like, storage};
 
 /// Units per workgroup, each taking every `UNITS`-th key of the workgroup's query: a few, so that short
 /// texts leave none idle (SwiftShader runs every unit, idle or not).
@@ -103,10 +103,7 @@ fn composed<B: Backend>(
 /// `[1, 1, seq, seq]` with `by_distance[a − b + seq − 1]` at (a, b). The index is made on the host:
 /// this path runs where the host is the device (Flex), or trains.
 fn grid<B: Backend>(by_distance: IntTensor<B>, seq: usize) -> IntTensor<B> {
-    let n = seq as i64;
-    let index: Vec<i64> = (0..n)
-        .flat_map(|a| (0..n).map(move |b| a - b + n - 1))
-        .collect();
+    let index: Vec<i64> = distance_index(seq).map(|i| i as i64).collect();
     let index = TensorData::new(index, [seq * seq]).convert_dtype(by_distance.dtype());
     let index = B::int_from_data(index, &by_distance.device());
     B::int_reshape(

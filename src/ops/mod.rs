@@ -162,6 +162,12 @@ fn optional(tensor: Option<CubeTensor>, like: &CubeTensor) -> (CubeTensor, bool)
     }
 }
 
+/// For every (a, b) in `0..seq` × `0..seq`, row-major, the index of `a − b` in the `2 × seq − 1` distances
+/// from `1 − seq` up: relative positions depend on the distance alone, so they come as such a table.
+pub fn distance_index(seq: usize) -> impl Iterator<Item = usize> {
+    (0..seq).flat_map(move |a| (0..seq).map(move |b| a + seq - 1 - b))
+}
+
 fn storage(dtype: DType) -> ElemType {
     burn::backend::cubecl::dtype_to_storage_type(dtype)
 }

@@ -2,8 +2,11 @@
 # Device call (`run` with carry [".gl", ".chr", ".chrN"] for the last part, right after chromium-part.sh
 # parked the others):
 # headless Chromium on the GPU's Vulkan driver: the WebGPU adapter, then webbert's package and
-# transformers.js (ONNX Runtime Web's WebGPU backend, fp32) on the bench cases, one after the other.
-# CASES and RUNS may be set in the environment.
+# transformers.js (ONNX Runtime Web's WebGPU backend) on the bench cases, one after the other.
+# CASES and RUNS may be set in the environment; DTYPES="fp32 fp16 q8" runs both on each kind of weights
+# (default fp32; tags NAME-fp16, tjs-fp16, …). Dawn keeps `shader-f16` off on NVIDIA's Vulkan driver unless
+# asked (vulkan_enable_f16_on_nvidia), and transformers.js refuses fp16 on WebGPU without it: with fp16 in
+# DTYPES every browser of the run gets that toggle.
 set -u
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
@@ -22,20 +25,25 @@ done
 mkdir -p /tmp/ort && cp .chr/ort/*.mjs /tmp/ort/ && unxz .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz /tmp/ort/ort-wasm-simd-threaded.asyncify.wasm
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --use-vulkan=native ${EXTRA_FLAGS:-}"
+DTYPES=${DTYPES:-fp32}
+case " $DTYPES " in *" fp16 "*) FLAGS="$FLAGS --enable-dawn-features=vulkan_enable_f16_on_nvidia" ;; esac
 D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
 CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
 # REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary. READBACKS="map settle
 # join": each build once per way of reading results back (the `readback` load option; tags NAME-settle, …).
 TAGS=
+suffix() { [ "$1" != fp32 ] && echo "-$1"; }
 for round in $(seq "${REPEAT:-1}"); do
   for w in .chr/webbert*; do
     for rb in ${READBACKS:-map}; do
-      tag=${w#.chr/}$([ "$rb" != map ] && echo "-$rb")$([ "$round" -gt 1 ] && echo ".$round")
-      TAGS="$TAGS $tag"
-      echo "== $tag, WebGPU"
-      timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
-        --query "webbert=1&runs=${RUNS:-20}&cases=$CASES&readback=$rb" | grep -v '^POST'
+      for dt in $DTYPES; do
+        tag=${w#.chr/}$([ "$rb" != map ] && echo "-$rb")$(suffix "$dt")$([ "$round" -gt 1 ] && echo ".$round")
+        TAGS="$TAGS $tag"
+        echo "== $tag, WebGPU"
+        timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
+          --query "webbert=1&runs=${RUNS:-20}&cases=$CASES&readback=$rb&dtype=$dt" | grep -v '^POST'
+      done
     done
   done
 done
@@ -48,13 +56,16 @@ for t in ${PROFILE:-}; do
   python3 scripts/gpu/browser/kernels.py "$OUT/browser-profile-$t.json" | tee -a $OUT/summary.md
 done
 [ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && exit 0
-echo "== transformers.js, WebGPU fp32"
 timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
-timeout 200 $D --tag tjs --timeout 180 --tjs .chr/tjs --ort /tmp/ort --models /tmp/models --flags "$FLAGS" \
-  --query "tjs=1&runs=${RUNS:-20}&cases=$CASES" | grep -v '^POST'
+for dt in $DTYPES; do
+  echo "== transformers.js, WebGPU $dt"
+  timeout 200 $D --tag "tjs$(suffix "$dt")" --timeout 180 --tjs .chr/tjs --ort /tmp/ort --models /tmp/models \
+    --flags "$FLAGS" --query "tjs=1&runs=${RUNS:-20}&cases=$CASES&dtype=$dt" | grep -v '^POST'
+done
 for tag in $TAGS; do
+  dt=$(for d in $DTYPES; do case $tag in *-$d|*-$d.*) echo "$d" ;; esac; done)
   echo "== $tag" | tee -a $OUT/summary.md
-  python3 scripts/gpu/browser/summary.py "$OUT/browser-$tag.json" $OUT/browser-tjs.json | tee -a $OUT/summary.md
+  python3 scripts/gpu/browser/summary.py "$OUT/browser-$tag.json" "$OUT/browser-tjs$(suffix "${dt:-fp32}").json" | tee -a $OUT/summary.md
 done
 # A device call brings back at most 8 files: with several rounds, the tables and their JSON only.
 [ "${REPEAT:-1}" -gt 1 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json

@@ -60,6 +60,18 @@ fn tokenizer_json_matches_reference_ids_and_offsets() {
 }
 
 #[test]
+fn encode_all_gives_every_text_its_reference_ids_in_order() {
+    let fixture = fixture();
+    let cases = fixture["cases"].as_array().unwrap();
+    let texts: Vec<&str> = cases.iter().map(|c| c["text"].as_str().unwrap()).collect();
+    let encodings = from_json().encode_all(&texts).unwrap();
+    assert_eq!(encodings.len(), cases.len());
+    for ((case, text), encoding) in cases.iter().zip(&texts).zip(&encodings) {
+        assert_eq!(encoding.ids, ids(&case["ids"]), "ids for {text:?}");
+    }
+}
+
+#[test]
 fn vocab_txt_matches_reference_ids() {
     let dir = common::minilm_dir();
     let vocab = std::fs::read(dir.join("vocab.txt")).unwrap();

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Device, Tensor};
 
-use super::{BATCH_TEXTS, Pipeline, batches, encode, read};
+use super::{BATCH_TEXTS, Pipeline, batches, non_empty, read};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert;
@@ -56,10 +56,12 @@ impl Embedder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| texts[i].len());
         let encode_group = |group: &[usize]| -> Result<Vec<(usize, Encoding)>> {
-            let mut encoded = group
+            let group_texts = group
                 .iter()
-                .map(|&i| Ok((i, encode(&self.tokenizer, &texts[i])?)))
+                .map(|&i| non_empty(&texts[i]))
                 .collect::<Result<Vec<_>>>()?;
+            let encodings = self.tokenizer.encode_all(&group_texts)?;
+            let mut encoded: Vec<_> = group.iter().copied().zip(encodings).collect();
             encoded.sort_by_key(|(_, e)| e.ids.len());
             Ok(encoded)
         };

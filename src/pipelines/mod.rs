@@ -161,10 +161,15 @@ impl<M: AsRef<BertModel>> Pipeline<M> {
 }
 
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Encoding> {
+    tokenizer.encode(non_empty(text)?)
+}
+
+/// `text`, or the error for one with nothing to tokenize.
+fn non_empty(text: &str) -> Result<&str> {
     if text.trim().is_empty() {
         return Err(Error::Input("the text is empty".into()));
     }
-    tokenizer.encode(text)
+    Ok(text)
 }
 
 /// A loading error naming a missing head tensor, with what the task needs.

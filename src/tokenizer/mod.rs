@@ -18,6 +18,30 @@ use tokenizers::{
 use crate::error::{Error, Result};
 use basic::BasicTokenizer;
 
+/// `f` of each item, in order: natively with the items split evenly over the machine's cores (scoped
+/// threads: rayon's pool, asleep between calls, did not speed up 32 texts on two cores, where these take
+/// 3.2 → 2.0 ms), in the browser (one thread) in turn.
+pub(crate) fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads > 1 && items.len() > 1 {
+            let f = &f;
+            return std::thread::scope(|scope| {
+                let parts: Vec<_> = items
+                    .chunks(items.len().div_ceil(threads))
+                    .map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>()))
+                    .collect();
+                parts
+                    .into_iter()
+                    .flat_map(|part| part.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                    .collect()
+            });
+        }
+    }
+    items.iter().map(f).collect()
+}
+
 /// The tokens of one input, ready for the model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoding {
@@ -263,6 +287,14 @@ impl Tokenizer {
 
     pub fn encode(&self, text: &str) -> Result<Encoding> {
         self.run(text, None)
+    }
+
+    /// [`encode`](Self::encode) of each text, in order, [`on_every_core`]: 32 texts of 128 tokens took
+    /// 5 ms on one core of the H100 machine, more than their forward pass there.
+    pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
+        on_every_core(texts, |text| self.encode(text))
+            .into_iter()
+            .collect()
     }
 
     /// `[CLS] a [SEP] b [SEP]` with segment ids 0 then 1.

@@ -28,7 +28,7 @@ use crate::io::weights::{self, SaveOptions};
 use crate::model::Batch;
 use crate::model::config::BertConfig;
 use crate::model::heads::{BertForMaskedLM, MlmHead};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, on_every_core};
 use crate::train::content_words::{ContentWordAccuracy, Example};
 use crate::train::masking::{MaskedSequence, MaskingConfig, Vocabulary};
 
@@ -141,33 +141,17 @@ impl Corpus {
         if lines.is_empty() {
             return Err(Error::Input("the corpus has no text".into()));
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let encode = |lines: &[&str]| -> crate::Result<Vec<Vec<u32>>> {
-            lines
-                .iter()
-                .map(|line| {
-                    let mut ids = tokenizer.encode(line)?.ids;
-                    if ids.len() > max_len {
-                        let sep = ids[ids.len() - 1];
-                        ids.truncate(max_len - 1);
-                        ids.push(sep);
-                    }
-                    Ok(ids)
-                })
-                .collect()
-        };
-        let parts = std::thread::scope(|scope| {
-            let workers: Vec<_> = lines
-                .chunks(lines.len().div_ceil(threads))
-                .map(|chunk| scope.spawn(move || encode(chunk)))
-                .collect();
-            workers
-                .into_iter()
-                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect::<crate::Result<Vec<_>>>()
-        })?;
+        let sequences = on_every_core(&lines, |line| {
+            let mut ids = tokenizer.encode(line)?.ids;
+            if ids.len() > max_len {
+                let sep = ids[ids.len() - 1];
+                ids.truncate(max_len - 1);
+                ids.push(sep);
+            }
+            Ok(ids)
+        });
         Ok(Self {
-            sequences: parts.into_iter().flatten().collect(),
+            sequences: sequences.into_iter().collect::<crate::Result<_>>()?,
         })
     }
 

@@ -289,8 +289,8 @@ impl Tokenizer {
         self.run(text, None)
     }
 
-    /// [`encode`](Self::encode) of each text, in order, [`on_every_core`]: 32 texts of 128 tokens took
-    /// 5 ms on one core of the H100 machine, more than their forward pass there.
+    /// [`encode`](Self::encode) of each text, in order; natively the texts are split over every core, as
+    /// 32 texts of 128 tokens took 5 ms on one core of the H100 machine, more than their forward pass there.
     pub fn encode_all(&self, texts: &[&str]) -> Result<Vec<Encoding>> {
         on_every_core(texts, |text| self.encode(text))
             .into_iter()

@@ -7,14 +7,16 @@
 //! - `BENCH_BACKENDS=cpu,wgpu` (both by default); `BENCH_CASES=embed,fill,batch` (all by default);
 //! - `BENCH_KERNELS=1`: also each GPU kernel alone, both shapes ([`KernelShape`]), timed by the device's
 //!   own clock, with its GFLOP/s or GB/s (written to bench-kernels.json);
+//! - `BENCH_TILES=1`: also the tiled Linear at 1,024 and 8,192 rows in every candidate tile and depth split
+//!   ([`TILES`], [`TRIAL_TILES`]), against the one [`plan`] chooses (`BENCH_CASES=none` skips the cases);
 //! - `WEBBERT_KERNELS=serial|tiled` forces one kernel shape for the whole run.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::nn::LayerNormConfig;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use webbert::ops::linear::plan;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use webbert::ops::linear::{Plan, TILES, TRIAL_TILES, plan, with_plan};
 use webbert::ops::{KernelShape, with_kernel_shape};
 use webbert::{Backend, BertConfig, Embedder, FillMask, ModelFiles, Pooling, ops};
 
@@ -183,6 +185,9 @@ fn main() {
     if std::env::var("BENCH_KERNELS").is_ok_and(|v| v == "1") {
         kernels();
     }
+    if std::env::var("BENCH_TILES").is_ok_and(|v| v == "1") {
+        tiles();
+    }
 }
 
 /// Where the wall time of an embedding call goes on wgpu: tokenizing, building the padded batch on the
@@ -233,32 +238,165 @@ fn phases(models: &std::path::Path) {
     }
 }
 
+/// MiniLM's four products per layer, `(name, cols, depth, gelu)`: QKV and the first feed-forward Linear
+/// stand alone; the output projections come with their Add & Norm, which in the tiled shape adds their
+/// partial sums (a depth split costs no dispatch).
+fn products(hidden: usize, intermediate: usize) -> [(&'static str, usize, usize, bool); 4] {
+    [
+        ("Linear QKV", 3 * hidden, hidden, false),
+        (
+            "Linear + Add & Norm, attention output",
+            hidden,
+            hidden,
+            false,
+        ),
+        ("Linear FFN up + GELU", intermediate, hidden, true),
+        ("Linear + Add & Norm, FFN down", hidden, intermediate, false),
+    ]
+}
+
+/// One of [`products`] on random values, run as a layer runs it.
+struct Product<'a> {
+    x: Tensor<2>,
+    layer: burn::nn::Linear,
+    norm: &'a burn::nn::LayerNorm,
+    residual: Tensor<3>,
+    gelu: bool,
+}
+
+impl<'a> Product<'a> {
+    fn new(
+        device: &Device,
+        norm: &'a burn::nn::LayerNorm,
+        [rows, cols, depth]: [usize; 3],
+        gelu: bool,
+    ) -> Self {
+        let random = |shape: [usize; 2]| {
+            Tensor::<2>::random(shape, Distribution::Uniform(-1.0, 1.0), device)
+        };
+        let layer = burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(random([depth, cols])),
+            bias: Some(burn::module::Param::from_tensor(
+                random([1, cols]).reshape([cols]),
+            )),
+        };
+        let residual = random([rows, cols]).reshape([1, rows, cols]);
+        Self {
+            x: random([rows, depth]),
+            layer,
+            norm,
+            residual,
+            gelu,
+        }
+    }
+
+    /// Whether the Add & Norm comes with it: its output is `hidden` wide.
+    fn with_norm(&self) -> bool {
+        self.layer.weight.dims()[1] == self.norm.gamma.dims()[0]
+    }
+
+    fn run(&self) {
+        if self.with_norm() {
+            let [rows, depth] = self.x.dims();
+            let input = self.x.clone().reshape([1, rows, depth]);
+            ops::add_norm::dense_add_norm(
+                &self.layer,
+                self.norm,
+                1e-12,
+                input,
+                self.residual.clone(),
+            );
+        } else {
+            let bias = self.layer.bias.as_ref().map(|b| b.val());
+            ops::linear::affine(self.x.clone(), self.layer.weight.val(), bias, self.gelu);
+        }
+    }
+}
+
+/// The device's own time of one launch of `f`, in µs: 20 launches timed after one that compiles.
+fn device_micros(device: &Device, f: &(dyn Fn() + Sync)) -> f64 {
+    const LAUNCHES: usize = 20;
+    f();
+    let (_, duration) = device
+        .profile(|| {
+            for _ in 0..LAUNCHES {
+                f();
+            }
+        })
+        .expect("the device can profile");
+    let ticks = pollster::block_on(duration.resolve()).expect("a measurement");
+    ticks.duration().as_secs_f64() * 1e6 / LAUNCHES as f64
+}
+
+/// MiniLM's four products at many rows, in every candidate tile and split, on the tiled shape: which
+/// layout [`plan`] should choose where rows are plenty. Written to bench-tiles.json.
+fn tiles() {
+    let device = Backend::Wgpu.device().expect("a wgpu adapter");
+    let (hidden, intermediate) = (384, 1536);
+    let norm = LayerNormConfig::new(hidden).init(&device);
+    let mut table = Vec::new();
+    println!("\n| product | tile (unit) | depth in | µs per launch | TFLOP/s | planned |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for tokens in [1024, 8192] {
+        for (name, cols, depth, gelu) in products(hidden, intermediate) {
+            let product = Product::new(&device, &norm, [tokens, cols, depth], gelu);
+            let (with_norm, run) = (product.with_norm(), || product.run());
+            let chosen = plan(tokens, cols, depth);
+            // Only the norm after a product adds up depth slices; a finished product runs in one.
+            let splits: &[usize] = if with_norm { &[1, 2, 4, 8] } else { &[1] };
+            for &tile in TILES.iter().chain(&TRIAL_TILES) {
+                for &splits in splits {
+                    if depth.div_ceil(splits) < tile.depth {
+                        continue;
+                    }
+                    let plan = Plan { tile, splits };
+                    let micros = with_kernel_shape(KernelShape::Tiled { subgroups: true }, || {
+                        with_plan(plan, || device_micros(&device, &run))
+                    });
+                    let tflops = 2.0 * (tokens * cols * depth) as f64 / micros / 1e6;
+                    let planned = plan == chosen || (!with_norm && tile == chosen.tile);
+                    let (r, c, d, ur, uc) = (
+                        tile.rows,
+                        tile.cols,
+                        tile.depth,
+                        tile.unit_rows,
+                        tile.unit_cols,
+                    );
+                    println!(
+                        "| {name} {tokens}×{cols}×{depth} | {r}×{c}×{d} ({ur}×{uc}) | {splits} | \
+                         {micros:.1} | {tflops:.1} | {} |",
+                        if planned { "yes" } else { "" }
+                    );
+                    table.push(
+                        serde_json::json!({"product": name, "rows": tokens, "cols": cols,
+                        "depth": depth, "tile": [r, c, d], "unit": [ur, uc], "splits": splits,
+                        "us": micros, "tflops": tflops, "planned": planned}),
+                    );
+                }
+            }
+        }
+    }
+    std::fs::write(
+        "bench-tiles.json",
+        serde_json::to_string_pretty(&table).unwrap(),
+    )
+    .unwrap();
+}
+
 /// What one launch of a kernel does, for its achieved rate.
 enum Work {
     Gflop(f64),
     Gbytes(f64),
 }
 
-/// Each GPU kernel alone on MiniLM's shapes, in both kernel shapes, timed by the device clock over
-/// `LAUNCHES` launches.
+/// Each GPU kernel alone on MiniLM's shapes, in both kernel shapes, timed by the device clock
+/// ([`device_micros`]).
 fn kernels() {
-    const LAUNCHES: usize = 20;
     let device = Backend::Wgpu.device().expect("a wgpu adapter");
     let (hidden, heads, intermediate, vocab) = (384, 12, 1536, 30522);
     let random =
         |shape: [usize; 2]| Tensor::<2>::random(shape, Distribution::Uniform(-1.0, 1.0), &device);
-    let time = |f: &(dyn Fn() + Sync)| -> f64 {
-        f(); // compile
-        let (_, duration) = device
-            .profile(|| {
-                for _ in 0..LAUNCHES {
-                    f();
-                }
-            })
-            .expect("the device can profile");
-        let ticks = pollster::block_on(duration.resolve()).expect("a measurement");
-        ticks.duration().as_secs_f64() * 1e6 / LAUNCHES as f64
-    };
+    let time = |f: &(dyn Fn() + Sync)| device_micros(&device, f);
     let mut table = Vec::new();
     // `tiled` names the tiled kernel's layout, where it has a choice.
     let mut measure = |kernel: String, run: &(dyn Fn() + Sync), work: Work, tiled: &str| {
@@ -281,45 +419,9 @@ fn kernels() {
     println!("\n| kernel | shape | µs per launch | achieved |\n| --- | --- | --- | --- |");
     for tokens in [16, 128, 512, 1024, 8192] {
         let norm = LayerNormConfig::new(hidden).init(&device);
-        // QKV and the first feed-forward Linear stand alone; the output projections come with their Add
-        // & Norm, which in the tiled shape adds their partial sums (a depth split costs no dispatch).
-        for (name, cols, depth, gelu) in [
-            ("Linear QKV", 3 * hidden, hidden, false),
-            (
-                "Linear + Add & Norm, attention output",
-                hidden,
-                hidden,
-                false,
-            ),
-            ("Linear FFN up + GELU", intermediate, hidden, true),
-            ("Linear + Add & Norm, FFN down", hidden, intermediate, false),
-        ] {
-            let (x, w, b) = (
-                random([tokens, depth]),
-                random([depth, cols]),
-                random([1, cols]),
-            );
-            let b = b.reshape([cols]);
-            let residual = random([tokens, cols]).reshape([1, tokens, cols]);
-            let layer = burn::nn::Linear {
-                weight: burn::module::Param::from_tensor(w.clone()),
-                bias: Some(burn::module::Param::from_tensor(b.clone())),
-            };
-            let input = x.clone().reshape([1, tokens, depth]);
-            let with_norm = name.contains("Norm");
-            let run = || {
-                if with_norm {
-                    ops::add_norm::dense_add_norm(
-                        &layer,
-                        &norm,
-                        1e-12,
-                        input.clone(),
-                        residual.clone(),
-                    );
-                } else {
-                    ops::linear::affine(x.clone(), w.clone(), Some(b.clone()), gelu);
-                }
-            };
+        for (name, cols, depth, gelu) in products(hidden, intermediate) {
+            let product = Product::new(&device, &norm, [tokens, cols, depth], gelu);
+            let (with_norm, run) = (product.with_norm(), || product.run());
             let chosen = plan(tokens, cols, depth);
             let splits = if with_norm { chosen.splits } else { 1 };
             let layout = format!(

@@ -1,10 +1,10 @@
 #!/bin/bash
 # Device call (`run` with carry [".gl", ".gpu"], from scripts/gpu/prepare.sh native): webbert natively on
 # the GPU's Vulkan driver, PyTorch on CUDA as the floor, on random weights of the bench models' layout.
-# Everything lands in $OUT: cli-check.txt, bench-*.txt, bench-kernels.json, torch.txt. PARTS picks the
-# steps (default: all of cli,tiled,serial,cpu,torch).
+# Everything lands in $OUT: cli-check.txt, bench-*.txt, bench-kernels.json, bench-tiles.json, torch.txt.
+# PARTS picks the steps (default: all of cli,tiled,tiles,serial,cpu,torch).
 set -u
-PARTS=${PARTS:-cli,tiled,serial,cpu,torch}
+PARTS=${PARTS:-cli,tiled,tiles,serial,cpu,torch}
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
 T0=$(date +%s)
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
@@ -40,6 +40,11 @@ if part tiled; then
   echo "== native bench: wgpu (tiled), where the time goes, then each kernel alone"
   BENCH_BACKENDS=wgpu BENCH_PHASES=1 BENCH_KERNELS=1 timeout 300 $B/native-bench 2>&1 | tee $OUT/bench-tiled.txt
   cp bench-kernels.json $OUT/ 2>/dev/null
+fi
+if part tiles; then
+  echo "== the tiled Linear at 1,024 and 8,192 rows in every candidate tile and split"
+  BENCH_BACKENDS=wgpu BENCH_CASES=none BENCH_TILES=1 timeout 150 $B/native-bench 2>&1 | tee $OUT/bench-tiles.txt
+  cp bench-tiles.json $OUT/ 2>/dev/null
 fi
 if part serial; then
   echo "== native bench: wgpu with the serial kernels (those tuned on CPU-backed adapters)"

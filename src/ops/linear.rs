@@ -486,6 +486,34 @@ pub const TILES: [Tile; 3] = [
         unit_cols: 4,
     },
 ];
+/// Larger tiles that [`plan`] does not choose yet: 8 rows × 4 or 8 columns per unit halve the
+/// workgroup-memory reads per multiply-add, the usual next step where a product has rows enough to fill
+/// the GPU with them (at 8,192 rows ours reach ~18 TFLOP/s on an H100, cuBLAS ~35). The native bench's
+/// tile sweep (`BENCH_TILES=1`) measures them beside [`TILES`]. 128 × 128 × 16 fills WebGPU's minimum
+/// 16 KiB of workgroup memory exactly.
+pub const TRIAL_TILES: [Tile; 3] = [
+    Tile {
+        rows: 128,
+        cols: 64,
+        depth: 16,
+        unit_rows: 8,
+        unit_cols: 4,
+    },
+    Tile {
+        rows: 128,
+        cols: 128,
+        depth: 16,
+        unit_rows: 8,
+        unit_cols: 8,
+    },
+    Tile {
+        rows: 128,
+        cols: 128,
+        depth: 8,
+        unit_rows: 8,
+        unit_cols: 8,
+    },
+];
 /// Workgroups a product should launch, its depth split in slices until it does: each workgroup's
 /// steps wait on memory one after another, so a GPU needs many of them in flight. Measured on an H100
 /// at MiniLM's shapes (16 to 8,192 rows): targets 256, 384, 512 and 768 came within 2.2%, 1.6%, 2.5%

@@ -8,9 +8,10 @@
 #   scripts/gpu/prepare.sh chromium   .chr1/ … .chr4/  Debian's Chromium in parts of 34 MiB, .chr/ the
 #                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
 #                                           build, the bench models' layout
-#   scripts/gpu/prepare.sh train      .train/  the release CLI and the tokenizer; .train1/, .train2/, …  the
-#                                           corpus (data/corpus, from scripts/corpus.sh) in parts of 28 MiB
-#                                           to park (scripts/gpu/train.sh)
+#   scripts/gpu/prepare.sh train      .train/  the release CLI (as shipped and with `--features autotune`)
+#                                           and the tokenizer; .train1/, .train2/, …  the corpus
+#                                           (data/corpus, from scripts/corpus.sh) in parts of 28 MiB to
+#                                           park (scripts/gpu/train.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 target_dir="${CARGO_TARGET_DIR:-target}"
@@ -70,8 +71,11 @@ train() {
   rm -rf .train .train[0-9] && mkdir -p .train/tokenizer /tmp/train-stage/data
   local model=www/models/minilm-l6-mlm
   cp $model/tokenizer.json $model/vocab.txt $model/tokenizer_config.json $model/special_tokens_map.json .train/tokenizer/
-  cargo build --release --bin webbert
-  cp "$target_dir/release/webbert" /tmp/webbert && strip /tmp/webbert && xz -6 -T2 -c /tmp/webbert > .train/webbert.xz
+  # The CLI as shipped, and with burn's autotuned kernels (train.sh times both and trains with the faster).
+  for build in webbert webbert-autotune; do
+    cargo build --release --bin webbert $([ $build = webbert-autotune ] && echo --features autotune)
+    cp "$target_dir/release/webbert" /tmp/$build && strip /tmp/$build && xz -6 -T2 -c /tmp/$build > .train/$build.xz
+  done
   cp data/corpus/train.txt data/corpus/heldout.txt /tmp/train-stage/data/
   tar -C /tmp/train-stage -cf - data | xz -9 -T2 > /tmp/train-stage/corpus.tar.xz
   # Parts of at most 28 MiB: with the tracked tree (~35 MB) each park call stays under 64 MiB.

@@ -32,28 +32,38 @@ CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x1
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
 # REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary. READBACKS="map settle
 # join": each build once per way of reading results back (the `readback` load option; tags NAME-settle, …).
+# KERNELS="auto tiled-nosubgroups": each build, and PROFILE, once per kernel shape (the `kernels` load
+# option; auto is the adapter's choice; tags NAME-tiled-nosubgroups, profile-T-tiled-nosubgroups).
 TAGS=
 suffix() { [ "$1" != fp32 ] && echo "-$1"; }
+shape() { [ "$1" != auto ] && echo "-$1"; }
+kernels_query() { [ "$1" != auto ] && echo "&kernels=$1"; }
 for round in $(seq "${REPEAT:-1}"); do
   for w in .chr/webbert*; do
     for rb in ${READBACKS:-map}; do
-      for dt in $DTYPES; do
-        tag=${w#.chr/}$([ "$rb" != map ] && echo "-$rb")$(suffix "$dt")$([ "$round" -gt 1 ] && echo ".$round")
-        TAGS="$TAGS $tag"
-        echo "== $tag, WebGPU"
-        timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
-          --query "webbert=1&runs=${RUNS:-20}&cases=$CASES&readback=$rb&dtype=$dt" | grep -v '^POST'
+      for k in ${KERNELS:-auto}; do
+        for dt in $DTYPES; do
+          tag=${w#.chr/}$([ "$rb" != map ] && echo "-$rb")$(shape "$k")$(suffix "$dt")$([ "$round" -gt 1 ] && echo ".$round")
+          TAGS="$TAGS $tag"
+          echo "== $tag, WebGPU"
+          timeout 200 $D --tag "$tag" --timeout 180 --webbert "/tmp/${w#.chr/}" --models /tmp/models --flags "$FLAGS" \
+            --query "webbert=1&runs=${RUNS:-20}&cases=$CASES&readback=$rb&dtype=$dt$(kernels_query "$k")" | grep -v '^POST'
+        done
       done
     done
   done
 done
 # PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).
+w=/tmp/webbert-profile && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/
+{ echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
 for t in ${PROFILE:-}; do
-  w=/tmp/webbert-profile && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/
-  { echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
-  timeout 200 $D --tag "profile-$t" --timeout 180 --webbert $w --models /tmp/models --flags "$FLAGS" \
-    --root scripts/profile --page profile.html --query "tokens=$t&post=1" | grep -v '^POST'
-  python3 scripts/gpu/browser/kernels.py "$OUT/browser-profile-$t.json" | tee -a $OUT/summary.md
+  for k in ${KERNELS:-auto}; do
+    tag=profile-$t$(shape "$k")
+    echo "== $tag" | tee -a $OUT/summary.md
+    timeout 200 $D --tag "$tag" --timeout 180 --webbert $w --models /tmp/models --flags "$FLAGS" \
+      --root scripts/profile --page profile.html --query "tokens=$t&post=1$(kernels_query "$k")" | grep -v '^POST'
+    python3 scripts/gpu/browser/kernels.py "$OUT/browser-$tag.json" | tee -a $OUT/summary.md
+  done
 done
 [ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && exit 0
 timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
@@ -67,6 +77,6 @@ for tag in $TAGS; do
   echo "== $tag" | tee -a $OUT/summary.md
   python3 scripts/gpu/browser/summary.py "$OUT/browser-$tag.json" "$OUT/browser-tjs$(suffix "${dt:-fp32}").json" | tee -a $OUT/summary.md
 done
-# A device call brings back at most 8 files: with several rounds, the tables and their JSON only.
-[ "${REPEAT:-1}" -gt 1 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json
+# A device call brings back at most 8 files: where there are more, the tables and their JSON only.
+[ "$(ls $OUT | wc -l)" -gt 8 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json
 true

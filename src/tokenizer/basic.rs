@@ -22,10 +22,13 @@ pub struct BasicTokenizer {
     lowercase: bool,
     /// Added tokens (`[MASK]`, …) matched verbatim in the raw text, longest first, with their ids.
     added: Vec<(String, u32)>,
+    /// Which bytes begin an added token: only there is a match tried.
+    added_starts: [bool; 256],
 }
 
 impl BasicTokenizer {
-    /// The fast path for `tokenizer`, if its normaliser, pre-tokeniser and added tokens are BERT's.
+    /// The fast path for `tokenizer`, if its normaliser, pre-tokeniser and added tokens are BERT's (and no
+    /// added token is empty).
     pub fn of(tokenizer: &tokenizers::Tokenizer) -> Option<Self> {
         let Some(NormalizerWrapper::BertNormalizer(n)) = tokenizer.get_normalizer() else {
             return None;
@@ -41,12 +44,17 @@ impl BasicTokenizer {
             added.push((token.content, id));
         }
         added.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
+        let mut added_starts = [false; 256];
+        for (content, _) in &added {
+            added_starts[*content.as_bytes().first()? as usize] = true;
+        }
         Some(Self {
             clean_text: n.clean_text,
             handle_chinese_chars: n.handle_chinese_chars,
             strip_accents: n.strip_accents.unwrap_or(n.lowercase),
             lowercase: n.lowercase,
             added,
+            added_starts,
         })
     }
 
@@ -111,15 +119,16 @@ impl BasicTokenizer {
 
     /// The text before the first added token in `text`, and that token (the longest, where several start there).
     fn next_added<'t>(&self, text: &'t str) -> (&'t str, Option<&(String, u32)>) {
-        if !self.added.is_empty() {
-            for (i, _) in text.char_indices() {
-                if let Some(found) = self
+        let bytes = text.as_bytes();
+        // A token's first byte is ASCII or a UTF-8 lead byte, so `i` is a character boundary.
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.added_starts[b as usize]
+                && let Some(found) = self
                     .added
                     .iter()
-                    .find(|(c, _)| text[i..].starts_with(c.as_str()))
-                {
-                    return (&text[..i], Some(found));
-                }
+                    .find(|(c, _)| bytes[i..].starts_with(c.as_bytes()))
+            {
+                return (&text[..i], Some(found));
             }
         }
         (text, None)
@@ -203,7 +212,7 @@ impl<'m, M: Model> Words<'m, M> {
         if c.is_whitespace() {
             return self.end();
         }
-        let punctuation = c.is_ascii_punctuation() || c.is_punctuation();
+        let punctuation = is_punctuation(c);
         if punctuation {
             self.end()?;
         }
@@ -241,7 +250,21 @@ fn is_whitespace(c: char) -> bool {
 }
 
 fn is_control(c: char) -> bool {
-    !matches!(c, '\t' | '\n' | '\r') && c.is_other()
+    // ASCII's only category C characters are its controls (Cc): no table search for them.
+    let other = match c.is_ascii() {
+        true => c.is_ascii_control(),
+        false => c.is_other(),
+    };
+    other && !matches!(c, '\t' | '\n' | '\r')
+}
+
+/// As `BertPreTokenizer`: ASCII punctuation (symbols such as `$` and `+` too) or category P.
+fn is_punctuation(c: char) -> bool {
+    // Every ASCII character of category P is ASCII punctuation: no table search for ASCII.
+    match c.is_ascii() {
+        true => c.is_ascii_punctuation(),
+        false => c.is_punctuation(),
+    }
 }
 
 /// The CJK Unified Ideographs blocks, as BERT defines "Chinese characters".
@@ -257,4 +280,20 @@ fn is_chinese_char(c: char) -> bool {
             | 0xF900..=0xFAFF
             | 0x2F800..=0x2FA1F
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ASCII shortcuts give what the category tables give, for every ASCII character.
+    #[test]
+    fn ascii_shortcuts_match_the_unicode_tables() {
+        for c in '\0'..='\x7f' {
+            let control = !matches!(c, '\t' | '\n' | '\r') && c.is_other();
+            assert_eq!(is_control(c), control, "{c:?}");
+            let punctuation = c.is_ascii_punctuation() || c.is_punctuation();
+            assert_eq!(is_punctuation(c), punctuation, "{c:?}");
+        }
+    }
 }

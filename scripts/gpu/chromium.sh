@@ -54,8 +54,11 @@ for round in $(seq "${REPEAT:-1}"); do
   done
 done
 # PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).
-w=/tmp/webbert-profile && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/
-{ echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
+# A device call brings back at most 8 files: where there are more, the tables and their JSON only.
+trim() { [ "$(ls $OUT | wc -l)" -gt 8 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json; true; }
+w=/tmp/webbert-profile
+[ -n "${PROFILE:-}" ] && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/ && \
+  { echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
 for t in ${PROFILE:-}; do
   for k in ${KERNELS:-auto}; do
     tag=profile-$t$(shape "$k")
@@ -65,7 +68,7 @@ for t in ${PROFILE:-}; do
     python3 scripts/gpu/browser/kernels.py "$OUT/browser-$tag.json" | tee -a $OUT/summary.md
   done
 done
-[ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && exit 0
+[ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && { trim; exit 0; }
 timeout 150 python3 scripts/export_onnx.py /tmp/models 2>&1 | grep -v -i warn | tail -3
 for dt in $DTYPES; do
   echo "== transformers.js, WebGPU $dt"
@@ -77,6 +80,4 @@ for tag in $TAGS; do
   echo "== $tag" | tee -a $OUT/summary.md
   python3 scripts/gpu/browser/summary.py "$OUT/browser-$tag.json" "$OUT/browser-tjs$(suffix "${dt:-fp32}").json" | tee -a $OUT/summary.md
 done
-# A device call brings back at most 8 files: where there are more, the tables and their JSON only.
-[ "$(ls $OUT | wc -l)" -gt 8 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json
-true
+trim

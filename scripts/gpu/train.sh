@@ -60,6 +60,7 @@ start)
   read -r rate build < <(for b in $builds; do
     awk -v b=$b '/ step 10\//{x=$1} / step 30\//{y=$1} END{if (y > x) print 20/(y-x), b}' /tmp/runs/probe-$b.log
   done | sort -g -r | head -1)
+  [ -n "${rate:-}" ] || { echo "no build ran 30 steps"; tail -n 5 /tmp/runs/probe-*.log; exit 1; }
   # Unless TRAIN_SECONDS says, the run's steps end in time for its final held-out tests (as long as the
   # shipped model's took) and a minute to spare before `finish` stops waiting.
   seconds=${TRAIN_SECONDS:-$(( ${CALL_SECONDS:-570} + ${WAIT_SECONDS:-480} - ($(date +%s) - T0) - eval_seconds - 60 ))}

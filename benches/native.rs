@@ -87,8 +87,16 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models"));
     let cases = env_list("BENCH_CASES", "embed,fill,batch");
+    // Without a case (`BENCH_CASES=none`, for the kernel tables alone) no model is loaded.
+    let any_case = ["embed", "fill", "batch"]
+        .iter()
+        .any(|c| cases.iter().any(|x| x == c));
+    let backends = match any_case {
+        true => env_list("BENCH_BACKENDS", "cpu,wgpu"),
+        false => Vec::new(),
+    };
     let mut rows = Vec::new();
-    for backend in env_list("BENCH_BACKENDS", "cpu,wgpu") {
+    for backend in backends {
         let backend: Backend = backend.parse().expect("BENCH_BACKENDS: cpu or wgpu");
         let device = match backend.device() {
             Ok(d) => d,

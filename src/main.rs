@@ -239,8 +239,9 @@ fn run(cli: Cli) -> Result<()> {
             let files = inputs.files()?;
             for text in inputs.texts()? {
                 let e = files.tokenizer.encode(&text?)?;
+                let tokens = files.tokenizer.ids_to_tokens(&e.ids);
                 emit(
-                    json!({"ids": e.ids, "tokens": e.tokens, "offsets": e.offsets, "truncated": e.truncated}),
+                    json!({"ids": e.ids, "tokens": tokens, "offsets": e.offsets, "truncated": e.truncated}),
                 )?;
             }
         }

@@ -692,10 +692,13 @@ impl Model {
     /// included, cut at the model's positions), e.g. to count tokens before embedding a long document.
     pub fn tokenize(&self, text: JsValue) -> std::result::Result<Object, JsError> {
         let text = string_arg(&text, "text")?;
-        let encoding = self.placed().task.tokenizer().encode(&text).map_err(js)?;
+        let placed = self.placed();
+        let tokenizer = placed.task.tokenizer();
+        let encoding = tokenizer.encode(&text).map_err(js)?;
+        let tokens = tokenizer.ids_to_tokens(&encoding.ids);
         let result = Object::new();
         let set = |key: &str, value: JsValue| Reflect::set(&result, &key.into(), &value).map(drop);
-        set("tokens", tokens_array(&encoding.tokens))
+        set("tokens", tokens_array(&tokens))
             .and(set(
                 "ids",
                 Uint32Array::from(encoding.ids.as_slice()).into(),

@@ -208,7 +208,7 @@ async fn attention(
         weights.extend(read(Tensor::cat(layers, 0).reshape([rows, seq])).await?);
     }
     Ok(AttentionOutput {
-        tokens: encoding.tokens,
+        tokens: tokenizer.ids_to_tokens(&encoding.ids),
         offsets: encoding.offsets,
         num_layers,
         num_heads,
@@ -245,7 +245,6 @@ mod tests {
         Encoding {
             ids: vec![0; len],
             token_type_ids: vec![0; len],
-            tokens: vec![String::new(); len],
             offsets: vec![(0, 0); len],
             special: vec![false; len],
             truncated: false,

@@ -90,6 +90,7 @@ impl TokenClassifier {
         let (encoding, logits) = self.logits(text).await?;
         let chars: Vec<char> = text.chars().collect();
         let unk = self.tokenizer.unk_token_id();
+        let words = self.tokenizer.ids_to_tokens(&encoding.ids);
         let tokens: Vec<Entity> = logits
             .iter()
             .enumerate()
@@ -104,7 +105,7 @@ impl TokenClassifier {
                 // An unknown token reads as the text it stands for.
                 let word = match Some(encoding.ids[i]) == unk {
                     true => chars[start..end].iter().collect(),
-                    false => encoding.tokens[i].clone(),
+                    false => words[i].clone(),
                 };
                 Entity {
                     entity: Some(self.model.labels[best].clone()),

@@ -42,13 +42,13 @@ pub(crate) fn on_every_core<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R +
     items.iter().map(f).collect()
 }
 
-/// The tokens of one input, ready for the model.
+/// The tokens of one input, ready for the model; their strings, where wanted, from
+/// [`Tokenizer::ids_to_tokens`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoding {
     pub ids: Vec<u32>,
     /// Segment ids: 0 for `[CLS] a [SEP]`, 1 for `b [SEP]`.
     pub token_type_ids: Vec<u32>,
-    pub tokens: Vec<String>,
     /// `[start, end)` in characters (Unicode scalar values) of the input; `(0, 0)` for special tokens.
     pub offsets: Vec<(usize, usize)>,
     /// Which tokens the post-processor added (`[CLS]`, `[SEP]`, `<s>`, …).
@@ -436,7 +436,6 @@ impl Tokenizer {
                 true => encoding.get_type_ids().to_vec(),
                 false => vec![0; encoding.len()],
             },
-            tokens: encoding.get_tokens().to_vec(),
             offsets: encoding.get_offsets().to_vec(),
             special: encoding
                 .get_special_tokens_mask()
@@ -445,6 +444,14 @@ impl Tokenizer {
                 .collect(),
             truncated,
         })
+    }
+
+    /// Each id's token (`convert_ids_to_tokens`): `##` pieces as they are, special tokens by name. Made
+    /// only where shown: a string for every token cost a tenth of tokenizing, and the model reads ids.
+    pub fn ids_to_tokens(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&id| self.inner.id_to_token(id).unwrap_or_default())
+            .collect()
     }
 
     /// Tokens joined into text by the tokenizer's decoder (`convert_tokens_to_string`): WordPiece's `##`

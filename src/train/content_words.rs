@@ -76,7 +76,7 @@ pub fn examples(
     let mut out = Vec::new();
     for (i, sentence) in sentences.iter().enumerate() {
         let encoding = tokenizer.encode(sentence)?;
-        let tokens = &encoding.tokens;
+        let tokens = tokenizer.ids_to_tokens(&encoding.ids);
         let candidates: Vec<usize> = (0..tokens.len())
             .filter(|&t| {
                 let whole = !encoding.special[t]

@@ -2,8 +2,8 @@
 //! punctuation) in one pass over the text, for tokenizers that are exactly `BertNormalizer` +
 //! `BertPreTokenizer`. Same rules, same Unicode tables as the `tokenizers` crate, whose `NormalizedString`
 //! rebuilds the text and its alignments once per rule: in WebAssembly that cost 10–15 µs per token, as
-//! long as the model's forward pass on a GPU. The words then go through the crate's WordPiece and
-//! post-processor, so only this step is ours (checked against `BertTokenizerFast` in tests/tokenizer.rs).
+//! long as the model's forward pass on a GPU. The words then go through WordPiece ([`super::wordpiece`])
+//! and the crate's post-processor (checked against `BertTokenizerFast` in tests/tokenizer.rs).
 
 use tokenizers::normalizers::NormalizerWrapper;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
@@ -12,7 +12,7 @@ use unicode_categories::UnicodeCategories;
 use unicode_normalization_alignments::UnicodeNormalization;
 use unicode_normalization_alignments::char::{canonical_combining_class, decompose_canonical};
 
-use crate::error::{Error, Result};
+use super::wordpiece::FastWordPiece;
 
 #[derive(Debug, Clone)]
 pub struct BasicTokenizer {
@@ -24,12 +24,14 @@ pub struct BasicTokenizer {
     added: Vec<(String, u32)>,
     /// Which bytes begin an added token: only there is a match tried.
     added_starts: [bool; 256],
+    word_piece: FastWordPiece,
 }
 
 impl BasicTokenizer {
-    /// The fast path for `tokenizer`, if its normaliser, pre-tokeniser and added tokens are BERT's (and no
-    /// added token is empty).
+    /// The fast path for `tokenizer`, if its normaliser, pre-tokeniser, model and added tokens are BERT's
+    /// (and no added token is empty).
     pub fn of(tokenizer: &tokenizers::Tokenizer) -> Option<Self> {
+        let word_piece = FastWordPiece::of(tokenizer.get_model())?;
         let Some(NormalizerWrapper::BertNormalizer(n)) = tokenizer.get_normalizer() else {
             return None;
         };
@@ -55,35 +57,37 @@ impl BasicTokenizer {
             lowercase: n.lowercase,
             added,
             added_starts,
+            word_piece,
         })
     }
 
-    /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`; it
-    /// stops once it has more than `limit` (the rest would be truncated: a long text costs no more).
-    pub fn tokenize(&self, text: &str, model: &impl Model, limit: usize) -> Result<Vec<Token>> {
-        let mut words = Words::new(model);
+    /// The tokens of `text` before special tokens and truncation, offsets in characters of `text`, token
+    /// strings left empty; it stops once it has more than `limit` (the rest would be truncated: a long
+    /// text costs no more).
+    pub fn tokenize(&self, text: &str, model: &impl Model, limit: usize) -> Vec<Token> {
+        let mut words = Words::new(model, &self.word_piece);
         let mut rest = text;
         let mut at = 0; // characters of `text` before `rest`
         while !rest.is_empty() {
             let (before, found) = self.next_added(rest);
             for c in before.chars() {
-                self.push_char(c, at, &mut words)?;
+                self.push_char(c, at, &mut words);
                 at += 1;
                 // Finished words never change: the first `limit` tokens are final.
                 if words.tokens.len() > limit {
-                    return Ok(words.tokens);
+                    return words.tokens;
                 }
             }
-            words.end()?;
+            words.end();
             let Some((content, id)) = found else { break };
             let len = content.chars().count();
             words
                 .tokens
-                .push(Token::new(*id, content.clone(), (at, at + len)));
+                .push(Token::new(*id, String::new(), (at, at + len)));
             at += len;
             rest = &rest[before.len() + content.len()..];
         }
-        Ok(words.tokens)
+        words.tokens
     }
 
     /// Whether NFD would reorder combining marks across two of `text`'s characters (a mark of a lower
@@ -140,9 +144,9 @@ impl BasicTokenizer {
     }
 
     /// `c`, the `at`-th character of the text, through the normaliser's rules into the current word.
-    fn push_char<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) -> Result<()> {
+    fn push_char<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) {
         if self.cleans_away(c) {
-            return Ok(());
+            return;
         }
         if self.clean_text && is_whitespace(c) {
             return words.end();
@@ -158,89 +162,88 @@ impl BasicTokenizer {
         // An ideograph is a word of its own (the normaliser pads it with spaces).
         let ideograph = self.handle_chinese_chars && is_chinese_char(c);
         if ideograph {
-            words.end()?;
+            words.end();
         }
         if self.strip_accents {
             let mut buf = [0; 4];
             for (d, _) in c.encode_utf8(&mut buf).nfd() {
                 if !d.is_mark_nonspacing() {
-                    self.push_cased(d, at, words)?;
+                    self.push_cased(d, at, words);
                 }
             }
         } else {
-            self.push_cased(c, at, words)?;
+            self.push_cased(c, at, words);
         }
         if ideograph {
-            words.end()?;
+            words.end();
         }
-        Ok(())
     }
 
-    fn push_cased<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) -> Result<()> {
+    fn push_cased<M: Model>(&self, c: char, at: usize, words: &mut Words<M>) {
         if self.lowercase {
             for l in c.to_lowercase() {
-                words.push(l, at)?;
+                words.push(l, at);
             }
-            Ok(())
         } else {
-            words.push(c, at)
+            words.push(c, at);
         }
     }
 }
 
 /// The tokens so far, the word being built (normalised) with each byte's character in the original text,
-/// and the WordPiece model each finished word goes through.
+/// and the WordPiece rules and vocabulary each finished word goes through.
 struct Words<'m, M: Model> {
     model: &'m M,
+    word_piece: &'m FastWordPiece,
     tokens: Vec<Token>,
     word: String,
     origin: Vec<usize>,
+    /// WordPiece's buffer for the pieces it looks up.
+    piece: String,
 }
 
 impl<'m, M: Model> Words<'m, M> {
-    fn new(model: &'m M) -> Self {
+    fn new(model: &'m M, word_piece: &'m FastWordPiece) -> Self {
         Self {
             model,
+            word_piece,
             tokens: Vec::new(),
             word: String::new(),
             origin: Vec::new(),
+            piece: String::new(),
         }
     }
 
     /// Adds `c` (from the `at`-th character): punctuation is a word of its own, as `BertPreTokenizer` splits.
-    fn push(&mut self, c: char, at: usize) -> Result<()> {
+    fn push(&mut self, c: char, at: usize) {
         if c.is_whitespace() {
             return self.end();
         }
         let punctuation = is_punctuation(c);
         if punctuation {
-            self.end()?;
+            self.end();
         }
         self.word.push(c);
         self.origin.extend(std::iter::repeat_n(at, c.len_utf8()));
         if punctuation {
-            self.end()?;
+            self.end();
         }
-        Ok(())
     }
 
     /// Ends the current word: its WordPiece tokens, offsets mapped back to the original characters.
-    fn end(&mut self) -> Result<()> {
+    fn end(&mut self) {
         if self.word.is_empty() {
-            return Ok(());
+            return;
         }
-        let pieces = self
-            .model
-            .tokenize(&self.word)
-            .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?;
-        for mut piece in pieces {
+        let first = self.tokens.len();
+        self.word_piece
+            .tokenize(self.model, &self.word, &mut self.piece, &mut self.tokens);
+        for piece in &mut self.tokens[first..] {
             let (start, end) = piece.offsets;
             piece.offsets = (self.origin[start], self.origin[end - 1] + 1);
-            self.tokens.push(piece);
         }
         self.word.clear();
         self.origin.clear();
-        Ok(())
     }
 }
 

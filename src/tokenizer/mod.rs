@@ -1,8 +1,10 @@
 //! Tokenisation (WordPiece, byte-level BPE, Unigram), delegated to Hugging Face's own `tokenizers` crate
 //! so ids match the fast tokenizers exactly (same normaliser, pre-tokeniser, added-token matching);
-//! BERT's own normaliser and pre-tokeniser take a faster path of the same rules ([`basic`]).
+//! BERT's own normaliser, pre-tokeniser and WordPiece take a faster path of the same rules ([`basic`],
+//! [`wordpiece`]).
 
 mod basic;
+mod wordpiece;
 
 use std::sync::{Mutex, PoisonError};
 
@@ -403,13 +405,11 @@ impl Tokenizer {
                     usize::MAX
                 };
                 let sequence = |text, type_id| {
-                    basic
-                        .tokenize(text, model, limit)
-                        .map(|tokens| tokenizers::Encoding::from_tokens(tokens, type_id))
+                    tokenizers::Encoding::from_tokens(basic.tokenize(text, model, limit), type_id)
                 };
-                let pair = b.map(|b| sequence(b, 1)).transpose()?;
+                let pair = b.map(|b| sequence(b, 1));
                 self.inner
-                    .post_process(sequence(a, 0)?, pair, true)
+                    .post_process(sequence(a, 0), pair, true)
                     .map_err(error)?
             }
             _ => {

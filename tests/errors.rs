@@ -584,12 +584,14 @@ mod fuzz {
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             any::<String>(),
-            // Words, punctuation, accents, CJK, controls and specials: what BERT's rules treat specially.
+            // Words, punctuation, accents, CJK, controls and specials: what BERT's rules treat specially;
+            // pieces that join into words WordPiece splits, or cannot.
             prop::collection::vec(
                 prop::sample::select(vec![
                     "the", " ", "\t", "\n", "[MASK]", "[SEP]", "[CLS]", "[UNK]", "é", "Ä", "ß",
                     "İ", "中", "文", "\u{0}", "\u{fffd}", "\u{200b}", "\u{301}", "...", "-", "'",
-                    "🙂", "Straße", "naïve", "x", "##", "[MAS", "K]", "\u{a0}", "\r\n",
+                    "🙂", "Straße", "naïve", "x", "##", "[MAS", "K]", "\u{a0}", "\r\n", "token",
+                    "izers", "qzv", "aaaaaaaa",
                 ]),
                 0..40,
             )

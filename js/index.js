@@ -1,14 +1,23 @@
 // webbert's JavaScript API: fill-mask, sentence embeddings, text classification, reranking, named entities,
 // question answering and attention maps of BERT-family encoders, run by Rust/wasm in a Web Worker on WebGPU (or the CPU without one).
 
+/** A module whose one function returns `f32x4.relaxed_madd` of three splats of 1.0: it validates where the
+ * browser has relaxed SIMD. */
+const SPLAT_ONE = [0x43, 0, 0, 0x80, 0x3f, 0xfd, 0x13]; // f32.const 1.0, f32x4.splat
+const RELAXED_SIMD = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, // "\0asm", version 1
+  1, 5, 1, 0x60, 0, 1, 0x7b, // types: () → v128
+  3, 2, 1, 0, // one function of that type
+  10, 28, 1, 26, 0, ...SPLAT_ONE, ...SPLAT_ONE, ...SPLAT_ONE, 0xfd, 0x85, 0x02, 0x0b]); // its code: the madd, end
+
 /** The package's WebAssembly, fetched and compiled once per page: every worker gets the compiled module (a
  * `WebAssembly.Module` is cloned into a worker, not fetched again), so a page with several models downloads it
- * once. `null` where it cannot be compiled here (a server sending another MIME type): each worker then fetches
- * its own. */
+ * once. Two builds of the same code: with relaxed SIMD (fused multiply-adds in the CPU path's products) where
+ * the browser has it, SIMD128 alone elsewhere. `null` where it cannot be compiled here (a server sending another
+ * MIME type): each worker then fetches its own, the SIMD128 build. */
 let compiled = null;
 function wasmModule() {
-  compiled ??= WebAssembly.compileStreaming(fetch(new URL('../pkg/webbert_bg.wasm', import.meta.url)))
-    .catch(() => null);
+  const file = WebAssembly.validate(RELAXED_SIMD) ? 'webbert_relaxed_bg.wasm' : 'webbert_bg.wasm';
+  compiled ??= WebAssembly.compileStreaming(fetch(new URL(`../pkg/${file}`, import.meta.url))).catch(() => null);
   return compiled;
 }
 

@@ -11,5 +11,5 @@ if [ ! -f www/models/minilm-l6-mlm/onnx/model_fp16.onnx ]; then
   "$venv/bin/pip" install --quiet -r scripts/requirements.txt onnx onnxscript onnxruntime
   "$venv/bin/python" scripts/export_onnx.py
 fi
-[ -f www/webbert/pkg/webbert_bg.wasm ] || ./scripts/build-wasm.sh
+[ -f www/webbert/pkg/webbert_relaxed_bg.wasm ] || ./scripts/build-wasm.sh
 node scripts/bench.mjs

@@ -508,6 +508,23 @@ describe('without WebGPU (CPU fallback)', () => {
   test('falls back to the CPU with the same numbers: every architecture × head', async () => {
     assert.equal(await checkEmbeddings(page, 'auto'), 'cpu');
     await checkMatrix(page, 'auto', 'cpu');
+    // This Chromium has relaxed SIMD, so the CPU path ran the build that uses it.
+    const modules = server.requests.filter((url) => url.endsWith('.wasm'));
+    assert.deepEqual(modules, ['/webbert/pkg/webbert_relaxed_bg.wasm']);
+  });
+
+  test('a browser without relaxed SIMD gets the SIMD128 build, with the same numbers', async () => {
+    const plain = await browser.newPage();
+    // As a browser without relaxed SIMD sees the package's probe module.
+    await plain.addInitScript(() => { WebAssembly.validate = () => false; });
+    const before = server.requests.length;
+    await plain.goto(`${server.url}/test/harness.html`);
+    await plain.waitForFunction(() => document.title === 'ready');
+    assert.equal(await checkEmbeddings(plain, 'cpu'), 'cpu');
+    assert.equal(await checkFillMask(plain, 'cpu', 'tiny-mlm'), 'cpu');
+    const modules = server.requests.slice(before).filter((url) => url.endsWith('.wasm'));
+    assert.deepEqual(modules, ['/webbert/pkg/webbert_bg.wasm']);
+    await plain.close();
   });
 
   test('asking for WebGPU explicitly says it is unavailable', async () => {

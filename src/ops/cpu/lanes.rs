@@ -36,10 +36,18 @@ impl F32x4 {
             f32x4_extract_lane::<3>(self.0),
         ]
     }
-    /// `self·m + a` (two roundings: SIMD128 has no fused multiply-add).
+    /// `self·m + a`: one instruction in the relaxed-SIMD build (fused where the CPU has FMA, so one
+    /// rounding or two), a multiply and an add in SIMD128, which has no fused multiply-add.
     #[inline(always)]
     pub fn mul_add(self, m: Self, a: Self) -> Self {
-        self * m + a
+        #[cfg(target_feature = "relaxed-simd")]
+        {
+            Self(f32x4_relaxed_madd(self.0, m.0, a.0))
+        }
+        #[cfg(not(target_feature = "relaxed-simd"))]
+        {
+            self * m + a
+        }
     }
     /// Lane-wise max, not NaN-propagating (cheaper: `pmax`).
     #[inline(always)]

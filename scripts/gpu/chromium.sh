@@ -20,7 +20,8 @@ python3 scripts/gpu/make_models.py gen .chr/models /tmp/models > /dev/null || ex
 unxz() { python3 -c "import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],'wb'))" "$1" "$2"; }
 # .chr/webbert, and any other build carried beside it as .chr/webbert-NAME (to compare two in one run).
 for w in .chr/webbert*; do
-  cp -r "$w" /tmp/ && unxz "/tmp/${w#.chr/}/pkg/webbert_bg.wasm.xz" "/tmp/${w#.chr/}/pkg/webbert_bg.wasm"
+  cp -r "$w" /tmp/
+  for xz in "/tmp/${w#.chr/}"/pkg/*.wasm.xz; do unxz "$xz" "${xz%.xz}"; done
 done
 mkdir -p /tmp/ort && cp .chr/ort/*.mjs /tmp/ort/ && unxz .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz /tmp/ort/ort-wasm-simd-threaded.asyncify.wasm
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json

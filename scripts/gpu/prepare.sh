@@ -55,9 +55,11 @@ chromium() {
   mkdir -p .chr/webbert/js .chr/webbert/pkg .chr/tjs .chr/ort
   python3 scripts/gpu/make_models.py spec www/models .chr/models
   sha256sum /tmp/chr.tar.xz | cut -c1-64 > .chr/chr.sha256
-  [ -f www/webbert/pkg/webbert_bg.wasm ] || ./scripts/build-wasm.sh
+  [ -f www/webbert/pkg/webbert_relaxed_bg.wasm ] || ./scripts/build-wasm.sh
   cp www/webbert/js/* .chr/webbert/js/ && cp www/webbert/pkg/webbert.js .chr/webbert/pkg/
-  xz -6 -c www/webbert/pkg/webbert_bg.wasm > .chr/webbert/pkg/webbert_bg.wasm.xz
+  for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do
+    xz -6 -c "www/webbert/pkg/$wasm" > ".chr/webbert/pkg/$wasm.xz"
+  done
   [ -d node_modules/@huggingface/transformers ] || \
     npm install --no-save --ignore-scripts --no-audit --no-fund @huggingface/transformers@4.3.1
   cp node_modules/@huggingface/transformers/dist/transformers.min.js .chr/tjs/

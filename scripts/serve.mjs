@@ -6,7 +6,7 @@ import sirv from 'sirv';
 
 /** `mounts`: URL prefix → folder, or a handler `(req, res)` (longest prefix first). Counts requests and
  * bytes sent. `gzip`: a file's `.gz` beside it is sent instead to a browser that accepts it, as static hosts
- * compress the .wasm (the build writes `webbert_bg.wasm.gz`). */
+ * compress the .wasm (the build writes a `.wasm.gz` beside each). */
 export function serve(mounts, port = 0, { gzip = false } = {}) {
   const routes = Object.entries(mounts)
     .sort(([a], [b]) => b.length - a.length)

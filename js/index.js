@@ -16,8 +16,11 @@ const RELAXED_SIMD = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, // "\0asm"
  * MIME type): each worker then fetches its own, the SIMD128 build. */
 let compiled = null;
 function wasmModule() {
-  const file = WebAssembly.validate(RELAXED_SIMD) ? 'webbert_relaxed_bg.wasm' : 'webbert_bg.wasm';
-  compiled ??= WebAssembly.compileStreaming(fetch(new URL(`../pkg/${file}`, import.meta.url))).catch(() => null);
+  // Whole literals, so that bundlers see both files.
+  const url = WebAssembly.validate(RELAXED_SIMD)
+    ? new URL('../pkg/webbert_relaxed_bg.wasm', import.meta.url)
+    : new URL('../pkg/webbert_bg.wasm', import.meta.url);
+  compiled ??= WebAssembly.compileStreaming(fetch(url)).catch(() => null);
   return compiled;
 }
 

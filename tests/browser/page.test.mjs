@@ -127,6 +127,8 @@ test('a consumer project installs the npm tarball and runs it', async () => {
     const want = golden('minilm_golden.safetensors')['embedding.mean'].data.slice(2 * 384, 3 * 384);
     const cosine = row.reduce((sum, v, i) => sum + v * want[i], 0);
     assert.ok(cosine >= 0.999, `cosine ${cosine}`);
+    // The tarball holds the relaxed-SIMD build, which this Chromium loads.
+    assert.deepEqual(server.requests.filter((url) => url.endsWith('.wasm')), ['/consumer/node_modules/webbert/pkg/webbert_relaxed_bg.wasm']);
   } finally {
     server.close();
     fs.rmSync(work, { recursive: true, force: true });

@@ -16,12 +16,15 @@ const RELAXED_SIMD = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, // "\0asm"
  * MIME type): each worker then fetches its own, the SIMD128 build. */
 let compiled = null;
 function wasmModule() {
-  // Whole literals, so that bundlers see both files.
-  const url = WebAssembly.validate(RELAXED_SIMD)
+  compiled ??= WebAssembly.compileStreaming(fetch(wasmUrl())).catch(() => null);
+  return compiled;
+}
+
+/** Each URL a whole literal, so that bundlers see both files. */
+function wasmUrl() {
+  return WebAssembly.validate(RELAXED_SIMD)
     ? new URL('../pkg/webbert_relaxed_bg.wasm', import.meta.url)
     : new URL('../pkg/webbert_bg.wasm', import.meta.url);
-  compiled ??= WebAssembly.compileStreaming(fetch(url)).catch(() => null);
-  return compiled;
 }
 
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every

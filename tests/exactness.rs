@@ -5,8 +5,10 @@ mod common;
 
 use common::{Golden, TARGETS, Target, block_on, cosine, floats, max_abs_diff};
 use serde_json::Value;
-use webbert::model::Batch;
+use webbert::model::heads::pool;
+use webbert::model::{Batch, BatchData};
 use webbert::ops::attention::with_window_scores_bytes;
+use webbert::pipelines::replay::Key;
 use webbert::{
     Aggregation, Backend, Checkpoint, Classifier, Embedder, FillMask, ModelFiles, Pooling,
     QaOptions, QuestionAnswerer, TokenClassifier, TokenizerFiles, WeightsDtype,
@@ -124,6 +126,97 @@ fn many_texts_are_embedded_in_chunks_in_order() {
             );
         }
     }
+}
+
+/// On the GPU a call's kernels are recorded the second time its shape comes, then replayed over inputs
+/// written in place: each replayed result is its own text's, as on the CPU, after calls of other shapes
+/// and while an earlier replay's result is still unread.
+#[test]
+fn replayed_calls_match_the_cpu() {
+    let texts = [
+        "A man is playing a guitar.",
+        "A woman is cutting an onion.",
+        "The cat sleeps on the sofa.",
+        "The stock market fell sharply today.",
+    ]
+    .map(String::from);
+    let longer = "A much longer sentence, with commas and more words, so that its shape differs.";
+    let cpu = Embedder::load(common::minilm(), Backend::Cpu.device().unwrap()).unwrap();
+    let gpu = Embedder::load(common::minilm(), TARGETS[1].device()).unwrap();
+    let lengths = texts
+        .each_ref()
+        .map(|t| gpu.tokenizer.encode(t).unwrap().ids.len());
+    assert!(lengths.iter().all(|&n| n == lengths[0]), "{lengths:?}");
+    let embed = |pipeline: &Embedder, text: &str| {
+        TARGETS[1]
+            .run(|| block_on(pipeline.embed(&[text.to_string()], Pooling::Mean, true)).unwrap())
+    };
+    let order = [0, 1, usize::MAX, 2, 3, 0];
+    for (call, &i) in order.iter().enumerate() {
+        let text = texts.get(i).map_or(longer, String::as_str);
+        let (got, want) = (embed(&gpu, text), embed(&cpu, text));
+        let diff = max_abs_diff(&got[0], &want[0]);
+        assert!(
+            diff <= TOLERANCE,
+            "call {call} ({text:?}): max abs diff {diff}"
+        );
+    }
+    // Seen, then recorded and replayed, then replayed three more times.
+    assert_eq!(gpu.replays.replayed(), 4);
+
+    // A replay's output is the recording's own buffer: while it is unread, the shape runs as it comes.
+    let key = Key {
+        work: "test",
+        dims: [1, lengths[0]],
+        options: [0, 0],
+    };
+    let run = |text: &str| {
+        let encoding = gpu.tokenizer.encode(text).unwrap();
+        let data = BatchData::new(&[encoding], gpu.pad_id);
+        TARGETS[1].run(|| {
+            gpu.replays.run(key, &data, &gpu.device, |batch: &Batch| {
+                let hidden = gpu.model.forward(batch);
+                pool(hidden, batch.attention_mask.clone(), Pooling::Mean, true)
+            })
+        })
+    };
+    for text in &texts[..2] {
+        block_on(run(text).read()).unwrap();
+    }
+    let held = run(&texts[2]);
+    assert_eq!(gpu.replays.replayed(), 6);
+    let meanwhile = block_on(run(&texts[3]).read()).unwrap();
+    assert_eq!(gpu.replays.replayed(), 6);
+    for (rows, text) in [
+        (block_on(held.read()).unwrap(), &texts[2]),
+        (meanwhile, &texts[3]),
+    ] {
+        let diff = max_abs_diff(&rows, &embed(&cpu, text)[0]);
+        assert!(diff <= TOLERANCE, "{text:?}: max abs diff {diff}");
+    }
+
+    // Fill-mask records the encoder, the masked rows' head and the top-k as one.
+    let files = || ModelFiles::from_dir(&common::fixtures().join("tiny-mlm")).unwrap();
+    let cpu = FillMask::load(files(), Backend::Cpu.device().unwrap()).unwrap();
+    let gpu = FillMask::load(files(), TARGETS[1].device()).unwrap();
+    let texts = [
+        "the [MASK] dog jumped over the fox",
+        "the dog [MASK] over the lazy fox",
+        "the dog jumped over the [MASK] fox",
+        "the [MASK] dog jumped over the fox",
+    ];
+    let lengths = texts.map(|t| gpu.tokenizer.encode(t).unwrap().ids.len());
+    assert!(lengths.iter().all(|&n| n == lengths[0]), "{lengths:?}");
+    for text in texts {
+        let predict =
+            |pipeline: &FillMask| TARGETS[1].run(|| block_on(pipeline.predict(text, 5)).unwrap());
+        let (got, want) = (predict(&gpu), predict(&cpu));
+        for (got, want) in got.masks[0].iter().zip(&want.masks[0]) {
+            assert_eq!(got.token_id, want.token_id, "{text:?}");
+            assert!((got.score - want.score).abs() <= TOLERANCE, "{text:?}");
+        }
+    }
+    assert_eq!(gpu.replays.replayed(), 3);
 }
 
 #[test]

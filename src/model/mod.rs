@@ -55,28 +55,62 @@ pub struct Batch {
     pub attention_mask: Tensor<2>,
 }
 
+/// A [`Batch`]'s values on the host, before they are uploaded (or written over a batch of the same shape).
+pub struct BatchData {
+    pub input_ids: TensorData,
+    pub token_type_ids: TensorData,
+    pub attention_mask: TensorData,
+}
+
 impl Batch {
     /// Right-pads every encoding with `pad_id` to the longest one.
     pub fn new(encodings: &[Encoding], pad_id: u32, device: &Device) -> Self {
-        let rows: Vec<(&[u32], &[u32])> = encodings
-            .iter()
-            .map(|e| (e.ids.as_slice(), e.token_type_ids.as_slice()))
-            .collect();
-        Self::from_rows(&rows, pad_id, device)
+        Self::upload(&BatchData::new(encodings, pad_id), device)
     }
 
     /// Single-segment id sequences (segment 0 throughout), right-padded with `pad_id`.
     pub fn from_ids(sequences: &[Vec<u32>], pad_id: u32, device: &Device) -> Self {
+        Self::upload(&BatchData::from_ids(sequences, pad_id), device)
+    }
+
+    /// `data` on `device`.
+    pub fn upload(data: &BatchData, device: &Device) -> Self {
+        Self {
+            input_ids: Tensor::from_data(data.input_ids.clone(), device),
+            token_type_ids: Tensor::from_data(data.token_type_ids.clone(), device),
+            attention_mask: Tensor::from_data(data.attention_mask.clone(), device),
+        }
+    }
+}
+
+impl BatchData {
+    /// Right-pads every encoding with `pad_id` to the longest one.
+    pub fn new(encodings: &[Encoding], pad_id: u32) -> Self {
+        let rows: Vec<(&[u32], &[u32])> = encodings
+            .iter()
+            .map(|e| (e.ids.as_slice(), e.token_type_ids.as_slice()))
+            .collect();
+        Self::from_rows(&rows, pad_id)
+    }
+
+    /// Single-segment id sequences (segment 0 throughout), right-padded with `pad_id`.
+    pub fn from_ids(sequences: &[Vec<u32>], pad_id: u32) -> Self {
         let zeros = vec![0u32; sequences.iter().map(Vec::len).max().unwrap_or(0)];
         let rows: Vec<(&[u32], &[u32])> = sequences
             .iter()
             .map(|ids| (ids.as_slice(), &zeros[..ids.len()]))
             .collect();
-        Self::from_rows(&rows, pad_id, device)
+        Self::from_rows(&rows, pad_id)
+    }
+
+    /// `[batch, seq]`.
+    pub fn dims(&self) -> [usize; 2] {
+        let shape = self.input_ids.shape();
+        [shape[0], shape[1]]
     }
 
     /// `(input ids, token type ids)` per sequence.
-    fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32, device: &Device) -> Self {
+    fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32) -> Self {
         let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
         let batch = rows.len();
         let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
@@ -99,9 +133,9 @@ impl Batch {
             );
         }
         Self {
-            input_ids: Tensor::from_data(TensorData::new(ids, [batch, seq]), device),
-            token_type_ids: Tensor::from_data(TensorData::new(types, [batch, seq]), device),
-            attention_mask: Tensor::from_data(TensorData::new(mask, [batch, seq]), device),
+            input_ids: TensorData::new(ids, [batch, seq]),
+            token_type_ids: TensorData::new(types, [batch, seq]),
+            attention_mask: TensorData::new(mask, [batch, seq]),
         }
     }
 }

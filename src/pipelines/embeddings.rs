@@ -1,13 +1,14 @@
 //! Sentence embeddings: texts grouped by length, pooled and normalised, back in input order.
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 
-use super::{BATCH_TEXTS, Pipeline, batches, non_empty, read};
+use super::replay::Key;
+use super::{BATCH_TEXTS, Pipeline, batches, non_empty};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert;
 use crate::model::heads::{Pooling, pool};
-use crate::model::{Batch, BertModel};
+use crate::model::{Batch, BatchData, BertModel};
 use crate::tokenizer::Encoding;
 
 pub type Embedder = Pipeline<BertModel>;
@@ -71,17 +72,22 @@ impl Embedder {
         let mut done = 0;
         while let Some(encoded) = next {
             done += encoded.len();
-            let pooled: Vec<(Vec<usize>, Tensor<2>)> = batches(encoded, &self.shape)
+            let pooled: Vec<_> = batches(encoded, &self.shape)
                 .into_iter()
                 .map(|batch| {
                     let (indices, encodings): (Vec<usize>, Vec<Encoding>) =
                         batch.into_iter().unzip();
-                    let batch = Batch::new(&encodings, self.pad_id, &self.device);
-                    let hidden = self.model.forward(&batch);
-                    (
-                        indices,
-                        pool(hidden, batch.attention_mask, pooling, normalize),
-                    )
+                    let data = BatchData::new(&encodings, self.pad_id);
+                    let key = Key {
+                        work: "embed",
+                        dims: data.dims(),
+                        options: [pooling as usize, normalize as usize],
+                    };
+                    let pooled = self.replays.run(key, &data, &self.device, |batch: &Batch| {
+                        let hidden = self.model.forward(batch);
+                        pool(hidden, batch.attention_mask.clone(), pooling, normalize)
+                    });
+                    (indices, pooled)
                 })
                 .collect();
             // A GPU runs this group while the CPU tokenizes the next (tokenizing 32 texts of 128 tokens
@@ -91,11 +97,9 @@ impl Embedder {
                 .map_err(|e| Error::Device(format!("submitting the work failed: {e:?}")))?;
             next = groups.next().map(encode_group).transpose()?;
             for (indices, pooled) in pooled {
-                let width = pooled.dims()[1];
-                for (i, row) in indices
-                    .into_iter()
-                    .zip(read(pooled).await?.chunks_exact(width))
-                {
+                let values = pooled.read().await?;
+                let width = values.len() / indices.len();
+                for (i, row) in indices.into_iter().zip(values.chunks_exact(width)) {
                     rows[i] = row.to_vec();
                 }
             }

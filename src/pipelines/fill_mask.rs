@@ -3,13 +3,14 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
+use super::replay::{Key, Masked};
 use super::{BATCH_BYTES, Pipeline, encode, read};
 use crate::error::{Error, Result};
 use crate::io::layout::Layout;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_masked_lm;
-use crate::model::Batch;
 use crate::model::heads::BertForMaskedLM;
+use crate::model::{Batch, BatchData};
 use crate::ops::top_k::softmax_top_k;
 
 /// Most predictions (masks × `top_k`) one fill-mask call returns: each carries its own copy of the text.
@@ -91,22 +92,33 @@ impl FillMask {
             )));
         }
 
-        let batch = Batch::new(std::slice::from_ref(&encoding), self.pad_id, &self.device);
-        let hidden = self.model.bert.forward(&batch);
-        let [_, seq, width] = hidden.dims();
-        let hidden = hidden.reshape([seq, width]);
+        let data = BatchData::new(std::slice::from_ref(&encoding), self.pad_id);
         // Only the masked positions go through the head: the decoder onto the vocabulary is the costly
         // part. Their logits in pieces under BATCH_BYTES; per mask the k probabilities, then the k ids.
         let rows_per_read = (BATCH_BYTES / (4 * self.shape.vocab_size)).max(1);
-        let mut best = Vec::with_capacity(positions.len() * 2 * top_k);
-        for rows in positions.chunks(rows_per_read) {
-            let index = Tensor::<1, Int>::from_data(
-                TensorData::new(rows.to_vec(), [rows.len()]),
-                &self.device,
-            );
-            let logits = self.model.head(hidden.clone().select(0, index));
-            best.extend(read(softmax_top_k(logits, top_k)).await?);
-        }
+        let best = if positions.len() <= rows_per_read {
+            let key = Key {
+                work: "fill-mask",
+                dims: data.dims(),
+                options: [positions.len(), top_k],
+            };
+            let rows = TensorData::new(positions.clone(), [positions.len()]);
+            let best = self
+                .replays
+                .run(key, &(data, rows), &self.device, |m: &Masked| {
+                    self.best(self.hidden(&m.batch), m.positions.clone(), top_k)
+                });
+            best.read().await?
+        } else {
+            let hidden = self.hidden(&Batch::upload(&data, &self.device));
+            let mut best = Vec::with_capacity(positions.len() * 2 * top_k);
+            for rows in positions.chunks(rows_per_read) {
+                let rows = TensorData::new(rows.to_vec(), [rows.len()]);
+                let rows = Tensor::<1, Int>::from_data(rows, &self.device);
+                best.extend(read(self.best(hidden.clone(), rows, top_k)).await?);
+            }
+            best
+        };
 
         let single = positions.len() == 1;
         let masks = best
@@ -136,5 +148,17 @@ impl FillMask {
             masks,
             truncated: encoding.truncated,
         })
+    }
+
+    /// The last hidden states of a batch of one text: `[seq, hidden]`.
+    fn hidden(&self, batch: &Batch) -> Tensor<2> {
+        let hidden = self.model.bert.forward(batch);
+        let [_, seq, width] = hidden.dims();
+        hidden.reshape([seq, width])
+    }
+
+    /// For each of `rows` (positions in `hidden`), the `top_k` probabilities, then their token ids.
+    fn best(&self, hidden: Tensor<2>, rows: Tensor<1, Int>, top_k: usize) -> Tensor<2> {
+        softmax_top_k(self.model.head(hidden.select(0, rows)), top_k)
     }
 }

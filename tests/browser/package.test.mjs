@@ -276,6 +276,28 @@ describe('with WebGPU', () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
   });
 
+  // A shape seen twice is recorded and replayed after (src/pipelines/replay.rs); calls in flight together
+  // replay one recording only after its last result is read.
+  test('repeated shapes on WebGPU, in 50 concurrent calls, give the CPU path\'s predictions', async () => {
+    const { gpu, cpu } = await page.evaluate(async () => {
+      const texts = Array.from({ length: 50 }, (_, i) => `the ${'very '.repeat(i % 5)}[MASK] of number ${i % 10}`);
+      const run = async (device, together) => {
+        const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device });
+        const out = [];
+        if (together) out.push(...await Promise.all(texts.map((t) => fm.predict(t, { topK: 3 }))));
+        else for (const t of texts) out.push(await fm.predict(t, { topK: 3 }));
+        fm.dispose();
+        return out;
+      };
+      return { gpu: await run('webgpu', true), cpu: await run('cpu', false) };
+    });
+    assert.equal(gpu.length, 50);
+    for (const [i, masks] of gpu.entries()) {
+      assert.deepEqual(masks[0].map((p) => p.token), cpu[i][0].map((p) => p.token), `text ${i}`);
+      assert.ok(maxAbsDiff(masks[0].map((p) => p.score), cpu[i][0].map((p) => p.score)) <= 1e-4, `text ${i}`);
+    }
+  });
+
   test('results read back after the queue runs dry, or both at once, are the same', async () => {
     for (const readback of ['settle', 'join']) assert.equal(await checkEmbeddings(page, 'webgpu', undefined, readback), 'webgpu');
   });

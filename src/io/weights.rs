@@ -875,9 +875,18 @@ pub fn load_bert(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertModel> {
-    let mut loader = Loader { checkpoint, device };
-    let prefix = loader.encoder_prefix(config);
-    bert(&mut loader, config, prefix, None)
+    persistent(device, || {
+        let mut loader = Loader { checkpoint, device };
+        let prefix = loader.encoder_prefix(config);
+        bert(&mut loader, config, prefix, None)
+    })
+}
+
+/// What `load` uploads goes to cubecl's pool for weights (exact sizes, never moved or reclaimed), not to
+/// the pages activations are carved from. There, the pages' size would follow the largest weight (~56 MB
+/// for MiniLM's vocabulary table), and each recorded call keeps the pages it used (pipelines/replay.rs).
+fn persistent<T: Send>(device: &Device, load: impl FnOnce() -> T + Send) -> T {
+    device.memory_persistent_allocations(load, |load| load())
 }
 
 /// A `*ForMaskedLM` checkpoint; the decoder is tied to the word embeddings unless the checkpoint
@@ -887,11 +896,13 @@ pub fn load_bert_for_masked_lm(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForMaskedLM> {
-    let mut loader = Loader { checkpoint, device };
-    let prefix = loader.encoder_prefix(config);
-    Ok(BertForMaskedLM {
-        bert: bert(&mut loader, config, prefix, None)?,
-        cls: mlm_head(&mut loader, config, None)?,
+    persistent(device, || {
+        let mut loader = Loader { checkpoint, device };
+        let prefix = loader.encoder_prefix(config);
+        Ok(BertForMaskedLM {
+            bert: bert(&mut loader, config, prefix, None)?,
+            cls: mlm_head(&mut loader, config, None)?,
+        })
     })
 }
 
@@ -901,11 +912,13 @@ pub fn load_bert_for_sequence_classification(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForSequenceClassification> {
-    let mut loader = Loader { checkpoint, device };
-    let prefix = loader.encoder_prefix(config);
-    Ok(BertForSequenceClassification {
-        bert: bert(&mut loader, config, prefix, None)?,
-        classifier: classification_head(&mut loader, config, prefix, None)?,
+    persistent(device, || {
+        let mut loader = Loader { checkpoint, device };
+        let prefix = loader.encoder_prefix(config);
+        Ok(BertForSequenceClassification {
+            bert: bert(&mut loader, config, prefix, None)?,
+            classifier: classification_head(&mut loader, config, prefix, None)?,
+        })
     })
 }
 
@@ -950,13 +963,15 @@ fn per_token(
     name: &str,
     outputs: usize,
 ) -> Result<(BertModel, Option<TokenHead>, Linear)> {
-    let mut loader = Loader { checkpoint, device };
-    let prefix = loader.encoder_prefix(config);
-    Ok((
-        bert(&mut loader, config, prefix, None)?,
-        token_head(&mut loader, config)?,
-        loader.linear(name, config.hidden_size, outputs, true, None)?,
-    ))
+    persistent(device, || {
+        let mut loader = Loader { checkpoint, device };
+        let prefix = loader.encoder_prefix(config);
+        Ok((
+            bert(&mut loader, config, prefix, None)?,
+            token_head(&mut loader, config)?,
+            loader.linear(name, config.hidden_size, outputs, true, None)?,
+        ))
+    })
 }
 
 /// ModernBERT's `head` under its token classifier and span head; `None` for the families without one.

@@ -128,9 +128,10 @@ fn many_texts_are_embedded_in_chunks_in_order() {
     }
 }
 
-/// On the GPU a call's kernels are recorded the second time its shape comes, then replayed over inputs
-/// written in place: each replayed result is its own text's, as on the CPU, after calls of other shapes
-/// and while an earlier replay's result is still unread.
+/// On a GPU (tiled kernels) a call's kernels are recorded the second time its shape comes, then replayed
+/// over inputs written in place: each replayed result is its own text's, as on the CPU, after calls of
+/// other shapes and while an earlier replay's result is still unread. CPU-backed adapters (serial kernels)
+/// record nothing.
 #[test]
 fn replayed_calls_match_the_cpu() {
     let texts = [
@@ -142,13 +143,13 @@ fn replayed_calls_match_the_cpu() {
     .map(String::from);
     let longer = "A much longer sentence, with commas and more words, so that its shape differs.";
     let cpu = Embedder::load(common::minilm(), Backend::Cpu.device().unwrap()).unwrap();
-    let gpu = Embedder::load(common::minilm(), TARGETS[1].device()).unwrap();
+    let gpu = Embedder::load(common::minilm(), TARGETS[2].device()).unwrap();
     let lengths = texts
         .each_ref()
         .map(|t| gpu.tokenizer.encode(t).unwrap().ids.len());
     assert!(lengths.iter().all(|&n| n == lengths[0]), "{lengths:?}");
     let embed = |pipeline: &Embedder, text: &str| {
-        TARGETS[1]
+        TARGETS[2]
             .run(|| block_on(pipeline.embed(&[text.to_string()], Pooling::Mean, true)).unwrap())
     };
     let order = [0, 1, usize::MAX, 2, 3, 0];
@@ -163,6 +164,13 @@ fn replayed_calls_match_the_cpu() {
     }
     // Seen, then recorded and replayed, then replayed three more times.
     assert_eq!(gpu.replays.replayed(), 4);
+    let serial = Embedder::load(common::minilm(), TARGETS[1].device()).unwrap();
+    for text in &texts[..3] {
+        TARGETS[1]
+            .run(|| block_on(serial.embed(std::slice::from_ref(text), Pooling::Mean, true)))
+            .unwrap();
+    }
+    assert_eq!(serial.replays.replayed(), 0);
 
     // A replay's output is the recording's own buffer: while it is unread, the shape runs as it comes.
     let key = Key {
@@ -173,7 +181,7 @@ fn replayed_calls_match_the_cpu() {
     let run = |text: &str| {
         let encoding = gpu.tokenizer.encode(text).unwrap();
         let data = BatchData::new(&[encoding], gpu.pad_id);
-        TARGETS[1].run(|| {
+        TARGETS[2].run(|| {
             gpu.replays.run(key, &data, &gpu.device, |batch: &Batch| {
                 let hidden = gpu.model.forward(batch);
                 pool(hidden, batch.attention_mask.clone(), Pooling::Mean, true)
@@ -198,7 +206,7 @@ fn replayed_calls_match_the_cpu() {
     // Fill-mask records the encoder, the masked rows' head and the top-k as one.
     let files = || ModelFiles::from_dir(&common::fixtures().join("tiny-mlm")).unwrap();
     let cpu = FillMask::load(files(), Backend::Cpu.device().unwrap()).unwrap();
-    let gpu = FillMask::load(files(), TARGETS[1].device()).unwrap();
+    let gpu = FillMask::load(files(), TARGETS[2].device()).unwrap();
     let texts = [
         "the [MASK] dog jumped over the fox",
         "the dog [MASK] over the lazy fox",
@@ -209,7 +217,7 @@ fn replayed_calls_match_the_cpu() {
     assert!(lengths.iter().all(|&n| n == lengths[0]), "{lengths:?}");
     for text in texts {
         let predict =
-            |pipeline: &FillMask| TARGETS[1].run(|| block_on(pipeline.predict(text, 5)).unwrap());
+            |pipeline: &FillMask| TARGETS[2].run(|| block_on(pipeline.predict(text, 5)).unwrap());
         let (got, want) = (predict(&gpu), predict(&cpu));
         for (got, want) in got.masks[0].iter().zip(&want.masks[0]) {
             assert_eq!(got.token_id, want.token_id, "{text:?}");

@@ -19,6 +19,7 @@ use cubecl::client::{Client, Graph};
 
 use crate::error::Result;
 use crate::model::{Batch, BatchData};
+use crate::ops::KernelShape;
 
 /// Recordings one pipeline keeps, the least recently replayed dropped first: each holds on to the device
 /// memory its run used (its activations' pages stay reserved) until it is dropped.
@@ -164,7 +165,7 @@ impl Output {
 
 impl Replays {
     /// `work` on `data`'s values: replayed where this key was recorded, recorded the second time it comes
-    /// (the CPU records nothing), run as it comes otherwise.
+    /// (on GPUs only), run as it comes otherwise.
     pub fn run<I: Inputs>(
         &self,
         key: Key,
@@ -255,8 +256,8 @@ impl State {
     }
 }
 
-/// `work` recorded on `data`'s shape (`None` if it cannot be recorded here: the CPU, or a run cubecl refuses
-/// to record). A run first, dropped unread, leaves cubecl's pools holding what the recording reuses: no
+/// `work` recorded on `data`'s shape (`None` if it is not recorded here: the CPU, a CPU-backed adapter, or a
+/// run cubecl refuses to record). A run first, dropped unread, leaves cubecl's pools holding what the recording reuses: no
 /// memory may be added while it records.
 fn record<I: Inputs>(
     key: Key,
@@ -267,6 +268,11 @@ fn record<I: Inputs>(
     // Uploaded before the recording starts: a recording holds no copy from the host.
     let inputs = I::upload(data, device);
     let client = inputs.client()?;
+    // CPU-backed adapters (serial kernels) run the kernels far longer than it takes to launch them, and
+    // recording runs a call twice.
+    if KernelShape::of(&client) == KernelShape::Serial {
+        return None;
+    }
     client.graph_prepare().ok()?;
     drop(work(&inputs));
     if client.start_capture().is_err() {

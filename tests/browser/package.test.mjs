@@ -276,13 +276,13 @@ describe('with WebGPU', () => {
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
   });
 
-  // A shape seen twice is recorded and replayed after (src/pipelines/replay.rs); calls in flight together
-  // replay one recording only after its last result is read.
+  // On a GPU (the tiled kernels) a shape seen twice is recorded and replayed after (src/pipelines/replay.rs);
+  // calls in flight together replay one recording only after its last result is read.
   test('repeated shapes on WebGPU, in 50 concurrent calls, give the CPU path\'s predictions', async () => {
     const { gpu, cpu } = await page.evaluate(async () => {
       const texts = Array.from({ length: 50 }, (_, i) => `the ${'very '.repeat(i % 5)}[MASK] of number ${i % 10}`);
       const run = async (device, together) => {
-        const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device });
+        const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', device === 'webgpu' ? { device, kernels: 'tiled' } : { device });
         const out = [];
         if (together) out.push(...await Promise.all(texts.map((t) => fm.predict(t, { topK: 3 }))));
         else for (const t of texts) out.push(await fm.predict(t, { topK: 3 }));

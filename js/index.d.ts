@@ -145,7 +145,8 @@ export interface Tokens {
 }
 
 export interface Timing {
-  /** Building the batch and submitting every kernel: the CPU's share. */
+  /** Building the batch and submitting every kernel (on a GPU, from a size's third call, replaying them as
+   * recorded): the CPU's share. */
   submitMs: number;
   /** Waiting for the device, and reading the result back. */
   waitMs: number;

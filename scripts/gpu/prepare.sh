@@ -7,7 +7,8 @@
 #                                           xz), vulkaninfo, the bench models' layout (weights made there)
 #   scripts/gpu/prepare.sh chromium   .chr1/ … .chr4/  Debian's Chromium in parts of 34 MiB, .chr/ the
 #                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
-#                                           build, the bench models' layout
+#                                           build, the bench models' layout; with BASELINE=REV also the
+#                                           package as built at commit REV (.chr/webbert-REV)
 #   scripts/gpu/prepare.sh train      .train/  the release CLI (as shipped and with `--features autotune`)
 #                                           and the tokenizer; .train1/, .train2/, …  the corpus
 #                                           (data/corpus, from scripts/corpus.sh) in parts of 28 MiB to
@@ -60,6 +61,7 @@ chromium() {
   for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do
     xz -6 -c "www/webbert/pkg/$wasm" > ".chr/webbert/pkg/$wasm.xz"
   done
+  [ -z "${BASELINE:-}" ] || baseline "$BASELINE"
   [ -d node_modules/@huggingface/transformers ] || \
     npm install --no-save --ignore-scripts --no-audit --no-fund @huggingface/transformers@4.3.1
   cp node_modules/@huggingface/transformers/dist/transformers.min.js .chr/tjs/
@@ -67,6 +69,20 @@ chromium() {
   cp node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs .chr/ort/
   xz -6 -c node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm > .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz
   du -sh .chr .chr[0-9]
+}
+
+# BASELINE=REV: the package as built at commit REV beside this one, as .chr/webbert-REV (chromium.sh runs
+# every .chr/webbert* in the same call, so a change is measured against what came before it).
+baseline() {
+  local tree=/tmp/webbert-baseline
+  rm -rf "$tree" && git worktree prune && git worktree add -q --detach "$tree" "$1"
+  ln -s "$PWD/node_modules" "$tree/node_modules"
+  (cd "$tree" && CARGO_TARGET_DIR="$(realpath "$target_dir")" ./scripts/build-wasm.sh > /dev/null)
+  local out=".chr/webbert-$1"
+  mkdir -p "$out/js" "$out/pkg"
+  cp "$tree"/js/* "$out/js/" && cp "$tree/pkg/webbert.js" "$out/pkg/"
+  for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do xz -6 -c "$tree/pkg/$wasm" > "$out/pkg/$wasm.xz"; done
+  git worktree remove --force "$tree"
 }
 
 train() {
@@ -106,4 +122,4 @@ chromium_tar() {
   tar -C "$stage" -cf - chromium lib | xz -9 -T2 > /tmp/chr.tar.xz.part && mv /tmp/chr.tar.xz.part /tmp/chr.tar.xz
 }
 
-"${1:?usage: scripts/gpu/prepare.sh native|chromium|chromium_tar|train}"
+"${1:?usage: scripts/gpu/prepare.sh native|chromium|chromium_tar|train}" "${@:2}"

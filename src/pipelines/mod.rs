@@ -111,8 +111,8 @@ fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timing {
-    /// Building the batch on the device and submitting every kernel of the encoder and pooling: the
-    /// CPU's share (on a GPU the kernels run behind it).
+    /// Building the batch on the device and submitting every kernel of the encoder and pooling (on a GPU,
+    /// from a size's third call, replaying them as recorded): the CPU's share (the kernels run behind it).
     pub submit_ms: f64,
     /// Waiting for the device to finish and reading one pooled vector back.
     pub wait_ms: f64,

@@ -225,6 +225,25 @@ fn replayed_calls_match_the_cpu() {
         }
     }
     assert_eq!(gpu.replays.replayed(), 3);
+
+    // And a classifier's logits, of pairs (segment ids are inputs too).
+    let files = || ModelFiles::from_dir(&common::fixtures().join("tiny-bert-cls")).unwrap();
+    let cpu = Classifier::load(files(), Backend::Cpu.device().unwrap()).unwrap();
+    let gpu = Classifier::load(files(), TARGETS[2].device()).unwrap();
+    let pairs = [
+        ("the dog", "over the fox"),
+        ("the fox", "over the dog"),
+        ("over the", "dog the fox"),
+        ("the dog", "over the fox"),
+    ];
+    for (a, b) in pairs {
+        let logits = |pipeline: &Classifier| {
+            TARGETS[2].run(|| block_on(pipeline.logits(&[(a, Some(b))])).unwrap())
+        };
+        let diff = max_abs_diff(&logits(&gpu)[0], &logits(&cpu)[0]);
+        assert!(diff <= TOLERANCE, "{a:?} / {b:?}: max abs diff {diff}");
+    }
+    assert_eq!(gpu.replays.replayed(), 3);
 }
 
 #[test]

@@ -3,13 +3,14 @@
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::{Pipeline, batches, encode, read, with_hint};
+use super::replay::Key;
+use super::{Pipeline, batches, encode, with_hint};
 use crate::error::Result;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_sequence_classification;
-use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForSequenceClassification;
+use crate::model::{Batch, BatchData};
 use crate::tokenizer::Encoding;
 
 pub type Classifier = Pipeline<BertForSequenceClassification>;
@@ -63,13 +64,18 @@ impl Classifier {
         let mut rows = vec![Vec::new(); inputs.len()];
         for batch in batches(encoded, &self.shape) {
             let (indices, encodings): (Vec<usize>, Vec<Encoding>) = batch.into_iter().unzip();
-            let batch = Batch::new(&encodings, self.pad_id, &self.device);
-            let logits = self.model.forward(&batch);
-            let labels = logits.dims()[1];
-            for (i, row) in indices
-                .into_iter()
-                .zip(read(logits).await?.chunks_exact(labels))
-            {
+            let data = BatchData::new(&encodings, self.pad_id);
+            let key = Key {
+                work: "classify",
+                dims: data.dims(),
+                options: [0, 0],
+            };
+            let logits = self.replays.run(key, &data, &self.device, |batch: &Batch| {
+                self.model.forward(batch)
+            });
+            let values = logits.read().await?;
+            let labels = values.len() / indices.len();
+            for (i, row) in indices.into_iter().zip(values.chunks_exact(labels)) {
                 rows[i] = row.to_vec();
             }
         }

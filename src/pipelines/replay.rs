@@ -158,8 +158,10 @@ impl Drop for Busy {
 }
 
 impl Output {
+    /// The values, read back; the recording may replay again once they are.
     pub async fn read(self) -> Result<Vec<f32>> {
-        super::read(self.tensor.clone()).await
+        let Output { tensor, _busy } = self;
+        super::read(tensor).await
     }
 }
 
@@ -257,8 +259,8 @@ impl State {
 }
 
 /// `work` recorded on `data`'s shape (`None` if it is not recorded here: the CPU, a CPU-backed adapter, or a
-/// run cubecl refuses to record). A run first, dropped unread, leaves cubecl's pools holding what the recording reuses: no
-/// memory may be added while it records.
+/// run cubecl refuses to record). A run first, dropped unread, leaves cubecl's pools holding what the
+/// recording reuses: no memory may be added while it records.
 fn record<I: Inputs>(
     key: Key,
     data: &I::Data,

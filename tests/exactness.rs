@@ -132,6 +132,16 @@ fn many_texts_are_embedded_in_chunks_in_order() {
 /// over inputs written in place: each replayed result is its own text's, as on the CPU, after calls of
 /// other shapes and while an earlier replay's result is still unread. CPU-backed adapters (serial kernels)
 /// record nothing.
+/// A fixture's pipeline on the CPU, and on the GPU target whose kernels are tiled (the ones that record).
+fn on_cpu_and_tiled<P>(
+    name: &str,
+    load: fn(ModelFiles, burn::tensor::Device) -> webbert::Result<P>,
+) -> (P, P) {
+    let files = || ModelFiles::from_dir(&common::fixtures().join(name)).unwrap();
+    let cpu = load(files(), Backend::Cpu.device().unwrap()).unwrap();
+    (cpu, load(files(), TARGETS[2].device()).unwrap())
+}
+
 #[test]
 fn replayed_calls_match_the_cpu() {
     let texts = [
@@ -204,9 +214,7 @@ fn replayed_calls_match_the_cpu() {
     }
 
     // Fill-mask records the encoder, the masked rows' head and the top-k as one.
-    let files = || ModelFiles::from_dir(&common::fixtures().join("tiny-mlm")).unwrap();
-    let cpu = FillMask::load(files(), Backend::Cpu.device().unwrap()).unwrap();
-    let gpu = FillMask::load(files(), TARGETS[2].device()).unwrap();
+    let (cpu, gpu) = on_cpu_and_tiled("tiny-mlm", FillMask::load);
     let texts = [
         "the [MASK] dog jumped over the fox",
         "the dog [MASK] over the lazy fox",
@@ -227,9 +235,7 @@ fn replayed_calls_match_the_cpu() {
     assert_eq!(gpu.replays.replayed(), 3);
 
     // And a classifier's logits, of pairs (segment ids are inputs too).
-    let files = || ModelFiles::from_dir(&common::fixtures().join("tiny-bert-cls")).unwrap();
-    let cpu = Classifier::load(files(), Backend::Cpu.device().unwrap()).unwrap();
-    let gpu = Classifier::load(files(), TARGETS[2].device()).unwrap();
+    let (cpu, gpu) = on_cpu_and_tiled("tiny-bert-cls", Classifier::load);
     let pairs = [
         ("the dog", "over the fox"),
         ("the fox", "over the dog"),
@@ -242,6 +248,50 @@ fn replayed_calls_match_the_cpu() {
         };
         let diff = max_abs_diff(&logits(&gpu)[0], &logits(&cpu)[0]);
         assert!(diff <= TOLERANCE, "{a:?} / {b:?}: max abs diff {diff}");
+    }
+    assert_eq!(gpu.replays.replayed(), 3);
+
+    // A token classifier's logits at every token.
+    let (cpu, gpu) = on_cpu_and_tiled("tiny-bert-ner", TokenClassifier::load);
+    // Four texts of six tokens each (the fixture's vocabulary is small).
+    let texts = [
+        "the dog jumped",
+        "over the dog",
+        "what did it jump",
+        "the dog jumped",
+    ];
+    let lengths = texts.map(|t| gpu.tokenizer.encode(t).unwrap().ids.len());
+    assert!(lengths.iter().all(|&n| n == lengths[0]), "{lengths:?}");
+    for text in texts {
+        let logits = |pipeline: &TokenClassifier| {
+            TARGETS[2].run(|| block_on(pipeline.logits(text)).unwrap().1.concat())
+        };
+        let diff = max_abs_diff(&logits(&gpu), &logits(&cpu));
+        assert!(diff <= TOLERANCE, "{text:?}: max abs diff {diff}");
+    }
+    assert_eq!(gpu.replays.replayed(), 3);
+
+    // And a question answerer's start and end logits, of a context in
+    // overlapping chunks (one batch).
+    let (cpu, gpu) = on_cpu_and_tiled("tiny-bert-qa", QuestionAnswerer::load);
+    let options = QaOptions {
+        max_seq_len: 16,
+        doc_stride: 4,
+        ..QaOptions::new(64)
+    };
+    let context = "the quick brown fox jumped over the lazy dog and ran into the woods";
+    for question in texts {
+        let logits = |pipeline: &QuestionAnswerer| {
+            let (spans, logits) =
+                TARGETS[2].run(|| block_on(pipeline.logits(question, context, &options)).unwrap());
+            assert!(spans.len() > 1, "{question:?}");
+            logits
+                .into_iter()
+                .flat_map(|l| l.start.into_iter().chain(l.end))
+                .collect::<Vec<f32>>()
+        };
+        let diff = max_abs_diff(&logits(&gpu), &logits(&cpu));
+        assert!(diff <= TOLERANCE, "{question:?}: max abs diff {diff}");
     }
     assert_eq!(gpu.replays.replayed(), 3);
 }

@@ -4,13 +4,14 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::classification::scores;
-use super::{Pipeline, batches, read, with_hint};
+use super::replay::Key;
+use super::{Pipeline, batches, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_question_answering;
-use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForQuestionAnswering;
+use crate::model::{Batch, BatchData};
 use crate::tokenizer::{Encoding, Span};
 
 pub type QuestionAnswerer = Pipeline<BertForQuestionAnswering>;
@@ -102,10 +103,19 @@ impl QuestionAnswerer {
             .collect();
         for batch in batches(indexed, &self.shape) {
             let encodings: Vec<Encoding> = batch.into_iter().map(|(_, e)| e).collect();
-            let tensors = Batch::new(&encodings, self.pad_id, &self.device);
-            let output = self.model.forward(&tensors);
-            let [rows, seq, _] = output.dims();
-            let values = read(output.reshape([rows * seq, 2])).await?;
+            let data = BatchData::new(&encodings, self.pad_id);
+            let [_, seq] = data.dims();
+            let key = Key {
+                work: "question-answering",
+                dims: data.dims(),
+                options: [0, 0],
+            };
+            let output = self.replays.run(key, &data, &self.device, |batch: &Batch| {
+                let output = self.model.forward(batch);
+                let [rows, seq, _] = output.dims();
+                output.reshape([rows * seq, 2])
+            });
+            let values = output.read().await?;
             for (row, encoding) in values.chunks_exact(2 * seq).zip(&encodings) {
                 let tokens = &row[..2 * encoding.ids.len()];
                 logits.push(SpanLogits {

@@ -4,13 +4,14 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::classification::scores;
-use super::{Pipeline, encode, read, with_hint};
+use super::replay::Key;
+use super::{Pipeline, encode, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_token_classification;
-use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForTokenClassification;
+use crate::model::{Batch, BatchData};
 use crate::tokenizer::Encoding;
 
 pub type TokenClassifier = Pipeline<BertForTokenClassification>;
@@ -74,10 +75,19 @@ impl TokenClassifier {
     /// The encoding of `text` and its logits per token, `[tokens][labels]`.
     pub async fn logits(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>)> {
         let encoding = encode(&self.tokenizer, text)?;
-        let batch = Batch::new(std::slice::from_ref(&encoding), self.pad_id, &self.device);
-        let logits = self.model.forward(&batch);
-        let [_, seq, labels] = logits.dims();
-        let values = read(logits.reshape([seq, labels])).await?;
+        let data = BatchData::new(std::slice::from_ref(&encoding), self.pad_id);
+        let key = Key {
+            work: "token-classification",
+            dims: data.dims(),
+            options: [0, 0],
+        };
+        let logits = self.replays.run(key, &data, &self.device, |batch: &Batch| {
+            let logits = self.model.forward(batch);
+            let [_, seq, labels] = logits.dims();
+            logits.reshape([seq, labels])
+        });
+        let values = logits.read().await?;
+        let labels = values.len() / encoding.ids.len();
         Ok((
             encoding,
             values.chunks_exact(labels).map(<[f32]>::to_vec).collect(),

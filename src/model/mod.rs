@@ -86,11 +86,16 @@ impl Batch {
 impl BatchData {
     /// Right-pads every encoding with `pad_id` to the longest one.
     pub fn new(encodings: &[Encoding], pad_id: u32) -> Self {
+        Self::padded(encodings, pad_id, 0)
+    }
+
+    /// Right-pads every encoding with `pad_id` to `len` tokens, or to the longest one if that is longer.
+    pub fn padded(encodings: &[Encoding], pad_id: u32, len: usize) -> Self {
         let rows: Vec<(&[u32], &[u32])> = encodings
             .iter()
             .map(|e| (e.ids.as_slice(), e.token_type_ids.as_slice()))
             .collect();
-        Self::from_rows(&rows, pad_id)
+        Self::from_rows(&rows, pad_id, len)
     }
 
     /// Single-segment id sequences (segment 0 throughout), right-padded with `pad_id`.
@@ -100,7 +105,7 @@ impl BatchData {
             .iter()
             .map(|ids| (ids.as_slice(), &zeros[..ids.len()]))
             .collect();
-        Self::from_rows(&rows, pad_id)
+        Self::from_rows(&rows, pad_id, 0)
     }
 
     /// `[batch, seq]`.
@@ -109,9 +114,9 @@ impl BatchData {
         [shape[0], shape[1]]
     }
 
-    /// `(input ids, token type ids)` per sequence.
-    fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32) -> Self {
-        let seq = rows.iter().map(|(ids, _)| ids.len()).max().unwrap_or(0);
+    /// `(input ids, token type ids)` per sequence, padded to `len` or the longest.
+    fn from_rows(rows: &[(&[u32], &[u32])], pad_id: u32, len: usize) -> Self {
+        let seq = rows.iter().map(|(ids, _)| ids.len()).fold(len, usize::max);
         let batch = rows.len();
         let (mut ids, mut types, mut mask) = (Vec::new(), Vec::new(), Vec::new());
         for (row_ids, row_types) in rows {

@@ -8,9 +8,9 @@ use super::{Pipeline, batches, encode, with_hint};
 use crate::error::Result;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_sequence_classification;
+use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForSequenceClassification;
-use crate::model::{Batch, BatchData};
 use crate::tokenizer::Encoding;
 
 pub type Classifier = Pipeline<BertForSequenceClassification>;
@@ -64,7 +64,7 @@ impl Classifier {
         let mut rows = vec![Vec::new(); inputs.len()];
         for batch in batches(encoded, &self.shape) {
             let (indices, encodings): (Vec<usize>, Vec<Encoding>) = batch.into_iter().unzip();
-            let data = BatchData::new(&encodings, self.pad_id);
+            let data = self.batch_data(&encodings);
             let key = Key {
                 work: "classify",
                 dims: data.dims(),

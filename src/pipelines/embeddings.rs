@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert;
 use crate::model::heads::{Pooling, pool};
-use crate::model::{Batch, BatchData, BertModel};
+use crate::model::{Batch, BertModel};
 use crate::tokenizer::Encoding;
 
 pub type Embedder = Pipeline<BertModel>;
@@ -77,7 +77,7 @@ impl Embedder {
                 .map(|batch| {
                     let (indices, encodings): (Vec<usize>, Vec<Encoding>) =
                         batch.into_iter().unzip();
-                    let data = BatchData::new(&encodings, self.pad_id);
+                    let data = self.batch_data(&encodings);
                     let key = Key {
                         work: "embed",
                         dims: data.dims(),

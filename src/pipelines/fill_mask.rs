@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 use crate::io::layout::Layout;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_masked_lm;
+use crate::model::Batch;
 use crate::model::heads::BertForMaskedLM;
-use crate::model::{Batch, BatchData};
 use crate::ops::top_k::softmax_top_k;
 
 /// Most predictions (masks × `top_k`) one fill-mask call returns: each carries its own copy of the text.
@@ -92,7 +92,7 @@ impl FillMask {
             )));
         }
 
-        let data = BatchData::new(std::slice::from_ref(&encoding), self.pad_id);
+        let data = self.batch_data(std::slice::from_ref(&encoding));
         // Only the masked positions go through the head: the decoder onto the vocabulary is the costly
         // part. Their logits in pieces under BATCH_BYTES; per mask the k probabilities, then the k ids.
         let rows_per_read = (BATCH_BYTES / (4 * self.shape.vocab_size)).max(1);

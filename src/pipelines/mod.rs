@@ -61,6 +61,16 @@ impl<M> Pipeline<M> {
     }
 }
 
+impl<M> Pipeline<M> {
+    /// `encodings` as one batch, padded to the length that [`replay::padded_len`] gives them.
+    fn batch_data(&self, encodings: &[Encoding]) -> BatchData {
+        let longest = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let max = self.tokenizer.max_len();
+        let len = replay::padded_len(&self.device, encodings.len(), longest, max);
+        BatchData::padded(encodings, self.pad_id, len)
+    }
+}
+
 /// The sizes that decide how much of a call fits in one forward pass.
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {

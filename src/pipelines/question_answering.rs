@@ -9,9 +9,9 @@ use super::{Pipeline, batches, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_question_answering;
+use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForQuestionAnswering;
-use crate::model::{Batch, BatchData};
 use crate::tokenizer::{Encoding, Span};
 
 pub type QuestionAnswerer = Pipeline<BertForQuestionAnswering>;
@@ -103,7 +103,7 @@ impl QuestionAnswerer {
             .collect();
         for batch in batches(indexed, &self.shape) {
             let encodings: Vec<Encoding> = batch.into_iter().map(|(_, e)| e).collect();
-            let data = BatchData::new(&encodings, self.pad_id);
+            let data = self.batch_data(&encodings);
             let [_, seq] = data.dims();
             let key = Key {
                 work: "question-answering",

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::ThreadId;
 
-use burn::backend::{BackendTensor, DispatchTensorKind};
+use burn::backend::{BackendTensor, DispatchDevice, DispatchTensorKind};
 use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use cubecl::client::{Client, Graph};
@@ -28,6 +28,31 @@ const MAX_GRAPHS: usize = 4;
 const MAX_TOKENS: usize = 1024;
 /// Shapes remembered as seen once (or as not recordable).
 const MAX_SEEN: usize = 64;
+
+/// The length a batch of `rows` sequences of up to `seq` tokens is padded to: where calls are recorded,
+/// rounded up to a multiple of 16 tokens (past 128, of an eighth of the next power of two), at most `max`,
+/// so that texts of nearby lengths share a recording; a GPU runs a few more tokens in far less time than
+/// it takes to launch the kernels. Elsewhere `seq`.
+pub fn padded_len(device: &Device, rows: usize, seq: usize, max: usize) -> usize {
+    let len = bucket(seq, max);
+    match rows * len <= MAX_TOKENS && records(device) {
+        true => len,
+        false => seq,
+    }
+}
+
+fn bucket(seq: usize, max: usize) -> usize {
+    let step = (seq.next_power_of_two() / 8).max(16);
+    (seq.div_ceil(step) * step).min(max).max(seq)
+}
+
+/// Whether calls on `device` are recorded: on GPUs whose kernels are tiled.
+fn records(device: &Device) -> bool {
+    match device.as_dispatch() {
+        DispatchDevice::Cube(device) => KernelShape::of(&device.client()) != KernelShape::Serial,
+        _ => false,
+    }
+}
 
 /// What one call computes, and on what shape: equal keys run the same kernels on the same sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,4 +317,19 @@ fn record<I: Inputs>(
         busy: Arc::new(AtomicBool::new(false)),
         thread: std::thread::current().id(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bucket;
+
+    #[test]
+    fn lengths_round_up_to_their_bucket() {
+        let lengths = [1, 9, 16, 17, 40, 128, 129, 200, 257, 300, 511];
+        let buckets = lengths.map(|seq| bucket(seq, 512));
+        assert_eq!(buckets, [16, 16, 16, 32, 48, 128, 160, 224, 320, 320, 512]);
+        // Never past the model's positions, never below the text.
+        assert_eq!(bucket(500, 510), 510);
+        assert_eq!(bucket(20, 8), 20);
+    }
 }

@@ -9,9 +9,9 @@ use super::{Pipeline, encode, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_token_classification;
+use crate::model::Batch;
 use crate::model::config::ScoreFunction;
 use crate::model::heads::BertForTokenClassification;
-use crate::model::{Batch, BatchData};
 use crate::tokenizer::Encoding;
 
 pub type TokenClassifier = Pipeline<BertForTokenClassification>;
@@ -75,7 +75,7 @@ impl TokenClassifier {
     /// The encoding of `text` and its logits per token, `[tokens][labels]`.
     pub async fn logits(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>)> {
         let encoding = encode(&self.tokenizer, text)?;
-        let data = BatchData::new(std::slice::from_ref(&encoding), self.pad_id);
+        let data = self.batch_data(std::slice::from_ref(&encoding));
         let key = Key {
             work: "token-classification",
             dims: data.dims(),
@@ -86,12 +86,15 @@ impl TokenClassifier {
             let [_, seq, labels] = logits.dims();
             logits.reshape([seq, labels])
         });
+        let [_, seq] = data.dims();
         let values = logits.read().await?;
-        let labels = values.len() / encoding.ids.len();
-        Ok((
-            encoding,
-            values.chunks_exact(labels).map(<[f32]>::to_vec).collect(),
-        ))
+        // The text's tokens, not the padding after them.
+        let rows = values
+            .chunks_exact(values.len() / seq)
+            .take(encoding.ids.len())
+            .map(<[f32]>::to_vec)
+            .collect();
+        Ok((encoding, rows))
     }
 
     /// The entities in `text`, as transformers' `token-classification` pipeline finds them: each token's

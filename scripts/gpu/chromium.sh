@@ -29,7 +29,7 @@ FLAGS="--enable-features=Vulkan --use-angle=vulkan --disable-vulkan-surface --us
 DTYPES=${DTYPES:-fp32}
 case " $DTYPES " in *" fp16 "*) FLAGS="$FLAGS --enable-dawn-features=vulkan_enable_f16_on_nvidia" ;; esac
 D="python3 scripts/gpu/browser/serve_and_drive.py /tmp/chr/run $OUT"
-CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128}
+CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x128,fill16,fill128,embedvaried,fillvaried}
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
 # REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary. READBACKS="map settle
 # join": each build once per way of reading results back (the `readback` load option; tags NAME-settle, …).

@@ -4,7 +4,7 @@ import json
 import sys
 
 TOKENS = {"embed1x16": 16, "embed1x128": 128, "embed1x512": 512, "embed8x128": 1024, "embed64x128": 8192,
-          "embed256x128": 32768, "fill16": 16, "fill128": 128}
+          "embed256x128": 32768, "fill16": 16, "fill128": 128, "embedvaried": 20, "fillvaried": 20}
 
 
 def cases(path):

@@ -59,9 +59,7 @@ impl<M> Pipeline<M> {
             replays: Replays::default(),
         }
     }
-}
 
-impl<M> Pipeline<M> {
     /// `encodings` as one batch, padded to the length that [`replay::padded_len`] gives them.
     fn batch_data(&self, encodings: &[Encoding]) -> BatchData {
         let longest = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);

@@ -8,7 +8,6 @@ use serde_json::Value;
 use webbert::model::heads::pool;
 use webbert::model::{Batch, BatchData};
 use webbert::ops::attention::with_window_scores_bytes;
-use webbert::pipelines::replay::Key;
 use webbert::{
     Aggregation, Backend, Checkpoint, Classifier, Embedder, FillMask, ModelFiles, Pooling,
     QaOptions, QuestionAnswerer, TokenClassifier, TokenizerFiles, WeightsDtype,
@@ -183,19 +182,15 @@ fn replayed_calls_match_the_cpu() {
     assert_eq!(serial.replays.replayed(), 0);
 
     // A replay's output is the recording's own buffer: while it is unread, the shape runs as it comes.
-    let key = Key {
-        work: "test",
-        dims: [1, lengths[0]],
-        options: [0, 0],
-    };
     let run = |text: &str| {
         let encoding = gpu.tokenizer.encode(text).unwrap();
         let data = BatchData::new(&[encoding], gpu.pad_id);
         TARGETS[2].run(|| {
-            gpu.replays.run(key, &data, &gpu.device, |batch: &Batch| {
-                let hidden = gpu.model.forward(batch);
-                pool(hidden, batch.attention_mask.clone(), Pooling::Mean, true)
-            })
+            gpu.replays
+                .run("test", [0, 0], &data, &gpu.device, |batch: &Batch| {
+                    let hidden = gpu.model.forward(batch);
+                    pool(hidden, batch.attention_mask.clone(), Pooling::Mean, true)
+                })
         })
     };
     for text in &texts[..2] {

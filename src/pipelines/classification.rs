@@ -3,7 +3,6 @@
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::replay::Key;
 use super::{Pipeline, batches, encode, with_hint};
 use crate::error::Result;
 use crate::io::source::ModelFiles;
@@ -65,14 +64,11 @@ impl Classifier {
         for batch in batches(encoded, &self.shape) {
             let (indices, encodings): (Vec<usize>, Vec<Encoding>) = batch.into_iter().unzip();
             let data = self.batch_data(&encodings);
-            let key = Key {
-                work: "classify",
-                dims: data.dims(),
-                options: [0, 0],
-            };
-            let logits = self.replays.run(key, &data, &self.device, |batch: &Batch| {
-                self.model.forward(batch)
-            });
+            let logits =
+                self.replays
+                    .run("classify", [0, 0], &data, &self.device, |batch: &Batch| {
+                        self.model.forward(batch)
+                    });
             let values = logits.read().await?;
             let labels = values.len() / indices.len();
             for (i, row) in indices.into_iter().zip(values.chunks_exact(labels)) {

@@ -2,7 +2,6 @@
 
 use burn::tensor::Device;
 
-use super::replay::Key;
 use super::{BATCH_TEXTS, Pipeline, batches, non_empty};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
@@ -78,15 +77,16 @@ impl Embedder {
                     let (indices, encodings): (Vec<usize>, Vec<Encoding>) =
                         batch.into_iter().unzip();
                     let data = self.batch_data(&encodings);
-                    let key = Key {
-                        work: "embed",
-                        dims: data.dims(),
-                        options: [pooling as usize, normalize as usize],
-                    };
-                    let pooled = self.replays.run(key, &data, &self.device, |batch: &Batch| {
-                        let hidden = self.model.forward(batch);
-                        pool(hidden, batch.attention_mask.clone(), pooling, normalize)
-                    });
+                    let pooled = self.replays.run(
+                        "embed",
+                        [pooling as usize, normalize as usize],
+                        &data,
+                        &self.device,
+                        |batch: &Batch| {
+                            let hidden = self.model.forward(batch);
+                            pool(hidden, batch.attention_mask.clone(), pooling, normalize)
+                        },
+                    );
                     (indices, pooled)
                 })
                 .collect();

@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Serialize;
 
-use super::replay::{Key, Masked};
+use super::replay::Masked;
 use super::{BATCH_BYTES, Pipeline, encode, read};
 use crate::error::{Error, Result};
 use crate::io::layout::Layout;
@@ -97,17 +97,14 @@ impl FillMask {
         // part. Their logits in pieces under BATCH_BYTES; per mask the k probabilities, then the k ids.
         let rows_per_read = (BATCH_BYTES / (4 * self.shape.vocab_size)).max(1);
         let best = if positions.len() <= rows_per_read {
-            let key = Key {
-                work: "fill-mask",
-                dims: data.dims(),
-                options: [positions.len(), top_k],
-            };
             let rows = TensorData::new(positions.clone(), [positions.len()]);
-            let best = self
-                .replays
-                .run(key, &(data, rows), &self.device, |m: &Masked| {
-                    self.best(self.hidden(&m.batch), m.positions.clone(), top_k)
-                });
+            let best = self.replays.run(
+                "fill-mask",
+                [positions.len(), top_k],
+                &(data, rows),
+                &self.device,
+                |m: &Masked| self.best(self.hidden(&m.batch), m.positions.clone(), top_k),
+            );
             best.read().await?
         } else {
             let hidden = self.hidden(&Batch::upload(&data, &self.device));

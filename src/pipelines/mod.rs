@@ -161,15 +161,12 @@ impl<M: AsRef<BertModel>> Pipeline<M> {
         }
         let start = web_time::Instant::now();
         let data = BatchData::from_ids(&[vec![self.pad_id; tokens]], self.pad_id);
-        let key = replay::Key {
-            work: "timing",
-            dims: data.dims(),
-            options: [0, 0],
-        };
-        let pooled = self.replays.run(key, &data, &self.device, |batch: &Batch| {
-            let hidden = self.model.as_ref().forward(batch);
-            pool(hidden, batch.attention_mask.clone(), Pooling::Mean, false)
-        });
+        let pooled = self
+            .replays
+            .run("timing", [0, 0], &data, &self.device, |batch: &Batch| {
+                let hidden = self.model.as_ref().forward(batch);
+                pool(hidden, batch.attention_mask.clone(), Pooling::Mean, false)
+            });
         let submitted = web_time::Instant::now();
         pooled.read().await?;
         let done = web_time::Instant::now();

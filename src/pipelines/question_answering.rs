@@ -4,7 +4,6 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::classification::scores;
-use super::replay::Key;
 use super::{Pipeline, batches, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
@@ -105,16 +104,13 @@ impl QuestionAnswerer {
             let encodings: Vec<Encoding> = batch.into_iter().map(|(_, e)| e).collect();
             let data = self.batch_data(&encodings);
             let [_, seq] = data.dims();
-            let key = Key {
-                work: "question-answering",
-                dims: data.dims(),
-                options: [0, 0],
-            };
-            let output = self.replays.run(key, &data, &self.device, |batch: &Batch| {
-                let output = self.model.forward(batch);
-                let [rows, seq, _] = output.dims();
-                output.reshape([rows * seq, 2])
-            });
+            let output = self.replays.run(
+                "question-answering",
+                [0, 0],
+                &data,
+                &self.device,
+                |batch: &Batch| self.model.forward(batch).flatten(0, 1),
+            );
             let values = output.read().await?;
             for (row, encoding) in values.chunks_exact(2 * seq).zip(&encodings) {
                 let tokens = &row[..2 * encoding.ids.len()];

@@ -46,22 +46,27 @@ fn bucket(seq: usize, max: usize) -> usize {
     (seq.div_ceil(step) * step).min(max).max(seq)
 }
 
-/// Whether calls on `device` are recorded: on GPUs whose kernels are tiled.
+/// Whether calls on `device` are recorded.
 fn records(device: &Device) -> bool {
     match device.as_dispatch() {
-        DispatchDevice::Cube(device) => KernelShape::of(&device.client()) != KernelShape::Serial,
+        DispatchDevice::Cube(device) => recorded_on(&device.client()),
         _ => false,
     }
 }
 
+/// Whether calls are recorded on this GPU: where its kernels are tiled. CPU-backed adapters (serial
+/// kernels) run the kernels far longer than it takes to launch them, and recording runs a call twice.
+fn recorded_on(client: &Client) -> bool {
+    KernelShape::of(client) != KernelShape::Serial
+}
+
 /// What one call computes, and on what shape: equal keys run the same kernels on the same sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Key {
-    pub work: &'static str,
+struct Key {
+    name: &'static str,
     /// `[batch, seq]`.
-    pub dims: [usize; 2],
-    /// The call's options that change its kernels (pooling, normalising, top-k).
-    pub options: [usize; 2],
+    dims: [usize; 2],
+    options: [usize; 2],
 }
 
 /// The tensors a recorded run reads from the host: uploaded once per recording, and written over, in
@@ -69,6 +74,8 @@ pub struct Key {
 pub trait Inputs: Send + 'static {
     /// Their values on the host.
     type Data;
+    /// `[batch, seq]` of `data`.
+    fn dims(data: &Self::Data) -> [usize; 2];
     fn upload(data: &Self::Data, device: &Device) -> Self;
     /// Writes `data` (of the same shapes) over these tensors.
     fn write(&self, data: &Self::Data);
@@ -78,6 +85,10 @@ pub trait Inputs: Send + 'static {
 
 impl Inputs for Batch {
     type Data = BatchData;
+
+    fn dims(data: &BatchData) -> [usize; 2] {
+        data.dims()
+    }
 
     fn upload(data: &BatchData, device: &Device) -> Self {
         Batch::upload(data, device)
@@ -102,6 +113,10 @@ pub struct Masked {
 
 impl Inputs for Masked {
     type Data = (BatchData, TensorData);
+
+    fn dims((batch, _): &Self::Data) -> [usize; 2] {
+        batch.dims()
+    }
 
     fn upload((batch, positions): &Self::Data, device: &Device) -> Self {
         Self {
@@ -191,15 +206,22 @@ impl Output {
 }
 
 impl Replays {
-    /// `work` on `data`'s values: replayed where this key was recorded, recorded the second time it comes
-    /// (on GPUs only), run as it comes otherwise.
+    /// `work` on `data`'s values: replayed where it was recorded on this shape, recorded the second time
+    /// it comes (on GPUs only), run as it comes otherwise. `name` and `options` (pooling, normalising,
+    /// top-k: whatever changes the kernels) tell one call's work from another's.
     pub fn run<I: Inputs>(
         &self,
-        key: Key,
+        name: &'static str,
+        options: [usize; 2],
         data: &I::Data,
         device: &Device,
         work: impl Fn(&I) -> Tensor<2>,
     ) -> Output {
+        let key = Key {
+            name,
+            dims: I::dims(data),
+            options,
+        };
         let once = || Output {
             tensor: work(&I::upload(data, device)),
             _busy: None,
@@ -295,9 +317,7 @@ fn record<I: Inputs>(
     // Uploaded before the recording starts: a recording holds no copy from the host.
     let inputs = I::upload(data, device);
     let client = inputs.client()?;
-    // CPU-backed adapters (serial kernels) run the kernels far longer than it takes to launch them, and
-    // recording runs a call twice.
-    if KernelShape::of(&client) == KernelShape::Serial {
+    if !recorded_on(&client) {
         return None;
     }
     client.graph_prepare().ok()?;

@@ -4,7 +4,6 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::classification::scores;
-use super::replay::Key;
 use super::{Pipeline, encode, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
@@ -76,16 +75,13 @@ impl TokenClassifier {
     pub async fn logits(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>)> {
         let encoding = encode(&self.tokenizer, text)?;
         let data = self.batch_data(std::slice::from_ref(&encoding));
-        let key = Key {
-            work: "token-classification",
-            dims: data.dims(),
-            options: [0, 0],
-        };
-        let logits = self.replays.run(key, &data, &self.device, |batch: &Batch| {
-            let logits = self.model.forward(batch);
-            let [_, seq, labels] = logits.dims();
-            logits.reshape([seq, labels])
-        });
+        let logits = self.replays.run(
+            "token-classification",
+            [0, 0],
+            &data,
+            &self.device,
+            |batch: &Batch| self.model.forward(batch).flatten(0, 1),
+        );
         let [_, seq] = data.dims();
         let values = logits.read().await?;
         // The text's tokens, not the padding after them.

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Device call (`run` with carry [".gl", ".chr", ".chrN"] for the last part, right after chromium-part.sh
-# parked the others):
+# Device call (`run` with carry [".gl", ".chr"], right after chromium-part.sh parked every part; later calls
+# on the same warm machine find Chromium unpacked):
 # headless Chromium on the GPU's Vulkan driver: the WebGPU adapter, then webbert's package and
 # transformers.js (ONNX Runtime Web's WebGPU backend) on the bench cases, one after the other.
 # CASES and RUNS may be set in the environment; DTYPES="fp32 fp16 q8" runs both on each kind of weights
@@ -10,13 +10,16 @@
 set -u
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
 for f in .gl/*.deb; do dpkg -x "$f" /; done; ldconfig
-mkdir -p /tmp/chr && cp .chr[0-9]/chr.part.* /tmp/chr/
-cat /tmp/chr/chr.part.* > /tmp/chr/chr.tar.xz && rm /tmp/chr/chr.part.*
-echo "$(cat .chr/chr.sha256)  /tmp/chr/chr.tar.xz" | sha256sum -c || { echo "parts missing: not the warm machine?"; exit 2; }
-python3 -c "import lzma,sys,shutil;shutil.copyfileobj(lzma.open('/tmp/chr/chr.tar.xz'),sys.stdout.buffer)" | tar -C /tmp/chr -xf - || exit 2
-printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/chr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec /tmp/chr/chromium/chromium "$@"\n' > /tmp/chr/run
-chmod +x /tmp/chr/run
-python3 scripts/gpu/make_models.py gen .chr/models /tmp/models > /dev/null || exit 2
+# A later call on the same warm machine finds Chromium unpacked and needs no parts.
+if [ ! -x /tmp/chr/run ]; then
+  mkdir -p /tmp/chr
+  cat /tmp/chr/chr.part.* > /tmp/chr/chr.tar.xz && rm /tmp/chr/chr.part.*
+  echo "$(cat .chr/chr.sha256)  /tmp/chr/chr.tar.xz" | sha256sum -c || { echo "parts missing: not the warm machine?"; exit 2; }
+  python3 -c "import lzma,sys,shutil;shutil.copyfileobj(lzma.open('/tmp/chr/chr.tar.xz'),sys.stdout.buffer)" | tar -C /tmp/chr -xf - || exit 2
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=/tmp/chr/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} exec /tmp/chr/chromium/chromium "$@"\n' > /tmp/chr/run
+  chmod +x /tmp/chr/run
+fi
+[ -d /tmp/models ] || python3 scripts/gpu/make_models.py gen .chr/models /tmp/models > /dev/null || exit 2
 unxz() { python3 -c "import lzma,shutil,sys;shutil.copyfileobj(lzma.open(sys.argv[1]),open(sys.argv[2],'wb'))" "$1" "$2"; }
 # .chr/webbert, and any other build carried beside it as .chr/webbert-NAME (to compare two in one run).
 for w in .chr/webbert*; do
@@ -33,8 +36,8 @@ CASES=${CASES:-embed1x16,embed1x128,embed1x512,embed8x128,embed64x128,embed256x1
 timeout 60 $D --tag probe --timeout 50 --flags "$FLAGS" | cut -c1-800
 # REPEAT=N: the builds in turn, N rounds (tags NAME, NAME.2, …), for runs that vary. READBACKS="map settle
 # join": each build once per way of reading results back (the `readback` load option; tags NAME-settle, …).
-# KERNELS="auto tiled-nosubgroups": each build, and PROFILE, once per kernel shape (the `kernels` load
-# option; auto is the adapter's choice; tags NAME-tiled-nosubgroups, profile-T-tiled-nosubgroups).
+# KERNELS="auto tiled-subgroups": each build, and PROFILE, once per kernel shape (the `kernels` load
+# option; auto is the adapter's choice; tags NAME-tiled-subgroups, profile-T-tiled-subgroups).
 TAGS=
 suffix() { [ "$1" != fp32 ] && echo "-$1"; }
 shape() { [ "$1" != auto ] && echo "-$1"; }

@@ -5,13 +5,13 @@
 #   scripts/gpu/prepare.sh native     .gl/  Debian 12's Vulkan and GL loaders (the image has NVIDIA's driver
 #                                           but no loader), .gpu/ the release CLI and native bench (stripped,
 #                                           xz), vulkaninfo, the bench models' layout (weights made there)
-#   scripts/gpu/prepare.sh chromium   .chr1/ … .chr4/  Debian's Chromium in parts of 34 MiB, .chr/ the
+#   scripts/gpu/prepare.sh chromium   .chr1/, .chr2/, …  Debian's Chromium in parts, .chr/ the
 #                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
 #                                           build, the bench models' layout; with BASELINE=REV also the
 #                                           package as built at commit REV (.chr/webbert-REV)
 #   scripts/gpu/prepare.sh train      .train/  the release CLI (as shipped and with `--features autotune`)
 #                                           and the tokenizer; .train1/, .train2/, …  the corpus
-#                                           (data/corpus, from scripts/corpus.sh) in parts of 28 MiB to
+#                                           (data/corpus, from scripts/corpus.sh) in parts to
 #                                           park (scripts/gpu/train.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +21,14 @@ mkdir -p "$(dirname "$exclude")"
 for d in /.gl/ /.gpu/ '/.chr*/' '/.train*/'; do
   grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"
 done
+# Parts that fit one call beside the tracked tree (each call's working tree must stay under 64 MiB; the
+# shipped q8 model alone is 26 MB), with 2 MiB to spare.
+part_bytes() {
+  local tree
+  tree=$(git ls-files -z | xargs -0 cat | wc -c)
+  echo $(( 62 * 1048576 - tree ))
+}
+
 apt_amd64() {
   mkdir -p /tmp/amd64/partial
   local o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
@@ -49,8 +57,7 @@ native() {
 chromium() {
   rm -rf .chr .chr[0-9]
   [ -f /tmp/chr.tar.xz ] || chromium_tar
-  # Parts of at most 34 MiB: with the tracked tree (~24 MB) each call stays under 64 MiB.
-  split -b 35651584 -a 1 /tmp/chr.tar.xz /tmp/chr.part.
+  split -b "$(part_bytes)" -a 1 /tmp/chr.tar.xz /tmp/chr.part.
   local n=1
   for part in /tmp/chr.part.*; do mkdir -p ".chr$n" && mv "$part" ".chr$n/"; n=$((n + 1)); done
   mkdir -p .chr/webbert/js .chr/webbert/pkg .chr/tjs .chr/ort
@@ -69,6 +76,7 @@ chromium() {
   cp node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs .chr/ort/
   xz -6 -c node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm > .chr/ort/ort-wasm-simd-threaded.asyncify.wasm.xz
   du -sh .chr .chr[0-9]
+  echo "device calls: chromium-part.sh with each of $(ls -d .chr[0-9] | tr '\n' ' ')then chromium.sh"
 }
 
 # BASELINE=REV: the package as built at commit REV beside this one, as .chr/webbert-REV (chromium.sh runs
@@ -96,8 +104,7 @@ train() {
   done
   cp data/corpus/train.txt data/corpus/heldout.txt /tmp/train-stage/data/
   tar -C /tmp/train-stage -cf - data | xz -9 -T2 > /tmp/train-stage/corpus.tar.xz
-  # Parts of at most 28 MiB: with the tracked tree (~35 MB) each park call stays under 64 MiB.
-  split -b 28M -a 1 /tmp/train-stage/corpus.tar.xz /tmp/train-stage/corpus.tar.xz.
+  split -b "$(part_bytes)" -a 1 /tmp/train-stage/corpus.tar.xz /tmp/train-stage/corpus.tar.xz.
   local n=1
   for part in /tmp/train-stage/corpus.tar.xz.?; do mkdir -p ".train$n" && cp "$part" ".train$n/"; n=$((n + 1)); done
   (cd /tmp/train-stage && sha256sum corpus.tar.xz.?) > .train/parts.sha256

@@ -358,7 +358,7 @@ fn tiles() {
                         continue;
                     }
                     let plan = Plan { tile, splits };
-                    let micros = with_kernel_shape(KernelShape::Tiled { subgroups: true }, || {
+                    let micros = with_kernel_shape(KernelShape::Tiled { subgroups: false }, || {
                         with_plan(plan, || device_micros(&device, &run))
                     });
                     let tflops = 2.0 * (tokens * cols * depth) as f64 / micros / 1e6;
@@ -408,7 +408,7 @@ fn kernels() {
     let mut table = Vec::new();
     // `tiled` names the tiled kernel's layout, where it has a choice.
     let mut measure = |kernel: String, run: &(dyn Fn() + Sync), work: Work, tiled: &str| {
-        for shape in [KernelShape::Serial, KernelShape::Tiled { subgroups: true }] {
+        for shape in [KernelShape::Serial, KernelShape::Tiled { subgroups: false }] {
             let micros = with_kernel_shape(shape, || time(run));
             let rate = match work {
                 Work::Gflop(g) => format!("{:.0} GFLOP/s", g / micros * 1e6),

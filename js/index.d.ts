@@ -15,9 +15,10 @@ export interface LoadOptions {
    * `webbert quantize --dtype fp16|q8` and widened to f32 at load; or 'auto' (default): the smallest the model
    * directory has. */
   dtype?: 'fp32' | 'fp16' | 'q8' | 'auto';
-  /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get) or 'serial'
-   * (what CPU-backed adapters such as SwiftShader get). For comparing them; leave it unset otherwise. */
-  kernels?: 'serial' | 'tiled';
+  /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get), 'tiled-subgroups'
+   * (the same with subgroup reductions, where the adapter has them) or 'serial' (what CPU-backed adapters
+   * such as SwiftShader get). For comparing them; leave it unset otherwise. */
+  kernels?: 'serial' | 'tiled' | 'tiled-subgroups';
   /** How results come back from the GPU: 'map' (default; mapAsync alone), 'settle' (after the queue has
    * run dry: onSubmittedWorkDone first) or 'join' (both at once). For comparing them; leave it unset otherwise. */
   readback?: 'map' | 'settle' | 'join';

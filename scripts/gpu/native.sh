@@ -22,14 +22,14 @@ export WEBBERT_MODELS=$M
 texts() { python3 scripts/gpu/texts.py "$@"; }
 
 part cli && echo "== outputs: the CPU backend against wgpu, each kernel shape" && {
-  for run in "cpu:" "wgpu:serial" "wgpu:tiled"; do
+  for run in "cpu:" "wgpu:serial" "wgpu:tiled" "wgpu:tiled-subgroups"; do
     be=${run%%:*} shape=${run##*:}
     WEBBERT_KERNELS=$shape timeout 60 $B/webbert embed --backend "$be" --model $M/all-MiniLM-L6-v2 \
       "$(texts 16)" "$(texts 128)" "$(texts 512)" > "/tmp/e-$be$shape.jsonl"
     WEBBERT_KERNELS=$shape timeout 60 $B/webbert fill-mask --backend "$be" --model $M/minilm-l6-mlm \
       "$(texts 16 mask)" "$(texts 128 mask)" > "/tmp/f-$be$shape.jsonl"
   done
-  for shape in serial tiled; do
+  for shape in serial tiled tiled-subgroups; do
     echo "-- wgpu $shape"
     python3 scripts/gpu/compare.py embed /tmp/e-cpu.jsonl "/tmp/e-wgpu$shape.jsonl"
     python3 scripts/gpu/compare.py fill /tmp/f-cpu.jsonl "/tmp/f-wgpu$shape.jsonl"

@@ -373,7 +373,7 @@ impl Model {
     /// `"question-answering"`; `source`: a base URL (string) in Hugging Face layout, or an
     /// object of file name → `Uint8Array`; `options`: `{device = 'auto', dtype = 'auto', kernels,
     /// readback, stallTimeout = 30000}`, `dtype` which weights to fetch (`'fp32'`, `'fp16'`, `'q8'`, or the smallest there is),
-    /// `kernels` `"serial"` or `"tiled"` to run the GPU kernels in that shape whatever the adapter and
+    /// `kernels` `"serial"`, `"tiled"` or `"tiled-subgroups"` to run the GPU kernels in that shape whatever the adapter and
     /// `readback` `"map"`, `"settle"` or `"join"` to read results back that way (for comparing them on one
     /// GPU, see [`crate::backend::Readback`]), `stallTimeout` the milliseconds a download may receive nothing.
     pub async fn load(

@@ -271,8 +271,10 @@ describe('with WebGPU', () => {
     }
   });
 
-  test('the tiled kernels (what GPUs run) match PyTorch too', async () => {
+  // SwiftShader offers subgroups, so Chrome also compiles and runs the reductions GPUs get only when asked.
+  test('the tiled kernels (what GPUs run), with and without subgroups, match PyTorch too', async () => {
     assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled'), 'webgpu');
+    assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled-subgroups'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
   });
 

@@ -36,7 +36,7 @@ pub fn minilm() -> ModelFiles {
 pub const TARGETS: [Target; 3] = [
     Target(Backend::Cpu, KernelShape::Serial),
     Target(Backend::Wgpu, KernelShape::Serial),
-    Target(Backend::Wgpu, KernelShape::Tiled { subgroups: true }),
+    Target(Backend::Wgpu, KernelShape::Tiled { subgroups: false }),
 ];
 
 #[derive(Debug, Clone, Copy)]

@@ -7,8 +7,8 @@
 //! - `BENCH_BACKENDS=cpu,wgpu` (both by default); `BENCH_CASES=embed,fill,batch` (all by default);
 //! - `BENCH_KERNELS=1`: also each GPU kernel alone, both shapes ([`KernelShape`]), timed by the device's
 //!   own clock, with its GFLOP/s or GB/s (written to bench-kernels.json);
-//! - `BENCH_TILES=1`: also the tiled Linear at 1,024 and 8,192 rows in every candidate tile and depth split
-//!   ([`TILES`], [`TRIAL_TILES`]), against the one [`plan`] chooses (`BENCH_CASES=none` skips the cases);
+//! - `BENCH_TILES=1`: also the tiled Linear at 1,024, 4,096 and 8,192 rows in every candidate tile and
+//!   depth split ([`TILES`], [`LARGE_TILE`], [`TRIAL_TILES`]), against the one [`plan`] chooses (`BENCH_CASES=none` skips the cases);
 //! - `WEBBERT_KERNELS=serial|tiled` forces one kernel shape for the whole run.
 
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use burn::nn::LayerNormConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use webbert::ops::linear::{Plan, TILES, TRIAL_TILES, plan, with_plan};
+use webbert::ops::linear::{LARGE_TILE, Plan, TILES, TRIAL_TILES, plan, with_plan};
 use webbert::ops::{KernelShape, with_kernel_shape};
 use webbert::{Backend, BertConfig, Embedder, FillMask, ModelFiles, Pooling, ops};
 
@@ -345,14 +345,14 @@ fn tiles() {
     let mut table = Vec::new();
     println!("\n| product | tile (unit) | depth in | µs per launch | TFLOP/s | planned |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    for tokens in [1024, 8192] {
+    for tokens in [1024, 4096, 8192] {
         for (name, cols, depth, gelu) in products(hidden, intermediate) {
             let product = Product::new(&device, &norm, [tokens, cols, depth], gelu);
             let (with_norm, run) = (product.with_norm(), || product.run());
             let chosen = plan(tokens, cols, depth);
             // Only the norm after a product adds up depth slices; a finished product runs in one.
             let splits: &[usize] = if with_norm { &[1, 2, 4, 8] } else { &[1] };
-            for &tile in TILES.iter().chain(&TRIAL_TILES) {
+            for &tile in TILES.iter().chain([&LARGE_TILE]).chain(&TRIAL_TILES) {
                 for &splits in splits {
                     if depth.div_ceil(splits) < tile.depth {
                         continue;

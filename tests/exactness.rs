@@ -452,7 +452,9 @@ fn linear_on_edge_shapes_matches_f64() {
     use burn::nn::{LayerNormConfig, Linear};
     use burn::tensor::{Tensor, TensorData};
     use webbert::ops::add_norm::dense_add_norm;
-    use webbert::ops::linear::{Plan, TILES, TRIAL_TILES, affine, linear_add, with_plan};
+    use webbert::ops::linear::{
+        LARGE_TILE, Plan, TILES, TRIAL_TILES, affine, linear_add, with_plan,
+    };
     let (rows, width, out, eps) = (37, 150, 70, 1e-12);
     let value = |i: usize| ((i * 37 % 101) as f32 / 101.0) - 0.5;
     let x: Vec<f32> = (0..rows * width).map(value).collect();
@@ -501,7 +503,7 @@ fn linear_on_edge_shapes_matches_f64() {
             .collect();
         // Each tile once (the bench's trial tiles too), with and without the depth split in slices
         // (which only Add & Norm takes).
-        let tiles = TILES.iter().chain(&TRIAL_TILES);
+        let tiles = TILES.iter().chain([&LARGE_TILE]).chain(&TRIAL_TILES);
         let plans: Vec<Option<Plan>> = [None]
             .into_iter()
             .chain(
@@ -535,7 +537,7 @@ fn linear_on_edge_shapes_matches_f64() {
                     tensor(&w_t, [out, width]).transpose(),
                 ];
                 for (weight, layout) in weights.into_iter().zip(["contiguous", "transposed"]) {
-                    // The trial tiles (not chosen yet) in one layout only: lavapipe spends seconds
+                    // The trial tiles (never chosen) in one layout only: lavapipe spends seconds
                     // compiling each of their unrolled kernels.
                     let trial = plan.is_some_and(|plan| TRIAL_TILES.contains(&plan.tile));
                     if trial && (layout == "transposed" || !biased) {

@@ -486,12 +486,22 @@ pub const TILES: [Tile; 3] = [
         unit_cols: 4,
     },
 ];
-/// Larger tiles that [`plan`] does not choose yet: 8 rows × 4 or 8 columns per unit halve the
-/// workgroup-memory reads per multiply-add, the usual next step where a product has rows enough to fill
-/// the GPU with them (at 8,192 rows ours reach ~18 TFLOP/s on an H100, cuBLAS ~35). The native bench's
-/// tile sweep (`BENCH_TILES=1`) measures them beside [`TILES`]. 128 × 128 × 16 fills WebGPU's minimum
-/// 16 KiB of workgroup memory exactly.
-pub const TRIAL_TILES: [Tile; 3] = [
+/// The tile for products of at least [`LARGE_ROWS`] rows: 8 × 8 outputs per unit read workgroup memory
+/// half as often per multiply-add as 4 × 4. On an H100 at 8,192 rows it ran each of MiniLM's products
+/// 1.3–1.6× faster than 64 × 64 (native tile sweep, 2026-11-24); at 1,024 rows it was level or slower
+/// but for the feed-forward's second product.
+pub const LARGE_TILE: Tile = Tile {
+    rows: 128,
+    cols: 128,
+    depth: 8,
+    unit_rows: 8,
+    unit_cols: 8,
+};
+pub const LARGE_ROWS: usize = 4096;
+
+/// Tiles that [`plan`] does not choose, which the native bench's tile sweep (`BENCH_TILES=1`) measures
+/// beside the others. 128 × 128 × 16 fills WebGPU's minimum 16 KiB of workgroup memory exactly.
+pub const TRIAL_TILES: [Tile; 2] = [
     Tile {
         rows: 128,
         cols: 64,
@@ -503,13 +513,6 @@ pub const TRIAL_TILES: [Tile; 3] = [
         rows: 128,
         cols: 128,
         depth: 16,
-        unit_rows: 8,
-        unit_cols: 8,
-    },
-    Tile {
-        rows: 128,
-        cols: 128,
-        depth: 8,
         unit_rows: 8,
         unit_cols: 8,
     },
@@ -534,17 +537,17 @@ pub fn with_plan<T>(plan: Plan, f: impl FnOnce() -> T) -> T {
     output
 }
 
-/// The smallest tile that holds the rows (64 rows above 32), the depth split in two, four, … (each
-/// slice at least one step deep) until [`TARGET_WORKGROUPS`] run.
+/// The smallest tile that holds the rows (64 rows above 32, [`LARGE_TILE`] from [`LARGE_ROWS`]), the
+/// depth split in two, four, … (each slice at least one step deep) until [`TARGET_WORKGROUPS`] run.
 pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
     if let Some(plan) = FORCED_PLAN.with(std::cell::Cell::get) {
         return plan;
     }
-    let tile = *TILES
-        .iter()
-        .rev()
-        .find(|t| t.rows >= rows)
-        .unwrap_or(&TILES[0]);
+    let tile = match TILES.iter().rev().find(|t| t.rows >= rows) {
+        _ if rows >= LARGE_ROWS => LARGE_TILE,
+        Some(&tile) => tile,
+        None => TILES[0],
+    };
     let workgroups = rows.div_ceil(tile.rows) * cols.div_ceil(tile.cols);
     let mut splits = 1;
     while splits < MAX_SPLITS

@@ -486,10 +486,10 @@ pub const TILES: [Tile; 3] = [
         unit_cols: 4,
     },
 ];
-/// The tile for products of at least [`LARGE_ROWS`] rows: 8 × 8 outputs per unit read workgroup memory
-/// half as often per multiply-add as 4 × 4. On an H100 at 8,192 rows it ran each of MiniLM's products
-/// 1.3–1.6× faster than 64 × 64 (native tile sweep, 2026-11-24); at 1,024 rows it was level or slower
-/// but for the feed-forward's second product.
+/// The tile for products of at least [`LARGE_ROWS`] rows, natively: 8 × 8 outputs per unit read
+/// workgroup memory half as often per multiply-add as 4 × 4. On an H100 (native tile sweep, 2026-11-24)
+/// it ran QKV and the feed-forward 1.1–1.6× faster than 64 × 64 at 4,096 and 8,192 rows; in Chrome on
+/// the same GPU it made embedding 64 texts of 128 tokens 2.5–3.5× slower, so WebAssembly builds keep 64 × 64.
 pub const LARGE_TILE: Tile = Tile {
     rows: 128,
     cols: 128,
@@ -537,14 +537,14 @@ pub fn with_plan<T>(plan: Plan, f: impl FnOnce() -> T) -> T {
     output
 }
 
-/// The smallest tile that holds the rows (64 rows above 32, [`LARGE_TILE`] from [`LARGE_ROWS`]), the
-/// depth split in two, four, … (each slice at least one step deep) until [`TARGET_WORKGROUPS`] run.
+/// The smallest tile that holds the rows (64 rows above 32; natively [`LARGE_TILE`] from [`LARGE_ROWS`]),
+/// the depth split in two, four, … (each slice at least one step deep) until [`TARGET_WORKGROUPS`] run.
 pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
     if let Some(plan) = FORCED_PLAN.with(std::cell::Cell::get) {
         return plan;
     }
     let tile = match TILES.iter().rev().find(|t| t.rows >= rows) {
-        _ if rows >= LARGE_ROWS => LARGE_TILE,
+        _ if rows >= LARGE_ROWS && cfg!(not(target_arch = "wasm32")) => LARGE_TILE,
         Some(&tile) => tile,
         None => TILES[0],
     };

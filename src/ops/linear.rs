@@ -543,10 +543,14 @@ pub fn plan(rows: usize, cols: usize, depth: usize) -> Plan {
     if let Some(plan) = FORCED_PLAN.with(std::cell::Cell::get) {
         return plan;
     }
-    let tile = match TILES.iter().rev().find(|t| t.rows >= rows) {
-        _ if rows >= LARGE_ROWS && cfg!(not(target_arch = "wasm32")) => LARGE_TILE,
-        Some(&tile) => tile,
-        None => TILES[0],
+    let tile = if rows >= LARGE_ROWS && cfg!(not(target_arch = "wasm32")) {
+        LARGE_TILE
+    } else {
+        *TILES
+            .iter()
+            .rev()
+            .find(|t| t.rows >= rows)
+            .unwrap_or(&TILES[0])
     };
     let workgroups = rows.div_ceil(tile.rows) * cols.div_ceil(tile.cols);
     let mut splits = 1;

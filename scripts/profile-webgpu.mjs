@@ -1,10 +1,13 @@
 // Where a WebGPU forward spends its time, kernel by kernel:
-//   [KERNELS=serial|tiled] node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
+//   [KERNELS=serial|tiled] [VARIANTS=numwg,noflag,nobarrier] node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
 // Serves the page with a copy of webbert's worker that records each compute dispatch of one call, then
 // replays every dispatch alone and times it (scripts/profile/gpuprobe.js). The model is all-MiniLM-L6-v2 or
 // minilm-l6-mlm from www/models unless MODEL_DIR (Hugging Face layout) is given. KERNELS runs the GPU kernels
-// in that shape whatever the adapter (e.g. the real GPUs' `tiled` on SwiftShader, to count its dispatches).
+// in that shape whatever the adapter (e.g. the real GPUs' `tiled` on SwiftShader, to count its dispatches);
+// VARIANTS replays each kernel again with its WGSL rewritten (gpuprobe.js). The tables come from
+// scripts/gpu/browser/kernels.py, as on the GPU machine.
 // Needs `npm run build` first.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,23 +36,15 @@ try {
   const page = await browser.newPage();
   page.on('pageerror', (error) => console.error(error.message));
   const kernels = process.env.KERNELS ? `&kernels=${process.env.KERNELS}` : '';
-  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}${kernels}`);
+  const variants = process.env.VARIANTS ? `&variants=${process.env.VARIANTS}` : '';
+  await page.goto(`${server.url}/profile.html?tokens=${tokens}&task=${task}${model ? '&model=/model/' : ''}${kernels}${variants}`);
   await page.waitForFunction(() => document.title === 'done', null, { timeout: 900_000 });
-  const { forwardMs, rows, writes } = await page.evaluate(() => window.result);
-  const total = rows.reduce((sum, r) => sum + r.ms, 0);
-  console.log(`${task} 1×${tokens}: forward ${forwardMs.toFixed(0)} ms, ${rows.length} dispatches, replayed alone ${total.toFixed(0)} ms`);
-  console.log(`host writes: ${writes.count} (${writes.bytes} bytes)`);
-  const byKernel = new Map();
-  for (const r of rows) {
-    const k = byKernel.get(r.kernel) ?? { n: 0, ms: 0, workgroups: new Set() };
-    k.n += 1;
-    k.ms += r.ms;
-    k.workgroups.add(r.workgroups);
-    byKernel.set(r.kernel, k);
-  }
-  for (const [kernel, k] of [...byKernel].sort((a, b) => b[1].ms - a[1].ms)) {
-    console.log(`${k.ms.toFixed(1).padStart(9)} ms ${String(k.n).padStart(4)}×  ${kernel}  [${[...k.workgroups].slice(0, 3).join(', ')}]`);
-  }
+  const result = await page.evaluate(() => window.result);
+  console.log(`host writes: ${result.writes.count} (${result.writes.bytes} bytes)`);
+  // The tables as on the GPU machine (which has no node): scripts/gpu/browser/kernels.py.
+  const json = path.join(js, 'profile.json');
+  fs.writeFileSync(json, JSON.stringify([{ tokens: Number(tokens), task, ...result }]));
+  execFileSync('python3', [path.join(ROOT, 'scripts/gpu/browser/kernels.py'), json], { stdio: 'inherit' });
 } finally {
   await browser.close();
   server.close?.();

@@ -57,7 +57,9 @@ for round in $(seq "${REPEAT:-1}"); do
     done
   done
 done
-# PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone (scripts/profile/).
+# PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone, in wall time and by the
+# GPU's timestamps (unquantised: WebGPU's developer features), and the whole call replayed (scripts/profile/);
+# VARIANTS="numwg noflag nobarrier" also times each kernel with its WGSL rewritten so (gpuprobe.js, REWRITES).
 # A device call brings back at most 8 files: where there are more, the tables and their JSON only.
 trim() { [ "$(ls $OUT | wc -l)" -gt 8 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json; true; }
 w=/tmp/webbert-profile
@@ -67,8 +69,9 @@ for t in ${PROFILE:-}; do
   for k in ${KERNELS:-auto}; do
     tag=profile-$t$(shape "$k")
     echo "== $tag" | tee -a $OUT/summary.md
-    timeout 200 $D --tag "$tag" --timeout 180 --webbert $w --models /tmp/models --flags "$FLAGS" \
-      --root scripts/profile --page profile.html --query "tokens=$t&post=1$(kernels_query "$k")" | grep -v '^POST'
+    timeout 200 $D --tag "$tag" --timeout 180 --webbert $w --models /tmp/models \
+      --flags "$FLAGS --enable-webgpu-developer-features" --root scripts/profile --page profile.html \
+      --query "tokens=$t&post=1$(kernels_query "$k")$([ -n "${VARIANTS:-}" ] && echo "&variants=${VARIANTS// /,}")" | grep -v '^POST'
     python3 scripts/gpu/browser/kernels.py "$OUT/browser-$tag.json" | tee -a $OUT/summary.md
   done
 done

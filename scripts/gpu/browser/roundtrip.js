@@ -5,7 +5,7 @@
 // each on the page's thread and in a worker (where webbert runs): a wait far above the GPU's work is the
 // browser's, and a mode that avoids it is one a read could adopt.
 export async function roundTrips(n, mode) {
-  const adapter = await navigator.gpu.requestAdapter();
+  const [adapter] = await requestAdapter();
   const device = await adapter.requestDevice();
   const module = device.createShaderModule({
     code: `@group(0) @binding(0) var<storage, read_write> o: array<u32>;
@@ -47,6 +47,17 @@ export async function roundTrips(n, mode) {
   times.sort((a, b) => a - b);
   const at = (q) => Number(times[Math.floor(q * (n - 1))].toFixed(3));
   return { min: at(0), median: at(0.5), p90: at(0.9) };
+}
+
+/** The adapter and how many requests it took, asking again for up to 5 s: on the H100 the first request, as
+ * Chrome opens the page, came back null in every call (2026-11-22 to 24), so the probe never ran. */
+export async function requestAdapter() {
+  for (let tries = 1; tries <= 10; tries++) {
+    const adapter = await navigator.gpu?.requestAdapter();
+    if (adapter) return [adapter, tries];
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  return [null, 10];
 }
 
 /** The same in a dedicated worker. */

@@ -1,5 +1,5 @@
 // Where a WebGPU forward spends its time, kernel by kernel:
-//   [KERNELS=serial|tiled] [VARIANTS=numwg,noflag,nobarrier] node scripts/profile-webgpu.mjs [tokens] [embed|fill-mask] [MODEL_DIR]
+//   [KERNELS=serial|tiled] [VARIANTS=numwg,noflag,nobarrier] node scripts/profile-webgpu.mjs [tokens|BATCHxTOKENS] [embed|fill-mask] [MODEL_DIR]
 // Serves the page with a copy of webbert's worker that records each compute dispatch of one call, then
 // replays every dispatch alone and times it (scripts/profile/gpuprobe.js). The model is all-MiniLM-L6-v2 or
 // minilm-l6-mlm from www/models unless MODEL_DIR (Hugging Face layout) is given. KERNELS runs the GPU kernels
@@ -43,7 +43,7 @@ try {
   console.log(`host writes: ${result.writes.count} (${result.writes.bytes} bytes)`);
   // The tables as on the GPU machine (which has no node): scripts/gpu/browser/kernels.py.
   const json = path.join(js, 'profile.json');
-  fs.writeFileSync(json, JSON.stringify([{ tokens: Number(tokens), task, ...result }]));
+  fs.writeFileSync(json, JSON.stringify([result]));
   execFileSync('python3', [path.join(ROOT, 'scripts/gpu/browser/kernels.py'), json], { stdio: 'inherit' });
 } finally {
   await browser.close();

@@ -57,22 +57,25 @@ for round in $(seq "${REPEAT:-1}"); do
     done
   done
 done
-# PROFILE="16 512": each kernel of one embed call of that many tokens, timed alone, in wall time and by the
-# GPU's timestamps (unquantised: WebGPU's developer features), and the whole call replayed (scripts/profile/);
+# PROFILE="16 512 8x128": each build's kernels in one embed call of that many tokens (or texts × tokens), each
+# timed alone, in wall time and by the GPU's timestamps (unquantised: WebGPU's developer features), and the
+# whole call replayed (scripts/profile/; tags profile-T, profile-T-NAME for .chr/webbert-NAME).
 # VARIANTS="numwg noflag nobarrier" also times each kernel with its WGSL rewritten so (gpuprobe.js, REWRITES).
 # A device call brings back at most 8 files: where there are more, the tables and their JSON only.
 trim() { [ "$(ls $OUT | wc -l)" -gt 8 ] && rm -f $OUT/chromium-*.log $OUT/browser-probe.json; true; }
-w=/tmp/webbert-profile
-[ -n "${PROFILE:-}" ] && rm -rf $w && cp -r /tmp/webbert $w && cp scripts/profile/gpuprobe.js $w/js/ && \
-  { echo "import './gpuprobe.js';"; cat /tmp/webbert/js/worker.js; } > $w/js/worker.js
-for t in ${PROFILE:-}; do
-  for k in ${KERNELS:-auto}; do
-    tag=profile-$t$(shape "$k")
-    echo "== $tag" | tee -a $OUT/summary.md
-    timeout 200 $D --tag "$tag" --timeout 180 --webbert $w --models /tmp/models \
-      --flags "$FLAGS --enable-webgpu-developer-features" --root scripts/profile --page profile.html \
-      --query "tokens=$t&post=1$(kernels_query "$k")$([ -n "${VARIANTS:-}" ] && echo "&variants=${VARIANTS// /,}")" | grep -v '^POST'
-    python3 scripts/gpu/browser/kernels.py "$OUT/browser-$tag.json" | tee -a $OUT/summary.md
+for b in $([ -n "${PROFILE:-}" ] && ls -d .chr/webbert*); do
+  name=${b#.chr/} w=/tmp/${b#.chr/}-profile
+  rm -rf $w && cp -r /tmp/$name $w && cp scripts/profile/gpuprobe.js $w/js/ && \
+    { echo "import './gpuprobe.js';"; cat /tmp/$name/js/worker.js; } > $w/js/worker.js
+  for t in $PROFILE; do
+    for k in ${KERNELS:-auto}; do
+      tag=profile-$t${name#webbert}$(shape "$k")
+      echo "== $tag" | tee -a $OUT/summary.md
+      timeout 200 $D --tag "$tag" --timeout 180 --webbert $w --models /tmp/models \
+        --flags "$FLAGS --enable-webgpu-developer-features" --root scripts/profile --page profile.html \
+        --query "tokens=$t&post=1$(kernels_query "$k")$([ -n "${VARIANTS:-}" ] && echo "&variants=${VARIANTS// /,}")" | grep -v '^POST'
+      python3 scripts/gpu/browser/kernels.py "$OUT/browser-$tag.json" | tee -a $OUT/summary.md
+    done
   done
 done
 [ -n "${PROFILE:-}" ] && [ -n "${SKIP_TJS:-}" ] && { trim; exit 0; }

@@ -32,7 +32,7 @@ def summed(k, key):
     return None if None in values else sum(values)
 
 
-print(f"\n{result['task']} 1×{result['tokens']}: call {result['forwardMs']:.1f} ms in the page, {len(rows)} dispatches")
+print(f"\n{result['task']} {result.get('batch', 1)}×{result['tokens']}: call {result['forwardMs']:.1f} ms in the page, {len(rows)} dispatches")
 call = result.get("call")
 if call:
     print(f"the call's dispatches replayed in one pass: {call['wallMs']:.3f} ms from encoding to the queue's done, "

@@ -598,7 +598,9 @@ fn linear_on_edge_shapes_matches_f64() {
 }
 
 /// Attention with more queries and keys than one tile of the GPU kernels holds, padding in one item,
-/// and heads too wide for the kernels (which fall back to burn's ops), against burn's attention on the CPU:
+/// heads 64 wide (whose blocks shrink to fit lavapipe's 32 KiB of workgroup memory, as most browsers';
+/// 128-wide heads' blocks are checked in `ops::attention`, their kernels take minutes to compile on lavapipe)
+/// and too wide for the kernels (which fall back to burn's ops), against burn's attention on the CPU:
 /// plain, with a bias after the scale (MPNet's, one for all items) and before it (DeBERTa's, per item), and
 /// with a window narrower than a tile (whose padded queries reach no token) and wider than one.
 #[test]
@@ -610,8 +612,15 @@ fn attention_kernels_match_burn_on_long_padded_batches() {
             .map(|i| (((i + seed) * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
             .collect()
     };
-    // Heads 32 wide (tiled on GPUs), 10 wide (not a multiple of 4: the serial kernel there), 1,024 (burn's).
-    for (batch, seq, hidden, heads) in [(2, 70, 64, 2), (2, 12, 30, 3), (1, 5, 2048, 2)] {
+    // Heads 32 and 64 wide (tiled on GPUs), 10 wide (not a multiple of 4: the serial kernel there),
+    // 1,024 (burn's).
+    let shapes = [
+        (2, 70, 64, 2),
+        (2, 70, 128, 2),
+        (2, 12, 30, 3),
+        (1, 5, 2048, 2),
+    ];
+    for (batch, seq, hidden, heads) in shapes {
         let plain = Scores::plain(hidden / heads);
         let windowed = |window| Scores {
             window: Some(window),
@@ -665,6 +674,54 @@ fn attention_kernels_match_burn_on_long_padded_batches() {
                 assert!(
                     diff <= 1e-5,
                     "{target:?} {batch}×{seq} {scores:?}: max abs diff {diff}"
+                );
+            }
+        }
+    }
+}
+
+/// Pooling (mean and `[CLS]`, scaled to unit length or not) of vectors 384, 768 and 1,024 wide with padding,
+/// against burn's ops on the CPU. At 1,024 the kernel's workgroup memory (34 KiB) exceeds lavapipe's 32,
+/// as most browsers', and burn's ops take over.
+#[test]
+fn pooling_matches_burn_at_every_width() {
+    use burn::tensor::{Tensor, TensorData};
+    let (batch, seq) = (3, 37);
+    for width in [384, 768, 1024] {
+        let hidden: Vec<f32> = (0..batch * seq * width)
+            .map(|i| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0)
+            .collect();
+        // The second item's last 10 tokens are padding.
+        let tokens: Vec<f32> = (0..batch * seq)
+            .map(|i| {
+                if i / seq == 1 && i % seq >= seq - 10 {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        for (pooling, normalize) in [
+            (Pooling::Mean, true),
+            (Pooling::Mean, false),
+            (Pooling::Cls, true),
+        ] {
+            let run = |target: Target| {
+                let device = target.device();
+                let hidden = Tensor::<3>::from_data(
+                    TensorData::new(hidden.clone(), [batch, seq, width]),
+                    &device,
+                );
+                let mask =
+                    Tensor::<2>::from_data(TensorData::new(tokens.clone(), [batch, seq]), &device);
+                target.run(|| read(pool(hidden, mask, pooling, normalize).unsqueeze()))
+            };
+            let want = run(TARGETS[0]);
+            for target in &TARGETS[1..] {
+                let diff = max_abs_diff(&run(*target), &want);
+                assert!(
+                    diff <= 1e-5,
+                    "{target:?} width {width} {pooling:?} {normalize}: max abs diff {diff}"
                 );
             }
         }

@@ -42,7 +42,7 @@ const QUERY_ROWS: usize = 4;
 /// `Tiled`: queries per workgroup, and the units that share each query's keys.
 const QUERY_BLOCK: usize = 32;
 const KEY_GROUPS: usize = 4;
-/// `Tiled`: keys staged in workgroup memory per step (halved for heads over 64 wide).
+/// `Tiled`: keys staged in workgroup memory per step.
 const KEY_BLOCK: usize = 64;
 
 /// What a layer's scores hold besides QKᵀ and the padding: BERT's are `QKᵀ/√d_k`; MPNet adds a position
@@ -377,20 +377,21 @@ fn tiled(
     let [batch, seq, width] = qkv.meta.shape().dims();
     let hidden = width / 3;
     let head_dim = hidden / args.num_heads;
-    let key_block = if head_dim > 64 {
-        KEY_BLOCK / 2
-    } else {
-        KEY_BLOCK
+    let limit = qkv.client.properties().hardware.max_shared_memory_size;
+    let element = qkv.dtype.size();
+    let Some((query_block, key_block)) = tiled_blocks(head_dim, args.has_bias, element, limit)
+    else {
+        return serial(qkv, attention_mask, bias, args);
     };
     let output = empty_like(&qkv, [batch, seq, hidden], qkv.dtype);
     tiled_kernel::tiled_attention_kernel::launch(
         &output.client,
         CubeCount::Static(
-            seq.div_ceil(QUERY_BLOCK) as u32,
+            seq.div_ceil(query_block) as u32,
             args.num_heads as u32,
             batch as u32,
         ),
-        CubeDim::new_1d((QUERY_BLOCK * KEY_GROUPS) as u32),
+        CubeDim::new_1d((query_block * KEY_GROUPS) as u32),
         qkv.into_tensor_arg(),
         attention_mask.into_tensor_arg(),
         bias.into_tensor_arg(),
@@ -400,12 +401,38 @@ fn tiled(
         args.window.min(seq),
         args.has_bias,
         head_dim,
-        QUERY_BLOCK,
+        query_block,
         key_block,
         KEY_GROUPS,
         storage(output.dtype),
     );
     output
+}
+
+/// `Tiled`: the most queries, then keys, per block whose workgroup memory (as the kernel lays it out:
+/// K and V blocks or the groups' states, the keys' mask, the bias block) fits the device's `limit`.
+/// Browsers and lavapipe allow 32 KiB, where a 64-wide head's 32 queries would need 34 to merge.
+fn tiled_blocks(
+    head_dim: usize,
+    has_bias: bool,
+    element: usize,
+    limit: usize,
+) -> Option<(usize, usize)> {
+    let lanes = head_dim / 4;
+    // WebGPU counts each workgroup variable rounded up to 16 bytes.
+    let bytes = |words: usize| (words * element).next_multiple_of(16);
+    let needs = |query_block: usize, key_block: usize| {
+        let staged = 2 * key_block * lanes;
+        let merged = query_block * KEY_GROUPS * (lanes + 1);
+        let bias = if has_bias { query_block * key_block } else { 1 };
+        bytes(4 * staged.max(merged)) + bytes(key_block) + bytes(bias)
+    };
+    [QUERY_BLOCK, QUERY_BLOCK / 2, QUERY_BLOCK / 4]
+        .into_iter()
+        .flat_map(|query_block| [KEY_BLOCK, KEY_BLOCK / 2, KEY_BLOCK / 4].map(|k| (query_block, k)))
+        // Each key of a block has a unit to stage its mask.
+        .filter(|&(query_block, key_block)| key_block <= query_block * KEY_GROUPS)
+        .find(|&(query_block, key_block)| needs(query_block, key_block) <= limit)
 }
 
 mod kernel {
@@ -786,6 +813,26 @@ pub fn self_attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Within the 32 KiB of workgroup memory that browsers and lavapipe allow, every head width the tiled
+    /// kernel takes finds blocks: MiniLM's as measured on the H100, a 64-wide head at half the queries and
+    /// keys (all of them with NVIDIA's 48 KiB), a 128-wide at a quarter.
+    #[test]
+    fn tiled_blocks_fit_the_workgroup_memory() {
+        for head_dim in (4..=MAX_HEAD_DIM).step_by(4) {
+            for has_bias in [false, true] {
+                assert!(
+                    tiled_blocks(head_dim, has_bias, 4, 32 << 10).is_some(),
+                    "{head_dim}"
+                );
+            }
+        }
+        assert_eq!(tiled_blocks(32, true, 4, 32 << 10), Some((32, 64)));
+        assert_eq!(tiled_blocks(64, true, 4, 32 << 10), Some((16, 32)));
+        assert_eq!(tiled_blocks(64, true, 4, 48 << 10), Some((32, 64)));
+        assert_eq!(tiled_blocks(128, false, 4, 32 << 10), Some((8, 16)));
+        assert_eq!(tiled_blocks(128, false, 4, 16 << 10), None);
+    }
 
     /// The browser's CPU attention through its flex glue, against burn's `attention` on the same
     /// tensors: plain, with a bias after and before the scale (shared by the items, and per item), and

@@ -15,7 +15,7 @@ use cubecl::{CubeCount, CubeDim};
 use super::{KernelShape, empty_like, storage, subgroups};
 
 const UNITS: usize = 256;
-/// Widest vector the kernel takes: its partial sums (8 groups × width) sit in workgroup memory.
+/// Widest vector the kernel takes: each unit holds `width / 32` partial sums in registers.
 const MAX_WIDTH: usize = 1024;
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
@@ -75,9 +75,17 @@ impl PoolBackend for Cube {
     ) -> FloatTensor<Self> {
         let [batch, _, width] = hidden.meta.shape().dims();
         let shape = KernelShape::of(&hidden.client);
+        // The groups' partial sums (8 × width), the token counts and the norm's scratch, each counted
+        // as WebGPU does (rounded up to 16 bytes): at width 1,024, 34 KiB, over most browsers' 32.
+        let words = [UNITS / 32 * width.div_ceil(32) * 32, UNITS, UNITS];
+        let bytes: usize = words
+            .map(|n| (n * hidden.dtype.size()).next_multiple_of(16))
+            .iter()
+            .sum();
+        let fits = bytes <= hidden.client.properties().hardware.max_shared_memory_size;
         // CPU-backed adapters take burn's ops: SwiftShader spent ~1 s compiling this kernel (its unrolled
         // loops) on the first call, for a few milliseconds saved per call.
-        if width > MAX_WIDTH || shape == KernelShape::Serial {
+        if width > MAX_WIDTH || !fits || shape == KernelShape::Serial {
             return composed::<Self>(hidden, attention_mask, mean, normalize);
         }
         let [hidden, attention_mask] = [hidden, attention_mask].map(into_contiguous);

@@ -102,17 +102,22 @@ impl Shape {
     }
 }
 
-/// Splits encodings (sorted by length) into forward passes under [`Shape::texts_per_batch`].
-fn batches<T>(sorted: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding)>> {
-    let mut batches: Vec<Vec<(T, Encoding)>> = Vec::new();
-    for item in sorted {
+/// Splits encodings, in order, into forward passes under [`Shape::texts_per_batch`] of the longest in
+/// each (the others are padded to it). Sorted by length, texts of nearby lengths share a pass; question
+/// answering's spans come in the document's order, its last usually the shortest.
+fn batches<T>(items: Vec<(T, Encoding)>, shape: &Shape) -> Vec<Vec<(T, Encoding)>> {
+    let mut batches: Vec<(usize, Vec<(T, Encoding)>)> = Vec::new();
+    for item in items {
         let seq = item.1.ids.len();
         match batches.last_mut() {
-            Some(batch) if batch.len() < shape.texts_per_batch(seq) => batch.push(item),
-            _ => batches.push(vec![item]),
+            Some((longest, batch)) if batch.len() < shape.texts_per_batch(seq.max(*longest)) => {
+                *longest = seq.max(*longest);
+                batch.push(item);
+            }
+            _ => batches.push((seq, vec![item])),
         }
     }
-    batches
+    batches.into_iter().map(|(_, batch)| batch).collect()
 }
 
 /// Where one forward pass spends its time on this device (see [`Pipeline::timing`]).
@@ -278,22 +283,27 @@ mod tests {
             score_tensors: 1,
             vocab_size: 30522,
         };
-        let lengths: Vec<usize> = [vec![8; 40], vec![200; 9], vec![512; 12]].concat();
-        let sorted: Vec<(usize, Encoding)> = lengths
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| (i, encoding(n)))
-            .collect();
-        let batches = batches(sorted, &shape);
-        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [32, 17, 5, 5, 2]);
-        let order: Vec<usize> = batches.iter().flatten().map(|(i, _)| *i).collect();
-        assert_eq!(order, (0..lengths.len()).collect::<Vec<_>>());
-        for batch in &batches {
-            let seq = batch.iter().map(|(_, e)| e.ids.len()).max().unwrap();
-            let scores = 4 * batch.len() * shape.num_heads * seq * seq;
-            let inner = 4 * batch.len() * seq * shape.width;
-            assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
+        // Sorted by length, as embeddings and classification are; and a document's spans, the last
+        // shorter, which must not join five full ones (six texts of 512 would pass the budget).
+        let sorted: Vec<usize> = [vec![8; 40], vec![200; 9], vec![512; 12]].concat();
+        let spans: Vec<usize> = [vec![512; 5], vec![8]].concat();
+        for (lengths, want) in [(sorted, vec![32, 17, 5, 5, 2]), (spans, vec![5, 1])] {
+            let items: Vec<(usize, Encoding)> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (i, encoding(n)))
+                .collect();
+            let batches = batches(items, &shape);
+            let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+            assert_eq!(sizes, want);
+            let order: Vec<usize> = batches.iter().flatten().map(|(i, _)| *i).collect();
+            assert_eq!(order, (0..lengths.len()).collect::<Vec<_>>());
+            for batch in &batches {
+                let seq = batch.iter().map(|(_, e)| e.ids.len()).max().unwrap();
+                let scores = 4 * batch.len() * shape.num_heads * seq * seq;
+                let inner = 4 * batch.len() * seq * shape.width;
+                assert!(batch.len() == 1 || scores.max(inner) <= BATCH_BYTES);
+            }
         }
         // DeBERTa-v3-base holds five score-sized tensors per layer (scores, c2p and p2c before and after
         // their gather): 512-token texts go one at a time, 128-token ones 17 at a time.

@@ -118,8 +118,8 @@ fn wrong_task(task: &Task, wanted: &str) -> Error {
     ))
 }
 
-/// A loaded model: an encoder for embeddings, a masked-LM for fill-mask, or a sequence classifier. Each
-/// gives attention maps.
+/// A loaded model: an encoder for embeddings, a masked-LM for fill-mask, a sequence classifier, a token
+/// classifier or an extractive question answerer. Each gives attention maps.
 /// If the GPU is lost (a GPU process crash, a driver reset), the model moves to the CPU and the call
 /// that saw it runs again there.
 #[wasm_bindgen]
@@ -385,14 +385,19 @@ impl Model {
         let device = option(&options, "device")?
             .map(|v| string_arg(&v, "options.device"))
             .transpose()?;
-        if let Some(kernels) = option(&options, "kernels")? {
-            let kernels = string_arg(&kernels, "options.kernels")?;
-            crate::ops::set_kernel_shape(Some(kernels.parse().map_err(js)?));
-        }
-        if let Some(readback) = option(&options, "readback")? {
-            let readback = string_arg(&readback, "options.readback")?;
-            crate::backend::set_readback(readback.parse().map_err(js)?);
-        }
+        // Settings of the whole module, so each load sets both: one left out is the default again.
+        let kernels = match option(&options, "kernels")? {
+            Some(value) => Some(string_arg(&value, "options.kernels")?.parse().map_err(js)?),
+            None => None,
+        };
+        let readback = match option(&options, "readback")? {
+            Some(value) => string_arg(&value, "options.readback")?
+                .parse()
+                .map_err(js)?,
+            None => crate::backend::Readback::default(),
+        };
+        crate::ops::set_kernel_shape(kernels);
+        crate::backend::set_readback(readback);
         let stall_ms = match option(&options, "stallTimeout")? {
             Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
             None => super::web::STALL_MS,

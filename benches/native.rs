@@ -9,7 +9,7 @@
 //!   own clock, with its GFLOP/s or GB/s (written to bench-kernels.json);
 //! - `BENCH_TILES=1`: also the tiled Linear at 1,024, 4,096 and 8,192 rows in every candidate tile and
 //!   depth split ([`TILES`], [`LARGE_TILE`], [`TRIAL_TILES`]), against the one [`plan`] chooses (`BENCH_CASES=none` skips the cases);
-//! - `WEBBERT_KERNELS=serial|tiled` forces one kernel shape for the whole run.
+//! - `WEBBERT_KERNELS=serial|tiled|tiled-subgroups` forces one kernel shape for the whole run.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -1,8 +1,9 @@
 //! Loading Hugging Face checkpoints (`model.safetensors`, or shards with `model.safetensors.index.json`)
 //! into the burn modules. Bytes in, so a browser can hand over what it fetched.
 //!
-//! Every tensor is checked by name, shape and dtype before it reaches the device; F16 and BF16 are
-//! widened to f32. PyTorch's `Linear.weight` is `[out, in]`; burn's is `[in, out]`, so it is transposed here.
+//! Every tensor is checked by name, shape and dtype before it reaches the device. F16 and BF16 are
+//! widened to f32, but for the Linear weights that stay packed where a kernel reads them so (F16 and
+//! int8 on a GPU, int8 on the browser's CPU path). PyTorch's `Linear.weight` is `[out, in]`; burn's is `[in, out]`, so it is transposed here.
 
 use std::collections::{BTreeMap, BTreeSet};
 

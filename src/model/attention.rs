@@ -118,8 +118,8 @@ impl BertAttention {
         }
     }
 
-    /// The `N` projections side by side in `projected` `[batch, seq, N × hidden]` (Q, K and V, or Q and
-    /// K), each split into heads, `[batch, heads, seq, head_dim]`.
+    /// The `N` projections side by side in `projected` `[batch, seq, N × hidden]` (Q, K and V), each
+    /// split into heads, `[batch, heads, seq, head_dim]`.
     fn heads<const N: usize>(&self, projected: Tensor<3>) -> [Tensor<4>; N] {
         let [batch, seq, width] = projected.dims();
         let hidden = width / N;

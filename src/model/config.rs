@@ -35,8 +35,8 @@ impl HiddenAct {
     }
 }
 
-/// The checkpoint's family (`model_type`): the same post-norm encoder, its tensors named and its
-/// inputs laid out differently (see `io::layout`).
+/// The checkpoint's family (`model_type`): the same encoder (post-norm, but ModernBERT's pre-norm), its
+/// tensors named and its inputs laid out differently (see `io::layout`).
 #[derive(Config, Debug, Copy, PartialEq, Eq)]
 pub enum Architecture {
     Bert,

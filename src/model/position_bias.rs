@@ -81,7 +81,7 @@ impl RelativePositionBias {
 mod tests {
     use super::*;
 
-    /// T5's layout for 32 buckets: keys after the query in 0..16, before it in 16..32; distances 0-7
+    /// T5's layout for 32 buckets: keys before the query in 0..16, after it in 16..32; distances 0-7
     /// exact, then 8 buckets up to 128 (16 → 10, 32 → 12, 64 → 14, 128 and past → 15).
     #[test]
     fn buckets_as_t5_lays_them_out() {

@@ -2,10 +2,12 @@
 //!
 //! Why our own kernel: without autotune (whose candidates fail WGSL validation in Chrome), burn's wgpu
 //! backend runs cubecl's general matmul, which stages tiles through workgroup memory behind barriers.
-//! Profiled on WebGPU (SwiftShader), its 36 dispatches per MiniLM forward took 3.8 s of 4.4 s. This
-//! kernel needs no shared memory and no barrier: each invocation accumulates an 8×8 output tile in
-//! registers, reading `x` rows and `W` columns that its neighbours also read (so caches serve them),
-//! and adds the bias (and GELU) before its single write. In the browser's CPU path the same job goes to
+//! Profiled on WebGPU (SwiftShader), its 36 dispatches per MiniLM forward took 3.8 s of 4.4 s. Two
+//! shapes ([`KernelShape`]): the `Serial` kernel needs no shared memory and no barrier, each invocation
+//! accumulating an 8×8 output tile in registers from `x` rows and `W` columns that its neighbours also
+//! read (so caches serve them); the `Tiled` kernel stages tiles of both in workgroup memory, enough
+//! workgroups to fill a GPU (see [`plan`]). Both add the bias (and GELU) before their single write. In
+//! the browser's CPU path the same job goes to
 //! [`super::cpu`]; natively on the CPU and under autodiff the trait's default body composes burn's
 //! own ops, so training is unchanged.
 

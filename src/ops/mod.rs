@@ -12,7 +12,8 @@
 //! - [`top_k`]: fill-mask's softmax and best tokens.
 //! - [`cpu`]: the browser's CPU path (WebAssembly SIMD128), behind the flex backend's impls.
 //!
-//! Each GPU kernel comes in two shapes, chosen per adapter ([`KernelShape`]).
+//! Linear, attention, Add & Norm and pooling come in two shapes, chosen per adapter ([`KernelShape`]);
+//! the other kernels have one (a workgroup per row), and the `Serial` shape pools with burn's ops.
 
 pub mod add_norm;
 pub mod attention;
@@ -41,7 +42,7 @@ use cubecl::ir::ElemType;
 pub enum KernelShape {
     /// For CPU-backed adapters (SwiftShader in browsers, lavapipe natively: wgpu's `DeviceType::Cpu`):
     /// a few invocations, each looping over much work with no workgroup memory and no barrier, which is
-    /// what a CPU runs fastest.
+    /// what a CPU runs fastest (the one-shape kernels, a workgroup per row, run as in `Tiled`).
     Serial,
     /// For real GPUs: enough workgroups to fill the device, tiles staged in workgroup memory, and
     /// reductions across a workgroup as a tree in workgroup memory, or with `subgroups` through
@@ -55,7 +56,7 @@ thread_local! {
 
 impl KernelShape {
     /// The shape for this client's adapter, unless [`with_kernel_shape`], [`set_kernel_shape`] or,
-    /// natively, `WEBBERT_KERNELS=serial|tiled` asks for another.
+    /// natively, `WEBBERT_KERNELS=serial|tiled|tiled-subgroups` asks for another.
     pub fn of(client: &Client) -> Self {
         if let Some(forced) = FORCED.with(Cell::get).or_else(from_env) {
             return forced;

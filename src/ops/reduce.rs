@@ -1,6 +1,7 @@
-//! Reductions across one workgroup, for the `Tiled` kernels: with subgroup operations where the adapter
-//! has them (one subgroup step, then one pass over the subgroups' partial results), else a tree in
-//! workgroup memory. Every unit of the workgroup must call them (they hold barriers) and gets the result.
+//! Reductions across one workgroup, for the `Tiled` kernels: a tree in workgroup memory, or with
+//! `subgroups` (`kernels: 'tiled-subgroups'`, where the adapter has them) one subgroup step, then one pass
+//! over the subgroups' partial results. Every unit of the workgroup must call them (they hold barriers)
+//! and gets the result.
 
 use cubecl::prelude::*;
 

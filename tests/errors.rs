@@ -856,4 +856,24 @@ fn a_question_too_long_for_its_chunks_is_an_input_error() {
     let answers =
         common::block_on(reader.answer("Who went home?", "John went home.", &options)).unwrap();
     assert!(!answers.is_empty());
+    // A stride that moves each chunk on by a token or two (a chunk per token or two) is refused too:
+    // "who went home?" leaves 64 - 4 - 3 = 57 context tokens a chunk.
+    let creeping = webbert::QaOptions {
+        doc_stride: 55,
+        ..options
+    };
+    let err = common::block_on(reader.answer("who went home?", "John went home.", &creeping))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "docStride 55 moves each chunk on by 2 of its 57 context tokens, so every token would be \
+             read about 28 times: use a docStride of at most 53"
+        ),
+        "{err}"
+    );
+    let fair = webbert::QaOptions {
+        doc_stride: 53,
+        ..options
+    };
+    assert!(common::block_on(reader.answer("who went home?", "John went home.", &fair)).is_ok());
 }

@@ -102,6 +102,8 @@ impl Clone for Chunker {
 
 /// The longest text tokenized, in bytes.
 pub const MAX_TEXT_BYTES: usize = 10_000_000;
+/// The most chunks of question answering that one context token may go in (see `encode_spans`).
+const REPEATS: usize = 16;
 
 /// BERT's special tokens, then RoBERTa's.
 const SPECIALS: [&str; 10] = [
@@ -337,6 +339,17 @@ impl Tokenizer {
             return Err(Error::Input(format!(
                 "the question takes {question_tokens} of the {max_len} tokens a chunk holds, leaving {room} for \
                  the context, which must be more than docStride ({stride}): shorten the question or the stride"
+            )));
+        }
+        // Each chunk moves on by `room - stride` tokens: a stride near `room` would read every context
+        // token hundreds of times (a chunk per token), so no token goes in more than REPEATS chunks.
+        if (room - stride) * REPEATS < room {
+            let most = room - room.div_ceil(REPEATS);
+            return Err(Error::Input(format!(
+                "docStride {stride} moves each chunk on by {} of its {room} context tokens, so every token \
+                 would be read about {} times: use a docStride of at most {most}",
+                room - stride,
+                room / (room - stride)
             )));
         }
         let mut chunker = self

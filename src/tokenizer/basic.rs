@@ -84,6 +84,9 @@ impl BasicTokenizer {
             words
                 .tokens
                 .push(Token::new(*id, String::new(), (at, at + len)));
+            if words.tokens.len() > limit {
+                return words.tokens;
+            }
             at += len;
             rest = &rest[before.len() + content.len()..];
         }

@@ -399,7 +399,8 @@ impl Model {
         crate::ops::set_kernel_shape(kernels);
         crate::backend::set_readback(readback);
         let stall_ms = match option(&options, "stallTimeout")? {
-            Some(value) => count_arg(&value, "options.stallTimeout")?.min(u32::MAX as usize) as u32,
+            // Browsers run a `setTimeout` of more than 2³¹ − 1 ms at once: that is the longest wait.
+            Some(value) => count_arg(&value, "options.stallTimeout")?.min(i32::MAX as usize) as u32,
             None => super::web::STALL_MS,
         };
         let dtype = match option(&options, "dtype")? {

@@ -277,8 +277,8 @@ impl Fetcher<'_> {
                 break;
             }
             let value = Reflect::get(&chunk, &"value".into()).map_err(|e| js_error(url, e))?;
-            // Copy the chunk straight into place: no temporary per chunk on a 90 MB download.
-            let chunk = Uint8Array::new(&value);
+            // The stream's own chunk, copied straight into place: no temporary per chunk on a 90 MB download.
+            let chunk: Uint8Array = value.dyn_into().map_err(|e| js_error(url, e))?;
             let start = bytes.len();
             let end = start + chunk.length() as usize;
             if end as f64 > MAX_FILE_BYTES {

@@ -101,7 +101,7 @@ export interface Entity {
   /** The token's position in the encoding, special tokens counted (aggregation 'none'). */
   index?: number;
   word: string;
-  /** [start, end) in characters of the text. */
+  /** [start, end) in characters (code points: index `Array.from(text)`, not `text.slice`) of the text. */
   start: number;
   end: number;
 }
@@ -118,7 +118,7 @@ export interface AnswerOptions extends CallOptions {
 
 export interface Answer {
   score: number;
-  /** [start, end) in characters of the context, widened to whole words. */
+  /** [start, end) in characters (code points: index `Array.from(context)`) of the context, widened to whole words. */
   start: number;
   end: number;
   answer: string;
@@ -126,7 +126,7 @@ export interface Answer {
 
 export interface Attention {
   tokens: string[];
-  /** [start, end) in characters of the input; [0, 0] for special tokens. */
+  /** [start, end) in characters (code points: index `Array.from(input)`) of the input; [0, 0] for special tokens. */
   offsets: [number, number][];
   numLayers: number;
   numHeads: number;
@@ -139,7 +139,7 @@ export interface Tokens {
   /** The model's pieces, its special tokens ([CLS] and [SEP], <s> and </s>) included. */
   tokens: string[];
   ids: Uint32Array;
-  /** [start, end) in characters of the input; [0, 0] for special tokens. */
+  /** [start, end) in characters (code points: index `Array.from(input)`) of the input; [0, 0] for special tokens. */
   offsets: [number, number][];
   /** The text was longer than the model's positions and was cut. */
   truncated: boolean;

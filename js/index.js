@@ -29,6 +29,11 @@ function wasmUrl() {
 
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
  * pending and later call rejects with the reason. */
+/** An abort's reason, or a message, as the Error every call rejects with. */
+function asError(reason) {
+  return reason instanceof Error ? reason : new Error(String(reason));
+}
+
 class Client {
   constructor() {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -47,12 +52,15 @@ class Client {
       else call.resolve(data.result);
     };
     this.worker.onerror = (event) => this.end(`webbert worker failed: ${event.message ?? 'unknown error'}`);
-    wasmModule().then((wasm) => this.dead || this.worker.postMessage({ wasm }));
+    this.worker.onmessageerror = () => this.end('webbert: a reply from the worker could not be read');
+    wasmModule()
+      .then((wasm) => this.dead || this.worker.postMessage({ wasm }))
+      .catch((error) => this.end(`webbert: the module could not be sent to the worker: ${error.message}`));
   }
 
   /** Stops the worker; `reason` (an Error, or its message) is what every pending and later call rejects with. */
   end(reason) {
-    this.dead ??= typeof reason === 'string' ? new Error(reason) : reason;
+    this.dead ??= asError(reason);
     this.worker.terminate();
     for (const call of this.pending.values()) call.reject(this.dead);
     this.pending.clear();
@@ -60,22 +68,22 @@ class Client {
 
   /** Runs `op` in the worker. An aborted `signal` rejects the call at once with its reason; the worker
    * skips it, or stops it at its next group of texts, and goes on with the next call. */
-  call(op, args, { transfer = [], onProgress, signal } = {}) {
+  call(op, args, { onProgress, signal } = {}) {
     if (this.dead) return Promise.reject(this.dead);
-    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (signal?.aborted) return Promise.reject(asError(signal.reason));
     return new Promise((resolve, reject) => {
       const id = ++this.nextId;
       const abort = () => {
         if (!this.pending.delete(id)) return;
         this.worker.postMessage({ abort: id });
-        reject(signal.reason);
+        reject(asError(signal.reason));
       };
       const settled = (settle) => (value) => {
         signal?.removeEventListener('abort', abort);
         settle(value);
       };
       try {
-        this.worker.postMessage({ id, op, args }, transfer);
+        this.worker.postMessage({ id, op, args });
       } catch (error) {
         return reject(new Error(`the arguments of ${op}() cannot be sent to the worker: ${error.message}`));
       }
@@ -118,7 +126,7 @@ async function readFiles(source) {
 async function open(task, source, options) {
   if (source == null) throw new Error('source is required: a base URL or model files');
   const [rest, { onProgress, signal }] = split(options);
-  signal?.throwIfAborted();
+  if (signal?.aborted) throw asError(signal.reason);
   const client = new Client();
   // Aborting a load stops its worker, and with it every download.
   const abort = () => client.end(signal.reason);

@@ -194,6 +194,8 @@ async function answer() {
   const context = $('qa-context').value;
   try {
     const [best] = await timed('qa-timing', 'answer', () => reader.answer($('qa-question').value, context));
+    // A context of only characters the tokenizer drops has no span to give.
+    if (!best) return void ($('qa-results').textContent = 'No answer in this context.');
     markSpans('qa-results', context, [{ start: best.start, end: best.end, title: `score ${best.score.toFixed(4)}` }]);
   } catch (error) {
     showError('qa-results', error);

@@ -219,6 +219,35 @@ fn train_mlm_learns_resumes_exactly_and_ships_a_delta() {
         args.extend_from_slice(extra);
         webbert(&args)
     };
+    // A run that could never checkpoint, or never end its warm-up, is refused in one line.
+    for (flag, value) in [("--checkpoint-every", "0"), ("--warmup-steps", "100")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_webbert"))
+            .args([
+                "train-mlm",
+                "--base",
+                base,
+                "--corpus",
+                corpus,
+                "--steps",
+                "100",
+                flag,
+                value,
+            ])
+            .args([
+                "--max-len",
+                "32",
+                "--out",
+                dir.join("refused").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(
+            stderr.contains("checkpoint-every must be at least 1 and warmup-steps below steps"),
+            "{stderr}"
+        );
+    }
     let whole = dir.join("whole");
     let after = train(&whole, "100", &[]);
     for test in ["masked_tokens", "content_words"] {

@@ -373,6 +373,12 @@ impl TrainMlm {
                 files.config.max_position_embeddings, config.max_len
             )));
         }
+        if config.checkpoint_every == 0 || config.warmup_steps >= config.steps {
+            return Err(Error::Input(format!(
+                "checkpoint-every must be at least 1 and warmup-steps below steps, not {}, {} and {}",
+                config.checkpoint_every, config.warmup_steps, config.steps
+            )));
+        }
         let tokenizer = &files.tokenizer;
         let vocab = vocabulary(&files)?;
         let pad_id = files.config.pad_token_id as u32;
@@ -432,7 +438,9 @@ impl TrainMlm {
         let log_lines = !std::io::stderr().is_terminal();
         let batches_per_epoch = corpus.len().div_ceil(config.batch_size);
         let mut plan = (usize::MAX, Vec::new());
-        let (mut window_loss, mut window_correct, mut window_n, mut window_tokens) = (0.0, 0, 0, 0);
+        // The progress line's means over the steps since it was last written or the run (re)started.
+        let (mut window_loss, mut window_steps) = (0.0, 0);
+        let (mut window_correct, mut window_n, mut window_tokens) = (0, 0, 0);
         let mut window_start = Instant::now();
         let started = Instant::now() - std::time::Duration::from_secs_f64(progress.seconds);
 
@@ -470,6 +478,7 @@ impl TrainMlm {
             model = optimizer.step(config.learning_rate_at(step), model, grads);
 
             window_loss += loss_value as f64;
+            window_steps += 1;
             window_correct += ints(correct)?[0] as usize;
             window_n += targets.labels.dims()[0];
             window_tokens += tokens;
@@ -477,10 +486,9 @@ impl TrainMlm {
             let done = step + 1;
             bar.set_position(done as u64);
             if done % 10 == 0 || done == config.steps {
-                let steps_in_window = (done - 1) % 10 + 1;
                 let message = format!(
                     "loss {:.3} acc {:.3} {:.0} tok/s lr {:.2e}",
-                    window_loss / steps_in_window as f64,
+                    window_loss / window_steps as f64,
                     window_correct as f64 / window_n.max(1) as f64,
                     window_tokens as f64 / window_start.elapsed().as_secs_f64(),
                     config.learning_rate_at(step)
@@ -489,7 +497,8 @@ impl TrainMlm {
                     eprintln!("step {done}/{} {message}", config.steps);
                 }
                 bar.set_message(message);
-                (window_loss, window_correct, window_n, window_tokens) = (0.0, 0, 0, 0);
+                (window_loss, window_steps) = (0.0, 0);
+                (window_correct, window_n, window_tokens) = (0, 0, 0);
                 window_start = Instant::now();
             }
             if done % config.checkpoint_every == 0 || done == end {

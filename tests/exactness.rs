@@ -1279,6 +1279,24 @@ fn sentence_transformers_modules_set_the_default_pooling() {
             assert!(max_abs_diff(row, want) <= TOLERANCE, "{key}");
         }
     }
+    // A max_seq_length with no room beside a pair's special tokens is refused (`tokenizers` would panic).
+    let files = ModelFiles::from_lookup(WeightsDtype::Fp32, |name| match name {
+        "modules.json" => Ok(Some(
+            br#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"}]"#
+                .to_vec(),
+        )),
+        "sentence_bert_config.json" => Ok(Some(br#"{"max_seq_length": 3}"#.to_vec())),
+        name => webbert::io::source::read_optional(&dir.join(name)),
+    })
+    .unwrap();
+    let Err(err) = Embedder::load(files, Backend::Cpu.device().unwrap()) else {
+        panic!("max_seq_length 3 was accepted");
+    };
+    assert!(
+        err.to_string()
+            .contains("texts of at most 3 tokens leave no room beside the 3 special tokens"),
+        "{err}"
+    );
 }
 
 /// A token classifier against its logits and transformers' `token-classification` pipeline, with

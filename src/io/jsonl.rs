@@ -1,5 +1,5 @@
 //! Inputs from JSON Lines: one JSON value per line (a string, or an object such as a text pair), blank lines
-//! skipped, read a line at a time so that a file of any length takes constant memory.
+//! skipped, read a line at a time so that a file of any length takes memory in its longest line.
 
 use std::io::BufRead;
 use std::marker::PhantomData;

@@ -150,6 +150,15 @@ fn check_post_processor(processor: &Value) -> Result<()> {
 }
 
 fn truncate(inner: &mut tokenizers::Tokenizer, max_len: usize) -> Result<()> {
+    // `tokenizers` subtracts a pair's special tokens from the length (a panic, or no truncation, below them).
+    let specials = inner
+        .get_post_processor()
+        .map_or(0, |p| p.added_tokens(true));
+    if max_len <= specials {
+        return Err(Error::Config(format!(
+            "texts of at most {max_len} tokens leave no room beside the {specials} special tokens of a pair"
+        )));
+    }
     inner
         .with_truncation(Some(TruncationParams {
             direction: TruncationDirection::Right,

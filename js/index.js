@@ -27,13 +27,13 @@ function wasmUrl() {
     : new URL('../pkg/webbert_bg.wasm', import.meta.url);
 }
 
-/** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
- * pending and later call rejects with the reason. */
 /** An abort's reason, or a message, as the Error every call rejects with. */
 function asError(reason) {
   return reason instanceof Error ? reason : new Error(String(reason));
 }
 
+/** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
+ * pending and later call rejects with the reason. */
 class Client {
   constructor() {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
@@ -107,10 +107,17 @@ function split(options) {
   return [rest, { onProgress: onProgress ?? undefined, signal: signal ?? undefined }];
 }
 
+/** A picked file's name in the model folder: from a folder picker (`webkitdirectory`) its path below the
+ * picked folder, so that `1_Pooling/config.json` keeps its folder; else its name. */
+function relativeName(file) {
+  const path = file.webkitRelativePath;
+  return path ? path.slice(path.indexOf('/') + 1) : file.name;
+}
+
 /** User-supplied files (File, FileList, or {name: File|Blob|ArrayBuffer|Uint8Array|string}) as bytes. */
 async function readFiles(source) {
   const entries = source instanceof FileList || Array.isArray(source)
-    ? Array.from(source, (file) => [file.name, file])
+    ? Array.from(source, (file) => [relativeName(file), file])
     : Object.entries(source);
   const files = {};
   for (const [name, value] of entries) {

@@ -28,7 +28,7 @@ use burn_cubecl::tensor::CubeTensor;
 use burn_flex::FlexTensor;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, cpu, empty_like, optional, or_absent, present, storage};
+use super::{KernelShape, cpu, empty_like, optional, or_absent, present, storage, workgroup_bytes};
 
 /// Widest head our kernels take: each unit keeps a query row and its context in registers.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -419,13 +419,11 @@ fn tiled_blocks(
     limit: usize,
 ) -> Option<(usize, usize)> {
     let lanes = head_dim / 4;
-    // WebGPU counts each workgroup variable rounded up to 16 bytes.
-    let bytes = |words: usize| (words * element).next_multiple_of(16);
     let needs = |query_block: usize, key_block: usize| {
         let staged = 2 * key_block * lanes;
         let merged = query_block * KEY_GROUPS * (lanes + 1);
         let bias = if has_bias { query_block * key_block } else { 1 };
-        bytes(4 * staged.max(merged)) + bytes(key_block) + bytes(bias)
+        workgroup_bytes(element, &[4 * staged.max(merged), key_block, bias])
     };
     [QUERY_BLOCK, QUERY_BLOCK / 2, QUERY_BLOCK / 4]
         .into_iter()

@@ -166,6 +166,15 @@ pub fn distance_index(seq: usize) -> impl Iterator<Item = usize> {
     (0..seq).flat_map(move |a| (0..seq).map(move |b| a + seq - 1 - b))
 }
 
+/// The workgroup memory of variables of `words` elements `element` bytes each, as WebGPU counts it (each
+/// rounded up to 16 bytes), to hold against the device's limit (browsers and lavapipe allow 32 KiB).
+fn workgroup_bytes(element: usize, words: &[usize]) -> usize {
+    words
+        .iter()
+        .map(|n| (n * element).next_multiple_of(16))
+        .sum()
+}
+
 fn storage(dtype: DType) -> ElemType {
     burn::backend::cubecl::dtype_to_storage_type(dtype)
 }

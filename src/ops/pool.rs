@@ -12,7 +12,7 @@ use burn::tensor::{Shape, Slice, Tensor};
 use burn_cubecl::kernel::into_contiguous;
 use cubecl::{CubeCount, CubeDim};
 
-use super::{KernelShape, empty_like, storage, subgroups};
+use super::{KernelShape, empty_like, storage, subgroups, workgroup_bytes};
 
 const UNITS: usize = 256;
 /// Widest vector the kernel takes: each unit holds `width / 32` partial sums in registers.
@@ -75,13 +75,10 @@ impl PoolBackend for Cube {
     ) -> FloatTensor<Self> {
         let [batch, _, width] = hidden.meta.shape().dims();
         let shape = KernelShape::of(&hidden.client);
-        // The groups' partial sums (8 × width), the token counts and the norm's scratch, each counted
-        // as WebGPU does (rounded up to 16 bytes): at width 1,024, 34 KiB, over most browsers' 32.
+        // The groups' partial sums (8 × width), the token counts and the norm's scratch: at width 1,024,
+        // 34 KiB, over most browsers' 32.
         let words = [UNITS / 32 * width.div_ceil(32) * 32, UNITS, UNITS];
-        let bytes: usize = words
-            .map(|n| (n * hidden.dtype.size()).next_multiple_of(16))
-            .iter()
-            .sum();
+        let bytes = workgroup_bytes(hidden.dtype.size(), &words);
         let fits = bytes <= hidden.client.properties().hardware.max_shared_memory_size;
         // CPU-backed adapters take burn's ops: SwiftShader spent ~1 s compiling this kernel (its unrolled
         // loops) on the first call, for a few milliseconds saved per call.

@@ -149,11 +149,16 @@ fn check_post_processor(processor: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The special tokens the post-processor adds to a pair (`[CLS] a [SEP] b [SEP]`: 3).
+fn pair_specials(inner: &tokenizers::Tokenizer) -> usize {
+    inner
+        .get_post_processor()
+        .map_or(0, |p| p.added_tokens(true))
+}
+
 fn truncate(inner: &mut tokenizers::Tokenizer, max_len: usize) -> Result<()> {
     // `tokenizers` subtracts a pair's special tokens from the length (a panic, or no truncation, below them).
-    let specials = inner
-        .get_post_processor()
-        .map_or(0, |p| p.added_tokens(true));
+    let specials = pair_specials(inner);
     if max_len <= specials {
         return Err(Error::Config(format!(
             "texts of at most {max_len} tokens leave no room beside the {specials} special tokens of a pair"
@@ -339,11 +344,7 @@ impl Tokenizer {
             .encode_char_offsets(question, false)
             .map_err(|e| Error::Tokenizer(format!("could not tokenize: {e}")))?
             .len();
-        let specials = self
-            .inner
-            .get_post_processor()
-            .map_or(0, |p| p.added_tokens(true));
-        let room = max_len.saturating_sub(question_tokens + specials);
+        let room = max_len.saturating_sub(question_tokens + pair_specials(&self.inner));
         if room <= stride {
             return Err(Error::Input(format!(
                 "the question takes {question_tokens} of the {max_len} tokens a chunk holds, leaving {room} for \

@@ -21,6 +21,10 @@ const ABBREVIATIONS: [&str; 22] = [
     "iv", "vi", "vii", "viii", "ix", "xi", "xii",
 ];
 
+/// Quotes and brackets that open and close around words.
+const OPENING: [char; 5] = ['"', '\'', '(', '“', '‘'];
+const CLOSING: [char; 5] = ['"', '\'', ')', '”', '’'];
+
 fn is_abbreviation(word: &str) -> bool {
     word.chars().count() == 1 || ABBREVIATIONS.contains(&word.to_lowercase().as_str())
 }
@@ -51,13 +55,13 @@ pub fn sentences(text: &str) -> Vec<String> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let mut start = 0;
         for (i, word) in words.iter().enumerate() {
-            let word = word.trim_end_matches(['"', '\'', ')', '”', '’']);
-            let abbreviated = word.strip_suffix('.').is_some_and(|stem| {
-                is_abbreviation(stem.trim_start_matches(['"', '\'', '(', '“', '‘']))
-            });
+            let word = word.trim_end_matches(CLOSING);
+            let abbreviated = word
+                .strip_suffix('.')
+                .is_some_and(|stem| is_abbreviation(stem.trim_start_matches(OPENING)));
             let ends = word.ends_with(['.', '!', '?']) && !abbreviated;
             let next_starts = words.get(i + 1).is_none_or(|next| {
-                next.trim_start_matches(['"', '\'', '(', '“', '‘'])
+                next.trim_start_matches(OPENING)
                     .starts_with(char::is_uppercase)
             });
             if ends && next_starts || i + 1 == words.len() {

@@ -13,7 +13,8 @@ def ms(value):
     return "–" if value is None else f"{value:.3f}"
 
 
-def total(key):
+def summed(rows, key):
+    """The sum of `key` over `rows`, or None where a row has none (no timestamp queries)."""
     values = [r.get(key) for r in rows]
     return None if None in values else sum(values)
 
@@ -27,22 +28,17 @@ for r in rows:
         k["workgroups"].append(r["workgroups"])
 
 
-def summed(k, key):
-    values = [r.get(key) for r in k["rows"]]
-    return None if None in values else sum(values)
-
-
 print(f"\n{result['task']} {result.get('batch', 1)}×{result['tokens']}: call {result['forwardMs']:.1f} ms in the page, {len(rows)} dispatches")
 call = result.get("call")
 if call:
     print(f"the call's dispatches replayed in one pass: {call['wallMs']:.3f} ms from encoding to the queue's done, "
           f"{ms(call['gpuMs'])} ms on the GPU's clock")
-print(f"each alone: {ms(total('ms'))} ms (wall), {ms(total('gpuMs'))} ms (GPU); in the call, a pass each: "
-      f"{ms(total('inCallGpuMs'))} ms (GPU)")
+print(f"each alone: {ms(summed(rows, 'ms'))} ms (wall), {ms(summed(rows, 'gpuMs'))} ms (GPU); in the call, a pass each: "
+      f"{ms(summed(rows, 'inCallGpuMs'))} ms (GPU)")
 print("| kernel | dispatches | alone, wall ms | alone, GPU ms | in the call, GPU ms | workgroups |")
 print("| --- | --- | --- | --- | --- | --- |")
-for name, k in sorted(by.items(), key=lambda kv: -summed(kv[1], "ms")):
-    print(f"| {name} | {k['n']} | {ms(summed(k, 'ms'))} | {ms(summed(k, 'gpuMs'))} | {ms(summed(k, 'inCallGpuMs'))} "
+for name, k in sorted(by.items(), key=lambda kv: -summed(kv[1]["rows"], "ms")):
+    print(f"| {name} | {k['n']} | {ms(summed(k['rows'], 'ms'))} | {ms(summed(k['rows'], 'gpuMs'))} | {ms(summed(k['rows'], 'inCallGpuMs'))} "
           f"| {', '.join(k['workgroups'][:3])} |")
 
 variants = result.get("variants") or []

@@ -151,3 +151,61 @@ fn mask_written_in_text_is_the_mask_token() {
     assert_eq!(Some(encoding.ids[4]), tokenizer.mask_token_id());
     assert_eq!(encoding.offsets[4], (13, 19));
 }
+
+/// A pair is cut as `tokenizers` (transformers' fast tokenizers) cuts it, on both paths, for WordPiece,
+/// byte-level BPE (RoBERTa's post-processor trims offsets) and Unigram: longest first, the odd token of an
+/// odd budget (61 beside the special tokens) to the longer text, words cut between pieces; texts of many
+/// thousands of tokens give what their first pieces give.
+#[test]
+fn long_pairs_are_cut_longest_first_as_tokenizers_cuts_them() {
+    let fixtures = common::fixtures();
+    let tokenizers = [
+        (common::minilm_dir().join("tokenizer.json"), 64),
+        (fixtures.join("tiny-roberta/tokenizer.json"), 65),
+        (fixtures.join("tiny-albert/tokenizer.json"), 64),
+    ];
+    let text = |word: &str, n: usize| format!("{word} ").repeat(n);
+    let lengths = [
+        (5, 100),
+        (100, 5),
+        (40, 200),
+        (200, 40),
+        (90, 90),
+        (31, 30),
+        (30, 31),
+        (58, 3),
+        (0, 70),
+    ];
+    for (path, max_len) in tokenizers {
+        let mut reference = tokenizers::Tokenizer::from_file(&path).unwrap();
+        reference
+            .with_padding(None)
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .unwrap();
+        let ours = Tokenizer::from_tokenizer_json(&std::fs::read(&path).unwrap(), max_len).unwrap();
+        for tokenizer in [&ours, &ours.clone().without_fast_path()] {
+            for (n, m) in lengths {
+                // "unbelievably" is several pieces: cuts fall inside words.
+                let (a, b) = (text("apple", n), text("unbelievably", m));
+                let want = reference
+                    .encode_char_offsets((a.as_str(), b.as_str()), true)
+                    .unwrap();
+                let got = tokenizer.encode_pair(&a, &b).unwrap();
+                let case = format!("{}: {n} and {m} words", path.display());
+                assert_eq!(got.ids, want.get_ids(), "{case}");
+                assert_eq!(got.token_type_ids, want.get_type_ids(), "{case}");
+                assert_eq!(got.offsets, want.get_offsets(), "{case}");
+                assert_eq!(got.truncated, !want.get_overflowing().is_empty(), "{case}");
+            }
+            let (a, b) = (text("apple pie", 30_000), text("unbelievably", 25_000));
+            let got = tokenizer.encode_pair(&a, &b).unwrap();
+            let first =
+                (tokenizer.encode_pair(&text("apple pie", 40), &text("unbelievably", 40))).unwrap();
+            assert_eq!((got.ids.len(), got.truncated), (max_len, true));
+            assert_eq!(got, first);
+        }
+    }
+}

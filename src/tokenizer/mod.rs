@@ -6,13 +6,15 @@
 mod basic;
 mod wordpiece;
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use serde_json::Value;
 use tokenizers::models::wordpiece::WordPiece;
 use tokenizers::normalizers::BertNormalizer;
 use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::PostProcessorWrapper;
 use tokenizers::processors::bert::BertProcessing;
+use tokenizers::utils::truncation::truncate_encodings;
 use tokenizers::{
     AddedToken, Decoder, PostProcessor, TruncationDirection, TruncationParams, TruncationStrategy,
 };
@@ -86,6 +88,7 @@ pub struct Tokenizer {
     /// Past this, an id is not in the vocabulary (a post-processor can be given any id).
     largest_id: u32,
     chunker: Chunker,
+    bare: Bare,
 }
 
 /// A second `tokenizers` tokenizer for [`Tokenizer::encode_spans`], which sets its own truncation (chunks
@@ -95,6 +98,19 @@ pub struct Tokenizer {
 struct Chunker(Mutex<Option<tokenizers::Tokenizer>>);
 
 impl Clone for Chunker {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// A third `tokenizers` tokenizer, without post-processor or truncation: on the slow path a pair's texts are
+/// read whole and alone with it, to be cut and joined once (see [`Tokenizer::run`]); the tokenizer's own
+/// post-processor would trim RoBERTa's offsets twice. Made at the first such pair and kept, as the chunker
+/// is; a copy starts without one.
+#[derive(Default)]
+struct Bare(OnceLock<tokenizers::Tokenizer>);
+
+impl Clone for Bare {
     fn clone(&self) -> Self {
         Self::default()
     }
@@ -156,6 +172,14 @@ fn pair_specials(inner: &tokenizers::Tokenizer) -> usize {
         .map_or(0, |p| p.added_tokens(true))
 }
 
+/// `transformers`' truncation: the end cut off, of a pair the longer text first.
+const TRUNCATION: TruncationParams = TruncationParams {
+    direction: TruncationDirection::Right,
+    max_length: 0,
+    strategy: TruncationStrategy::LongestFirst,
+    stride: 0,
+};
+
 fn truncate(inner: &mut tokenizers::Tokenizer, max_len: usize) -> Result<()> {
     // `tokenizers` subtracts a pair's special tokens from the length (a panic, or no truncation, below them).
     let specials = pair_specials(inner);
@@ -166,10 +190,8 @@ fn truncate(inner: &mut tokenizers::Tokenizer, max_len: usize) -> Result<()> {
     }
     inner
         .with_truncation(Some(TruncationParams {
-            direction: TruncationDirection::Right,
             max_length: max_len,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
+            ..TRUNCATION
         }))
         .map(drop)
         .map_err(|e| Error::Tokenizer(e.to_string()))
@@ -273,6 +295,7 @@ impl Tokenizer {
             max_len,
             largest_id,
             chunker: Chunker::default(),
+            bare: Bare::default(),
         })
     }
 
@@ -417,33 +440,63 @@ impl Tokenizer {
             )));
         }
         let error = |e| Error::Tokenizer(format!("could not tokenize: {e}"));
-        let encoding = match &self.basic {
-            Some(basic) if !b.into_iter().chain([a]).any(|t| basic.reorders_marks(t)) => {
-                let model = self.inner.get_model();
-                // A single text keeps at most `max_len` tokens; of a pair, truncation weighs both
-                // lengths, so each is read whole.
-                let limit = if b.is_none() {
-                    self.max_len
-                } else {
-                    usize::MAX
-                };
-                let sequence = |text, type_id| {
-                    tokenizers::Encoding::from_tokens(basic.tokenize(text, model, limit), type_id)
-                };
-                let pair = b.map(|b| sequence(b, 1));
-                self.inner
-                    .post_process(sequence(a, 0), pair, true)
-                    .map_err(error)?
+        let fast = (self.basic.as_ref())
+            .filter(|basic| !b.into_iter().chain([a]).any(|t| basic.reorders_marks(t)));
+        let model = self.inner.get_model();
+        let Some(b) = b else {
+            let encoding = match fast {
+                // A single text keeps at most `max_len` tokens.
+                Some(basic) => {
+                    let tokens = basic.tokenize(a, model, self.max_len);
+                    let sequence = tokenizers::Encoding::from_tokens(tokens, 0);
+                    self.inner.post_process(sequence, None, true)
+                }
+                None => self.inner.encode_char_offsets(a, true),
             }
-            _ => {
-                let input = match b {
-                    None => tokenizers::EncodeInput::Single(a.into()),
-                    Some(b) => tokenizers::EncodeInput::Dual(a.into(), b.into()),
-                };
-                self.inner.encode_char_offsets(input, true).map_err(error)?
-            }
+            .map_err(error)?;
+            return self.finish(&encoding, !encoding.get_overflowing().is_empty());
         };
-        self.finish(&encoding, !encoding.get_overflowing().is_empty())
+        // A pair: each text read whole, as truncation weighs both lengths, then cut together here as
+        // `tokenizers` cuts a pair (longest first), and what is cut off dropped: its post-processor would
+        // pair every cut-off piece of one text with every piece of the other, memory quadratic in their
+        // lengths.
+        let sequence = |text, type_id: u32| -> Result<_> {
+            Ok(match fast {
+                Some(basic) => tokenizers::Encoding::from_tokens(
+                    basic.tokenize(text, model, usize::MAX),
+                    type_id,
+                ),
+                None => {
+                    let mut sequence = self
+                        .bare()
+                        .encode_char_offsets(text, false)
+                        .map_err(error)?;
+                    // As `tokenizers` reads a pair's second text (a post-processor sets them again).
+                    sequence.set_type_ids(vec![type_id; sequence.len()]);
+                    sequence
+                }
+            })
+        };
+        let params = TruncationParams {
+            max_length: self.max_len.saturating_sub(pair_specials(&self.inner)),
+            ..TRUNCATION
+        };
+        let (a, b) = (sequence(a, 0)?, sequence(b, 1)?);
+        let (mut a, mut b) = truncate_encodings(a, Some(b), &params).map_err(error)?;
+        let cut_a = !a.take_overflowing().is_empty();
+        let cut_b = b.as_mut().is_some_and(|b| !b.take_overflowing().is_empty());
+        let encoding = self.inner.post_process(a, b, true).map_err(error)?;
+        self.finish(&encoding, cut_a || cut_b)
+    }
+
+    fn bare(&self) -> &tokenizers::Tokenizer {
+        self.bare.0.get_or_init(|| {
+            let mut bare = self.inner.clone();
+            bare.with_post_processor(None::<PostProcessorWrapper>);
+            // Only a stride can make setting truncation fail.
+            bare.with_truncation(None).ok();
+            bare
+        })
     }
 
     /// Our encoding of `encoding`, its ids checked against the vocabulary.

@@ -26,7 +26,8 @@ export interface LoadOptions {
   onProgress?: (progress: Progress) => void;
   /** Aborting it stops the download and rejects the load with the signal's reason. */
   signal?: AbortSignal;
-  /** Milliseconds a download may receive nothing before the load fails naming the file (default 30000). */
+  /** Milliseconds a download (the model's files, the package's `.wasm`) may receive nothing before the load
+   * fails naming the file (default 30000). */
   stallTimeout?: number;
 }
 

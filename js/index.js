@@ -13,12 +13,41 @@ const RELAXED_SIMD = new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, // "\0asm"
  * `WebAssembly.Module` is cloned into a worker, not fetched again), so a page with several models downloads it
  * once. Two builds of the same code: with relaxed SIMD (fused multiply-adds in the CPU path's products) where
  * the browser has it, SIMD128 alone elsewhere. `null` where it cannot be compiled here (a server sending another
- * MIME type): each worker then fetches its own, the SIMD128 build. */
+ * MIME type): each worker then fetches its own, the SIMD128 build. A download that receives nothing for
+ * `stallMs` (the first load's `stallTimeout`) fails that load, and the next load fetches it again. */
 let compiled = null;
-function wasmModule() {
-  compiled ??= WebAssembly.compileStreaming(fetch(wasmUrl())).catch(() => null);
+function wasmModule(stallMs) {
+  compiled ??= (async () => {
+    const url = wasmUrl();
+    const watchdog = new AbortController();
+    let timer;
+    const wait = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => watchdog.abort(), stallMs);
+    };
+    try {
+      wait();
+      const response = await fetch(url, { signal: watchdog.signal });
+      // A copy of the body, read only to see it arrive: the response goes to the compiler as fetched.
+      const copy = response.clone().body?.getReader();
+      (async () => {
+        while (copy && !(await copy.read()).done) wait();
+        clearTimeout(timer);
+      })().catch(() => {});
+      return await WebAssembly.compileStreaming(response);
+    } catch {
+      if (!watchdog.signal.aborted) return null;
+      compiled = null;
+      throw new Error(`${url}: no data for ${stallMs / 1000} s; the download stalled`);
+    } finally {
+      clearTimeout(timer);
+    }
+  })();
   return compiled;
 }
+
+/** How long a download may receive nothing, unless a load says (as the model's downloads: src/bindings/web.rs). */
+const STALL_MS = 30_000;
 
 /** Each URL a whole literal, so that bundlers see both files. */
 function wasmUrl() {
@@ -35,7 +64,8 @@ function asError(reason) {
 /** One worker and the calls waiting on it. Once the worker is gone (a crash, or `dispose()`), every
  * pending and later call rejects with the reason. */
 class Client {
-  constructor() {
+  /** `stallMs`: how long the package's WebAssembly download may receive nothing. */
+  constructor(stallMs) {
     this.worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
     this.pending = new Map();
     this.nextId = 0;
@@ -53,8 +83,8 @@ class Client {
     };
     this.worker.onerror = (event) => this.end(`webbert worker failed: ${event.message ?? 'unknown error'}`);
     this.worker.onmessageerror = () => this.end('webbert: a reply from the worker could not be read');
-    wasmModule()
-      .then((wasm) => this.dead || this.worker.postMessage({ wasm }))
+    wasmModule(stallMs)
+      .then((wasm) => this.dead || this.worker.postMessage({ wasm }), (error) => this.end(error))
       .catch((error) => this.end(`webbert: the module could not be sent to the worker: ${error.message}`));
   }
 
@@ -134,7 +164,9 @@ async function open(task, source, options) {
   if (source == null) throw new Error('source is required: a base URL or model files');
   const [rest, { onProgress, signal }] = split(options);
   if (signal?.aborted) throw asError(signal.reason);
-  const client = new Client();
+  // An invalid stallTimeout is the model's to reject, once the module is here.
+  const stall = rest?.stallTimeout;
+  const client = new Client(Number.isInteger(stall) && stall > 0 ? Math.min(stall, 2 ** 31 - 1) : STALL_MS);
   // Aborting a load stops its worker, and with it every download.
   const abort = () => client.end(signal.reason);
   signal?.addEventListener('abort', abort, { once: true });

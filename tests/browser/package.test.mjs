@@ -617,6 +617,23 @@ describe('long calls and slow servers', () => {
     assert.match(out.badTimeout, /options\.stallTimeout must be a whole number of at least 1, not 0/);
   });
 
+  test("a stalled download of the package's WebAssembly fails the load, and the next load fetches it again", async () => {
+    const fresh = await harness(browser, server);
+    await fresh.route('**/*.wasm', () => {}); // never answered
+    const stalled = await fresh.evaluate(async (errorOf) => eval(errorOf)(
+      webbert.FillMask.load('/fixtures/tiny-mlm/', { stallTimeout: 500 })), errorOf);
+    assert.match(stalled, /\/webbert\/pkg\/webbert(_relaxed)?_bg\.wasm: no data for 0\.5 s; the download stalled/);
+    await fresh.unroute('**/*.wasm');
+    const masks = await fresh.evaluate(async () => {
+      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
+      const masks = await fm.predict('the [MASK] dog');
+      fm.dispose();
+      return masks.length;
+    });
+    assert.equal(masks, 1);
+    await fresh.close();
+  });
+
   test('download progress is reported as the bytes arrive', async () => {
     // The server holds the last piece back until the page has seen a progress event: a load that
     // reported progress only once the body was complete would stall here.

@@ -9,10 +9,16 @@ let model = null;
 let queue = Promise.resolve();
 /** Calls the page gave up on: skipped if not started, stopped between groups if running. */
 const aborted = new Set();
+/** The last call finished. Calls run in the order of their ids, so an abort of one at or below it came
+ * after its end, and is dropped rather than kept. */
+let finished = 0;
 
 self.onmessage = ({ data }) => {
   if ('wasm' in data) return provide(data.wasm);
-  if ('abort' in data) return aborted.add(data.abort);
+  if ('abort' in data) {
+    if (data.abort > finished) aborted.add(data.abort);
+    return;
+  }
   queue = queue.then(() => run(data));
 };
 
@@ -39,5 +45,6 @@ async function run({ id, op, args }) {
     self.postMessage({ id, error: error instanceof Error ? error.message : String(error), backend: model?.backend });
   } finally {
     aborted.delete(id);
+    finished = id;
   }
 }

@@ -45,21 +45,16 @@ const heat = (v) => `hsl(220 80% ${100 - 55 * Math.max(0, Math.min(1, v))}%)`;
 
 // Fill-mask ---------------------------------------------------------------------------------------------
 async function loadFillMask(source) {
-  $('mlm-results').textContent = 'loading…';
-  try {
-    fillMask?.dispose();
-    fillMask = await timed('mlm-timing', 'model load', () => FillMask.load(source, { onProgress: showProgress }));
-    $('mlm-note').textContent = typeof source === 'string' && source === DEFAULT_MLM
-      ? `minilm-l6-mlm loaded (${fillMask.backend}): all-MiniLM-L6-v2 trained on by webbert as a masked LM (19 M words, whole-word masking). Load another below.`
-      : `Masked-LM loaded (${fillMask.backend}).`;
-    $('mlm-form').querySelector('button').disabled = false;
-    $('progress').textContent = 'fill-mask model loaded';
-    $('mlm-results').textContent = '';
-    await predict();
-  } catch (error) {
-    fillMask = null;
-    showError('mlm-results', error);
-  }
+  fillMask?.dispose();
+  const model = await loadModel(FillMask, source, 'mlm');
+  if (model === undefined) return;
+  fillMask = model;
+  if (!model) return;
+  $('mlm-note').textContent = typeof source === 'string' && source === DEFAULT_MLM
+    ? `minilm-l6-mlm loaded (${model.backend}): all-MiniLM-L6-v2 trained on by webbert as a masked LM (19 M words, whole-word masking). Load another below.`
+    : `Masked-LM loaded (${model.backend}).`;
+  $('progress').textContent = 'fill-mask model loaded';
+  await predict();
 }
 
 async function predict() {
@@ -106,16 +101,13 @@ async function compare() {
 
 // Reranking ---------------------------------------------------------------------------------------------
 async function loadReranker(source) {
-  $('rr-results').textContent = 'loading…';
-  try {
-    reranker?.dispose();
-    reranker = await timed('rr-timing', 'model load', () => Classifier.load(source, { onProgress: showProgress }));
-    $('rr-note').textContent = `Cross-encoder loaded (${reranker.backend}): each (query, passage) pair is read together.`;
-    await rank();
-  } catch (error) {
-    reranker = null;
-    showError('rr-results', error);
-  }
+  reranker?.dispose();
+  const model = await loadModel(Classifier, source, 'rr');
+  if (model === undefined) return;
+  reranker = model;
+  if (!model) return;
+  $('rr-note').textContent = `Cross-encoder loaded (${model.backend}): each (query, passage) pair is read together.`;
+  await rank();
 }
 
 async function rank() {
@@ -163,14 +155,23 @@ function markSpans(where, text, spans) {
   out.append(chars.slice(at).join(''));
 }
 
+/** Each section's load under way: a newer load of the section aborts it, which stops its worker. */
+const loads = {};
+
+/** Loads `kind` from `source` into `section`, showing progress, time and errors there. Resolves to the
+ * model, to null if it failed, or to undefined if a newer load of the section took its place. */
 async function loadModel(kind, source, section) {
+  loads[section]?.abort();
+  const { signal } = (loads[section] = new AbortController());
   $(`${section}-results`).textContent = 'loading…';
   try {
-    const model = await timed(`${section}-timing`, 'model load', () => kind.load(source, { onProgress: showProgress }));
+    const model = await timed(`${section}-timing`, 'model load', () => kind.load(source, { onProgress: showProgress, signal }));
+    if (signal.aborted) return void model.dispose();
     $(`${section}-form`).querySelector('button').disabled = false;
     $(`${section}-results`).textContent = '';
     return model;
   } catch (error) {
+    if (signal.aborted) return undefined;
     showError(`${section}-results`, error);
     return null;
   }
@@ -251,12 +252,16 @@ $('rr-files').onchange = (e) => { if (e.target.files.length) loadReranker(e.targ
 $('rr-form').onsubmit = (e) => { e.preventDefault(); rank(); };
 const loadTagger = async (source) => {
   tagger?.dispose();
-  tagger = await loadModel(TokenClassifier, source, 'ner');
+  const model = await loadModel(TokenClassifier, source, 'ner');
+  if (model === undefined) return;
+  tagger = model;
   await findEntities();
 };
 const loadReader = async (source) => {
   reader?.dispose();
-  reader = await loadModel(QuestionAnswerer, source, 'qa');
+  const model = await loadModel(QuestionAnswerer, source, 'qa');
+  if (model === undefined) return;
+  reader = model;
   await answer();
 };
 $('ner-load').onsubmit = (e) => { e.preventDefault(); if ($('ner-url').value) loadTagger($('ner-url').value); };

@@ -86,6 +86,16 @@ test('the demo page renders attention, similarities, fill-mask predictions, rank
       return copy.textContent;
     });
     assert.equal(shown, ner.text, 'the whole text, entities marked in place');
+    // Two loads of one section at once: the first gives way to the second, and its worker stops.
+    const workers = page.workers().length;
+    await page.$eval('#ner-files', (input) => {
+      input.dispatchEvent(new Event('change'));
+      input.dispatchEvent(new Event('change'));
+    });
+    await page.waitForSelector('#ner-results mark', { timeout: 120_000 });
+    assert.equal(await page.textContent('#ner-results mark'), marks[0][0] + marks[0][1]);
+    for (let waited = 0; page.workers().length !== workers && waited < 10_000; waited += 100) await page.waitForTimeout(100);
+    assert.equal(page.workers().length, workers, 'one worker for the section, the superseded load stopped');
     const qa = json('tiny-distilbert-qa_golden.json').cases[0];
     await page.fill('#qa-question', qa.question);
     await page.fill('#qa-context', qa.context);

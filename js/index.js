@@ -25,17 +25,19 @@ function wasmModule(stallMs) {
       clearTimeout(timer);
       timer = setTimeout(() => watchdog.abort(), stallMs);
     };
+    let copy;
     try {
       wait();
       const response = await fetch(url, { signal: watchdog.signal });
       // A copy of the body, read only to see it arrive: the response goes to the compiler as fetched.
-      const copy = response.clone().body?.getReader();
+      copy = response.clone().body?.getReader();
       (async () => {
         while (copy && !(await copy.read()).done) wait();
         clearTimeout(timer);
       })().catch(() => {});
       return await WebAssembly.compileStreaming(response);
     } catch {
+      copy?.cancel().catch(() => {});
       if (!watchdog.signal.aborted) return null;
       compiled = null;
       throw new Error(`${url}: no data for ${stallMs / 1000} s; the download stalled`);

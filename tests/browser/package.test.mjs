@@ -634,6 +634,26 @@ describe('long calls and slow servers', () => {
     await fresh.close();
   });
 
+  test('a .wasm served as another MIME type is fetched again by the worker, which compiles it all the same', async () => {
+    const fresh = await harness(browser, server);
+    const served = [];
+    await fresh.route('**/*.wasm', async (route) => {
+      served.push(new URL(route.request().url()).pathname);
+      const response = await route.fetch();
+      await route.fulfill({ response, headers: { ...response.headers(), 'content-type': 'application/octet-stream' } });
+    });
+    const masks = await fresh.evaluate(async () => {
+      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
+      const masks = await fm.predict('the [MASK] dog');
+      fm.dispose();
+      return masks.length;
+    });
+    assert.equal(masks, 1);
+    // The page's streaming compile refuses it; the worker takes the SIMD128 build the wasm-bindgen way.
+    assert.deepEqual(served, ['/webbert/pkg/webbert_relaxed_bg.wasm', '/webbert/pkg/webbert_bg.wasm']);
+    await fresh.close();
+  });
+
   test('download progress is reported as the bytes arrive', async () => {
     // The server holds the last piece back until the page has seen a progress event: a load that
     // reported progress only once the body was complete would stall here.

@@ -409,8 +409,8 @@ fn tiled(
     output
 }
 
-/// `Tiled`: the most queries, then keys, per block whose workgroup memory (as the kernel lays it out:
-/// K and V blocks or the groups' states, the keys' mask, the bias block) fits the device's `limit`.
+/// `Tiled`: the most queries, then keys, per block whose workgroup memory ([`tiled_shared`]) fits the
+/// device's `limit`.
 /// Browsers and lavapipe allow 32 KiB, where a 64-wide head's 32 queries would need 34 to merge.
 fn tiled_blocks(
     head_dim: usize,
@@ -418,12 +418,10 @@ fn tiled_blocks(
     element: usize,
     limit: usize,
 ) -> Option<(usize, usize)> {
-    let lanes = head_dim / 4;
     let needs = |query_block: usize, key_block: usize| {
-        let staged = 2 * key_block * lanes;
-        let merged = query_block * KEY_GROUPS * (lanes + 1);
-        let bias = if has_bias { query_block * key_block } else { 1 };
-        workgroup_bytes(element, &[4 * staged.max(merged), key_block, bias])
+        let [words, keep, bias] =
+            tiled_shared(query_block, key_block, KEY_GROUPS, head_dim / 4, has_bias);
+        workgroup_bytes(element, &[4 * words, keep, bias])
     };
     [QUERY_BLOCK, QUERY_BLOCK / 2, QUERY_BLOCK / 4]
         .into_iter()
@@ -556,6 +554,23 @@ mod kernel {
     }
 }
 
+/// The tiled kernel's workgroup variables, in elements, as it declares them: words of 4 used twice (the K
+/// and V rows of a block of keys while the keys are walked, then each group's softmax state
+/// `[max, sum, _, _]` and context for the merge), the staged keys' mask, and the block's bias (one
+/// element where there is none).
+fn tiled_shared(
+    query_block: usize,
+    key_block: usize,
+    key_groups: usize,
+    lanes: usize,
+    has_bias: bool,
+) -> [usize; 3] {
+    let staged = 2 * key_block * lanes;
+    let merged = query_block * key_groups * (lanes + 1);
+    let bias = if has_bias { query_block * key_block } else { 1 };
+    [staged.max(merged), key_block, bias]
+}
+
 mod tiled_kernel {
     use cubecl::prelude::*;
 
@@ -631,18 +646,18 @@ mod tiled_kernel {
         let mut j0 = max(i0, window) - window;
         let last = min(seq, i0 + query_block + window);
 
-        // Workgroup memory, used twice: K rows and V rows of one block of keys while the keys are
-        // walked; then each group's softmax state ([max, sum, _, _], context) for the merge.
-        let staged = 2 * key_block * lanes;
-        let merged = units * (lanes + 1);
-        let mut shared = Shared::<[Word4<F>]>::new_slice(comptime!(staged.max(merged)));
-        let mut keep = Shared::<[F]>::new_slice(key_block);
+        // Workgroup memory, as `tiled_blocks` fitted it to the device.
+        let sizes = comptime!(crate::ops::attention::tiled_shared(
+            query_block,
+            key_block,
+            key_groups,
+            lanes,
+            has_bias
+        ));
+        let mut shared = Shared::<[Word4<F>]>::new_slice(comptime!(sizes[0]));
+        let mut keep = Shared::<[F]>::new_slice(comptime!(sizes[1]));
         // The bias of the block's queries and staged keys, scaled.
-        let mut block_bias = Shared::<[F]>::new_slice(comptime!(if has_bias {
-            query_block * key_block
-        } else {
-            1
-        }));
+        let mut block_bias = Shared::<[F]>::new_slice(comptime!(sizes[2]));
 
         // A query past the end computes on the last row and is not written.
         let row = (b * seq + min(i, seq - 1)) * width + column;

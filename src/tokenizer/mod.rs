@@ -87,30 +87,21 @@ pub struct Tokenizer {
     max_len: usize,
     /// Past this, an id is not in the vocabulary (a post-processor can be given any id).
     largest_id: u32,
-    chunker: Chunker,
-    bare: Bare,
+    /// For [`Tokenizer::encode_spans`], which sets its own truncation (chunks with a stride) on it.
+    chunker: Kept<Mutex<Option<tokenizers::Tokenizer>>>,
+    /// Without post-processor or truncation: on the slow path a pair's texts are read whole and alone with
+    /// it, to be cut and joined once (see [`Tokenizer::run`]); the tokenizer's own post-processor would
+    /// trim RoBERTa's offsets twice.
+    bare: Kept<OnceLock<tokenizers::Tokenizer>>,
 }
 
-/// A second `tokenizers` tokenizer for [`Tokenizer::encode_spans`], which sets its own truncation (chunks
-/// with a stride) on it: made at the first call and kept, as cloning a large vocabulary takes longer than
-/// answering (280 ms for DeBERTa-v3's 128,000 Unigram pieces natively). A copy starts without one.
+/// A second `tokenizers` tokenizer beside the main one, made from it at its first use and kept, as cloning
+/// a large vocabulary takes longer than answering (280 ms for DeBERTa-v3's 128,000 Unigram pieces
+/// natively). A copy of the [`Tokenizer`] starts without one.
 #[derive(Default)]
-struct Chunker(Mutex<Option<tokenizers::Tokenizer>>);
+struct Kept<T>(T);
 
-impl Clone for Chunker {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-/// A third `tokenizers` tokenizer, without post-processor or truncation: on the slow path a pair's texts are
-/// read whole and alone with it, to be cut and joined once (see [`Tokenizer::run`]); the tokenizer's own
-/// post-processor would trim RoBERTa's offsets twice. Made at the first such pair and kept, as the chunker
-/// is; a copy starts without one.
-#[derive(Default)]
-struct Bare(OnceLock<tokenizers::Tokenizer>);
-
-impl Clone for Bare {
+impl<T: Default> Clone for Kept<T> {
     fn clone(&self) -> Self {
         Self::default()
     }
@@ -294,8 +285,8 @@ impl Tokenizer {
             segments: true,
             max_len,
             largest_id,
-            chunker: Chunker::default(),
-            bare: Bare::default(),
+            chunker: Kept::default(),
+            bare: Kept::default(),
         })
     }
 

@@ -617,6 +617,14 @@ describe('long calls and slow servers', () => {
     assert.match(out.badTimeout, /options\.stallTimeout must be a whole number of at least 1, not 0/);
   });
 
+  /** How many masks a fresh load of tiny-mlm on `page` fills in one sentence. */
+  const masksFilled = (page) => page.evaluate(async () => {
+    const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
+    const masks = await fm.predict('the [MASK] dog');
+    fm.dispose();
+    return masks.length;
+  });
+
   test("a stalled download of the package's WebAssembly fails the load, and the next load fetches it again", async () => {
     const fresh = await harness(browser, server);
     await fresh.route('**/*.wasm', () => {}); // never answered
@@ -624,13 +632,7 @@ describe('long calls and slow servers', () => {
       webbert.FillMask.load('/fixtures/tiny-mlm/', { stallTimeout: 500 })), errorOf);
     assert.match(stalled, /\/webbert\/pkg\/webbert(_relaxed)?_bg\.wasm: no data for 0\.5 s; the download stalled/);
     await fresh.unroute('**/*.wasm');
-    const masks = await fresh.evaluate(async () => {
-      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
-      const masks = await fm.predict('the [MASK] dog');
-      fm.dispose();
-      return masks.length;
-    });
-    assert.equal(masks, 1);
+    assert.equal(await masksFilled(fresh), 1);
     await fresh.close();
   });
 
@@ -642,13 +644,7 @@ describe('long calls and slow servers', () => {
       const response = await route.fetch();
       await route.fulfill({ response, headers: { ...response.headers(), 'content-type': 'application/octet-stream' } });
     });
-    const masks = await fresh.evaluate(async () => {
-      const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
-      const masks = await fm.predict('the [MASK] dog');
-      fm.dispose();
-      return masks.length;
-    });
-    assert.equal(masks, 1);
+    assert.equal(await masksFilled(fresh), 1);
     // The page's streaming compile refuses it; the worker takes the SIMD128 build the wasm-bindgen way.
     assert.deepEqual(served, ['/webbert/pkg/webbert_relaxed_bg.wasm', '/webbert/pkg/webbert_bg.wasm']);
     await fresh.close();

@@ -1,0 +1,148 @@
+//! A Linear's weight as the GPU kernels read it: f32 through its strides (a transposed view needs no
+//! copy), or f16 and int8 packed in words, which the kernels unpack as they read, so that no weight is
+//! ever widened into a second, f32 copy and no adapter needs `shader-f16`.
+
+use burn::backend::Cube;
+use burn::backend::ops::{FloatTensorOps, QTensorOps};
+use burn::tensor::{DType, FloatDType};
+use burn_cubecl::tensor::CubeTensor;
+
+use super::q8_scheme;
+use crate::ops::{empty_like, placeholder};
+
+/// A Linear's weight as the GPU kernels read it (made per call and moved into the launch, never kept).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Weight {
+    /// `[in, out]`, any strides: a transposed view (the tied MLM decoder) needs no copy.
+    F32(CubeTensor),
+    /// F16 (an fp16 model), as `[in, out / 2]` words, each two neighbouring columns' halves (the lower
+    /// first), so that no adapter needs `shader-f16` to read them. Unpacked in the kernels.
+    F16 { values: CubeTensor },
+    /// Int8 in the GPU's [`q8_scheme`]: `values` `[in, out / 4]` words, each four neighbouring columns'
+    /// bytes (the lowest first); `scales` `[in / Q8_BLOCK, out]`. Unpacked in the kernels.
+    Q8 {
+        values: CubeTensor,
+        scales: CubeTensor,
+    },
+}
+
+/// How a kernel reads its weight (compile time): f32 through its strides, or packed in words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stored {
+    F32,
+    F16,
+    Q8,
+}
+
+impl Weight {
+    /// `weight` as the kernels read it, never widened into a second, f32 copy: f32, f16 with rows of
+    /// whole words, or int8 in the GPU's [`q8_scheme`]; anything else (no model holds it) is widened.
+    pub(crate) fn of(weight: CubeTensor) -> Self {
+        match weight.dtype {
+            DType::F32 => Weight::F32(weight),
+            DType::F16 => match halves_as_words(&weight) {
+                Some(values) => Weight::F16 { values },
+                None => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
+            },
+            DType::QFloat(scheme) if scheme == q8_scheme(true) => {
+                let (values, scales) = weight
+                    .quantized_handles()
+                    .expect("a quantised tensor has values and scales");
+                Weight::Q8 { values, scales }
+            }
+            DType::QFloat(_) => Weight::F32(Cube::dequantize(weight, FloatDType::F32)),
+            _ => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
+        }
+    }
+
+    pub(super) fn cols(&self) -> usize {
+        match self {
+            Weight::F32(weight) => weight.meta.shape()[1],
+            Weight::F16 { values } => 2 * values.meta.shape()[1],
+            Weight::Q8 { scales, .. } => scales.meta.shape()[1],
+        }
+    }
+
+    /// The kernels' three weight bindings (`weight`, `values`, `scales`), placeholders beside `like`
+    /// for those this weight does not have, and how it is stored.
+    pub(super) fn bindings(
+        self,
+        like: &CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor, Stored) {
+        // Two-dimensional, as the kernels read the width of `values` whatever the weight.
+        let no_values = || empty_like(like, [1, 1], DType::U32);
+        match self {
+            Weight::F32(weight) => (weight, no_values(), placeholder(like), Stored::F32),
+            Weight::F16 { values } => (placeholder(like), values, placeholder(like), Stored::F16),
+            Weight::Q8 { values, scales } => (placeholder(like), values, scales, Stored::Q8),
+        }
+    }
+}
+
+/// An f16 `[in, out]` matrix's buffer read as `[in, out / 2]` words, if its rows are contiguous and start
+/// on whole words.
+fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
+    let [rows, cols] = weight.meta.shape().dims();
+    let (row_stride, col_stride) = (weight.meta.strides()[0], weight.meta.strides()[1]);
+    let offset = weight.handle.offset_start.unwrap_or(0);
+    if col_stride != 1
+        || !cols.is_multiple_of(2)
+        || !row_stride.is_multiple_of(2)
+        || !offset.is_multiple_of(4)
+    {
+        return None;
+    }
+    Some(CubeTensor {
+        client: weight.client.clone(),
+        handle: weight.handle.clone(),
+        meta: Box::new(cubecl::zspace::metadata::Metadata::new(
+            [rows, cols / 2],
+            [row_stride / 2, 1],
+        )),
+        device: weight.device.clone(),
+        dtype: DType::U32,
+        qparams: None,
+    })
+}
+
+/// The kernels' reads of packed weights.
+pub(super) mod unpack {
+    use crate::ops::cpu::q8::BLOCK as Q8_BLOCK;
+    use cubecl::prelude::*;
+
+    /// The weight's value at depth `k`, column `c`, from its int8 `values` (four columns a word) and block
+    /// `scales`.
+    #[cube]
+    pub fn q8_weight<F: Float>(values: &Tensor<u32>, scales: &Tensor<F>, k: usize, c: usize) -> F {
+        let word = values[k * values.stride(0) + c / 4];
+        let byte = byte_of::<F>(word, (c % 4) as u32);
+        byte * scales[k / Q8_BLOCK * scales.stride(0) + c * scales.stride(1)]
+    }
+
+    /// The weight's value at depth `k`, column `c`, from its f16 `values` (two columns a word).
+    #[cube]
+    pub fn f16_weight<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
+        let word = values[k * values.stride(0) + c / 2];
+        half::<F>((word >> (16 * (c % 2)) as u32) & 0xffff)
+    }
+
+    /// The f16 whose bits are `h` (its lower 16) as an f32: sign, exponent rebased from 15 to 127 and
+    /// mantissa moved up; a subnormal (exponent 0) is its mantissa × 2⁻²⁴. The checkpoints hold no
+    /// infinity or NaN (refused at load).
+    #[cube]
+    pub fn half<F: Float>(h: u32) -> F {
+        let exponent = (h >> 10) & 31;
+        let mantissa = h & 1023;
+        let sign = (h & 32768) << 16;
+        let normal = F::reinterpret(sign | ((exponent + 112) << 23) | (mantissa << 13));
+        let tiny = F::cast_from(mantissa) * F::new(5.9604645e-8);
+        select(exponent == 0, select(sign != 0, -tiny, tiny), normal)
+    }
+
+    /// Byte `b` of `word` (the lowest is 0) as a two's-complement int8: shifted to the top, then back
+    /// down arithmetically, which extends its sign.
+    #[cube]
+    pub fn byte_of<F: Float>(word: u32, b: u32) -> F {
+        F::cast_from(i32::cast_from(word << (24 - 8 * b)) >> 24)
+    }
+}

@@ -19,8 +19,8 @@ pub mod train;
 
 pub use backend::Backend;
 pub use error::{Error, Result};
+pub use io::checkpoint::Checkpoint;
 pub use io::source::{ModelFiles, TokenizerFiles, WeightsDtype};
-pub use io::weights::Checkpoint;
 pub use model::config::{Architecture, BertConfig};
 pub use model::heads::Pooling;
 pub use pipelines::{

@@ -9,8 +9,8 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortController, Cache, ReadableStreamDefaultReader, RequestInit, Response};
 
 use crate::error::{Error, Result};
+use crate::io::checkpoint::Checkpoint;
 use crate::io::source::{ModelFiles, SENTENCE_CONFIG, WeightsDtype, sentence_modules};
-use crate::io::weights::Checkpoint;
 
 const CACHE_NAME: &str = "webbert-models-v1";
 /// What a load measured about this browser's devices (see `wasm::Model::load`), by key.

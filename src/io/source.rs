@@ -2,7 +2,7 @@
 //! with an optional `tokenizer_config.json`) and weights (`model.safetensors`, or an index and shards).
 
 use crate::error::{Error, Result};
-use crate::io::weights::Checkpoint;
+use crate::io::checkpoint::Checkpoint;
 use crate::model::config::BertConfig;
 use crate::model::heads::{Pooling, Sentence};
 use crate::tokenizer::Tokenizer;

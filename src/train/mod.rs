@@ -3,9 +3,23 @@
 //!
 //! A run is a pure function of its config and seed: batch order is fixed per epoch by the seed, and each
 //! step's masking by the seed and the step number, so a resumed run repeats an uninterrupted one exactly.
+//!
+//! Here the run itself (config, schedule, steps, checkpoints); the objective in [`loss`], the text in
+//! [`corpus`], the corruption in [`masking`], the held-out tests in [`heldout`] and [`content_words`],
+//! the trained model's written forms in [`ship`].
 
 pub mod content_words;
+mod corpus;
+mod heldout;
+mod loss;
 pub mod masking;
+mod ship;
+
+pub use corpus::Corpus;
+pub(crate) use heldout::best_five;
+pub use heldout::{Accuracy, Evaluation, Heldout, evaluate, evaluate_dir};
+pub use loss::{Targets, masked_logits, mlm_loss, prepare};
+pub use ship::{BASE_SHARD, DELTA_SHARD, ship};
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -15,22 +29,16 @@ use burn::config::Config;
 use burn::module::{Module, ParamGroup};
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use safetensors::Dtype;
 
 use crate::error::Error;
 use crate::io::source::ModelFiles;
-use crate::io::weights::{self, SaveOptions};
-use crate::model::Batch;
-use crate::model::config::BertConfig;
+use crate::io::weights;
 use crate::model::heads::{BertForMaskedLM, MlmHead};
-use crate::tokenizer::{Tokenizer, on_every_core};
-use crate::train::content_words::{ContentWordAccuracy, Example};
-use crate::train::masking::{MaskedSequence, MaskingConfig, Vocabulary};
+use crate::train::masking::{MaskingConfig, Vocabulary};
+use ship::export;
 
 #[derive(Config, Debug)]
 pub struct TrainConfig {
@@ -76,230 +84,9 @@ impl TrainConfig {
     }
 }
 
-/// One step's masked positions as tensors: rows of the flattened `[batch * seq]` hidden states, and the
-/// original token ids there.
-pub struct Targets {
-    pub positions: Tensor<1, Int>,
-    pub labels: Tensor<1, Int>,
-}
-
-/// The corrupted batch and what must be predicted in it.
-pub fn prepare(masked: &[MaskedSequence], pad_id: u32, device: &Device) -> (Batch, Targets) {
-    let inputs: Vec<Vec<u32>> = masked.iter().map(|m| m.input_ids.clone()).collect();
-    let batch = Batch::from_ids(&inputs, pad_id, device);
-    let seq = inputs.iter().map(Vec::len).max().unwrap_or(0);
-    let (mut positions, mut labels) = (Vec::new(), Vec::new());
-    for (row, m) in masked.iter().enumerate() {
-        for (t, label) in m.labels.iter().enumerate() {
-            if let Some(label) = label {
-                positions.push((row * seq + t) as i64);
-                labels.push(*label as i64);
-            }
-        }
-    }
-    let n = labels.len();
-    let targets = Targets {
-        positions: Tensor::from_data(TensorData::new(positions, [n]), device),
-        labels: Tensor::from_data(TensorData::new(labels, [n]), device),
-    };
-    (batch, targets)
-}
-
-/// Logits `[n, vocab]` at the masked positions. Only those rows go through the head: the vocabulary
-/// projection is most of a small model's FLOPs.
-pub fn masked_logits(model: &BertForMaskedLM, batch: &Batch, targets: &Targets) -> Tensor<2> {
-    let hidden = model.bert.forward(batch);
-    let [b, s, h] = hidden.dims();
-    model.head(
-        hidden
-            .reshape([b * s, h])
-            .select(0, targets.positions.clone()),
-    )
-}
-
-/// Mean cross-entropy over the masked positions, and their logits.
-pub fn mlm_loss(
-    model: &BertForMaskedLM,
-    batch: &Batch,
-    targets: &Targets,
-) -> (Tensor<1>, Tensor<2>) {
-    let logits = masked_logits(model, batch, targets);
-    let n = targets.labels.dims()[0];
-    let picked = log_softmax(logits.clone(), 1).gather(1, targets.labels.clone().reshape([n, 1]));
-    (picked.mean().neg(), logits)
-}
-
-/// The corpus, one passage per line, tokenized once.
-pub struct Corpus {
-    sequences: Vec<Vec<u32>>,
-}
-
-impl Corpus {
-    /// Tokenizes the non-empty lines on every core (a GPU run's corpus is tens of millions of tokens).
-    pub fn from_text(text: &str, tokenizer: &Tokenizer, max_len: usize) -> crate::Result<Self> {
-        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-        if lines.is_empty() {
-            return Err(Error::Input("the corpus has no text".into()));
-        }
-        let sequences = on_every_core(&lines, |line| {
-            let mut ids = tokenizer.encode(line)?.ids;
-            if ids.len() > max_len {
-                let sep = ids[ids.len() - 1];
-                ids.truncate(max_len - 1);
-                ids.push(sep);
-            }
-            Ok(ids)
-        });
-        Ok(Self {
-            sequences: sequences.into_iter().collect::<crate::Result<_>>()?,
-        })
-    }
-
-    pub fn len(&self) -> usize {
-        self.sequences.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sequences.is_empty()
-    }
-
-    /// The epoch's batches as passage indices: shuffled, then grouped so that passages of similar length
-    /// share a batch (little padding), then the batches shuffled.
-    fn epoch(&self, epoch: usize, batch_size: usize, seed: u64) -> Vec<Vec<usize>> {
-        let mut rng =
-            StdRng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut order: Vec<usize> = (0..self.sequences.len()).collect();
-        order.shuffle(&mut rng);
-        let mut batches = Vec::new();
-        for pool in order.chunks(batch_size * 50) {
-            let mut pool = pool.to_vec();
-            pool.sort_by_key(|&i| self.sequences[i].len());
-            batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
-        }
-        batches.shuffle(&mut rng);
-        batches
-    }
-}
-
-/// Held-out text, read two ways: its passages with 15% of the tokens masked, and its sentences with one
-/// content word masked (see [`content_words`]).
-pub struct Heldout {
-    passages: Corpus,
-    words: Vec<Example>,
-}
-
-/// Both held-out tests.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Evaluation {
-    pub masked_tokens: Accuracy,
-    pub content_words: ContentWordAccuracy,
-}
-
-impl Heldout {
-    pub fn from_text(
-        text: &str,
-        tokenizer: &Tokenizer,
-        max_len: usize,
-        seed: u64,
-    ) -> crate::Result<Self> {
-        let sentences = content_words::sentences(text);
-        Ok(Self {
-            passages: Corpus::from_text(text, tokenizer, max_len)?,
-            words: content_words::examples(&sentences, tokenizer, seed)?,
-        })
-    }
-
-    /// On every passage and sentence, or on the first `limit` passages and `limit` sentences spread
-    /// over the file.
-    pub fn evaluate(
-        &self,
-        model: &BertForMaskedLM,
-        files: &ModelFiles,
-        vocab: &Vocabulary,
-        seed: u64,
-        limit: Option<usize>,
-        device: &Device,
-    ) -> crate::Result<Evaluation> {
-        let passages = &self.passages.sequences;
-        let passages = &passages[..limit.unwrap_or(passages.len()).min(passages.len())];
-        let words: Vec<Example> = match limit {
-            Some(n) if n < self.words.len() => (0..n)
-                .map(|i| self.words[i * self.words.len() / n].clone())
-                .collect(),
-            _ => self.words.clone(),
-        };
-        let pad_id = files.config.pad_token_id as u32;
-        Ok(Evaluation {
-            masked_tokens: evaluate(model, passages, vocab, pad_id, seed, device)?,
-            content_words: content_words::evaluate(
-                model,
-                &words,
-                &files.tokenizer,
-                pad_id,
-                device,
-            )?,
-        })
-    }
-}
-
 /// The masking rng of one step: independent of every other step, so resuming needs no rng state.
 fn step_rng(seed: u64, step: usize) -> StdRng {
     StdRng::seed_from_u64(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ step as u64)
-}
-
-/// Masked-token accuracy: how often the original token is the top prediction, or among the top 5.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Accuracy {
-    pub top1: f64,
-    pub top5: f64,
-    pub predictions: usize,
-}
-
-/// Top-1/top-5 over `sequences` with 15% of tokens chosen and all of them replaced by `[MASK]`;
-/// deterministic under `seed`.
-pub fn evaluate(
-    model: &BertForMaskedLM,
-    sequences: &[Vec<u32>],
-    vocab: &Vocabulary,
-    pad_id: u32,
-    seed: u64,
-    device: &Device,
-) -> crate::Result<Accuracy> {
-    let masking = MaskingConfig::new()
-        .with_whole_word(false)
-        .with_mask_probability(1.0)
-        .with_random_probability(0.0);
-    let (mut top1, mut top5, mut n) = (0usize, 0usize, 0usize);
-    for (i, chunk) in sequences.chunks(64).enumerate() {
-        let masked = masking.apply(chunk, vocab, &mut step_rng(seed, i));
-        for (best, label) in best_five(model, &masked, pad_id, device)? {
-            top1 += usize::from(best[0] == label);
-            top5 += usize::from(best.contains(&label));
-            n += 1;
-        }
-    }
-    Ok(Accuracy {
-        top1: top1 as f64 / n.max(1) as f64,
-        top5: top5 as f64 / n.max(1) as f64,
-        predictions: n,
-    })
-}
-
-/// At each masked position of a batch, the five likeliest tokens (best first) and the original token.
-pub(crate) fn best_five(
-    model: &BertForMaskedLM,
-    masked: &[MaskedSequence],
-    pad_id: u32,
-    device: &Device,
-) -> crate::Result<Vec<(Vec<i64>, i64)>> {
-    let (batch, targets) = prepare(masked, pad_id, device);
-    let (_, best) = masked_logits(model, &batch, &targets).topk_with_indices(5, 1);
-    let labels = ints(targets.labels)?;
-    Ok(ints(best)?
-        .chunks_exact(5)
-        .map(<[i64]>::to_vec)
-        .zip(labels)
-        .collect())
 }
 
 fn ints<const D: usize>(t: Tensor<D, Int>) -> crate::Result<Vec<i64>> {
@@ -648,120 +435,4 @@ fn save_checkpoint(
     std::fs::write(tmp.join("trainer.json"), json).map_err(|e| io(&e))?;
     let _ = std::fs::remove_dir_all(dir);
     std::fs::rename(&tmp, dir).map_err(|e| io(&e))
-}
-
-/// The trained model in Hugging Face layout: `model.safetensors` (f32, all tensors), a `config.json` that
-/// names `BertForMaskedLM`, and the base's tokenizer files.
-fn export(model: &BertForMaskedLM, base: &Path, out: &Path) -> crate::Result<()> {
-    let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
-    let config = std::fs::read_to_string(base.join("config.json")).map_err(|e| io(&e))?;
-    let bytes = weights::save_bert_for_masked_lm(
-        &model.valid(),
-        &BertConfig::from_hf_json(&config)?,
-        SaveOptions {
-            dtype: Dtype::F32,
-            word_embeddings: true,
-        },
-    )?;
-    std::fs::write(out.join("model.safetensors"), bytes).map_err(|e| io(&e))?;
-    let mut config: serde_json::Value = serde_json::from_str(&config).map_err(|e| io(&e))?;
-    config["architectures"] = serde_json::json!(["BertForMaskedLM"]);
-    config["tie_word_embeddings"] = serde_json::json!(true);
-    std::fs::write(out.join("config.json"), format!("{config:#}\n")).map_err(|e| io(&e))?;
-    for name in [
-        "tokenizer.json",
-        "vocab.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ] {
-        if base.join(name).exists() {
-            std::fs::copy(base.join(name), out.join(name)).map_err(|e| io(&e))?;
-        }
-    }
-    Ok(())
-}
-
-/// The shard `models/` ships: every tensor but the word embeddings (which the base encoder already has).
-pub const DELTA_SHARD: &str = "model-00002-of-00002.safetensors";
-/// Cut from the base encoder's checkpoint by `scripts/assemble-mlm.py`.
-pub const BASE_SHARD: &str = "model-00001-of-00002.safetensors";
-
-/// Writes the shipped form of a trained model. With the word embeddings frozen: [`DELTA_SHARD`] in f16, a
-/// `model.safetensors.index.json` that finds the word embeddings in [`BASE_SHARD`], and `config.json`.
-/// With them trained (`training.json` says so), the base's no longer fit: the whole model as
-/// `model.q8.safetensors` (`webbert quantize`'s int8, its accuracy guard included) beside its other files.
-/// Returns the bytes of weights written.
-pub fn ship(model_dir: &Path, out: &Path) -> crate::Result<usize> {
-    let io = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", out.display()));
-    let training = model_dir.join("training.json");
-    let trained_embeddings = match std::fs::read(&training) {
-        Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
-            .map_err(|e| Error::Io(format!("{}: {e}", training.display())))?["config"]
-            ["train_word_embeddings"]
-            .as_bool()
-            .unwrap_or(false),
-        Err(_) => false,
-    };
-    if trained_embeddings {
-        let report = crate::io::quantize::quantize(
-            model_dir,
-            out,
-            crate::io::source::WeightsDtype::Q8,
-            &Device::flex(),
-        )?;
-        return Ok(report.bytes);
-    }
-    let files = ModelFiles::from_dir(model_dir)?;
-    let model =
-        weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, &Device::flex())?;
-    let delta = weights::save_bert_for_masked_lm(
-        &model,
-        &files.config,
-        SaveOptions {
-            dtype: Dtype::F16,
-            word_embeddings: false,
-        },
-    )?;
-    let names = safetensors::SafeTensors::deserialize(&delta)
-        .map_err(|e| io(&e))?
-        .names()
-        .into_iter()
-        .map(|name| (name.to_string(), DELTA_SHARD))
-        .chain([(
-            "bert.embeddings.word_embeddings.weight".to_string(),
-            BASE_SHARD,
-        )])
-        .collect::<std::collections::BTreeMap<_, _>>();
-    let word_embeddings = files.config.vocab_size * files.config.hidden_size * 4;
-    let index = serde_json::json!({
-        "metadata": {"total_size": delta.len() + word_embeddings},
-        "weight_map": names,
-    });
-    std::fs::create_dir_all(out).map_err(|e| io(&e))?;
-    std::fs::write(out.join(DELTA_SHARD), &delta).map_err(|e| io(&e))?;
-    std::fs::write(
-        out.join("model.safetensors.index.json"),
-        format!("{index:#}\n"),
-    )
-    .map_err(|e| io(&e))?;
-    std::fs::copy(model_dir.join("config.json"), out.join("config.json")).map_err(|e| io(&e))?;
-    Ok(delta.len())
-}
-
-/// Both held-out tests for a model folder and a text file (one passage per line).
-pub fn evaluate_dir(
-    model_dir: &Path,
-    text: &Path,
-    seed: u64,
-    limit: Option<usize>,
-    device: &Device,
-) -> crate::Result<Evaluation> {
-    let files = ModelFiles::from_dir(model_dir)?;
-    let model = weights::load_bert_for_masked_lm(&files.checkpoint, &files.config, device)?;
-    let text =
-        std::fs::read_to_string(text).map_err(|e| Error::Io(format!("{}: {e}", text.display())))?;
-    let max_len = files.config.max_position_embeddings.min(128);
-    let vocab = vocabulary(&files)?;
-    Heldout::from_text(&text, &files.tokenizer, max_len, seed)?
-        .evaluate(&model, &files, &vocab, seed, limit, device)
 }

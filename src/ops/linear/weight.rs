@@ -1,6 +1,6 @@
 //! A Linear's weight as the GPU kernels read it: f32 through its strides (a transposed view needs no
-//! copy), or f16 and int8 packed in words, which the kernels unpack as they read, so that no weight is
-//! ever widened into a second, f32 copy and no adapter needs `shader-f16`.
+//! copy), or f16 and int8 packed in words, which the kernels unpack as they read: a model's f16 or int8
+//! weights get no f32 copy on the GPU, and no adapter needs `shader-f16`.
 
 use burn::backend::Cube;
 use burn::backend::ops::{FloatTensorOps, QTensorOps};

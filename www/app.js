@@ -6,11 +6,9 @@ const DEFAULT_MODEL = new URL('models/all-MiniLM-L6-v2/', location.href).href;
 const DEFAULT_MLM = new URL('models/minilm-l6-mlm/', location.href).href;
 const $ = (id) => document.getElementById(id);
 let embedder = null;
-let fillMask = null;
 let attention = null;
-let reranker = null;
-let tagger = null;
-let reader = null;
+/** The models loaded into a section (`mlm`, `rr`, `ner`, `qa`): replaced only by `loadModel`. */
+const models = {};
 
 function showProgress({ file, loaded, total }) {
   const mb = (n) => (n / 1e6).toFixed(1);
@@ -45,10 +43,7 @@ const heat = (v) => `hsl(220 80% ${100 - 55 * Math.max(0, Math.min(1, v))}%)`;
 
 // Fill-mask ---------------------------------------------------------------------------------------------
 async function loadFillMask(source) {
-  fillMask?.dispose();
   const model = await loadModel(FillMask, source, 'mlm');
-  if (model === undefined) return;
-  fillMask = model;
   if (!model) return;
   $('mlm-note').textContent = typeof source === 'string' && source === DEFAULT_MLM
     ? `minilm-l6-mlm loaded (${model.backend}): all-MiniLM-L6-v2 trained on by webbert as a masked LM (19 M words, whole-word masking). Load another below.`
@@ -59,7 +54,7 @@ async function loadFillMask(source) {
 
 async function predict() {
   try {
-    const masks = await timed('mlm-timing', 'fill-mask', () => fillMask.predict($('mlm-text').value, { topK: 5 }));
+    const masks = await timed('mlm-timing', 'fill-mask', () => models.mlm.predict($('mlm-text').value, { topK: 5 }));
     $('mlm-results').innerHTML = '';
     masks.forEach((predictions, i) => {
       const block = cell('mask');
@@ -101,10 +96,7 @@ async function compare() {
 
 // Reranking ---------------------------------------------------------------------------------------------
 async function loadReranker(source) {
-  reranker?.dispose();
   const model = await loadModel(Classifier, source, 'rr');
-  if (model === undefined) return;
-  reranker = model;
   if (!model) return;
   $('rr-note').textContent = `Cross-encoder loaded (${model.backend}): each (query, passage) pair is read together.`;
   await rank();
@@ -115,7 +107,7 @@ async function rank() {
   const passages = $('rr-passages').value.split('\n').map((s) => s.trim()).filter(Boolean);
   try {
     const ranked = await timed('rr-timing', `${passages.length} passages ranked`, async () => {
-      if (reranker) return reranker.rerank(query, passages);
+      if (models.rr) return models.rr.rerank(query, passages);
       // Without a cross-encoder: the sentence encoder's cosine similarity (unit vectors: dot = cosine).
       const [q, ...rows] = await embedder.embed([query, ...passages]);
       const scored = rows.map((row, index) => ({ index, text: passages[index], score: row.reduce((s, x, k) => s + x * q[k], 0) }));
@@ -158,26 +150,31 @@ function markSpans(where, text, spans) {
 /** Each section's load under way: a newer load of the section aborts it, which stops its worker. */
 const loads = {};
 
-/** Loads `kind` from `source` into `section`, showing progress, time and errors there. Resolves to the
- * model, to null if it failed, or to undefined if a newer load of the section took its place. */
+/** Loads `kind` from `source` into `section` in place of its model, showing progress, time and errors
+ * there. Resolves to the model, or to null if it failed or a newer load of the section took its place. */
 async function loadModel(kind, source, section) {
   loads[section]?.abort();
   const { signal } = (loads[section] = new AbortController());
+  models[section]?.dispose();
+  models[section] = null;
   $(`${section}-results`).textContent = 'loading…';
   try {
     const model = await timed(`${section}-timing`, 'model load', () => kind.load(source, { onProgress: showProgress, signal }));
-    if (signal.aborted) return void model.dispose();
+    if (signal.aborted) {
+      model.dispose();
+      return null;
+    }
     $(`${section}-form`).querySelector('button').disabled = false;
     $(`${section}-results`).textContent = '';
-    return model;
+    return (models[section] = model);
   } catch (error) {
-    if (signal.aborted) return undefined;
-    showError(`${section}-results`, error);
+    if (!signal.aborted) showError(`${section}-results`, error);
     return null;
   }
 }
 
 async function findEntities() {
+  const tagger = models.ner;
   if (!tagger) return;
   const text = $('ner-text').value;
   try {
@@ -191,6 +188,7 @@ async function findEntities() {
 }
 
 async function answer() {
+  const reader = models.qa;
   if (!reader) return;
   const context = $('qa-context').value;
   try {
@@ -251,18 +249,10 @@ $('rr-load').onsubmit = (e) => { e.preventDefault(); if ($('rr-url').value) load
 $('rr-files').onchange = (e) => { if (e.target.files.length) loadReranker(e.target.files); };
 $('rr-form').onsubmit = (e) => { e.preventDefault(); rank(); };
 const loadTagger = async (source) => {
-  tagger?.dispose();
-  const model = await loadModel(TokenClassifier, source, 'ner');
-  if (model === undefined) return;
-  tagger = model;
-  await findEntities();
+  if (await loadModel(TokenClassifier, source, 'ner')) await findEntities();
 };
 const loadReader = async (source) => {
-  reader?.dispose();
-  const model = await loadModel(QuestionAnswerer, source, 'qa');
-  if (model === undefined) return;
-  reader = model;
-  await answer();
+  if (await loadModel(QuestionAnswerer, source, 'qa')) await answer();
 };
 $('ner-load').onsubmit = (e) => { e.preventDefault(); if ($('ner-url').value) loadTagger($('ner-url').value); };
 $('ner-files').onchange = (e) => { if (e.target.files.length) loadTagger(e.target.files); };

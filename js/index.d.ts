@@ -33,7 +33,7 @@ export interface LoadOptions {
 
 export interface CallOptions {
   /** Aborting it rejects the call at once with the signal's reason; the model skips the call, or stops it
-   * between groups of texts, and serves the next call. */
+   * between forward passes, and serves the next call. */
   signal?: AbortSignal;
 }
 
@@ -48,7 +48,7 @@ export interface EmbedOptions extends CallOptions {
   pooling?: 'mean' | 'cls';
   /** By default true, unless the model's modules.json has no Normalize module. */
   normalize?: boolean;
-  /** After each group of (up to 32) texts. */
+  /** After each forward pass (up to 32 texts). */
   onProgress?: (progress: { done: number; total: number }) => void;
 }
 

@@ -7,7 +7,7 @@ const ready = new Promise((resolve) => { provide = resolve; })
   .then((wasm) => init(wasm ? { module_or_path: wasm } : undefined));
 let model = null;
 let queue = Promise.resolve();
-/** Calls the page gave up on: skipped if not started, stopped between groups if running. */
+/** Calls the page gave up on: skipped if not started, stopped between forward passes if running. */
 const aborted = new Set();
 /** The last call finished. Calls run in the order of their ids, so an abort of one at or below it came
  * after its end, and is dropped rather than kept. */

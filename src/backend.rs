@@ -1,7 +1,10 @@
 //! Which burn device runs the model: its CPU backend (flex) or wgpu (WebGPU in the browser, Vulkan/Metal/DX
 //! natively), and how a result comes back from it.
 
+use std::pin::Pin;
+
 use burn::tensor::{Device, Tensor, TensorData};
+use cubecl::server::CopyDescriptor;
 
 use crate::error::{Error, Result};
 
@@ -103,8 +106,81 @@ pub fn set_readback(readback: Readback) {
     READBACK.with(|r| r.set(readback));
 }
 
-/// `tensor`'s values on the host, read as [`set_readback`] last said.
-pub async fn read_back(tensor: Tensor<2>) -> Result<TensorData> {
+/// A result on its way back to the host. With [`Readback::Map`] on a GPU the read starts when this is made:
+/// its copy is queued behind the work submitted so far and ahead of any submitted later, so that the next
+/// batch can be launched before these values are awaited, and the GPU runs it meanwhile. Elsewhere (the
+/// CPU, the other readbacks) the work is flushed and the read waits for [`data`](Self::data).
+pub enum Reading {
+    Queued {
+        read: Read,
+        /// Kept until the copy has run (later work could otherwise reuse its memory first).
+        _tensor: Tensor<2>,
+    },
+    Later(Tensor<2>),
+}
+
+type Read = Pin<Box<dyn Future<Output = Result<TensorData>> + Send>>;
+
+impl Reading {
+    pub fn start(tensor: Tensor<2>) -> Self {
+        if READBACK.with(std::cell::Cell::get) == Readback::Map
+            && let Some(read) = queue_read(&tensor)
+        {
+            return Reading::Queued {
+                read,
+                _tensor: tensor,
+            };
+        }
+        // Only the device's own errors come from flushing; the read reports them.
+        let _ = tensor.device().flush();
+        Reading::Later(tensor)
+    }
+
+    /// Whether the copy is queued: work launched from now on may overwrite the tensor.
+    pub fn is_queued(&self) -> bool {
+        matches!(self, Reading::Queued { .. })
+    }
+
+    /// The values on the host.
+    pub async fn data(self) -> Result<TensorData> {
+        match self {
+            Reading::Queued { read, .. } => read.await,
+            Reading::Later(tensor) => read_back(tensor).await,
+        }
+    }
+}
+
+/// `tensor`'s copy to the host queued now, on a GPU, where it is laid out row by row (a kernel's output).
+fn queue_read(tensor: &Tensor<2>) -> Option<Read> {
+    use burn::backend::{BackendTensor, DispatchTensorKind};
+    use std::task::{Context, Poll, Waker};
+    let DispatchTensorKind::Cube(BackendTensor::Float(t)) = tensor.clone().into_dispatch().kind
+    else {
+        return None;
+    };
+    let shape = t.meta.shape().clone();
+    if t.meta.strides()[..] != [shape[1], 1] {
+        return None;
+    }
+    let (strides, elem_size, dtype) = (t.meta.strides().clone(), t.elem_size(), t.dtype);
+    let descriptor = CopyDescriptor::new(t.handle.binding(), shape.clone(), strides, elem_size);
+    let client = t.client;
+    let mut read: Read = Box::pin(async move {
+        let bytes = client
+            .read_one_tensor_async(descriptor)
+            .await
+            .map_err(|e| Error::Device(format!("reading results back failed: {e:?}")))?;
+        Ok(TensorData::from_bytes(bytes, shape, dtype))
+    });
+    // Polled once now: cubecl queues the copy as the read is asked for, then waits for the mapping.
+    if let Poll::Ready(done) = read.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        read = Box::pin(std::future::ready(done));
+    }
+    Some(read)
+}
+
+/// `tensor`'s values on the host, read as [`set_readback`] last said, once awaited.
+async fn read_back(tensor: Tensor<2>) -> Result<TensorData> {
     let read = async {
         tensor
             .clone()

@@ -257,7 +257,7 @@ impl Model {
 
     /// One `Float32Array` per text (a string, or an array of strings); `options`: `{pooling: 'mean' |
     /// 'cls', normalize}`, by default as the checkpoint's sentence-transformers files say (else mean,
-    /// normalised). After each group of texts, `progress({done,
+    /// normalised). After each forward pass, `progress({done,
     /// total})`; when it returns `false` the call stops there.
     pub async fn embed(
         &self,
@@ -298,7 +298,7 @@ impl Model {
             .run(async |placed| match placed.route(&all) {
                 Task::Embeddings(pipeline) => {
                     let step =
-                        async |done, total| between_groups(progress.as_ref(), done, total).await;
+                        async |done, total| between_passes(progress.as_ref(), done, total).await;
                     let pooling = pooling.unwrap_or(pipeline.sentence.pooling);
                     let normalize = normalize.unwrap_or(pipeline.sentence.normalize);
                     pipeline.embed_with(&texts, pooling, normalize, step).await
@@ -510,9 +510,9 @@ impl Model {
     }
 }
 
-/// Between the groups of a long call: lets the worker's event loop run (so that an abort from the page
+/// Between the forward passes of a long call: lets the worker's event loop run (so that an abort from the page
 /// can arrive), reports `{done, total}`, and stops the call when `progress` returns `false`.
-async fn between_groups(progress: Option<&Function>, done: usize, total: usize) -> Result<()> {
+async fn between_passes(progress: Option<&Function>, done: usize, total: usize) -> Result<()> {
     let Some(progress) = progress else {
         return Ok(());
     };

@@ -3,7 +3,7 @@
 use burn::tensor::Device;
 use serde::Serialize;
 
-use super::{Pipeline, batches, encode, with_hint};
+use super::{Pipeline, batches, encode, read_one_ahead, with_hint};
 use crate::error::Result;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_sequence_classification;
@@ -60,8 +60,7 @@ impl Classifier {
             })
             .collect::<Result<Vec<_>>>()?;
         encoded.sort_by_key(|(_, e)| e.ids.len());
-        let mut rows = vec![Vec::new(); inputs.len()];
-        for batch in batches(encoded, &self.shape) {
+        let launches = batches(encoded, &self.shape).into_iter().map(|batch| {
             let (indices, encodings): (Vec<usize>, Vec<Encoding>) = batch.into_iter().unzip();
             let data = self.batch_data(&encodings);
             let logits =
@@ -69,12 +68,17 @@ impl Classifier {
                     .run("classify", [0, 0], &data, &self.device, |batch: &Batch| {
                         self.model.forward(batch)
                     });
-            let values = logits.read().await?;
+            Ok((indices, logits.start_read()))
+        });
+        let mut rows = vec![Vec::new(); inputs.len()];
+        read_one_ahead(launches, async |indices: Vec<usize>, values: Vec<f32>| {
             let labels = values.len() / indices.len();
             for (i, row) in indices.into_iter().zip(values.chunks_exact(labels)) {
                 rows[i] = row.to_vec();
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(rows)
     }
 

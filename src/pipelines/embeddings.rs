@@ -2,8 +2,8 @@
 
 use burn::tensor::Device;
 
-use super::{BATCH_TEXTS, Pipeline, batches, non_empty};
-use crate::error::{Error, Result};
+use super::{BATCH_TEXTS, Pipeline, batches, non_empty, read_one_ahead};
+use crate::error::Result;
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert;
 use crate::model::heads::{Pooling, pool};
@@ -40,11 +40,12 @@ impl Embedder {
             .await
     }
 
-    /// As [`embed`](Self::embed), calling `progress(done, total)` after each group of texts; an error
-    /// from it (e.g. [`Error::Aborted`]) ends the call there.
+    /// As [`embed`](Self::embed), calling `progress(done, total)` after each forward pass's texts; an
+    /// error from it (e.g. [`Error::Aborted`](crate::Error::Aborted)) ends the call there.
     ///
     /// Texts go through in order of length, so that a batch pads its texts to little more than their
     /// own length, in batches under [`Shape::texts_per_batch`]; the vectors come back in input order.
+    /// Each group of texts is tokenized while the GPU runs the group before.
     pub async fn embed_with(
         &self,
         texts: &[String],
@@ -65,46 +66,40 @@ impl Embedder {
             encoded.sort_by_key(|(_, e)| e.ids.len());
             Ok(encoded)
         };
-        let mut groups = order.chunks(BATCH_TEXTS);
-        let mut next = groups.next().map(encode_group).transpose()?;
+        // Lazily: a group is tokenized when its first pass is due.
+        let passes = order
+            .chunks(BATCH_TEXTS)
+            .map(encode_group)
+            .flat_map(|group| match group {
+                Ok(encoded) => batches(encoded, &self.shape).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
+            });
+        let launches = passes.map(|pass| {
+            let (indices, encodings): (Vec<usize>, Vec<Encoding>) = pass?.into_iter().unzip();
+            let data = self.batch_data(&encodings);
+            let pooled = self.replays.run(
+                "embed",
+                [pooling as usize, normalize as usize],
+                &data,
+                &self.device,
+                |batch: &Batch| {
+                    let hidden = self.model.forward(batch);
+                    pool(hidden, batch.attention_mask.clone(), pooling, normalize)
+                },
+            );
+            Ok((indices, pooled.start_read()))
+        });
         let mut rows = vec![Vec::new(); texts.len()];
         let mut done = 0;
-        while let Some(encoded) = next {
-            done += encoded.len();
-            let pooled: Vec<_> = batches(encoded, &self.shape)
-                .into_iter()
-                .map(|batch| {
-                    let (indices, encodings): (Vec<usize>, Vec<Encoding>) =
-                        batch.into_iter().unzip();
-                    let data = self.batch_data(&encodings);
-                    let pooled = self.replays.run(
-                        "embed",
-                        [pooling as usize, normalize as usize],
-                        &data,
-                        &self.device,
-                        |batch: &Batch| {
-                            let hidden = self.model.forward(batch);
-                            pool(hidden, batch.attention_mask.clone(), pooling, normalize)
-                        },
-                    );
-                    (indices, pooled)
-                })
-                .collect();
-            // A GPU runs this group while the CPU tokenizes the next (tokenizing 32 texts of 128 tokens
-            // took as long as their forward pass on an H100).
-            self.device
-                .flush()
-                .map_err(|e| Error::Device(format!("submitting the work failed: {e:?}")))?;
-            next = groups.next().map(encode_group).transpose()?;
-            for (indices, pooled) in pooled {
-                let values = pooled.read().await?;
-                let width = values.len() / indices.len();
-                for (i, row) in indices.into_iter().zip(values.chunks_exact(width)) {
-                    rows[i] = row.to_vec();
-                }
+        read_one_ahead(launches, async |indices: Vec<usize>, values: Vec<f32>| {
+            let width = values.len() / indices.len();
+            done += indices.len();
+            for (i, row) in indices.into_iter().zip(values.chunks_exact(width)) {
+                rows[i] = row.to_vec();
             }
-            progress(done, texts.len()).await?;
-        }
+            progress(done, texts.len()).await
+        })
+        .await?;
         Ok(rows)
     }
 }

@@ -19,6 +19,7 @@ pub use token_classification::{Aggregation, Entity, TokenClassifier};
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
+use crate::backend::Reading;
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::model::heads::{Pooling, Sentence, pool};
@@ -143,10 +144,31 @@ pub struct AttentionOutput {
 }
 
 async fn read(tensor: Tensor<2>) -> Result<Vec<f32>> {
-    crate::backend::read_back(tensor)
+    values(Reading::start(tensor)).await
+}
+
+async fn values(reading: Reading) -> Result<Vec<f32>> {
+    reading
+        .data()
         .await?
         .try_into_vec::<f32>()
         .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
+}
+
+/// Reads each forward pass's values once the next pass is launched, so that the GPU runs that pass while
+/// these come back (a read in Chrome took ~3 ms however short the work) and while the CPU prepares the
+/// one after. Each step of `launches` launches a pass and begins its read; `take` gets each pass's item
+/// and values, in order.
+async fn read_one_ahead<T>(
+    mut launches: impl Iterator<Item = Result<(T, replay::Pending)>>,
+    mut take: impl AsyncFnMut(T, Vec<f32>) -> Result<()>,
+) -> Result<()> {
+    let mut launched = launches.next().transpose()?;
+    while let Some((item, pending)) = launched {
+        launched = launches.next().transpose()?;
+        take(item, pending.values().await?).await?;
+    }
+    Ok(())
 }
 
 impl<M: AsRef<BertModel>> Pipeline<M> {

@@ -4,7 +4,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use super::classification::scores;
-use super::{Pipeline, batches, with_hint};
+use super::{Pipeline, batches, read_one_ahead, with_hint};
 use crate::error::{Error, Result};
 use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_question_answering;
@@ -94,13 +94,12 @@ impl QuestionAnswerer {
             options.max_seq_len,
             options.doc_stride,
         )?;
-        let mut logits = Vec::with_capacity(spans.len());
         let indexed: Vec<(usize, Encoding)> = spans
             .iter()
             .map(|s| s.encoding.clone())
             .enumerate()
             .collect();
-        for batch in batches(indexed, &self.shape) {
+        let launches = batches(indexed, &self.shape).into_iter().map(|batch| {
             let encodings: Vec<Encoding> = batch.into_iter().map(|(_, e)| e).collect();
             let data = self.batch_data(&encodings);
             let [_, seq] = data.dims();
@@ -111,15 +110,23 @@ impl QuestionAnswerer {
                 &self.device,
                 |batch: &Batch| self.model.forward(batch).flatten(0, 1),
             );
-            let values = output.read().await?;
-            for (row, encoding) in values.chunks_exact(2 * seq).zip(&encodings) {
-                let tokens = &row[..2 * encoding.ids.len()];
-                logits.push(SpanLogits {
-                    start: tokens.iter().step_by(2).copied().collect(),
-                    end: tokens.iter().skip(1).step_by(2).copied().collect(),
-                });
-            }
-        }
+            Ok(((encodings, seq), output.start_read()))
+        });
+        let mut logits = Vec::with_capacity(spans.len());
+        read_one_ahead(
+            launches,
+            async |(encodings, seq): (Vec<Encoding>, usize), values| {
+                for (row, encoding) in values.chunks_exact(2 * seq).zip(&encodings) {
+                    let tokens = &row[..2 * encoding.ids.len()];
+                    logits.push(SpanLogits {
+                        start: tokens.iter().step_by(2).copied().collect(),
+                        end: tokens.iter().skip(1).step_by(2).copied().collect(),
+                    });
+                }
+                Ok(())
+            },
+        )
+        .await?;
         Ok((spans, logits))
     }
 

@@ -17,6 +17,7 @@ use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use cubecl::client::{Client, Graph};
 
+use crate::backend::Reading;
 use crate::error::Result;
 use crate::model::{Batch, BatchData};
 use crate::ops::KernelShape;
@@ -176,17 +177,17 @@ struct Recording {
     inputs: Box<dyn Any + Send>,
     output: Tensor<2>,
     graph: Graph,
-    /// Replayed and not yet read: the next replay would overwrite the output.
+    /// Replayed and its output's read not yet queued: the next replay would overwrite the output first.
     busy: Arc<AtomicBool>,
     /// Replays go to the stream the recording was made on; natively each thread has its own.
     thread: ThreadId,
 }
 
 /// A call's result on the device. From a replay it is the recording's own output, which the recording's
-/// next replay overwrites: until this is read (and dropped) the shape runs without it.
+/// next replay overwrites: until its read is queued the shape runs without it.
 pub struct Output {
     tensor: Tensor<2>,
-    _busy: Option<Busy>,
+    busy: Option<Busy>,
 }
 
 struct Busy(Arc<AtomicBool>);
@@ -198,10 +199,33 @@ impl Drop for Busy {
 }
 
 impl Output {
-    /// The values, read back; the recording may replay again once they are.
+    /// Begins reading the values back ([`Reading`]). Once the copy is queued, ahead of anything launched
+    /// later, the recording may replay again.
+    pub fn start_read(self) -> Pending {
+        let reading = Reading::start(self.tensor);
+        let busy = self.busy.filter(|_| !reading.is_queued());
+        Pending {
+            reading,
+            _busy: busy,
+        }
+    }
+
+    /// The values, read back.
     pub async fn read(self) -> Result<Vec<f32>> {
-        let Output { tensor, _busy } = self;
-        super::read(tensor).await
+        self.start_read().values().await
+    }
+}
+
+/// A result whose read has begun.
+pub struct Pending {
+    reading: Reading,
+    _busy: Option<Busy>,
+}
+
+impl Pending {
+    pub async fn values(self) -> Result<Vec<f32>> {
+        let Pending { reading, _busy } = self;
+        super::values(reading).await
     }
 }
 
@@ -224,7 +248,7 @@ impl Replays {
         };
         let once = || Output {
             tensor: work(&I::upload(data, device)),
-            _busy: None,
+            busy: None,
         };
         if key.dims[0] * key.dims[1] > MAX_TOKENS {
             return once();
@@ -270,7 +294,7 @@ impl Replays {
 }
 
 impl State {
-    /// Recording `i` replayed over `data`, unless its last output is still unread or it belongs to another
+    /// Recording `i` replayed over `data`, unless its last output's read is not yet queued or it belongs to another
     /// thread's stream; dropped if the replay fails.
     fn replay<I: Inputs>(&mut self, i: usize, data: &I::Data) -> Option<Output> {
         let recording = &self.recordings[i];
@@ -284,14 +308,15 @@ impl State {
         // pipeline that owns these recordings, the inputs and output to the recording, and the pages of
         // the run's other tensors stay reserved while the graph lives (cubecl guards every page a recording
         // touched). The replay goes to the stream it was recorded on (same thread), which orders it after
-        // the writes above and before the output's read; `busy` keeps the next replay until that read.
+        // the writes above and after the copy of the output's last read; `busy` holds it until that copy
+        // is queued.
         match unsafe { recording.graph.replay() } {
             Ok(()) => {
                 let recording = self.recordings.remove(i);
                 recording.busy.store(true, Ordering::Release);
                 let output = Output {
                     tensor: recording.output.clone(),
-                    _busy: Some(Busy(recording.busy.clone())),
+                    busy: Some(Busy(recording.busy.clone())),
                 };
                 self.recordings.push(recording);
                 self.replayed += 1;

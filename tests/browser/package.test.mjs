@@ -669,7 +669,7 @@ describe('long calls and slow servers', () => {
     assert.equal(events.at(-1).loaded, weights.length);
   });
 
-  test('a long embed reports progress, aborts between groups, and the next call runs at once', async () => {
+  test('a long embed reports progress, aborts between passes, and the next call runs at once', async () => {
     const out = await page.evaluate(async ([url, errorOf]) => {
       errorOf = eval(errorOf);
       // f32: with q8 a text's vector moves by its rounding (~4e-5) when the batch around it changes.

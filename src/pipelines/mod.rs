@@ -155,18 +155,24 @@ async fn values(reading: Reading) -> Result<Vec<f32>> {
         .map_err(|e| Error::Device(format!("unexpected result type: {e:?}")))
 }
 
-/// Reads each forward pass's values once the next pass is launched, so that the GPU runs that pass while
-/// these come back (a read in Chrome took ~3 ms however short the work) and while the CPU prepares the
-/// one after. Each step of `launches` launches a pass and begins its read; `take` gets each pass's item
-/// and values, in order.
+/// On a GPU, reads each forward pass's values once the next pass is launched, so that the GPU runs that
+/// pass while these come back (a read in Chrome took ~3 ms however short the work) and while the CPU
+/// prepares the one after. Where the read could not be queued (on the CPU, which computes a pass as it is
+/// launched), each pass is read before the next. Each step of `launches` launches a pass and begins its
+/// read; `take` gets each pass's item and values, in order.
 async fn read_one_ahead<T>(
     mut launches: impl Iterator<Item = Result<(T, replay::Pending)>>,
     mut take: impl AsyncFnMut(T, Vec<f32>) -> Result<()>,
 ) -> Result<()> {
     let mut launched = launches.next().transpose()?;
     while let Some((item, pending)) = launched {
-        launched = launches.next().transpose()?;
-        take(item, pending.values().await?).await?;
+        if pending.is_queued() {
+            launched = launches.next().transpose()?;
+            take(item, pending.values().await?).await?;
+        } else {
+            take(item, pending.values().await?).await?;
+            launched = launches.next().transpose()?;
+        }
     }
     Ok(())
 }

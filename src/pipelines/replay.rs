@@ -223,6 +223,11 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// Whether the copy is queued ([`Reading::is_queued`]).
+    pub fn is_queued(&self) -> bool {
+        self.reading.is_queued()
+    }
+
     pub async fn values(self) -> Result<Vec<f32>> {
         let Pending { reading, _busy } = self;
         super::values(reading).await

@@ -279,8 +279,24 @@ describe('with WebGPU', () => {
   });
 
   // On a GPU (the tiled kernels) a shape seen twice is recorded and replayed after (src/pipelines/replay.rs);
-  // calls in flight together replay one recording only after its last result is read.
-  test('repeated shapes on WebGPU, in 50 concurrent calls, give the CPU path\'s predictions', async () => {
+  // calls in flight together replay one recording only once the copy of its last result is queued. A call
+  // of several passes launches each before reading the one before: 96 passages of one length are three
+  // passes of one shape, the third replayed while the second's result comes back.
+  test('repeated shapes on WebGPU, in 50 concurrent calls and in one call of three passes, give the CPU path\'s results', async () => {
+    const ranked = await page.evaluate(async () => {
+      const passages = Array.from({ length: 96 }, (_, i) => `the fox number ${i % 10} jumped over ${['the dog', 'a cat', 'my hat'][i % 3]}`);
+      const scores = {};
+      for (const device of ['webgpu', 'cpu']) {
+        const reranker = await webbert.Classifier.load('/fixtures/tiny-bert-cls/', device === 'webgpu' ? { device, kernels: 'tiled' } : { device });
+        const ranked = await reranker.rerank('where did the fox jump', passages, { topK: passages.length });
+        reranker.dispose();
+        scores[device] = passages.map((_, i) => ranked.find((r) => r.index === i).score);
+      }
+      return scores;
+    });
+    assert.equal(ranked.webgpu.length, 96);
+    assert.ok(maxAbsDiff(ranked.webgpu, ranked.cpu) <= 1e-4, `max abs diff ${maxAbsDiff(ranked.webgpu, ranked.cpu)}`);
+    assert.ok(new Set(ranked.cpu.map((x) => x.toFixed(6))).size >= 3, 'the passages score alike');
     const { gpu, cpu } = await page.evaluate(async () => {
       const texts = Array.from({ length: 50 }, (_, i) => `the ${'very '.repeat(i % 5)}[MASK] of number ${i % 10}`);
       const run = async (device, together) => {

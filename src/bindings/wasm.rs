@@ -510,8 +510,8 @@ impl Model {
     }
 }
 
-/// Between the forward passes of a long call: lets the worker's event loop run (so that an abort from the page
-/// can arrive), reports `{done, total}`, and stops the call when `progress` returns `false`.
+/// Between the forward passes of a long call: lets the worker's event loop run (so that an abort from the
+/// page can arrive), reports `{done, total}`, and stops the call when `progress` returns `false`.
 async fn between_passes(progress: Option<&Function>, done: usize, total: usize) -> Result<()> {
     let Some(progress) = progress else {
         return Ok(());

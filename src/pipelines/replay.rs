@@ -299,8 +299,8 @@ impl Replays {
 }
 
 impl State {
-    /// Recording `i` replayed over `data`, unless its last output's read is not yet queued or it belongs to another
-    /// thread's stream; dropped if the replay fails.
+    /// Recording `i` replayed over `data`, unless the read of its last output is not yet queued or it
+    /// belongs to another thread's stream; dropped if the replay fails.
     fn replay<I: Inputs>(&mut self, i: usize, data: &I::Data) -> Option<Output> {
         let recording = &self.recordings[i];
         if recording.busy.load(Ordering::Acquire) || recording.thread != std::thread::current().id()

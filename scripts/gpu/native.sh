@@ -2,10 +2,11 @@
 # Device call (`run` with carry [".gl", ".gpu"], from scripts/gpu/prepare.sh native): webbert natively on
 # the GPU's Vulkan driver, PyTorch on CUDA as the floor, on random weights of the bench models' layout.
 # Everything lands in $OUT: cli-check.txt, bench-*.txt, bench-kernels.json, bench-tiles.json, torch.txt.
-# PARTS picks the steps, of cli,tiled,tiles,serial,cpu,torch (default: cli,tiled,tiles,torch; all six may take
-# longer than a 600 s call).
+# PARTS picks the steps, of cli,tiled,baseline,tiles,serial,cpu,torch (default: cli,tiled,baseline,tiles,torch;
+# all may take longer than a 600 s call); `baseline` runs where `BASELINE=REV scripts/gpu/prepare.sh native`
+# carried an older bench, ROUNDS (3) times in turns with this build's on the large batches.
 set -u
-PARTS=${PARTS:-cli,tiled,tiles,torch}
+PARTS=${PARTS:-cli,tiled,baseline,tiles,torch}
 part() { [[ ",$PARTS," == *",$1,"* ]]; }
 T0=$(date +%s)
 export PYTHONUNBUFFERED=1 XDG_RUNTIME_DIR=/tmp
@@ -41,6 +42,15 @@ if part tiled; then
   echo "== native bench: wgpu (tiled), where the time goes, then each kernel alone"
   BENCH_BACKENDS=wgpu BENCH_PHASES=1 BENCH_KERNELS=1 timeout 300 $B/native-bench 2>&1 | tee $OUT/bench-tiled.txt
   cp bench-kernels.json $OUT/ 2>/dev/null
+fi
+if part baseline && ls $B/native-bench-* > /dev/null 2>&1; then
+  echo "== embed 64×128 and 256×128 on wgpu (tiled): this build and each older one carried, in turns"
+  for round in $(seq "${ROUNDS:-3}"); do
+    for bench in $B/native-bench $B/native-bench-*; do
+      echo "-- $(basename "$bench"), round $round"
+      BENCH_BACKENDS=wgpu BENCH_CASES=batch timeout 60 "$bench" 2>&1 | grep '^| Wgpu'
+    done
+  done 2>&1 | tee $OUT/bench-baseline.txt
 fi
 if part tiles; then
   echo "== the tiled Linear at 1,024 and 8,192 rows in every candidate tile and split"

@@ -4,7 +4,8 @@
 # must stay under 64 MiB). See "On a real GPU" in the README for the calls that use them.
 #   scripts/gpu/prepare.sh native     .gl/  Debian 12's Vulkan and GL loaders (the image has NVIDIA's driver
 #                                           but no loader), .gpu/ the release CLI and native bench (stripped,
-#                                           xz), vulkaninfo, the bench models' layout (weights made there)
+#                                           xz), vulkaninfo, the bench models' layout (weights made there);
+#                                           with BASELINE=REV also the bench as built at commit REV
 #   scripts/gpu/prepare.sh chromium   .chr1/, .chr2/, …  Debian's Chromium in parts, .chr/ the
 #                                           wasm package, transformers.js and ONNX Runtime Web's WebGPU
 #                                           build, the bench models' layout; with BASELINE=REV also the
@@ -44,14 +45,41 @@ native() {
     cp -L "/lib/x86_64-linux-gnu/$l" .gpu/vk/lib/
   done
   python3 scripts/gpu/make_models.py spec www/models .gpu/models
+  # First: the older build writes the same files in the target folder, newer than this checkout's sources
+  # (cargo would take them for this checkout's), so this checkout's is built after it, its sources touched.
+  [ -z "${BASELINE:-}" ] || { native_baseline "$BASELINE" && touch src/lib.rs; }
   cargo build --release --bin webbert
-  cargo bench --bench native --no-run
-  bench=$(ls -t "$target_dir"/release/deps/native-* | grep -v '\.d$' | head -1)
+  bench=$(bench_binary)
   for pair in "$target_dir/release/webbert:webbert" "$bench:native-bench"; do
     cp "${pair%%:*}" "/tmp/${pair##*:}" && strip "/tmp/${pair##*:}"
     xz -6 -T2 -c "/tmp/${pair##*:}" > ".gpu/bin/${pair##*:}.xz"
   done
+  if [ -n "${BASELINE:-}" ] && cmp -s /tmp/native-bench "/tmp/native-bench-$BASELINE"; then
+    echo "prepare.sh: the bench at $BASELINE came out the same as this checkout's" >&2
+    exit 1
+  fi
   du -sh .gl .gpu
+}
+
+# The native bench built in the current directory's checkout: its executable's path, as cargo reports it.
+bench_binary() {
+  cargo bench --bench native --no-run --message-format=json |
+    python3 -c 'import json, sys; print([m["executable"] for m in map(json.loads, sys.stdin)
+      if m.get("executable") and m["target"]["name"] == "native"][0])'
+}
+
+# BASELINE=REV: the native bench as built at commit REV, as .gpu/bin/native-bench-REV (native.sh's `baseline`
+# step runs it and this build's in turns on the large batches, so a change is measured against what came before).
+# Built in a worktree, into the same target folder (its dependencies are built already).
+native_baseline() {
+  local tree=/tmp/webbert-baseline
+  rm -rf "$tree" && git worktree prune && git worktree add -q --detach "$tree" "$1"
+  local target bench
+  target=$(realpath "$target_dir")
+  bench=$(cd "$tree" && CARGO_TARGET_DIR="$target" bench_binary)
+  cp "$bench" "/tmp/native-bench-$1" && strip "/tmp/native-bench-$1"
+  xz -6 -T2 -c "/tmp/native-bench-$1" > ".gpu/bin/native-bench-$1.xz"
+  git worktree remove --force "$tree"
 }
 
 chromium() {
@@ -91,6 +119,9 @@ baseline() {
   cp "$tree"/js/* "$out/js/" && cp "$tree/pkg/webbert.js" "$out/pkg/"
   for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do xz -6 -c "$tree/pkg/$wasm" > "$out/pkg/$wasm.xz"; done
   git worktree remove --force "$tree"
+  # The older build wrote the same files in the target folder, newer than this checkout's sources: without
+  # this, cargo would take them for this checkout's next build.
+  touch src/lib.rs
 }
 
 train() {

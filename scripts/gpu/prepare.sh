@@ -45,9 +45,8 @@ native() {
     cp -L "/lib/x86_64-linux-gnu/$l" .gpu/vk/lib/
   done
   python3 scripts/gpu/make_models.py spec www/models .gpu/models
-  # First: the older build writes the same files in the target folder, newer than this checkout's sources
-  # (cargo would take them for this checkout's), so this checkout's is built after it, its sources touched.
-  [ -z "${BASELINE:-}" ] || { native_baseline "$BASELINE" && touch src/lib.rs; }
+  # First: the older build writes the same files in the target folder, so this checkout's is built after it.
+  [ -z "${BASELINE:-}" ] || native_baseline "$BASELINE"
   cargo build --release --bin webbert
   bench=$(bench_binary)
   for pair in "$target_dir/release/webbert:webbert" "$bench:native-bench"; do
@@ -72,14 +71,25 @@ bench_binary() {
 # step runs it and this build's in turns on the large batches, so a change is measured against what came before).
 # Built in a worktree, into the same target folder (its dependencies are built already).
 native_baseline() {
-  local tree=/tmp/webbert-baseline
-  rm -rf "$tree" && git worktree prune && git worktree add -q --detach "$tree" "$1"
+  worktree_add "$1"
   local target bench
   target=$(realpath "$target_dir")
-  bench=$(cd "$tree" && CARGO_TARGET_DIR="$target" bench_binary)
+  bench=$(cd "$worktree" && CARGO_TARGET_DIR="$target" bench_binary)
   cp "$bench" "/tmp/native-bench-$1" && strip "/tmp/native-bench-$1"
   xz -6 -T2 -c "/tmp/native-bench-$1" > ".gpu/bin/native-bench-$1.xz"
-  git worktree remove --force "$tree"
+  worktree_remove
+}
+
+# Where an older commit is checked out to be built (BASELINE=REV), with this checkout's target folder.
+worktree=/tmp/webbert-baseline
+worktree_add() {
+  rm -rf "$worktree" && git worktree prune && git worktree add -q --detach "$worktree" "$1"
+}
+# The older build wrote the same files in the target folder as this checkout's, newer than its sources: cargo
+# would take them for this checkout's next build, so its sources are touched.
+worktree_remove() {
+  git worktree remove --force "$worktree"
+  touch src/lib.rs
 }
 
 chromium() {
@@ -110,18 +120,14 @@ chromium() {
 # BASELINE=REV: the package as built at commit REV beside this one, as .chr/webbert-REV (chromium.sh runs
 # every .chr/webbert* in the same call, so a change is measured against what came before it).
 baseline() {
-  local tree=/tmp/webbert-baseline
-  rm -rf "$tree" && git worktree prune && git worktree add -q --detach "$tree" "$1"
-  ln -s "$PWD/node_modules" "$tree/node_modules"
-  (cd "$tree" && CARGO_TARGET_DIR="$(realpath "$target_dir")" ./scripts/build-wasm.sh > /dev/null)
+  worktree_add "$1"
+  ln -s "$PWD/node_modules" "$worktree/node_modules"
+  (cd "$worktree" && CARGO_TARGET_DIR="$(realpath "$target_dir")" ./scripts/build-wasm.sh > /dev/null)
   local out=".chr/webbert-$1"
   mkdir -p "$out/js" "$out/pkg"
-  cp "$tree"/js/* "$out/js/" && cp "$tree/pkg/webbert.js" "$out/pkg/"
-  for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do xz -6 -c "$tree/pkg/$wasm" > "$out/pkg/$wasm.xz"; done
-  git worktree remove --force "$tree"
-  # The older build wrote the same files in the target folder, newer than this checkout's sources: without
-  # this, cargo would take them for this checkout's next build.
-  touch src/lib.rs
+  cp "$worktree"/js/* "$out/js/" && cp "$worktree/pkg/webbert.js" "$out/pkg/"
+  for wasm in webbert_bg.wasm webbert_relaxed_bg.wasm; do xz -6 -c "$worktree/pkg/$wasm" > "$out/pkg/$wasm.xz"; done
+  worktree_remove
 }
 
 train() {

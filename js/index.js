@@ -99,7 +99,7 @@ class Client {
   }
 
   /** Runs `op` in the worker. An aborted `signal` rejects the call at once with its reason; the worker
-   * skips it, or stops it at its next group of texts, and goes on with the next call. */
+   * skips it, or stops it between forward passes, and goes on with the next call. */
   call(op, args, { onProgress, signal } = {}) {
     if (this.dead) return Promise.reject(this.dead);
     if (signal?.aborted) return Promise.reject(asError(signal.reason));

@@ -477,7 +477,7 @@ fn kernels() {
                 ids.clone(),
                 types.clone(),
                 word.clone(),
-                position.clone(),
+                Some(position.clone()),
                 Some(token_type.clone()),
                 norm.gamma.val(),
                 norm.beta.as_ref().map(|beta| beta.val()),

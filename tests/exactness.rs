@@ -1080,9 +1080,26 @@ fn variant_on_every_target(
     }
 }
 
-/// The f16 variant (`webbert quantize --dtype fp16`): half the bytes; all-MiniLM-L6-v2's embeddings of the
-/// reference sentences within cosine 0.9999 of PyTorch's, and the shipped fill-mask model's top-1 the same
-/// as in f32 on every reference text.
+/// Bytes of a module's float parameters as its device holds them.
+fn parameter_bytes(module: &impl burn::module::Module) -> usize {
+    struct Bytes(usize);
+    impl burn::module::ModuleVisitor for Bytes {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            let tensor = param.val();
+            self.0 += tensor.shape().num_elements() * tensor.dtype().size();
+        }
+    }
+    let mut bytes = Bytes(0);
+    module.visit(&mut bytes);
+    bytes.0
+}
+
+/// The f16 variant (`webbert quantize --dtype fp16`): half the bytes, and half the GPU memory (the word
+/// table stays f16 too); all-MiniLM-L6-v2's embeddings of the reference sentences within cosine 0.9999 of
+/// PyTorch's, and the shipped fill-mask model's top-1 the same as in f32 on every reference text.
 #[test]
 fn fp16_variant_keeps_embeddings_and_fill_mask() {
     let out = std::env::temp_dir().join(format!("webbert-fp16-{}", std::process::id()));
@@ -1095,6 +1112,20 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     variant_on_every_target(&out, WeightsDtype::Auto, 0.9999, |dtype| {
         dtype == burn::tensor::DType::F16
     });
+    let gpu = Backend::Wgpu.device().unwrap();
+    let [f32_bytes, f16_bytes] = [common::minilm_dir(), out.clone()].map(|dir| {
+        let files = ModelFiles::from_dir_as(&dir, WeightsDtype::Auto).unwrap();
+        parameter_bytes(
+            &webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap(),
+        )
+    });
+    println!(
+        "all-MiniLM-L6-v2 on the GPU: {f32_bytes} bytes of weights in f32, {f16_bytes} in fp16"
+    );
+    assert!(
+        f16_bytes * 100 <= f32_bytes * 51,
+        "{f16_bytes} of {f32_bytes}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");
@@ -1130,6 +1161,49 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
         5 * texts.len()
     );
     assert_eq!(same, texts.len());
+}
+
+/// An f16 checkpoint's word table stays f16 on the GPU, read as stored by the embeddings' kernel (with
+/// learned positions, and without: ModernBERT, DeBERTa) and, transposed, by the tied decoder in both
+/// kernel shapes: the logits equal the CPU's, which widens the same values at load.
+#[test]
+fn f16_word_table_is_read_as_stored_on_the_gpu() {
+    for name in ["tiny-mlm-f16", "tiny-modernbert", "tiny-deberta-v2"] {
+        let dir = common::fixtures().join(name);
+        let f16 = ModelFiles::from_dir(&dir)
+            .unwrap()
+            .checkpoint
+            .to_f16()
+            .unwrap();
+        let meta = common::golden_json(name);
+        let text = meta["texts"][0].as_str().unwrap();
+        let mut cpu_logits = Vec::new();
+        for target in TARGETS {
+            let files = ModelFiles::from_lookup(WeightsDtype::Fp16, |file| match file {
+                "model.fp16.safetensors" => Ok(Some(f16.clone())),
+                file => webbert::io::source::read_optional(&dir.join(file)),
+            })
+            .unwrap();
+            let pipeline = FillMask::load(files, target.device()).unwrap();
+            let table = pipeline.model.bert.embeddings.word_embeddings.weight.val();
+            let on_gpu = target.0 == Backend::Wgpu;
+            assert_eq!(
+                table.dtype() == burn::tensor::DType::F16,
+                on_gpu,
+                "{target:?} {name}"
+            );
+            let encoding = pipeline.tokenizer.encode(text).unwrap();
+            let batch = Batch::new(&[encoding], 0, &pipeline.device);
+            let logits = target.run(|| read(pipeline.model.forward(&batch)));
+            if !on_gpu {
+                cpu_logits = logits;
+                continue;
+            }
+            let diff = max_abs_diff(&logits, &cpu_logits);
+            println!("{target:?} {name} f16 table: logits max abs diff {diff:.2e} to the CPU's");
+            assert!(diff <= 1e-5, "{target:?} {name}: {diff}");
+        }
+    }
 }
 
 /// RoBERTa: byte-level BPE, `<mask>`, positions counted from `pad_token_id + 1`, one segment.

@@ -5,7 +5,6 @@ use burn::module::Module;
 use burn::nn::{Embedding, LayerNorm};
 use burn::tensor::{Int, Tensor};
 
-use crate::ops::add_norm::norm;
 use crate::ops::embeddings::embed_norm;
 
 #[derive(Module, Debug)]
@@ -24,20 +23,16 @@ pub struct BertEmbeddings {
 impl BertEmbeddings {
     /// `input_ids`, `token_type_ids`: `[batch, seq]` → `[batch, seq, hidden]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
-        let Some(positions) = &self.position_embeddings else {
-            let mut tokens = self.word_embeddings.forward(input_ids);
-            if let Some(segments) = &self.token_type_embeddings {
-                tokens = tokens + segments.forward(token_type_ids);
-            }
-            return norm(&self.layer_norm, self.layer_norm_eps, tokens);
-        };
-        let positions = positions.weight.val();
-        let rows = positions.dims()[0] - self.position_offset;
+        let positions = self.position_embeddings.as_ref().map(|positions| {
+            let positions = positions.weight.val();
+            let rows = positions.dims()[0] - self.position_offset;
+            positions.narrow(0, self.position_offset, rows)
+        });
         embed_norm(
             input_ids,
             token_type_ids,
             self.word_embeddings.weight.val(),
-            positions.narrow(0, self.position_offset, rows),
+            positions,
             self.token_type_embeddings.as_ref().map(|t| t.weight.val()),
             self.layer_norm.gamma.val(),
             self.layer_norm.beta.as_ref().map(|beta| beta.val()),

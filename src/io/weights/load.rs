@@ -87,7 +87,7 @@ impl Loader<'_> {
         bias: bool,
     ) -> Result<Option<Linear>> {
         let width = prefixes.len() * d_out;
-        if self.device.is_autodiff() || *self.device == Device::flex() || !width.is_multiple_of(2) {
+        if !self.keeps_f16() || !width.is_multiple_of(2) {
             return Ok(None);
         }
         let read = |name: &str| self.checkpoint.read_f16(name, [d_out, d_in]);
@@ -100,6 +100,11 @@ impl Loader<'_> {
             weight: Param::from_tensor(Tensor::from_data(data, (self.device, DType::F16))),
             bias: biases.map(|b| self.param(b, [width])),
         }))
+    }
+
+    /// Whether this device's kernels read f16 weights as stored: a GPU's, not for training.
+    fn keeps_f16(&self) -> bool {
+        !self.device.is_autodiff() && *self.device != Device::flex()
     }
 
     /// The parts' biases end to end, if the Linears have them.
@@ -142,6 +147,26 @@ impl Tensors for Loader<'_> {
         _: Option<&Param<Tensor<2>>>,
     ) -> Result<Param<Tensor<2>>> {
         Ok(self.param(self.checkpoint.read(name, &shape)?, shape))
+    }
+
+    fn table(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        _: Option<&Param<Tensor<2>>>,
+    ) -> Result<Param<Tensor<2>>> {
+        // The lookup and the tied decoder read rows of whole words.
+        if self.keeps_f16()
+            && shape[1].is_multiple_of(2)
+            && let Some(values) = self.checkpoint.read_f16(name, shape)?
+        {
+            let data = TensorData::new(values, shape);
+            return Ok(Param::from_tensor(Tensor::from_data(
+                data,
+                (self.device, DType::F16),
+            )));
+        }
+        self.tensor2(name, shape, None)
     }
 
     fn optional2(

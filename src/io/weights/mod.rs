@@ -2,8 +2,9 @@
 //! back, by one walk that names every tensor once ([`Tensors`]): [`load`] builds each part from the
 //! checkpoint, [`save`] writes the model's.
 //!
-//! F16 and BF16 are widened to f32, but for the Linear weights that stay packed where a kernel reads them
-//! so (F16 and int8 on a GPU, int8 on the browser's CPU path). PyTorch's `Linear.weight` is `[out, in]`;
+//! F16 and BF16 are widened to f32, but for the Linear weights and the word-embedding table that stay
+//! packed where a kernel reads them so (F16 and int8 Linears on a GPU, int8 ones on the browser's CPU
+//! path; an F16 table on a GPU). PyTorch's `Linear.weight` is `[out, in]`;
 //! burn's is `[in, out]`, so it is transposed here.
 
 mod load;
@@ -48,6 +49,17 @@ trait Tensors {
         shape: [usize; 2],
         have: Option<&Param<Tensor<2>>>,
     ) -> Result<Param<Tensor<2>>>;
+
+    /// The word-embedding table `[vocab, width]`: as [`tensor2`](Self::tensor2), but where a kernel
+    /// reads it as stored (f16 on a GPU) it stays so.
+    fn table(
+        &mut self,
+        name: &str,
+        shape: [usize; 2],
+        have: Option<&Param<Tensor<2>>>,
+    ) -> Result<Param<Tensor<2>>> {
+        self.tensor2(name, shape, have)
+    }
 
     /// A tensor a checkpoint may leave out (`have`: the model's, if it has one).
     fn optional2(
@@ -103,6 +115,13 @@ fn bert(
     let names = Layout::of(c.architecture);
     let (h, width, eps) = (c.hidden_size, c.embedding_size, c.layer_norm_eps);
     let e = have.map(|m| &m.embeddings);
+    let word_embeddings = Embedding {
+        weight: t.table(
+            &format!("{prefix}{}.weight", names.word_embeddings),
+            [c.vocab_size, width],
+            e.map(|e| &e.word_embeddings.weight),
+        )?,
+    };
     let mut embedding = |name: &str, rows, have: Option<&Embedding>| -> Result<Embedding> {
         let weight = t.tensor2(
             &format!("{prefix}{name}.weight"),
@@ -111,11 +130,6 @@ fn bert(
         )?;
         Ok(Embedding { weight })
     };
-    let word_embeddings = embedding(
-        names.word_embeddings,
-        c.vocab_size,
-        e.map(|e| &e.word_embeddings),
-    )?;
     let position_embeddings = names
         .position_embeddings
         .filter(|_| c.absolute_positions)

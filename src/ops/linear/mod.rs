@@ -14,7 +14,7 @@
 mod flex;
 mod serial;
 mod tiled;
-mod weight;
+pub(crate) mod weight;
 
 pub(crate) use tiled::tiled_sums;
 pub use tiled::{LARGE_ROWS, LARGE_TILE, Plan, TILES, TRIAL_TILES, Tile, plan, with_plan};

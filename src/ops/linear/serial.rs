@@ -52,7 +52,7 @@ mod kernel {
     /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth, and
     /// adds the bias where `has_bias` (GELU after it, and with `accumulate` what `output` held before it
     /// is written). A packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two
-    /// columns a word, int8 `values` four, with `scales` reloaded once per block.
+    /// columns a word (transposed, two depths), int8 `values` four, with `scales` reloaded once per block.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn linear_kernel<F: Float>(
@@ -93,6 +93,8 @@ mod kernel {
             let c = select(col0 + j < cols, col0 + j, cols - 1);
             if stored == Stored::Q8 {
                 col_offset[j] = c * scales.stride(1);
+            } else if stored == Stored::F16Transposed {
+                col_offset[j] = c * values.stride(0);
             } else {
                 col_offset[j] = c * weight.stride(1);
             }
@@ -133,6 +135,13 @@ mod kernel {
                     let word = values[v_row + min(col0 / 2 + q, words - 1)];
                     w[2 * q] = half::<F>(word & 0xffff);
                     w[2 * q + 1] = half::<F>(word >> 16);
+                }
+            } else if stored == Stored::F16Transposed {
+                // Each column's word holds this depth and its neighbour.
+                #[unroll]
+                for j in 0..tile_cols {
+                    let word = values[col_offset[j] + k / 2];
+                    w[j] = half::<F>((word >> (16 * (k % 2)) as u32) & 0xffff);
                 }
             } else {
                 let w_row = k * weight.stride(0);

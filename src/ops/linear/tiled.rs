@@ -155,7 +155,11 @@ pub(crate) fn tiled_sums(
     let split_depth = depth.div_ceil(splits).div_ceil(tile.depth) * tile.depth;
     let splits = depth.div_ceil(split_depth);
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
-    let weight_by_depth = matches!(&weight, Weight::F32(w) if w.meta.strides()[0] == 1 && cols > 1);
+    let weight_by_depth = match &weight {
+        Weight::F32(w) => w.meta.strides()[0] == 1 && cols > 1,
+        Weight::F16Transposed { .. } => true,
+        Weight::F16 { .. } | Weight::Q8 { .. } => false,
+    };
     let dtype = input.dtype;
     let (output, bias, has_bias, gelu, accumulate) = match finish {
         Some(mut finish) => {
@@ -204,7 +208,7 @@ pub(crate) fn tiled_sums(
 mod kernel {
     use crate::ops::linear::kernel::gelu_erf;
     use crate::ops::linear::weight::Stored;
-    use crate::ops::linear::weight::unpack::{f16_weight, q8_weight};
+    use crate::ops::linear::weight::unpack::{f16_weight, f16_weight_transposed, q8_weight};
     use cubecl::prelude::*;
 
     /// One workgroup computes a `tile_rows × tile_cols` block of `input·weight` over one depth slice.
@@ -418,6 +422,8 @@ mod kernel {
                 q8_weight::<F>(values, scales, k_in, c_in)
             } else if stored == Stored::F16 {
                 f16_weight::<F>(values, k_in, c_in)
+            } else if stored == Stored::F16Transposed {
+                f16_weight_transposed::<F>(values, k_in, c_in)
             } else {
                 weight[k_in * weight.stride(0) + c_in * weight.stride(1)]
             };

@@ -1,10 +1,12 @@
 //! A Linear's weight as the GPU kernels read it: f32 through its strides (a transposed view needs no
 //! copy), or f16 and int8 packed in words, which the kernels unpack as they read: a model's f16 or int8
-//! weights get no f32 copy on the GPU, and no adapter needs `shader-f16`.
+//! weights get no f32 copy on the GPU, and no adapter needs `shader-f16`. An f16 word-embedding table is
+//! read the same way, by the embeddings' lookup and, transposed, by the tied MLM decoder.
 
 use burn::backend::Cube;
 use burn::backend::ops::{FloatTensorOps, QTensorOps};
 use burn::tensor::{DType, FloatDType};
+use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
 use super::q8_scheme;
@@ -18,6 +20,9 @@ pub(crate) enum Weight {
     /// F16 (an fp16 model), as `[in, out / 2]` words, each two neighbouring columns' halves (the lower
     /// first), so that no adapter needs `shader-f16` to read them. Unpacked in the kernels.
     F16 { values: CubeTensor },
+    /// F16 through a transposed view (the tied MLM decoder reading the f16 word-embedding table
+    /// `[out, in]`), as `[out, in / 2]` words, each two neighbouring depths' halves. Unpacked in the kernels.
+    F16Transposed { values: CubeTensor },
     /// Int8 in the GPU's [`q8_scheme`]: `values` `[in, out / 4]` words, each four neighbouring columns'
     /// bytes (the lowest first); `scales` `[in / Q8_BLOCK, out]`. Unpacked in the kernels.
     Q8 {
@@ -31,19 +36,26 @@ pub(crate) enum Weight {
 pub enum Stored {
     F32,
     F16,
+    F16Transposed,
     Q8,
 }
 
 impl Weight {
-    /// `weight` as the kernels read it, never widened into a second, f32 copy: f32, f16 with rows of
-    /// whole words, or int8 in the GPU's [`q8_scheme`]; anything else (no model holds it) is widened.
+    /// `weight` as the kernels read it, never widened into a second, f32 copy: f32, f16 with rows (or,
+    /// transposed, columns) of whole words, or int8 in the GPU's [`q8_scheme`]; anything else (no model
+    /// holds it) is widened.
     pub(crate) fn of(weight: CubeTensor) -> Self {
         match weight.dtype {
             DType::F32 => Weight::F32(weight),
-            DType::F16 => match halves_as_words(&weight) {
-                Some(values) => Weight::F16 { values },
-                None => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
-            },
+            DType::F16 => {
+                if let Some(values) = halves_as_words(&weight, false) {
+                    Weight::F16 { values }
+                } else if let Some(values) = halves_as_words(&weight, true) {
+                    Weight::F16Transposed { values }
+                } else {
+                    Weight::F32(Cube::float_cast(weight, FloatDType::F32))
+                }
+            }
             DType::QFloat(scheme) if scheme == q8_scheme(true) => {
                 let (values, scales) = weight
                     .quantized_handles()
@@ -55,17 +67,34 @@ impl Weight {
         }
     }
 
+    /// A lookup table `[n, width]` as the embeddings' kernel reads it: f16 rows of whole words as
+    /// stored, anything else as contiguous f32 rows.
+    pub(crate) fn table(table: CubeTensor) -> Self {
+        if table.dtype == DType::F16
+            && let Some(values) = halves_as_words(&table, false)
+        {
+            return Weight::F16 { values };
+        }
+        let table = match table.dtype {
+            DType::F32 => table,
+            DType::QFloat(_) => Cube::dequantize(table, FloatDType::F32),
+            _ => Cube::float_cast(table, FloatDType::F32),
+        };
+        Weight::F32(into_contiguous(table))
+    }
+
     pub(super) fn cols(&self) -> usize {
         match self {
             Weight::F32(weight) => weight.meta.shape()[1],
             Weight::F16 { values } => 2 * values.meta.shape()[1],
+            Weight::F16Transposed { values } => values.meta.shape()[0],
             Weight::Q8 { scales, .. } => scales.meta.shape()[1],
         }
     }
 
     /// The kernels' three weight bindings (`weight`, `values`, `scales`), placeholders beside `like`
     /// for those this weight does not have, and how it is stored.
-    pub(super) fn bindings(
+    pub(crate) fn bindings(
         self,
         like: &CubeTensor,
     ) -> (CubeTensor, CubeTensor, CubeTensor, Stored) {
@@ -74,16 +103,26 @@ impl Weight {
         match self {
             Weight::F32(weight) => (weight, no_values(), placeholder(like), Stored::F32),
             Weight::F16 { values } => (placeholder(like), values, placeholder(like), Stored::F16),
+            Weight::F16Transposed { values } => (
+                placeholder(like),
+                values,
+                placeholder(like),
+                Stored::F16Transposed,
+            ),
             Weight::Q8 { values, scales } => (placeholder(like), values, scales, Stored::Q8),
         }
     }
 }
 
-/// An f16 `[in, out]` matrix's buffer read as `[in, out / 2]` words, if its rows are contiguous and start
-/// on whole words.
-fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
-    let [rows, cols] = weight.meta.shape().dims();
-    let (row_stride, col_stride) = (weight.meta.strides()[0], weight.meta.strides()[1]);
+/// An f16 `[in, out]` matrix's buffer read as `[in, out / 2]` words (`transposed`: as `[out, in / 2]`,
+/// the matrix a transposed view of its buffer), if those rows are contiguous and start on whole words.
+fn halves_as_words(weight: &CubeTensor, transposed: bool) -> Option<CubeTensor> {
+    let [mut rows, mut cols] = weight.meta.shape().dims();
+    let (mut row_stride, mut col_stride) = (weight.meta.strides()[0], weight.meta.strides()[1]);
+    if transposed {
+        (rows, cols) = (cols, rows);
+        (row_stride, col_stride) = (col_stride, row_stride);
+    }
     let offset = weight.handle.offset_start.unwrap_or(0);
     if col_stride != 1
         || !cols.is_multiple_of(2)
@@ -106,7 +145,7 @@ fn halves_as_words(weight: &CubeTensor) -> Option<CubeTensor> {
 }
 
 /// The kernels' reads of packed weights.
-pub(super) mod unpack {
+pub(crate) mod unpack {
     use crate::ops::cpu::q8::BLOCK as Q8_BLOCK;
     use cubecl::prelude::*;
 
@@ -124,6 +163,13 @@ pub(super) mod unpack {
     pub fn f16_weight<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
         let word = values[k * values.stride(0) + c / 2];
         half::<F>((word >> (16 * (c % 2)) as u32) & 0xffff)
+    }
+
+    /// The same from f16 `values` stored transposed (`[out, in / 2]`: two depths a word).
+    #[cube]
+    pub fn f16_weight_transposed<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
+        let word = values[c * values.stride(0) + k / 2];
+        half::<F>((word >> (16 * (k % 2)) as u32) & 0xffff)
     }
 
     /// The f16 whose bits are `h` (its lower 16) as an f32: sign, exponent rebased from 15 to 127 and

@@ -272,10 +272,14 @@ describe('with WebGPU', () => {
   });
 
   // SwiftShader offers subgroups, so Chrome also compiles and runs the reductions GPUs get only when asked.
+  // tiny-mlm-f16's weights are f16, its word table too: looked up as stored, read transposed by the decoder.
   test('the tiled kernels (what GPUs run), with and without subgroups, match PyTorch too', async () => {
     assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled'), 'webgpu');
     assert.equal(await checkEmbeddings(page, 'webgpu', 'tiled-subgroups'), 'webgpu');
     assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm', 'tiled'), 'webgpu');
+    for (const kernels of ['serial', 'tiled']) {
+      assert.equal(await checkFillMask(page, 'webgpu', 'tiny-mlm-f16', kernels), 'webgpu');
+    }
   });
 
   // On a GPU (the tiled kernels) a shape seen twice is recorded and replayed after (src/pipelines/replay.rs);

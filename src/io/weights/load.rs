@@ -31,6 +31,14 @@ impl Loader<'_> {
         ))
     }
 
+    /// The same kept f16, for kernels that read f16 as stored.
+    fn f16_param(&self, values: Vec<half::f16>, shape: [usize; 2]) -> Param<Tensor<2>> {
+        Param::from_tensor(Tensor::from_data(
+            TensorData::new(values, shape),
+            (self.device, DType::F16),
+        ))
+    }
+
     /// How a q8 checkpoint's Linear weights of `width` outputs stay int8, if they do ([`q8_scheme`]): on
     /// the GPU, whose kernels unpack them (four columns to a word, so `width` a multiple of 4), and on
     /// the browser's CPU path, whose one thread multiplies them as they are. Otherwise they are widened
@@ -95,9 +103,8 @@ impl Loader<'_> {
             return Ok(None);
         };
         let biases = self.biases(prefixes, d_out, bias)?;
-        let data = TensorData::new(side_by_side(&weights, d_in), [d_in, width]);
         Ok(Some(Linear {
-            weight: Param::from_tensor(Tensor::from_data(data, (self.device, DType::F16))),
+            weight: self.f16_param(side_by_side(&weights, d_in), [d_in, width]),
             bias: biases.map(|b| self.param(b, [width])),
         }))
     }
@@ -160,11 +167,7 @@ impl Tensors for Loader<'_> {
             && shape[1].is_multiple_of(2)
             && let Some(values) = self.checkpoint.read_f16(name, shape)?
         {
-            let data = TensorData::new(values, shape);
-            return Ok(Param::from_tensor(Tensor::from_data(
-                data,
-                (self.device, DType::F16),
-            )));
+            return Ok(self.f16_param(values, shape));
         }
         self.tensor2(name, shape, None)
     }

@@ -46,7 +46,7 @@ mod kernel {
     use crate::ops::cpu::q8::BLOCK as Q8_BLOCK;
     use crate::ops::linear::kernel::gelu_erf;
     use crate::ops::linear::weight::Stored;
-    use crate::ops::linear::weight::unpack::{byte_of, half};
+    use crate::ops::linear::weight::unpack::{byte_of, half_of};
     use cubecl::prelude::*;
 
     /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth, and
@@ -133,15 +133,15 @@ mod kernel {
                 #[unroll]
                 for q in 0..tile_cols / 2 {
                     let word = values[v_row + min(col0 / 2 + q, words - 1)];
-                    w[2 * q] = half::<F>(word & 0xffff);
-                    w[2 * q + 1] = half::<F>(word >> 16);
+                    w[2 * q] = half_of::<F>(word, 0);
+                    w[2 * q + 1] = half_of::<F>(word, 1);
                 }
             } else if stored == Stored::F16Transposed {
                 // Each column's word holds this depth and its neighbour.
                 #[unroll]
                 for j in 0..tile_cols {
                     let word = values[col_offset[j] + k / 2];
-                    w[j] = half::<F>((word >> (16 * (k % 2)) as u32) & 0xffff);
+                    w[j] = half_of::<F>(word, (k % 2) as u32);
                 }
             } else {
                 let w_row = k * weight.stride(0);

@@ -53,7 +53,7 @@ impl Weight {
                 } else if let Some(values) = halves_as_words(&weight, true) {
                     Weight::F16Transposed { values }
                 } else {
-                    Weight::F32(Cube::float_cast(weight, FloatDType::F32))
+                    Weight::F32(widened(weight))
                 }
             }
             DType::QFloat(scheme) if scheme == q8_scheme(true) => {
@@ -62,8 +62,7 @@ impl Weight {
                     .expect("a quantised tensor has values and scales");
                 Weight::Q8 { values, scales }
             }
-            DType::QFloat(_) => Weight::F32(Cube::dequantize(weight, FloatDType::F32)),
-            _ => Weight::F32(Cube::float_cast(weight, FloatDType::F32)),
+            _ => Weight::F32(widened(weight)),
         }
     }
 
@@ -75,12 +74,7 @@ impl Weight {
         {
             return Weight::F16 { values };
         }
-        let table = match table.dtype {
-            DType::F32 => table,
-            DType::QFloat(_) => Cube::dequantize(table, FloatDType::F32),
-            _ => Cube::float_cast(table, FloatDType::F32),
-        };
-        Weight::F32(into_contiguous(table))
+        Weight::F32(into_contiguous(widened(table)))
     }
 
     pub(super) fn cols(&self) -> usize {
@@ -111,6 +105,15 @@ impl Weight {
             ),
             Weight::Q8 { values, scales } => (placeholder(like), values, scales, Stored::Q8),
         }
+    }
+}
+
+/// `weight` as f32: as it is if it is, else a widened copy (dequantised, if int8).
+fn widened(weight: CubeTensor) -> CubeTensor {
+    match weight.dtype {
+        DType::F32 => weight,
+        DType::QFloat(_) => Cube::dequantize(weight, FloatDType::F32),
+        _ => Cube::float_cast(weight, FloatDType::F32),
     }
 }
 
@@ -162,14 +165,20 @@ pub(crate) mod unpack {
     #[cube]
     pub fn f16_weight<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
         let word = values[k * values.stride(0) + c / 2];
-        half::<F>((word >> (16 * (c % 2)) as u32) & 0xffff)
+        half_of::<F>(word, (c % 2) as u32)
     }
 
     /// The same from f16 `values` stored transposed (`[out, in / 2]`: two depths a word).
     #[cube]
     pub fn f16_weight_transposed<F: Float>(values: &Tensor<u32>, k: usize, c: usize) -> F {
         let word = values[c * values.stride(0) + k / 2];
-        half::<F>((word >> (16 * (k % 2)) as u32) & 0xffff)
+        half_of::<F>(word, (k % 2) as u32)
+    }
+
+    /// Half `h` of `word` (the lower is 0) as an f32.
+    #[cube]
+    pub fn half_of<F: Float>(word: u32, h: u32) -> F {
+        half::<F>((word >> (16 * h)) & 0xffff)
     }
 
     /// The f16 whose bits are `h` (its lower 16) as an f32: sign, exponent rebased from 15 to 127 and

@@ -286,10 +286,23 @@ pub fn load_bert(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertModel> {
+    load(checkpoint, config, device, |loader, prefix| {
+        bert(loader, config, prefix, None)
+    })
+}
+
+/// What `build` makes of the checkpoint's tensors on `device`, in the weights' pool ([`persistent`]);
+/// `build` is given the loader and the encoder's prefix in the checkpoint.
+fn load<T: Send>(
+    checkpoint: &Checkpoint,
+    config: &BertConfig,
+    device: &Device,
+    build: impl FnOnce(&mut Loader, &'static str) -> Result<T> + Send,
+) -> Result<T> {
     persistent(device, || {
         let mut loader = Loader { checkpoint, device };
         let prefix = loader.encoder_prefix(config);
-        bert(&mut loader, config, prefix, None)
+        build(&mut loader, prefix)
     })
 }
 
@@ -307,12 +320,10 @@ pub fn load_bert_for_masked_lm(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForMaskedLM> {
-    persistent(device, || {
-        let mut loader = Loader { checkpoint, device };
-        let prefix = loader.encoder_prefix(config);
+    load(checkpoint, config, device, |loader, prefix| {
         Ok(BertForMaskedLM {
-            bert: bert(&mut loader, config, prefix, None)?,
-            cls: mlm_head(&mut loader, config, None)?,
+            bert: bert(loader, config, prefix, None)?,
+            cls: mlm_head(loader, config, None)?,
         })
     })
 }
@@ -323,12 +334,10 @@ pub fn load_bert_for_sequence_classification(
     config: &BertConfig,
     device: &Device,
 ) -> Result<BertForSequenceClassification> {
-    persistent(device, || {
-        let mut loader = Loader { checkpoint, device };
-        let prefix = loader.encoder_prefix(config);
+    load(checkpoint, config, device, |loader, prefix| {
         Ok(BertForSequenceClassification {
-            bert: bert(&mut loader, config, prefix, None)?,
-            classifier: classification_head(&mut loader, config, prefix, None)?,
+            bert: bert(loader, config, prefix, None)?,
+            classifier: classification_head(loader, config, prefix, None)?,
         })
     })
 }
@@ -374,12 +383,10 @@ fn per_token(
     name: &str,
     outputs: usize,
 ) -> Result<(BertModel, Option<TokenHead>, Linear)> {
-    persistent(device, || {
-        let mut loader = Loader { checkpoint, device };
-        let prefix = loader.encoder_prefix(config);
+    load(checkpoint, config, device, |loader, prefix| {
         Ok((
-            bert(&mut loader, config, prefix, None)?,
-            token_head(&mut loader, config)?,
+            bert(loader, config, prefix, None)?,
+            token_head(loader, config)?,
             loader.linear(name, config.hidden_size, outputs, true, None)?,
         ))
     })

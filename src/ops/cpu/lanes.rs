@@ -179,6 +179,20 @@ impl I16x8 {
     pub fn zero() -> Self {
         Self(i16x8_splat(0))
     }
+    /// # Safety
+    /// `p` must point at eight readable i16.
+    #[inline(always)]
+    pub unsafe fn load(p: *const i16) -> Self {
+        Self(unsafe { v128_load(p as *const v128) })
+    }
+    /// Eight int8 values at `p`, widened.
+    ///
+    /// # Safety
+    /// `p` must point at eight readable i8.
+    #[inline(always)]
+    pub unsafe fn load_widened(p: *const i8) -> Self {
+        Self(unsafe { i16x8_load_extend_i8x8(p) })
+    }
     /// The two values at `p`, four times over.
     ///
     /// # Safety
@@ -230,6 +244,18 @@ impl I16x8 {
     #[inline(always)]
     pub fn zero() -> Self {
         Self([0; 8])
+    }
+    /// # Safety
+    /// `p` must point at eight readable i16.
+    #[inline(always)]
+    pub unsafe fn load(p: *const i16) -> Self {
+        Self(unsafe { (p as *const [i16; 8]).read_unaligned() })
+    }
+    /// # Safety
+    /// `p` must point at eight readable i8.
+    #[inline(always)]
+    pub unsafe fn load_widened(p: *const i8) -> Self {
+        Self(unsafe { (p as *const [i8; 8]).read_unaligned() }.map(i16::from))
     }
     /// # Safety
     /// `p` must point at two readable i16.

@@ -26,7 +26,8 @@ const KC: usize = 256;
 const MC: usize = 128;
 
 /// Int8 weights `[k, n]`, row-major and contiguous: `w[p, j] = values[p·n + j] · scales[(p / BLOCK)·n + j]`
-/// (burn's block quantisation with blocks of `[BLOCK, 1]`).
+/// (burn's block quantisation with blocks of `[BLOCK, 1]`); or, for [`gemm_q8_transposed`], stored
+/// `[n, k]` with blocks of `[1, BLOCK]`.
 #[derive(Clone, Copy)]
 pub struct Q8Matrix<'a> {
     pub values: &'a [i8],
@@ -48,21 +49,7 @@ pub fn gemm_q8(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        k.is_multiple_of(BLOCK),
-        "gemm_q8: depth {k} is not whole blocks"
-    );
-    assert!(
-        k == 0 || a.data.len() >= (m - 1) * a.row_stride + k,
-        "gemm_q8: lhs too short"
-    );
-    assert!(b.values.len() >= k * n, "gemm_q8: weights too short");
-    assert!(b.scales.len() >= k / BLOCK * n, "gemm_q8: scales too short");
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm_q8: output too short");
-    if let Some(bias) = epilogue.bias {
-        assert!(bias.len() >= n, "gemm_q8: bias too short");
-    }
-
+    check_lengths((m, n, k), a, b, c, ldc, epilogue);
     let (xq, row_scales) = quantize_rows(a, m, k);
     let full_cols = n / NR * NR;
     let mut panel = vec![I16x8::zero(); KC.min(k)];
@@ -114,6 +101,103 @@ pub fn gemm_q8(
         (0..m).for_each(|i| c[i * ldc..i * ldc + n].fill(0.0));
     }
     finish(&row_scales, n, c, ldc, epilogue);
+}
+
+/// `c[m, n] = epilogue(a[m, k] · w)` from int8 weights stored `[n, k]` (PyTorch's `[out, in]`: the
+/// tied decoder reading a q8 word table), in blocks of [`BLOCK`] along each row:
+/// `w[p, j] = values[j·k + p] · scales[j·(k / BLOCK) + p / BLOCK]`. Each output is a dot product of two
+/// contiguous runs, so nothing is packed; a weight row is read once per [`MR`] rows, few as the decoder
+/// runs on the masked tokens only.
+///
+/// Panics if a slice is too short for its shape or `k` is not whole blocks.
+pub fn gemm_q8_transposed(
+    (m, n, k): (usize, usize, usize),
+    a: Matrix,
+    b: Q8Matrix,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    check_lengths((m, n, k), a, b, c, ldc, epilogue);
+    let blocks = k / BLOCK;
+    let (xq, row_scales) = quantize_rows(a, m, k);
+    for first in (0..m).step_by(MR) {
+        let rows = (m - first).min(MR);
+        for j in 0..n {
+            let mut acc = [F32x4::splat(0.0); MR];
+            for block in 0..blocks {
+                let start = block * BLOCK;
+                // SAFETY: depths `start..start + BLOCK` ≤ k of weight row `j` < n and of activation rows
+                // `first + r` < m, within the lengths asserted above.
+                unsafe {
+                    let w = b.values.as_ptr().add(j * k + start);
+                    let (w0, w1, w2, w3) = (
+                        I16x8::load_widened(w),
+                        I16x8::load_widened(w.add(8)),
+                        I16x8::load_widened(w.add(16)),
+                        I16x8::load_widened(w.add(24)),
+                    );
+                    let scale = F32x4::splat(b.scales[j * blocks + block]);
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let x = xq.as_ptr().add((first + r) * k + start);
+                        let sum = I32x4::zero()
+                            .dot_add(I16x8::load(x), w0)
+                            .dot_add(I16x8::load(x.add(8)), w1)
+                            .dot_add(I16x8::load(x.add(16)), w2)
+                            .dot_add(I16x8::load(x.add(24)), w3);
+                        *acc = sum.to_f32().mul_add(scale, *acc);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                c[(first + r) * ldc + j] = acc.to_array().iter().sum();
+            }
+        }
+    }
+    finish(&row_scales, n, c, ldc, epilogue);
+}
+
+/// Panics unless `k` is whole blocks and every slice is long enough for its shape (either layout holds
+/// `k · n` weights).
+fn check_lengths(
+    (m, n, k): (usize, usize, usize),
+    a: Matrix,
+    b: Q8Matrix,
+    c: &[f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    assert!(k.is_multiple_of(BLOCK), "q8: depth {k} is not whole blocks");
+    assert!(
+        k == 0 || a.data.len() >= (m - 1) * a.row_stride + k,
+        "q8: lhs too short"
+    );
+    assert!(b.values.len() >= k * n, "q8: weights too short");
+    assert!(b.scales.len() >= k / BLOCK * n, "q8: scales too short");
+    assert!(c.len() >= (m - 1) * ldc + n, "q8: output too short");
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= n, "q8: bias too short");
+    }
+}
+
+/// Rows `ids` of an int8 matrix `[n, width]` stored as [`gemm_q8_transposed`] reads it, widened to
+/// f32 (the embeddings' lookup in a q8 word table).
+///
+/// Panics if an id is past the matrix's end.
+pub fn rows(values: &[i8], scales: &[f32], width: usize, ids: &[usize]) -> Vec<f32> {
+    let blocks = width.div_ceil(BLOCK);
+    ids.iter()
+        .flat_map(|&id| {
+            let row = &values[id * width..(id + 1) * width];
+            let scales = &scales[id * blocks..(id + 1) * blocks];
+            row.chunks(BLOCK)
+                .zip(scales)
+                .flat_map(|(block, &scale)| block.iter().map(move |&q| q as f32 * scale))
+        })
+        .collect()
 }
 
 /// Each row of `a` as i16 times one scale (its largest magnitude over 32767), rows `k` apart. In lanes:
@@ -292,17 +376,21 @@ mod tests {
     }
 
     /// Against f64 products of the same int8 weights and the unquantised activations, within the bound
-    /// the 16-bit activations allow: each product off by at most half a step of its row's scale.
+    /// the 16-bit activations allow: each product off by at most half a step of its row's scale. Both
+    /// layouts: `[k, n]` ([`gemm_q8`]) and `[n, k]` ([`gemm_q8_transposed`]).
     #[test]
     fn gemm_q8_matches_f64_within_the_activations_rounding() {
-        for &(m, n, k) in &[
+        for (&(m, n, k), transposed) in [
             (1, 8, 32),
             (3, 13, 64),
             (6, 16, 288),
             (9, 21, 544),
             (MC + 5, 16, 288),
             (5, 8, 0),
-        ] {
+        ]
+        .iter()
+        .flat_map(|shape| [(shape, false), (shape, true)])
+        {
             let lda = k + 3;
             let a = values(m * lda, 1);
             let weights: Vec<i8> = values(k * n, 2).iter().map(|v| (v * 127.0) as i8).collect();
@@ -311,8 +399,14 @@ mod tests {
                 .map(|v| 0.01 + v.abs() * 0.05)
                 .collect();
             let bias = values(n, 4);
-            let w =
-                |p: usize, j: usize| weights[p * n + j] as f64 * scales[p / BLOCK * n + j] as f64;
+            let w = |p: usize, j: usize| match transposed {
+                false => weights[p * n + j] as f64 * scales[p / BLOCK * n + j] as f64,
+                true => weights[j * k + p] as f64 * scales[j * (k / BLOCK) + p / BLOCK] as f64,
+            };
+            let gemm = match transposed {
+                false => gemm_q8,
+                true => gemm_q8_transposed,
+            };
             for gelu_on in [false, true] {
                 let ldc = n + 2;
                 let mut c = vec![f32::NAN; m * ldc];
@@ -328,7 +422,7 @@ mod tests {
                     data: &a,
                     row_stride: lda,
                 };
-                gemm_q8((m, n, k), a_m, b, &mut c, ldc, epilogue);
+                gemm((m, n, k), a_m, b, &mut c, ldc, epilogue);
                 for i in 0..m {
                     let row = &a[i * lda..i * lda + k];
                     let step = row.iter().fold(0f64, |t, x| t.max(x.abs() as f64)) / 32767.0;
@@ -344,7 +438,7 @@ mod tests {
                         let got = c[i * ldc + j] as f64;
                         assert!(
                             (got - want).abs() <= bound + 1e-5,
-                            "({m},{n},{k}) gelu={gelu_on} [{i},{j}]: {got} vs {want} (bound {bound:.1e})"
+                            "({m},{n},{k}) transposed={transposed} gelu={gelu_on} [{i},{j}]: {got} vs {want} (bound {bound:.1e})"
                         );
                     }
                     assert!(c[i * ldc + n..(i + 1) * ldc].iter().all(|x| x.is_nan()));

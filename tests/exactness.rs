@@ -955,9 +955,10 @@ fn softmax_top_k_matches_cpu_selection() {
     }
 }
 
-/// `input·w + bias` on both GPU kernel shapes for a weight stored packed (`weight` on the device), against
-/// the sums written out here from the values it holds (`w`, `[depth, cols]`): `rows` past one 64-row tile,
-/// the depth over several of the tiled kernel's steps.
+/// `input·w + bias` on both GPU kernel shapes for a weight stored packed (`weight` on the device, `[depth,
+/// cols]`, or `[cols, depth]` read transposed as the tied decoder reads the word table), against the sums
+/// written out here from the values it holds (`w`, `[depth, cols]`): `rows` past one 64-row tile, the
+/// depth over several of the tiled kernel's steps.
 fn packed_linear_matches_sums(
     (rows, depth, cols): (usize, usize, usize),
     w: &[f32],
@@ -982,10 +983,14 @@ fn packed_linear_matches_sums(
         let x = Tensor::<2>::from_data(TensorData::new(input.clone(), [rows, depth]), &device);
         let b = Tensor::<1>::from_data(TensorData::new(bias.clone(), [cols]), &device);
         let got: Vec<f32> = target.run(|| {
-            webbert::ops::linear::affine(x, weight, Some(b), false)
-                .into_data()
-                .try_into_vec()
-                .unwrap()
+            let transposed = weight.dims() == [cols, depth];
+            match transposed {
+                true => webbert::ops::linear::affine_transposed(x, weight, Some(b)),
+                false => webbert::ops::linear::affine(x, weight, Some(b), false),
+            }
+            .into_data()
+            .try_into_vec()
+            .unwrap()
         });
         let diff = max_abs_diff(&got, &want);
         println!("{target:?} {dtype:?} Linear: max abs diff {diff:.2e}");
@@ -1011,6 +1016,31 @@ fn q8_linear_unpacks_every_column() {
     packed_linear_matches_sums((70, depth, cols), &w, |device| {
         let scheme = webbert::ops::linear::q8_scheme(true);
         let data = TensorData::quantized(values.clone(), [depth, cols], scheme, &scales, None);
+        Tensor::from_data(data, device)
+    });
+}
+
+/// The same for an int8 word table read transposed by the tied decoder (`[cols, depth]`, blocks along
+/// the depth): 96 deep, so each column's bytes span three blocks of scales.
+#[test]
+fn q8_table_decoder_unpacks_every_column() {
+    use burn::tensor::{Tensor, TensorData};
+    let (depth, cols) = (96, 20);
+    let values: Vec<i8> = (0..cols * depth)
+        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+        .collect();
+    let scales: Vec<f32> = (0..cols * depth / 32)
+        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+        .collect();
+    let w: Vec<f32> = (0..depth * cols)
+        .map(|i| {
+            let (k, c) = (i / cols, i % cols);
+            values[c * depth + k] as f32 * scales[c * depth / 32 + k / 32]
+        })
+        .collect();
+    packed_linear_matches_sums((70, depth, cols), &w, |device| {
+        let scheme = webbert::ops::linear::q8_table_scheme(true);
+        let data = TensorData::quantized(values.clone(), [cols, depth], scheme, &scales, None);
         Tensor::from_data(data, device)
     });
 }
@@ -1089,7 +1119,12 @@ fn parameter_bytes(module: &impl burn::module::Module) -> usize {
             param: &burn::module::Param<burn::tensor::Tensor<D>>,
         ) {
             let tensor = param.val();
-            self.0 += tensor.shape().num_elements() * tensor.dtype().size();
+            let n = tensor.shape().num_elements();
+            self.0 += match tensor.dtype() {
+                // A byte a value (four to a word on a GPU) and an f32 scale a block.
+                burn::tensor::DType::QFloat(_) => n + n / webbert::io::checkpoint::Q8_BLOCK * 4,
+                dtype => n * dtype.size(),
+            };
         }
     }
     let mut bytes = Bytes(0);
@@ -1113,8 +1148,12 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
         dtype == burn::tensor::DType::F16
     });
     let gpu = Backend::Wgpu.device().unwrap();
-    let [f32_bytes, f16_bytes] = [common::minilm_dir(), out.clone()].map(|dir| {
-        let files = ModelFiles::from_dir_as(&dir, WeightsDtype::Auto).unwrap();
+    let variants = [
+        (common::minilm_dir(), WeightsDtype::Fp32),
+        (out.clone(), WeightsDtype::Fp16),
+    ];
+    let [f32_bytes, f16_bytes] = variants.map(|(dir, dtype)| {
+        let files = ModelFiles::from_dir_as(&dir, dtype).unwrap();
         parameter_bytes(
             &webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap(),
         )
@@ -1163,45 +1202,58 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     assert_eq!(same, texts.len());
 }
 
-/// An f16 checkpoint's word table stays f16 on the GPU, read as stored by the embeddings' kernel (with
-/// learned positions, and without: ModernBERT, DeBERTa) and, transposed, by the tied decoder in both
-/// kernel shapes: the logits equal the CPU's, which widens the same values at load.
+/// An f16 or q8 checkpoint's word table stays as stored on the GPU (f16; int8 with its block scales),
+/// read so by the embeddings' kernel (with learned positions, and without: ModernBERT, DeBERTa) and,
+/// transposed, by the tied decoder in both kernel shapes: the logits equal the CPU's, which widens the
+/// same values at load.
 #[test]
-fn f16_word_table_is_read_as_stored_on_the_gpu() {
+fn packed_word_table_is_read_as_stored_on_the_gpu() {
+    use burn::tensor::DType;
     for name in ["tiny-mlm-f16", "tiny-modernbert", "tiny-deberta-v2"] {
         let dir = common::fixtures().join(name);
-        let f16 = ModelFiles::from_dir(&dir)
-            .unwrap()
-            .checkpoint
-            .to_f16()
-            .unwrap();
-        let meta = common::golden_json(name);
-        let text = meta["texts"][0].as_str().unwrap();
-        let mut cpu_logits = Vec::new();
-        for target in TARGETS {
-            let files = ModelFiles::from_lookup(WeightsDtype::Fp16, |file| match file {
-                "model.fp16.safetensors" => Ok(Some(f16.clone())),
-                file => webbert::io::source::read_optional(&dir.join(file)),
-            })
-            .unwrap();
-            let pipeline = FillMask::load(files, target.device()).unwrap();
-            let table = pipeline.model.bert.embeddings.word_embeddings.weight.val();
-            let on_gpu = target.0 == Backend::Wgpu;
-            assert_eq!(
-                table.dtype() == burn::tensor::DType::F16,
-                on_gpu,
-                "{target:?} {name}"
-            );
-            let encoding = pipeline.tokenizer.encode(text).unwrap();
-            let batch = Batch::new(&[encoding], 0, &pipeline.device);
-            let logits = target.run(|| read(pipeline.model.forward(&batch)));
-            if !on_gpu {
-                cpu_logits = logits;
-                continue;
+        let checkpoint = ModelFiles::from_dir(&dir).unwrap().checkpoint;
+        for (dtype, file, bytes) in [
+            (
+                WeightsDtype::Fp16,
+                "model.fp16.safetensors",
+                checkpoint.to_f16().unwrap(),
+            ),
+            (
+                WeightsDtype::Q8,
+                "model.q8.safetensors",
+                checkpoint.to_q8().unwrap(),
+            ),
+        ] {
+            let meta = common::golden_json(name);
+            let text = meta["texts"][0].as_str().unwrap();
+            let mut cpu_logits = Vec::new();
+            for target in TARGETS {
+                let files = ModelFiles::from_lookup(dtype, |wanted| match wanted {
+                    wanted if wanted == file => Ok(Some(bytes.clone())),
+                    wanted => webbert::io::source::read_optional(&dir.join(wanted)),
+                })
+                .unwrap();
+                let pipeline = FillMask::load(files, target.device()).unwrap();
+                let table = pipeline.model.bert.embeddings.word_embeddings.weight.val();
+                let on_gpu = target.0 == Backend::Wgpu;
+                let held = match dtype {
+                    WeightsDtype::Q8 => matches!(table.dtype(), DType::QFloat(_)),
+                    _ => table.dtype() == DType::F16,
+                };
+                assert_eq!(held, on_gpu, "{target:?} {name} {dtype:?}");
+                let encoding = pipeline.tokenizer.encode(text).unwrap();
+                let batch = Batch::new(&[encoding], 0, &pipeline.device);
+                let logits = target.run(|| read(pipeline.model.forward(&batch)));
+                if !on_gpu {
+                    cpu_logits = logits;
+                    continue;
+                }
+                let diff = max_abs_diff(&logits, &cpu_logits);
+                println!(
+                    "{target:?} {name} {dtype:?} table: logits max abs diff {diff:.2e} to the CPU's"
+                );
+                assert!(diff <= 1e-5, "{target:?} {name} {dtype:?}: {diff}");
             }
-            let diff = max_abs_diff(&logits, &cpu_logits);
-            println!("{target:?} {name} f16 table: logits max abs diff {diff:.2e} to the CPU's");
-            assert!(diff <= 1e-5, "{target:?} {name}: {diff}");
         }
     }
 }
@@ -1862,8 +1914,9 @@ fn tiny_modernbert_masked_lm_hidden_states_embeddings_and_classifier() {
 
 /// The int8 variant (blocks of 32, f32 scales): a little over a quarter of the bytes, all-MiniLM-L6-v2's
 /// embeddings within the q8 guard of PyTorch's f32, the shipped fill-mask model's top-1 unchanged. On
-/// the GPU the weights stay int8, unpacked by both kernel shapes: the embeddings match the CPU's (which
-/// widens the same weights at load) to float rounding.
+/// the GPU the weights (the word table too) stay int8, unpacked by both kernel shapes: under 30% of the
+/// f32 weights' memory, and the embeddings match the CPU's (which widens the same weights at load) to
+/// float rounding.
 #[test]
 fn q8_variant_keeps_embeddings_and_fill_mask() {
     let out = std::env::temp_dir().join(format!("webbert-q8-{}", std::process::id()));
@@ -1877,6 +1930,23 @@ fn q8_variant_keeps_embeddings_and_fill_mask() {
     variant_on_every_target(&out, WeightsDtype::Q8, 0.999, |dtype| {
         matches!(dtype, burn::tensor::DType::QFloat(_))
     });
+    let gpu = Backend::Wgpu.device().unwrap();
+    let variants = [
+        (common::minilm_dir(), WeightsDtype::Fp32),
+        (out.clone(), WeightsDtype::Q8),
+    ];
+    let [f32_bytes, q8_bytes] = variants.map(|(dir, dtype)| {
+        let files = ModelFiles::from_dir_as(&dir, dtype).unwrap();
+        parameter_bytes(
+            &webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap(),
+        )
+    });
+    println!("all-MiniLM-L6-v2 on the GPU: {f32_bytes} bytes of weights in f32, {q8_bytes} in q8");
+    // The word table int8 too: widened, it alone was 52% of the f32 weights.
+    assert!(
+        q8_bytes * 100 <= f32_bytes * 30,
+        "{q8_bytes} of {f32_bytes}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 
     let dir = common::minilm_dir().with_file_name("minilm-l6-mlm");

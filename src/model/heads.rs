@@ -11,7 +11,7 @@ use crate::model::layer::{activate, linear_activate};
 use crate::model::{Batch, BertModel};
 use crate::ops;
 use crate::ops::add_norm::norm;
-use crate::ops::linear::{affine, linear};
+use crate::ops::linear::{affine_transposed, linear};
 use burn::tensor::activation::tanh;
 
 /// `cls.predictions` (ModernBERT's `head` and `decoder`): dense → activation → LayerNorm, then the decoder
@@ -66,7 +66,7 @@ impl MlmHead {
             .map(|d| d.val())
             .unwrap_or(word_embeddings);
         let bias = self.bias.as_ref().map(|bias| bias.val());
-        affine(transformed, decoder.transpose(), bias, false)
+        affine_transposed(transformed, decoder, bias)
     }
 }
 

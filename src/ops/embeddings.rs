@@ -3,19 +3,20 @@
 //!
 //! Why: composed of burn's ops this is three gathers, two adds and the norm (six dispatches per forward,
 //! each a round of launch overhead on a real GPU). Here one workgroup per token does it all, with the
-//! row reductions of [`super::add_norm`], and reads an f16 word table as it is stored (two halves a
-//! word, as the Linear kernels read f16 weights), so an fp16 model's table is never widened on the GPU.
-//! Flex and autodiff compose burn's ops.
+//! row reductions of [`super::add_norm`], and reads an f16 or int8 word table as it is stored (as the
+//! Linear kernels read packed weights), so an fp16 or q8 model's table is never widened on the GPU.
+//! Flex and autodiff compose burn's ops; flex widens only the int8 rows it looks up.
 
-use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::ops::{FloatTensorOps, QTensorOps};
+use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Int, Shape, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
+use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::CubeDim;
 
 use super::add_norm::{ROW_UNITS, row_grid};
-use super::linear::Weight;
-use super::linear::weight::Stored;
+use super::linear::weight::table_words;
 use super::{KernelShape, empty_like, optional, or_absent, present, storage, subgroups};
 
 #[backend_extension(Cube, Flex, Autodiff: cfg(not(target_arch = "wasm32")))]
@@ -37,29 +38,139 @@ pub trait EmbeddingsBackend: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let rows = input_ids.shape()[0];
-        let device = input_ids.device();
-        let int_dtype = input_ids.dtype().into();
-        let mut sum = Self::float_select(word, 0, input_ids);
-        if let Some(token_type) = present(token_type) {
-            let types = Self::float_select(token_type, 0, token_type_ids);
-            sum = Self::float_add(sum, types);
-        }
-        if let Some(position) = present(position) {
-            let positions = Self::int_reshape(
-                Self::int_expand(
-                    Self::int_arange(0..seq as i64, &device, int_dtype),
-                    Shape::new([rows / seq, seq]),
-                ),
-                Shape::new([rows]),
-            );
-            sum = Self::float_add(sum, Self::float_select(position, 0, positions));
-        }
-        Self::layer_norm(sum, gamma, present(beta), epsilon)
+        let words = Self::float_select(word, 0, input_ids.clone());
+        sum_norm::<Self>(
+            words,
+            input_ids,
+            token_type_ids,
+            seq,
+            position,
+            token_type,
+            gamma,
+            beta,
+            epsilon,
+        )
+    }
+
+    /// The same from an int8 word table in [`q8_table_scheme`](super::linear::q8_table_scheme).
+    #[allow(clippy::too_many_arguments)]
+    fn q8_embed_norm(
+        input_ids: IntTensor<Self>,
+        token_type_ids: IntTensor<Self>,
+        seq: usize,
+        word: QuantizedTensor<Self>,
+        position: FloatTensor<Self>,
+        token_type: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let word = Self::dequantize(word, FloatDType::F32);
+        Self::embed_norm(
+            input_ids,
+            token_type_ids,
+            seq,
+            word,
+            position,
+            token_type,
+            gamma,
+            beta,
+            epsilon,
+        )
     }
 }
 
-impl EmbeddingsBackend for Flex {}
+/// [`EmbeddingsBackend::embed_norm`] from the word rows `words` `[rows, hidden]` already looked up.
+#[allow(clippy::too_many_arguments)]
+fn sum_norm<B: Backend>(
+    words: FloatTensor<B>,
+    input_ids: IntTensor<B>,
+    token_type_ids: IntTensor<B>,
+    seq: usize,
+    position: FloatTensor<B>,
+    token_type: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+) -> FloatTensor<B> {
+    let rows = input_ids.shape()[0];
+    let device = input_ids.device();
+    let int_dtype = input_ids.dtype().into();
+    let mut sum = words;
+    if let Some(token_type) = present(token_type) {
+        let types = B::float_select(token_type, 0, token_type_ids);
+        sum = B::float_add(sum, types);
+    }
+    if let Some(position) = present(position) {
+        let positions = B::int_reshape(
+            B::int_expand(
+                B::int_arange(0..seq as i64, &device, int_dtype),
+                Shape::new([rows / seq, seq]),
+            ),
+            Shape::new([rows]),
+        );
+        sum = B::float_add(sum, B::float_select(position, 0, positions));
+    }
+    B::layer_norm(sum, gamma, present(beta), epsilon)
+}
+
+impl EmbeddingsBackend for Flex {
+    fn q8_embed_norm(
+        input_ids: IntTensor<Self>,
+        token_type_ids: IntTensor<Self>,
+        seq: usize,
+        word: FlexQTensor,
+        position: FlexTensor,
+        token_type: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let words = match int8_rows(&word, &input_ids) {
+            Some(words) => words,
+            None => {
+                let word = Self::dequantize(word, FloatDType::F32);
+                Self::float_select(word, 0, input_ids.clone())
+            }
+        };
+        sum_norm::<Self>(
+            words,
+            input_ids,
+            token_type_ids,
+            seq,
+            position,
+            token_type,
+            gamma,
+            beta,
+            epsilon,
+        )
+    }
+}
+
+/// Rows `ids` of an int8 table in the CPU's [`q8_table_scheme`](super::linear::q8_table_scheme) as
+/// f32, the rest of the table left int8; `None` if it is stored otherwise or an id is past its end.
+fn int8_rows(table: &FlexQTensor, ids: &FlexTensor) -> Option<FlexTensor> {
+    let values = table.tensor();
+    let ids = ids.to_contiguous();
+    let ids: Vec<usize> = match ids.dtype() {
+        DType::I64 => ids.as_slice::<i64>()?.iter().map(|&i| i as usize).collect(),
+        DType::I32 => ids.as_slice::<i32>()?.iter().map(|&i| i as usize).collect(),
+        _ => return None,
+    };
+    let [n, width] = values.shape().dims();
+    if table.dtype() != DType::QFloat(super::linear::q8_table_scheme(false))
+        || !values.layout().is_contiguous()
+        || ids.iter().any(|&id| id >= n)
+    {
+        return None;
+    }
+    let values = &values.storage::<i8>()[values.layout().start_offset()..];
+    let rows = super::cpu::q8::rows(values, table.scales(), width, &ids);
+    Some(FlexTensor::from_data(TensorData::new(
+        rows,
+        [ids.len(), width],
+    )))
+}
 
 #[cfg(not(target_arch = "wasm32"))]
 impl<B: EmbeddingsBackend, C: burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy>
@@ -85,7 +196,7 @@ impl EmbeddingsBackend for Cube {
         let rows = input_ids.meta.shape()[0];
         let hidden = word.meta.shape()[1];
         let output = empty_like(&gamma, [rows, hidden], gamma.dtype);
-        let (word, values, _, stored) = Weight::table(word).bindings(&output);
+        let (word, scales, stored) = table_words(word, &output);
         let (position, has_position) = optional(position, &output);
         let (token_type, has_token_type) = optional(token_type, &output);
         let (beta, has_beta) = optional(beta, &output);
@@ -97,7 +208,7 @@ impl EmbeddingsBackend for Cube {
             input_ids.clone().into_tensor_arg(),
             token_type_ids.into_tensor_arg(),
             word.into_tensor_arg(),
-            values.into_tensor_arg(),
+            scales.into_tensor_arg(),
             position.into_tensor_arg(),
             token_type.into_tensor_arg(),
             gamma.into_tensor_arg(),
@@ -105,7 +216,7 @@ impl EmbeddingsBackend for Cube {
             output.clone().into_tensor_arg(),
             seq,
             epsilon as f32,
-            stored == Stored::F16,
+            stored,
             has_position,
             has_token_type,
             has_beta,
@@ -115,23 +226,51 @@ impl EmbeddingsBackend for Cube {
         );
         output
     }
+
+    fn q8_embed_norm(
+        input_ids: IntTensor<Self>,
+        token_type_ids: IntTensor<Self>,
+        seq: usize,
+        word: QuantizedTensor<Self>,
+        position: FloatTensor<Self>,
+        token_type: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        // The same `CubeTensor` as a float table: `table_words` reads its scheme.
+        Self::embed_norm(
+            input_ids,
+            token_type_ids,
+            seq,
+            word,
+            position,
+            token_type,
+            gamma,
+            beta,
+            epsilon,
+        )
+    }
 }
 
 mod kernel {
     use cubecl::prelude::*;
 
     use crate::ops::add_norm::kernel::store_row_norm;
-    use crate::ops::linear::weight::unpack::f16_weight;
+    use crate::ops::linear::weight::Stored;
+    use crate::ops::linear::weight::unpack::{f16_weight_transposed, q8_weight_transposed};
 
-    /// One workgroup per token. The word table is read from `word` (f32 rows), or where `word_f16`
-    /// from `word_values` (`[n, hidden / 2]` words of two halves).
+    /// One workgroup per token. The word table is read from `word` in words (`table_words`): f32 rows a
+    /// value a word, or f16 and int8 (with `word_scales`) as the tied decoder reads them (`word_stored`,
+    /// transposed: row `id` is column `id`). One binding for all three: SwiftShader offers 10 storage
+    /// buffers a kernel, cubecl's metadata one of them.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn embed_norm_kernel<F: Float, I: Int>(
         input_ids: &Tensor<I>,
         token_type_ids: &Tensor<I>,
-        word: &Tensor<F>,
-        word_values: &Tensor<u32>,
+        word: &Tensor<u32>,
+        word_scales: &Tensor<F>,
         position: &Tensor<F>,
         token_type: &Tensor<F>,
         gamma: &Tensor<F>,
@@ -139,7 +278,7 @@ mod kernel {
         output: &mut Tensor<F>,
         seq: usize,
         epsilon: f32,
-        #[comptime] word_f16: bool,
+        #[comptime] word_stored: Stored,
         #[comptime] has_position: bool,
         #[comptime] has_token_type: bool,
         #[comptime] has_beta: bool,
@@ -163,10 +302,12 @@ mod kernel {
             let k = UNIT_POS as usize + i * units;
             let c = min(k, hidden - 1);
             // Hugging Face's order: (word + token type) + position.
-            let mut value = if word_f16 {
-                f16_weight::<F>(word_values, id, c)
+            let mut value = if word_stored == Stored::F16Transposed {
+                f16_weight_transposed::<F>(word, c, id)
+            } else if word_stored == Stored::Q8Transposed {
+                q8_weight_transposed::<F>(word, word_scales, c, id)
             } else {
-                word[id * hidden + c]
+                F::reinterpret(word[id * hidden + c])
             };
             if has_token_type {
                 value += token_type[type_row + c];
@@ -208,16 +349,95 @@ pub fn embed_norm(
     let hidden = word.dims()[1];
     let device = word.device();
     let rows = |ids: Tensor<2, Int>| ids.reshape([batch * seq]).into_dispatch();
-    let output = Dispatch::embed_norm(
-        rows(input_ids),
-        rows(token_type_ids),
-        seq,
-        word.into_dispatch(),
+    let (input_ids, token_type_ids) = (rows(input_ids), rows(token_type_ids));
+    let (position, token_type, beta) = (
         or_absent(position, &device).into_dispatch(),
         or_absent(token_type, &device).into_dispatch(),
-        gamma.into_dispatch(),
         or_absent(beta, &device).into_dispatch(),
+    );
+    let (int8, word) = (
+        matches!(word.dtype(), DType::QFloat(_)),
+        word.into_dispatch(),
+    );
+    let embed_norm = match int8 {
+        true => Dispatch::q8_embed_norm,
+        false => Dispatch::embed_norm,
+    };
+    let output = embed_norm(
+        input_ids,
+        token_type_ids,
+        seq,
+        word,
+        position,
+        token_type,
+        gamma.into_dispatch(),
+        beta,
         epsilon,
     );
     Tensor::<2>::from_dispatch(output).reshape([batch, seq, hidden])
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::ops::QTensorOps;
+    use burn::backend::{Flex, TensorMetadata};
+    use burn::tensor::{FloatDType, TensorData};
+    use burn_flex::FlexTensor;
+
+    use super::EmbeddingsBackend;
+    use crate::ops::cpu::max_abs_diff;
+    use crate::ops::linear::q8_table_scheme;
+
+    /// The CPU path's lookup in an int8 table widens the rows it reads exactly as burn widens the whole
+    /// table: the scales must be where burn's block layout puts them.
+    #[test]
+    fn flex_int8_rows_match_burn_dequantized() {
+        let (n, width, seq) = (9, 64, 3);
+        let values: Vec<i8> = (0..n * width)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let scales: Vec<f32> = (0..n * width / 32)
+            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+            .collect();
+        let data = TensorData::quantized(values, [n, width], q8_table_scheme(false), &scales, None);
+        let word = Flex::q_from_data(data, &Default::default());
+        let floats = |values: Vec<f32>, shape: Vec<usize>| {
+            FlexTensor::from_data(TensorData::new(values, shape))
+        };
+        let ids = FlexTensor::from_data(TensorData::new(vec![8i64, 0, 3, 3, 5, 1], [6]));
+        let types = FlexTensor::from_data(TensorData::new(vec![0i64, 1, 0, 1, 1, 0], [6]));
+        let position = floats(
+            (0..seq * width).map(|i| i as f32 * 1e-3).collect(),
+            vec![seq, width],
+        );
+        let token_type = floats(
+            (0..2 * width).map(|i| (i as f32).sin()).collect(),
+            vec![2, width],
+        );
+        let gamma = floats(
+            (0..width).map(|i| 1.0 + i as f32 * 0.01).collect(),
+            vec![width],
+        );
+        let beta = floats((0..width).map(|i| i as f32 * -0.02).collect(), vec![width]);
+        let tables = (position, token_type, gamma, beta);
+        let got = Flex::q8_embed_norm(
+            ids.clone(),
+            types.clone(),
+            seq,
+            word.clone(),
+            tables.0.clone(),
+            tables.1.clone(),
+            tables.2.clone(),
+            tables.3.clone(),
+            1e-12,
+        );
+        let widened = Flex::dequantize(word, FloatDType::F32);
+        let (position, token_type, gamma, beta) = tables;
+        let want = Flex::embed_norm(
+            ids, types, seq, widened, position, token_type, gamma, beta, 1e-12,
+        );
+        assert_eq!(got.shape().dims::<2>(), [6, width]);
+        let diff = max_abs_diff(got, want);
+        assert!(diff < 1e-6, "max diff {diff}");
+    }
 }

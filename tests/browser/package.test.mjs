@@ -271,6 +271,35 @@ describe('with WebGPU', () => {
     }
   });
 
+  // The shipped fill-mask model's q8 variant: its word table stays int8 everywhere, looked up as stored and read
+  // transposed by the tied decoder (the CPU path's int8 products, both WebGPU kernel shapes).
+  test('q8 fill-mask reads the int8 word table as stored: PyTorch\'s top-1 on every device, their scores agreeing', async () => {
+    const shipped = json('minilm-l6-mlm_golden.json');
+    const runs = {};
+    for (const [device, kernels] of [['cpu'], ['webgpu', 'serial'], ['webgpu', 'tiled']]) {
+      runs[`${device} ${kernels ?? ''}`] = await page.evaluate(async ([device, kernels, texts]) => {
+        const fm = await webbert.FillMask.load('/models/minilm-l6-mlm/', { device, kernels, dtype: 'q8' });
+        const results = [];
+        for (const t of texts) results.push((await fm.predict(t, { topK: 5 }))[0]);
+        fm.dispose();
+        return results;
+      }, [device, kernels, shipped.texts]);
+    }
+    const [first, ...others] = Object.values(runs);
+    let diff = 0;
+    shipped.fill_mask.forEach((want, i) => {
+      for (const [run, results] of Object.entries(runs)) {
+        assert.equal(results[i][0].tokenId, want[0].token_id, `${run}: ${shipped.texts[i]}`);
+      }
+      for (const results of others) {
+        assert.deepEqual(results[i].map((p) => p.tokenId), first[i].map((p) => p.tokenId));
+        results[i].forEach((p, k) => { diff = Math.max(diff, Math.abs(p.score - first[i][k].score)); });
+      }
+    });
+    console.log(`q8 fill-mask: top-5 scores on WebGPU within ${diff.toExponential(2)} of the CPU path's`);
+    assert.ok(diff <= 1e-3);
+  });
+
   // SwiftShader offers subgroups, so Chrome also compiles and runs the reductions GPUs get only when asked.
   // tiny-mlm-f16's weights are f16, its word table too: looked up as stored, read transposed by the decoder.
   test('the tiled kernels (what GPUs run), with and without subgroups, match PyTorch too', async () => {

@@ -2,7 +2,6 @@
 
 use burn::module::Param;
 use burn::nn::{LayerNorm, LayerNormConfig, Linear};
-use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
 use super::{Tensors, bert, classification_head, mlm_head};
@@ -15,7 +14,7 @@ use crate::model::heads::{
     BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
     BertForTokenClassification, TokenHead,
 };
-use crate::ops::linear::q8_scheme;
+use crate::ops::linear::{q8_scheme, q8_table_scheme};
 
 /// Builds modules from a checkpoint's tensors, each checked by name, shape and dtype.
 struct Loader<'a> {
@@ -39,18 +38,18 @@ impl Loader<'_> {
         ))
     }
 
-    /// How a q8 checkpoint's Linear weights of `width` outputs stay int8, if they do ([`q8_scheme`]): on
-    /// the GPU, whose kernels unpack them (four columns to a word, so `width` a multiple of 4), and on
-    /// the browser's CPU path, whose one thread multiplies them as they are. Otherwise they are widened
-    /// to f32 here: natively on the CPU, where flex's f32 gemm on every core is faster, and for
-    /// training.
-    fn int8(&self, width: usize) -> Option<QuantScheme> {
+    /// Whether a q8 checkpoint's matrices of `width` columns as held (`[in, out]` Linears, `[vocab,
+    /// width]` tables) stay int8, and if so packed in words (`Some(true)`): on the GPU, whose kernels
+    /// unpack them (four columns to a word, so `width` a multiple of 4), and on the browser's CPU path
+    /// (`Some(false)`), whose one thread multiplies them as they are. Otherwise they are widened to f32
+    /// here: natively on the CPU, where flex's f32 gemm on every core is faster, and for training.
+    fn int8(&self, width: usize) -> Option<bool> {
         if self.device.is_autodiff() {
             None
         } else if *self.device == Device::flex() {
-            cfg!(target_arch = "wasm32").then(|| q8_scheme(false))
+            cfg!(target_arch = "wasm32").then_some(false)
         } else {
-            width.is_multiple_of(4).then(|| q8_scheme(true))
+            width.is_multiple_of(4).then_some(true)
         }
     }
 
@@ -64,7 +63,7 @@ impl Loader<'_> {
         bias: bool,
     ) -> Result<Option<Linear>> {
         let width = prefixes.len() * d_out;
-        let Some(scheme) = self.int8(width) else {
+        let Some(scheme) = self.int8(width).map(q8_scheme) else {
             return Ok(None);
         };
         let read = |name: &str| self.checkpoint.read_q8(name, [d_out, d_in]);
@@ -168,6 +167,12 @@ impl Tensors for Loader<'_> {
             && let Some(values) = self.checkpoint.read_f16(name, shape)?
         {
             return Ok(self.f16_param(values, shape));
+        }
+        if let Some(scheme) = self.int8(shape[1]).map(q8_table_scheme)
+            && let Some((values, scales)) = self.checkpoint.read_q8(name, shape)?
+        {
+            let data = TensorData::quantized(values, shape, scheme, &scales, None);
+            return Ok(Param::from_tensor(Tensor::from_data(data, self.device)));
         }
         self.tensor2(name, shape, None)
     }

@@ -2,24 +2,52 @@
 //! where they can take them (f32 rows; a weight's rows contiguous), else `None` and burn's ops.
 
 use burn::backend::TensorMetadata;
+use burn::tensor::quantization::QuantScheme;
 use burn::tensor::{DType, TensorData};
 use burn_flex::{FlexQTensor, FlexTensor};
 
-use super::q8_scheme;
+use super::{q8_scheme, q8_table_scheme};
 use crate::ops::cpu::q8::Q8Matrix;
 use crate::ops::cpu::{self, Epilogue, Matrix};
 
 /// [`cpu::q8::gemm_q8`] when the weight is a contiguous `[in, out]` in the CPU's [`q8_scheme`] and the
-/// rest f32;
-/// `None` otherwise.
+/// rest f32; `None` otherwise.
 pub(super) fn q8_linear(
     input: &FlexTensor,
     weight: &FlexQTensor,
     bias: Option<&FlexTensor>,
     gelu: bool,
 ) -> Option<FlexTensor> {
+    let (weight, [depth, cols]) = int8(input, weight, bias, q8_scheme(false))?;
+    let rows = input.shape()[0];
+    on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
+        cpu::q8::gemm_q8((rows, cols, depth), input, weight, output, cols, epilogue)
+    })
+}
+
+/// [`cpu::q8::gemm_q8_transposed`] when the weight is a contiguous `[out, in]` in the CPU's
+/// [`q8_table_scheme`] and the rest f32; `None` otherwise.
+pub(super) fn q8_linear_transposed(
+    input: &FlexTensor,
+    weight: &FlexQTensor,
+    bias: Option<&FlexTensor>,
+) -> Option<FlexTensor> {
+    let (weight, [cols, depth]) = int8(input, weight, bias, q8_table_scheme(false))?;
+    let rows = input.shape()[0];
+    on_f32_rows(input, bias, cols, false, |input, output, epilogue| {
+        cpu::q8::gemm_q8_transposed((rows, cols, depth), input, weight, output, cols, epilogue)
+    })
+}
+
+/// `weight`'s int8 values and scales, and its shape, if it is contiguous in `scheme` and the rest f32.
+fn int8<'a>(
+    input: &FlexTensor,
+    weight: &'a FlexQTensor,
+    bias: Option<&FlexTensor>,
+    scheme: QuantScheme,
+) -> Option<(Q8Matrix<'a>, [usize; 2])> {
     let values = weight.tensor();
-    if weight.dtype() != DType::QFloat(q8_scheme(false))
+    if weight.dtype() != DType::QFloat(scheme)
         || [Some(input), bias]
             .iter()
             .flatten()
@@ -28,14 +56,11 @@ pub(super) fn q8_linear(
     {
         return None;
     }
-    let ([rows, depth], [_, cols]) = (input.shape().dims(), values.shape().dims());
-    let weight = Q8Matrix {
+    let matrix = Q8Matrix {
         values: &values.storage::<i8>()[values.layout().start_offset()..],
         scales: weight.scales(),
     };
-    on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
-        cpu::q8::gemm_q8((rows, cols, depth), input, weight, output, cols, epilogue)
-    })
+    Some((matrix, values.shape().dims()))
 }
 
 /// `kernel(input, output, epilogue)` with `input` `[rows, depth]` and `bias` (if any) as f32 rows, into a
@@ -155,5 +180,27 @@ mod tests {
             // Only the activations' 16-bit rounding differs: ≤ Σ|w| · max|x| / 32767 / 2 ≈ 2e-4 here.
             assert!(diff < 5e-4, "gelu={gelu}: max diff {diff}");
         }
+    }
+
+    /// The same for a weight stored `[out, in]` (a q8 word table, the tied decoder's).
+    #[test]
+    fn flex_q8_linear_transposed_matches_burn_dequantized() {
+        let (rows, depth, cols) = (6, 96, 13);
+        let input = tensor([rows, depth], 1.0);
+        let values: Vec<i8> = (0..cols * depth)
+            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+            .collect();
+        let scales: Vec<f32> = (0..cols * depth / Q8_BLOCK)
+            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+            .collect();
+        let scheme = q8_table_scheme(false);
+        let data = TensorData::quantized(values, [cols, depth], scheme, &scales, None);
+        let weight = Flex::q_from_data(data, &Default::default());
+        let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
+        let got = q8_linear_transposed(&input, &weight, Some(&bias)).expect("q8 table");
+        let widened = Flex::dequantize(weight, FloatDType::F32).transpose(0, 1);
+        let want = composed::<Flex>(input, widened, Some(bias), false);
+        let diff = cpu::max_abs_diff(got, want);
+        assert!(diff < 5e-4, "max diff {diff}");
     }
 }

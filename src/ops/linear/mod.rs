@@ -21,7 +21,7 @@ pub use tiled::{LARGE_ROWS, LARGE_TILE, Plan, TILES, TRIAL_TILES, Tile, plan, wi
 pub(crate) use weight::Weight;
 
 use burn::backend::TensorMetadata;
-use burn::backend::ops::QTensorOps;
+use burn::backend::ops::{FloatTensorOps, QTensorOps};
 use burn::backend::tensor::{FloatTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::nn::Linear;
@@ -73,6 +73,17 @@ pub trait LinearBackend: Backend {
         )
     }
 
+    /// `input·weightᵀ + bias` from int8 weights stored `[out, in]` in [`q8_table_scheme`] (the tied MLM
+    /// decoder reading a q8 word table), read as they are stored.
+    fn q8_linear_transposed(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let weight = Self::float_transpose(Self::dequantize(weight, FloatDType::F32));
+        composed::<Self>(input, weight, present(bias), false)
+    }
+
     /// The same with int8 weights.
     fn q8_linear_add(
         input: FloatTensor<Self>,
@@ -88,6 +99,17 @@ pub trait LinearBackend: Backend {
 /// a column (the `in` axis, along which the products are summed). On the CPU one byte per value; on a
 /// GPU (`packed`) four neighbouring columns' values in one `u32`, as WebGPU has no 8-bit storage.
 pub fn q8_scheme(packed: bool) -> QuantScheme {
+    q8_blocks(packed, [Q8_BLOCK as u8, 1])
+}
+
+/// How a q8 model's word-embedding table `[vocab, width]` is held: as the checkpoint stores it, blocks
+/// of [`Q8_BLOCK`] along each row. A row is a token's vector for the lookup, and for the tied decoder
+/// (`[out, in]`) a column's weights along the depth: its blocks are where [`q8_scheme`]'s are.
+pub fn q8_table_scheme(packed: bool) -> QuantScheme {
+    q8_blocks(packed, [1, Q8_BLOCK as u8])
+}
+
+fn q8_blocks(packed: bool, block: [u8; 2]) -> QuantScheme {
     let store = match packed {
         true => QuantStore::PackedU32(0),
         false => QuantStore::Native,
@@ -95,7 +117,7 @@ pub fn q8_scheme(packed: bool) -> QuantScheme {
     QuantScheme::default()
         .with_value(QuantValue::Q8S)
         .with_store(store)
-        .per_block([Q8_BLOCK as u8, 1], ScaleDtype::F32)
+        .per_block(block, ScaleDtype::F32)
 }
 
 /// The same with burn's own ops (autodiff, and shapes or dtypes our kernels do not take).
@@ -141,6 +163,19 @@ impl LinearBackend for Flex {
         }
         composed::<Self>(input, Self::dequantize(weight, FloatDType::F32), bias, gelu)
     }
+
+    fn q8_linear_transposed(
+        input: FlexTensor,
+        weight: FlexQTensor,
+        bias: FlexTensor,
+    ) -> FlexTensor {
+        let bias = present(bias);
+        if let Some(output) = flex::q8_linear_transposed(&input, &weight, bias.as_ref()) {
+            return output;
+        }
+        let weight = Self::float_transpose(Self::dequantize(weight, FloatDType::F32));
+        composed::<Self>(input, weight, bias, false)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -167,6 +202,15 @@ impl LinearBackend for Cube {
     ) -> FloatTensor<Self> {
         // The same `CubeTensor` as a float weight: `Weight::of` reads its dtype.
         Self::linear(input, weight, bias, gelu)
+    }
+
+    fn q8_linear_transposed(
+        input: FloatTensor<Self>,
+        weight: QuantizedTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        // `Weight::of` reads the table's scheme: `[out, in]`, blocks along `in`.
+        Self::linear(input, weight, bias, false)
     }
 
     fn linear_add(
@@ -309,6 +353,24 @@ pub fn linear_columns<const D: usize>(
             .map(|b| burn::module::Param::from_tensor(b.val().narrow(0, start, len))),
     };
     linear(&narrowed, input, false)
+}
+
+/// `input·weightᵀ + bias` with `weight` `[out, in]` (PyTorch's layout; the tied MLM decoder's word
+/// table): a float weight through a transposed view, an int8 one as stored.
+pub fn affine_transposed(
+    input: Tensor<2>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<2> {
+    if !matches!(weight.dtype(), DType::QFloat(_)) {
+        return affine(input, weight.transpose(), bias, false);
+    }
+    let bias = or_absent(bias, &input.device()).into_dispatch();
+    Tensor::from_dispatch(Dispatch::q8_linear_transposed(
+        input.into_dispatch(),
+        weight.into_dispatch(),
+        bias,
+    ))
 }
 
 /// `input·weight + bias` (then GELU when `gelu`): `input` `[rows, in]`, `weight` `[in, out]`, possibly a

@@ -52,7 +52,8 @@ mod kernel {
     /// Each invocation computes a `tile_rows × tile_cols` block of the output over the whole depth, and
     /// adds the bias where `has_bias` (GELU after it, and with `accumulate` what `output` held before it
     /// is written). A packed weight (`weight` unread) is unpacked a word at a time: f16 `values` two
-    /// columns a word (transposed, two depths), int8 `values` four, with `scales` reloaded once per block.
+    /// columns a word (transposed, two depths), int8 `values` four (transposed, four depths), with
+    /// `scales` reloaded once per block.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn linear_kernel<F: Float>(
@@ -88,13 +89,16 @@ mod kernel {
             row_start[i] = select(row0 + i < rows, row0 + i, rows - 1) * depth;
         }
         let mut col_offset = Array::<usize>::new(tile_cols);
+        // Int8 stored transposed: each column's row of scales.
+        let mut scale_offset = Array::<usize>::new(tile_cols);
         #[unroll]
         for j in 0..tile_cols {
             let c = select(col0 + j < cols, col0 + j, cols - 1);
             if stored == Stored::Q8 {
                 col_offset[j] = c * scales.stride(1);
-            } else if stored == Stored::F16Transposed {
+            } else if stored == Stored::F16Transposed || stored == Stored::Q8Transposed {
                 col_offset[j] = c * values.stride(0);
+                scale_offset[j] = c * scales.stride(0);
             } else {
                 col_offset[j] = c * weight.stride(1);
             }
@@ -142,6 +146,20 @@ mod kernel {
                 for j in 0..tile_cols {
                     let word = values[col_offset[j] + k / 2];
                     w[j] = half_of::<F>(word, (k % 2) as u32);
+                }
+            } else if stored == Stored::Q8Transposed {
+                // Each column's word holds this depth and three neighbours.
+                if k % Q8_BLOCK == 0 {
+                    let block = k / Q8_BLOCK * scales.stride(1);
+                    #[unroll]
+                    for j in 0..tile_cols {
+                        scale[j] = scales[scale_offset[j] + block];
+                    }
+                }
+                #[unroll]
+                for j in 0..tile_cols {
+                    let word = values[col_offset[j] + k / 4];
+                    w[j] = byte_of::<F>(word, (k % 4) as u32) * scale[j];
                 }
             } else {
                 let w_row = k * weight.stride(0);

@@ -157,7 +157,7 @@ pub(crate) fn tiled_sums(
     // A weight stored with its depth contiguous (the tied decoder's transposed view) is read along it.
     let weight_by_depth = match &weight {
         Weight::F32(w) => w.meta.strides()[0] == 1 && cols > 1,
-        Weight::F16Transposed { .. } => true,
+        Weight::F16Transposed { .. } | Weight::Q8Transposed { .. } => true,
         Weight::F16 { .. } | Weight::Q8 { .. } => false,
     };
     let dtype = input.dtype;
@@ -208,7 +208,9 @@ pub(crate) fn tiled_sums(
 mod kernel {
     use crate::ops::linear::kernel::gelu_erf;
     use crate::ops::linear::weight::Stored;
-    use crate::ops::linear::weight::unpack::{f16_weight, f16_weight_transposed, q8_weight};
+    use crate::ops::linear::weight::unpack::{
+        f16_weight, f16_weight_transposed, q8_weight, q8_weight_transposed,
+    };
     use cubecl::prelude::*;
 
     /// One workgroup computes a `tile_rows × tile_cols` block of `input·weight` over one depth slice.
@@ -424,6 +426,8 @@ mod kernel {
                 f16_weight::<F>(values, k_in, c_in)
             } else if stored == Stored::F16Transposed {
                 f16_weight_transposed::<F>(values, k_in, c_in)
+            } else if stored == Stored::Q8Transposed {
+                q8_weight_transposed::<F>(values, scales, k_in, c_in)
             } else {
                 weight[k_in * weight.stride(0) + c_in * weight.stride(1)]
             };

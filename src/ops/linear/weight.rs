@@ -1,7 +1,8 @@
 //! A Linear's weight as the GPU kernels read it: f32 through its strides (a transposed view needs no
 //! copy), or f16 and int8 packed in words, which the kernels unpack as they read: a model's f16 or int8
-//! weights get no f32 copy on the GPU, and no adapter needs `shader-f16`. An f16 word-embedding table is
-//! read the same way, by the embeddings' lookup and, transposed, by the tied MLM decoder.
+//! weights get no f32 copy on the GPU, and no adapter needs `shader-f16`. An f16 or int8 word-embedding
+//! table is read the same way, transposed, by the tied MLM decoder and by the embeddings' lookup (row
+//! `id` of the table is the decoder's column `id`).
 
 use burn::backend::Cube;
 use burn::backend::ops::{FloatTensorOps, QTensorOps};
@@ -9,7 +10,7 @@ use burn::tensor::{DType, FloatDType};
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 
-use super::q8_scheme;
+use super::{q8_scheme, q8_table_scheme};
 use crate::ops::{empty_like, placeholder};
 
 /// A Linear's weight as the GPU kernels read it (made per call and moved into the launch, never kept).
@@ -29,6 +30,12 @@ pub(crate) enum Weight {
         values: CubeTensor,
         scales: CubeTensor,
     },
+    /// Int8 stored `[out, in]` in [`q8_table_scheme`] (the q8 word-embedding table): `values`
+    /// `[out, in / 4]` words, each four neighbouring depths' bytes; `scales` `[out, in / Q8_BLOCK]`.
+    Q8Transposed {
+        values: CubeTensor,
+        scales: CubeTensor,
+    },
 }
 
 /// How a kernel reads its weight (compile time): f32 through its strides, or packed in words.
@@ -38,12 +45,13 @@ pub enum Stored {
     F16,
     F16Transposed,
     Q8,
+    Q8Transposed,
 }
 
 impl Weight {
     /// `weight` as the kernels read it, never widened into a second, f32 copy: f32, f16 with rows (or,
-    /// transposed, columns) of whole words, or int8 in the GPU's [`q8_scheme`]; anything else (no model
-    /// holds it) is widened.
+    /// transposed, columns) of whole words, or int8 in the GPU's [`q8_scheme`] (or, stored `[out, in]`,
+    /// [`q8_table_scheme`]); anything else (no model holds it) is widened.
     pub(crate) fn of(weight: CubeTensor) -> Self {
         match weight.dtype {
             DType::F32 => Weight::F32(weight),
@@ -57,24 +65,15 @@ impl Weight {
                 }
             }
             DType::QFloat(scheme) if scheme == q8_scheme(true) => {
-                let (values, scales) = weight
-                    .quantized_handles()
-                    .expect("a quantised tensor has values and scales");
+                let (values, scales) = int8_handles(&weight);
                 Weight::Q8 { values, scales }
+            }
+            DType::QFloat(scheme) if scheme == q8_table_scheme(true) => {
+                let (values, scales) = int8_handles(&weight);
+                Weight::Q8Transposed { values, scales }
             }
             _ => Weight::F32(widened(weight)),
         }
-    }
-
-    /// A lookup table `[n, width]` as the embeddings' kernel reads it: f16 rows of whole words as
-    /// stored, anything else as contiguous f32 rows.
-    pub(crate) fn table(table: CubeTensor) -> Self {
-        if table.dtype == DType::F16
-            && let Some(values) = halves_as_words(&table, false)
-        {
-            return Weight::F16 { values };
-        }
-        Weight::F32(into_contiguous(widened(table)))
     }
 
     pub(super) fn cols(&self) -> usize {
@@ -83,6 +82,7 @@ impl Weight {
             Weight::F16 { values } => 2 * values.meta.shape()[1],
             Weight::F16Transposed { values } => values.meta.shape()[0],
             Weight::Q8 { scales, .. } => scales.meta.shape()[1],
+            Weight::Q8Transposed { values, .. } => values.meta.shape()[0],
         }
     }
 
@@ -104,8 +104,47 @@ impl Weight {
                 Stored::F16Transposed,
             ),
             Weight::Q8 { values, scales } => (placeholder(like), values, scales, Stored::Q8),
+            Weight::Q8Transposed { values, scales } => {
+                (placeholder(like), values, scales, Stored::Q8Transposed)
+            }
         }
     }
+}
+
+/// A lookup table `[n, width]` as the embeddings' kernel reads it, in words: f16 (two halves a word) and
+/// int8 in [`q8_table_scheme`] (four bytes a word, with its block scales) as stored, as the tied decoder
+/// reads them (transposed: row `id` is its column `id`); anything else as f32 rows, a value a word. Its
+/// words, its scales (else a placeholder beside `like`), and how it is stored.
+pub(crate) fn table_words(
+    table: CubeTensor,
+    like: &CubeTensor,
+) -> (CubeTensor, CubeTensor, Stored) {
+    match table.dtype {
+        DType::F16 => {
+            if let Some(values) = halves_as_words(&table, false) {
+                return (values, placeholder(like), Stored::F16Transposed);
+            }
+        }
+        DType::QFloat(scheme) if scheme == q8_table_scheme(true) => {
+            let (values, scales) = int8_handles(&table);
+            return (values, scales, Stored::Q8Transposed);
+        }
+        _ => {}
+    }
+    let table = into_contiguous(widened(table));
+    let words = CubeTensor {
+        dtype: DType::U32,
+        qparams: None,
+        ..table
+    };
+    (words, placeholder(like), Stored::F32)
+}
+
+/// An int8 tensor's values (packed in words) and block scales.
+fn int8_handles(weight: &CubeTensor) -> (CubeTensor, CubeTensor) {
+    weight
+        .quantized_handles()
+        .expect("a quantised tensor has values and scales")
 }
 
 /// `weight` as f32: as it is if it is, else a widened copy (dequantised, if int8).
@@ -159,6 +198,20 @@ pub(crate) mod unpack {
         let word = values[k * values.stride(0) + c / 4];
         let byte = byte_of::<F>(word, (c % 4) as u32);
         byte * scales[k / Q8_BLOCK * scales.stride(0) + c * scales.stride(1)]
+    }
+
+    /// The same from int8 `values` stored transposed (`[out, in / 4]`: four depths a word) and
+    /// `scales` `[out, in / Q8_BLOCK]`.
+    #[cube]
+    pub fn q8_weight_transposed<F: Float>(
+        values: &Tensor<u32>,
+        scales: &Tensor<F>,
+        k: usize,
+        c: usize,
+    ) -> F {
+        let word = values[c * values.stride(0) + k / 4];
+        let byte = byte_of::<F>(word, (k % 4) as u32);
+        byte * scales[c * scales.stride(0) + k / Q8_BLOCK * scales.stride(1)]
     }
 
     /// The weight's value at depth `k`, column `c`, from its f16 `values` (two columns a word).

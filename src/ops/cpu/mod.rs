@@ -137,6 +137,72 @@ pub fn gemm(
     }
 }
 
+/// `c[m, n] = epilogue(a[m, k] · bᵀ)` with `b` `[n, k]` row-major (PyTorch's `[out, in]`: the tied decoder
+/// reading the word table through a transposed view). Each output is a dot product of two contiguous runs,
+/// so nothing is packed, where burn's matmul copied the whole table on every call; a row of `b` is read once
+/// per [`MR`] rows of `a`, few as the decoder runs on the masked tokens only.
+///
+/// Panics if a slice is too short for its shape.
+pub fn gemm_transposed(
+    (m, n, k): (usize, usize, usize),
+    a: Matrix,
+    b: Matrix,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let needs = |rows: usize, stride: usize, cols: usize| (rows - 1) * stride + cols;
+    assert!(
+        a.data.len() >= needs(m, a.row_stride, k),
+        "gemm_transposed: lhs too short"
+    );
+    assert!(
+        b.data.len() >= needs(n, b.row_stride, k),
+        "gemm_transposed: rhs too short"
+    );
+    assert!(
+        c.len() >= needs(m, ldc, n),
+        "gemm_transposed: output too short"
+    );
+    if let Some(bias) = epilogue.bias {
+        assert!(bias.len() >= n, "gemm_transposed: bias too short");
+    }
+    let lanes = k / 4 * 4;
+    for first in (0..m).step_by(MR) {
+        let rows = (m - first).min(MR);
+        for j in 0..n {
+            let w = &b.data[j * b.row_stride..j * b.row_stride + k];
+            let mut acc = [F32x4::splat(0.0); MR];
+            for p in (0..lanes).step_by(4) {
+                // SAFETY: depths `p..p + 4` ≤ k of row `j` < n of `b` and of rows `first + r` < m of `a`,
+                // within the lengths asserted above.
+                unsafe {
+                    let w = F32x4::load(w.as_ptr().add(p));
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let x = F32x4::load(a.data.as_ptr().add((first + r) * a.row_stride + p));
+                        *acc = x.mul_add(w, *acc);
+                    }
+                }
+            }
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                let x = &a.data[(first + r) * a.row_stride..];
+                let tail: f32 = (lanes..k).map(|p| x[p] * w[p]).sum();
+                let sum = acc.to_array().iter().sum::<f32>()
+                    + tail
+                    + epilogue.bias.map_or(0.0, |bias| bias[j]);
+                c[(first + r) * ldc + j] = if epilogue.gelu {
+                    gelu(F32x4::splat(sum)).to_array()[0]
+                } else {
+                    sum
+                };
+            }
+        }
+    }
+}
+
 /// Rows `depth`, columns `col..col + NR` of `b`, copied into `packed` one row after the other.
 fn pack_panel<'a>(
     b: Matrix,
@@ -518,11 +584,12 @@ mod tests {
         assert!(worst < 3e-7, "exp off by {worst} (relative)");
     }
 
+    /// Both layouts of `b`: `[k, n]` ([`gemm`]) and `[n, k]` ([`gemm_transposed`]).
     #[test]
     fn gemm_matches_f64_on_edge_shapes_with_bias_and_gelu() {
         // Rows and columns off the 4×8 block grid, depth across two passes, rows across two row
         // blocks, strided operands.
-        for &(m, n, k) in &[
+        for (&(m, n, k), transposed) in [
             (1, 1, 1),
             (3, 7, 5),
             (5, 8, 300),
@@ -531,10 +598,24 @@ mod tests {
             (21, 17, 600),
             (MC + 3, 17, 300),
             (9, 2, 0),
-        ] {
-            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+        ]
+        .iter()
+        .flat_map(|shape| [(shape, false), (shape, true)])
+        {
+            let (lda, ldb, ldc) = match transposed {
+                false => (k + 3, n + 5, n + 2),
+                true => (k + 3, k + 5, n + 2),
+            };
             let a = values(m * lda, 1);
-            let b = values(k.max(1) * ldb, 2);
+            let b = values(k.max(n).max(1) * ldb, 2);
+            let b_at = |p: usize, j: usize| match transposed {
+                false => b[p * ldb + j],
+                true => b[j * ldb + p],
+            };
+            let gemm = match transposed {
+                false => gemm,
+                true => gemm_transposed,
+            };
             let bias = values(n, 3);
             for gelu_on in [false, true] {
                 let mut c = vec![f32::NAN; m * ldc];
@@ -556,7 +637,7 @@ mod tests {
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f64 = (0..k)
-                            .map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64)
+                            .map(|p| a[i * lda + p] as f64 * b_at(p, j) as f64)
                             .sum();
                         let want = if gelu_on {
                             gelu_f64(dot + bias[j] as f64)
@@ -566,7 +647,7 @@ mod tests {
                         let got = c[i * ldc + j] as f64;
                         assert!(
                             (got - want).abs() < 1e-4,
-                            "({m},{n},{k}) gelu={gelu_on} [{i},{j}]: {got} vs {want}"
+                            "({m},{n},{k}) transposed={transposed} gelu={gelu_on} [{i},{j}]: {got} vs {want}"
                         );
                     }
                     // Padding between rows is untouched.

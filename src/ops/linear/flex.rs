@@ -87,8 +87,8 @@ fn on_f32_rows(
     Some(FlexTensor::from_data(TensorData::new(output, [rows, cols])))
 }
 
-/// [`cpu::gemm`] when everything is f32 and the weight's rows are contiguous (not the tied
-/// decoder's transposed view); `None` otherwise.
+/// [`cpu::gemm`] when everything is f32 and the weight's rows are contiguous, [`cpu::gemm_transposed`]
+/// when it is a transposed view of contiguous rows (the tied decoder's); `None` otherwise.
 pub(super) fn linear(
     input: &FlexTensor,
     weight: &FlexTensor,
@@ -104,12 +104,23 @@ pub(super) fn linear(
     }
     let ([rows, depth], [_, cols]) = (input.shape().dims(), weight.shape().dims());
     let layout = weight.layout();
-    let row_stride = layout.strides()[0];
-    if cols > 1 && layout.strides()[1] != 1 || row_stride < cols as isize {
+    let data = &weight.storage::<f32>()[layout.start_offset()..];
+    let [row_stride, col_stride] = [0, 1].map(|d| layout.strides()[d]);
+    // A transposed view of `[out, in]` rows (the tied decoder): each column's weights contiguous.
+    if depth > 1 && row_stride == 1 && col_stride >= depth as isize {
+        let weight = Matrix {
+            data,
+            row_stride: col_stride as usize,
+        };
+        return on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
+            cpu::gemm_transposed((rows, cols, depth), input, weight, output, cols, epilogue)
+        });
+    }
+    if cols > 1 && col_stride != 1 || row_stride < cols as isize {
         return None;
     }
     let weight = Matrix {
-        data: &weight.storage::<f32>()[layout.start_offset()..],
+        data,
         row_stride: row_stride as usize,
     };
     on_f32_rows(input, bias, cols, gelu, |input, output, epilogue| {
@@ -152,9 +163,12 @@ mod tests {
                 bias.is_some()
             );
         }
-        // A transposed view (the tied decoder) is left to burn's matmul.
+        // A transposed view (the tied decoder) goes to the kernel that reads its rows.
         let transposed = tensor([35, 40], 3.0).transpose(0, 1);
-        assert!(linear(&input, &transposed, Some(&bias), false).is_none());
+        let got = linear(&input, &transposed, Some(&bias), false).expect("transposed f32 weight");
+        let want = composed::<Flex>(input.clone(), transposed, Some(bias.clone()), false);
+        let diff = cpu::max_abs_diff(got, want);
+        assert!(diff < 1e-5, "transposed: max diff {diff}");
     }
 
     /// The int8 kernel through its flex glue, against burn's own widening of the same quantised tensor:

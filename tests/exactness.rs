@@ -1110,8 +1110,8 @@ fn variant_on_every_target(
     }
 }
 
-/// Bytes of a module's float parameters as its device holds them.
-fn parameter_bytes(module: &impl burn::module::Module) -> usize {
+/// Bytes of the weights of the encoder in `dir` (its `dtype` variant) as the GPU holds them.
+fn gpu_weight_bytes(dir: &std::path::Path, dtype: WeightsDtype) -> usize {
     struct Bytes(usize);
     impl burn::module::ModuleVisitor for Bytes {
         fn visit_float<const D: usize>(
@@ -1127,8 +1127,11 @@ fn parameter_bytes(module: &impl burn::module::Module) -> usize {
             };
         }
     }
+    let files = ModelFiles::from_dir_as(dir, dtype).unwrap();
+    let gpu = Backend::Wgpu.device().unwrap();
+    let encoder = webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap();
     let mut bytes = Bytes(0);
-    module.visit(&mut bytes);
+    burn::module::Module::visit(&encoder, &mut bytes);
     bytes.0
 }
 
@@ -1147,17 +1150,8 @@ fn fp16_variant_keeps_embeddings_and_fill_mask() {
     variant_on_every_target(&out, WeightsDtype::Auto, 0.9999, |dtype| {
         dtype == burn::tensor::DType::F16
     });
-    let gpu = Backend::Wgpu.device().unwrap();
-    let variants = [
-        (common::minilm_dir(), WeightsDtype::Fp32),
-        (out.clone(), WeightsDtype::Fp16),
-    ];
-    let [f32_bytes, f16_bytes] = variants.map(|(dir, dtype)| {
-        let files = ModelFiles::from_dir_as(&dir, dtype).unwrap();
-        parameter_bytes(
-            &webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap(),
-        )
-    });
+    let f32_bytes = gpu_weight_bytes(&common::minilm_dir(), WeightsDtype::Fp32);
+    let f16_bytes = gpu_weight_bytes(&out, WeightsDtype::Fp16);
     println!(
         "all-MiniLM-L6-v2 on the GPU: {f32_bytes} bytes of weights in f32, {f16_bytes} in fp16"
     );
@@ -1930,17 +1924,8 @@ fn q8_variant_keeps_embeddings_and_fill_mask() {
     variant_on_every_target(&out, WeightsDtype::Q8, 0.999, |dtype| {
         matches!(dtype, burn::tensor::DType::QFloat(_))
     });
-    let gpu = Backend::Wgpu.device().unwrap();
-    let variants = [
-        (common::minilm_dir(), WeightsDtype::Fp32),
-        (out.clone(), WeightsDtype::Q8),
-    ];
-    let [f32_bytes, q8_bytes] = variants.map(|(dir, dtype)| {
-        let files = ModelFiles::from_dir_as(&dir, dtype).unwrap();
-        parameter_bytes(
-            &webbert::io::weights::load_bert(&files.checkpoint, &files.config, &gpu).unwrap(),
-        )
-    });
+    let f32_bytes = gpu_weight_bytes(&common::minilm_dir(), WeightsDtype::Fp32);
+    let q8_bytes = gpu_weight_bytes(&out, WeightsDtype::Q8);
     println!("all-MiniLM-L6-v2 on the GPU: {f32_bytes} bytes of weights in f32, {q8_bytes} in q8");
     // The word table int8 too: widened, it alone was 52% of the f32 weights.
     assert!(

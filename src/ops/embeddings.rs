@@ -151,6 +151,11 @@ impl EmbeddingsBackend for Flex {
 /// f32, the rest of the table left int8; `None` if it is stored otherwise or an id is past its end.
 fn int8_rows(table: &FlexQTensor, ids: &FlexTensor) -> Option<FlexTensor> {
     let values = table.tensor();
+    if table.dtype() != DType::QFloat(super::linear::q8_table_scheme(false))
+        || !values.layout().is_contiguous()
+    {
+        return None;
+    }
     let ids = ids.to_contiguous();
     let ids: Vec<usize> = match ids.dtype() {
         DType::I64 => ids.as_slice::<i64>()?.iter().map(|&i| i as usize).collect(),
@@ -158,10 +163,7 @@ fn int8_rows(table: &FlexQTensor, ids: &FlexTensor) -> Option<FlexTensor> {
         _ => return None,
     };
     let [n, width] = values.shape().dims();
-    if table.dtype() != DType::QFloat(super::linear::q8_table_scheme(false))
-        || !values.layout().is_contiguous()
-        || ids.iter().any(|&id| id >= n)
-    {
+    if ids.iter().any(|&id| id >= n) {
         return None;
     }
     let values = &values.storage::<i8>()[values.layout().start_offset()..];
@@ -355,19 +357,15 @@ pub fn embed_norm(
         or_absent(token_type, &device).into_dispatch(),
         or_absent(beta, &device).into_dispatch(),
     );
-    let (int8, word) = (
-        matches!(word.dtype(), DType::QFloat(_)),
-        word.into_dispatch(),
-    );
-    let embed_norm = match int8 {
-        true => Dispatch::q8_embed_norm,
-        false => Dispatch::embed_norm,
+    let embed_norm = match word.dtype() {
+        DType::QFloat(_) => Dispatch::q8_embed_norm,
+        _ => Dispatch::embed_norm,
     };
     let output = embed_norm(
         input_ids,
         token_type_ids,
         seq,
-        word,
+        word.into_dispatch(),
         position,
         token_type,
         gamma.into_dispatch(),
@@ -419,20 +417,18 @@ mod tests {
             vec![width],
         );
         let beta = floats((0..width).map(|i| i as f32 * -0.02).collect(), vec![width]);
-        let tables = (position, token_type, gamma, beta);
         let got = Flex::q8_embed_norm(
             ids.clone(),
             types.clone(),
             seq,
             word.clone(),
-            tables.0.clone(),
-            tables.1.clone(),
-            tables.2.clone(),
-            tables.3.clone(),
+            position.clone(),
+            token_type.clone(),
+            gamma.clone(),
+            beta.clone(),
             1e-12,
         );
         let widened = Flex::dequantize(word, FloatDType::F32);
-        let (position, token_type, gamma, beta) = tables;
         let want = Flex::embed_norm(
             ids, types, seq, widened, position, token_type, gamma, beta, 1e-12,
         );

@@ -3,8 +3,7 @@
 //! checkpoint, [`save`] writes the model's.
 //!
 //! F16 and BF16 are widened to f32, but for the Linear weights and the word-embedding table that stay
-//! packed where a kernel reads them so (F16 and int8 Linears on a GPU, int8 ones on the browser's CPU
-//! path; an F16 table on a GPU). PyTorch's `Linear.weight` is `[out, in]`;
+//! packed where a kernel reads them so (F16 and int8 on a GPU, int8 on the browser's CPU path). PyTorch's `Linear.weight` is `[out, in]`;
 //! burn's is `[in, out]`, so it is transposed here.
 
 mod load;
@@ -51,7 +50,7 @@ trait Tensors {
     ) -> Result<Param<Tensor<2>>>;
 
     /// The word-embedding table `[vocab, width]`: as [`tensor2`](Self::tensor2), but where a kernel
-    /// reads it as stored (f16 on a GPU) it stays so.
+    /// reads it as stored (f16 and int8 on a GPU, int8 on the browser's CPU path) it stays so.
     fn table(
         &mut self,
         name: &str,

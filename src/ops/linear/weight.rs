@@ -88,7 +88,7 @@ impl Weight {
 
     /// The kernels' three weight bindings (`weight`, `values`, `scales`), placeholders beside `like`
     /// for those this weight does not have, and how it is stored.
-    pub(crate) fn bindings(
+    pub(super) fn bindings(
         self,
         like: &CubeTensor,
     ) -> (CubeTensor, CubeTensor, CubeTensor, Stored) {

@@ -12,10 +12,12 @@ use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{DType, FloatDType, Int, Shape, Tensor, TensorData};
 use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::tensor::CubeTensor;
 use burn_flex::{FlexQTensor, FlexTensor};
 use cubecl::CubeDim;
+use cubecl::prelude::ComptimeOptionArgs;
 
-use super::add_norm::{ROW_UNITS, row_grid};
+use super::add_norm::{AddNormBackend, ROW_UNITS, row_grid};
 use super::linear::weight::table_words;
 use super::{KernelShape, empty_like, optional, or_absent, present, storage, subgroups};
 
@@ -180,6 +182,10 @@ impl<B: EmbeddingsBackend, C: burn::backend::autodiff::checkpoint::strategy::Che
 {
 }
 
+/// The storage buffers [`kernel::embed_norm_kernel`] binds with the LayerNorm's γ and β, cubecl's
+/// metadata aside.
+const EMBED_NORM_BINDINGS: u32 = 9;
+
 impl EmbeddingsBackend for Cube {
     fn embed_norm(
         input_ids: IntTensor<Self>,
@@ -192,16 +198,23 @@ impl EmbeddingsBackend for Cube {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self> {
-        let (position, token_type, beta) = (present(position), present(token_type), present(beta));
-        let [input_ids, token_type_ids, gamma] =
-            [input_ids, token_type_ids, gamma].map(into_contiguous);
+        let (position, token_type) = (present(position), present(token_type));
+        let [input_ids, token_type_ids] = [input_ids, token_type_ids].map(into_contiguous);
         let rows = input_ids.meta.shape()[0];
         let hidden = word.meta.shape()[1];
-        let output = empty_like(&gamma, [rows, hidden], gamma.dtype);
+        let output = empty_like(&input_ids, [rows, hidden], gamma.dtype);
         let (word, scales, stored) = table_words(word, &output);
         let (position, has_position) = optional(position, &output);
         let (token_type, has_token_type) = optional(token_type, &output);
-        let (beta, has_beta) = optional(beta, &output);
+        // WebGPU's default is 8 storage buffers a kernel, cubecl's metadata one of them: an adapter that
+        // offers no more gets the sum, then the LayerNorm in a kernel of its own.
+        let fused = output.client.properties().hardware.max_bindings >= EMBED_NORM_BINDINGS;
+        let norm = |tensor: Option<CubeTensor>| match tensor {
+            Some(tensor) if fused => {
+                ComptimeOptionArgs::Some(into_contiguous(tensor).into_tensor_arg())
+            }
+            _ => ComptimeOptionArgs::None,
+        };
         let shape = KernelShape::of(&output.client);
         kernel::embed_norm_kernel::launch(
             &output.client,
@@ -213,20 +226,23 @@ impl EmbeddingsBackend for Cube {
             scales.into_tensor_arg(),
             position.into_tensor_arg(),
             token_type.into_tensor_arg(),
-            gamma.into_tensor_arg(),
-            beta.into_tensor_arg(),
+            norm(Some(gamma.clone())),
+            norm(present(beta.clone())),
             output.clone().into_tensor_arg(),
             seq,
             epsilon as f32,
             stored,
             has_position,
             has_token_type,
-            has_beta,
             hidden.div_ceil(ROW_UNITS),
             subgroups(&output.client, shape),
             [output.dtype, input_ids.dtype].map(storage),
         );
-        output
+        if fused {
+            output
+        } else {
+            Self::norm(output, gamma, beta, epsilon)
+        }
     }
 
     fn q8_embed_norm(
@@ -264,8 +280,8 @@ mod kernel {
 
     /// One workgroup per token. The word table is read from `word` in words (`table_words`): f32 rows a
     /// value a word, or f16 and int8 (with `word_scales`) as the tied decoder reads them (`word_stored`,
-    /// transposed: row `id` is column `id`). One binding for all three: SwiftShader offers 10 storage
-    /// buffers a kernel, cubecl's metadata one of them.
+    /// transposed: row `id` is column `id`); one binding for all three. Without `gamma` the sum is
+    /// written as it is, for a LayerNorm in a kernel of its own.
     #[cube(launch)]
     #[allow(clippy::too_many_arguments)]
     pub fn embed_norm_kernel<F: Float, I: Int>(
@@ -275,15 +291,14 @@ mod kernel {
         word_scales: &Tensor<F>,
         position: &Tensor<F>,
         token_type: &Tensor<F>,
-        gamma: &Tensor<F>,
-        beta: &Tensor<F>,
+        gamma: ComptimeOption<&Tensor<F>>,
+        beta: ComptimeOption<&Tensor<F>>,
         output: &mut Tensor<F>,
         seq: usize,
         epsilon: f32,
         #[comptime] word_stored: Stored,
         #[comptime] has_position: bool,
         #[comptime] has_token_type: bool,
-        #[comptime] has_beta: bool,
         #[comptime] per_unit: usize,
         #[comptime] subgroups: bool,
         #[define(F, I)] _dtypes: [ElemType; 2],
@@ -319,18 +334,34 @@ mod kernel {
             }
             x[i] = select(k < hidden, value, F::new(0.0));
         }
-        store_row_norm(
-            &mut x,
-            output,
-            gamma,
-            beta,
-            row * hidden,
-            epsilon,
-            has_beta,
-            units,
-            per_unit,
-            subgroups,
-        );
+        let start = row * hidden;
+        #[comptime]
+        match gamma {
+            ComptimeOption::Some(gamma) => {
+                #[comptime]
+                match beta {
+                    ComptimeOption::Some(beta) => store_row_norm(
+                        &mut x, output, gamma, beta, start, epsilon, true, units, per_unit,
+                        subgroups,
+                    ),
+                    // Without β, γ stands in for it, unread.
+                    ComptimeOption::None => store_row_norm(
+                        &mut x, output, gamma, gamma, start, epsilon, false, units, per_unit,
+                        subgroups,
+                    ),
+                }
+            }
+            ComptimeOption::None =>
+            {
+                #[unroll]
+                for i in 0..per_unit {
+                    let k = UNIT_POS as usize + i * units;
+                    if k < hidden {
+                        output[start + k] = x[i];
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use safetensors::SafeTensors;
 use webbert::ops::{KernelShape, with_kernel_shape};
@@ -34,23 +35,85 @@ pub fn minilm() -> ModelFiles {
 /// Where every numeric test runs: burn's CPU backend, and wgpu with each shape of our GPU kernels
 /// (lavapipe here would get `Serial` by itself; `Tiled` is what real GPUs get).
 pub const TARGETS: [Target; 3] = [
-    Target(Backend::Cpu, KernelShape::Serial),
-    Target(Backend::Wgpu, KernelShape::Serial),
-    Target(Backend::Wgpu, KernelShape::Tiled { subgroups: false }),
+    Target(Backend::Cpu, KernelShape::Serial, Limits::Adapter),
+    Target(Backend::Wgpu, KernelShape::Serial, Limits::Adapter),
+    Target(
+        Backend::Wgpu,
+        KernelShape::Tiled { subgroups: false },
+        Limits::Adapter,
+    ),
+];
+
+/// The GPU targets again on a wgpu device held to WebGPU's default limits ([`Limits::WebGpu`]).
+pub const WEBGPU_DEFAULT_TARGETS: [Target; 2] = [
+    Target(Backend::Wgpu, KernelShape::Serial, Limits::WebGpu),
+    Target(
+        Backend::Wgpu,
+        KernelShape::Tiled { subgroups: false },
+        Limits::WebGpu,
+    ),
 ];
 
 #[derive(Debug, Clone, Copy)]
-pub struct Target(pub Backend, pub KernelShape);
+pub struct Target(pub Backend, pub KernelShape, pub Limits);
+
+/// What a wgpu device may use. The library asks for all that the adapter offers (as cubecl does), but
+/// lavapipe offers more than many browsers' adapters: Chrome gives 8 or 10 storage buffers a kernel
+/// depending on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limits {
+    Adapter,
+    /// WebGPU's defaults, which every adapter grants: 8 storage buffers a kernel, 16 KiB of workgroup
+    /// memory, 256 invocations a workgroup.
+    WebGpu,
+}
 
 impl Target {
     pub fn device(self) -> burn::tensor::Device {
-        self.0.device().unwrap()
+        match (self.0, self.2) {
+            (Backend::Wgpu, Limits::WebGpu) => webgpu_default_device(),
+            (backend, _) => backend.device().unwrap(),
+        }
     }
 
     /// Runs `f` with this target's GPU kernel shape.
     pub fn run<T>(self, f: impl FnOnce() -> T) -> T {
         with_kernel_shape(self.1, f)
     }
+}
+
+/// This machine's adapter as a second wgpu device, requested with WebGPU's default limits and the
+/// adapter's features (so that f16 kernels still run), once per test process.
+fn webgpu_default_device() -> burn::tensor::Device {
+    use burn::tensor::wgpu::{WgpuSetup, wgpu};
+    static DEVICE: OnceLock<burn::tensor::Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let instance = wgpu::Instance::new(
+                wgpu::InstanceDescriptor::new_without_display_handle_from_env(),
+            );
+            let adapter =
+                block_on(instance.request_adapter(&Default::default())).expect("a wgpu adapter");
+            let (device, queue) = block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+                required_features: adapter.features() - wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
+                required_limits: wgpu::Limits::default(),
+                ..Default::default()
+            }))
+            .expect("a device with WebGPU's default limits");
+            let backend = adapter.get_info().backend;
+            let setup = WgpuSetup {
+                instance,
+                adapter,
+                device,
+                queue,
+                backend,
+            };
+            burn::tensor::Device::wgpu_options()
+                .setup(setup)
+                .init()
+                .expect("burn takes the device")
+        })
+        .clone()
 }
 
 pub struct Golden(HashMap<String, (Vec<usize>, Vec<f32>)>);

@@ -361,8 +361,8 @@ fn minilm_attention_probabilities() {
 
 /// Every kernel runs on a device that grants only WebGPU's default limits, as an adapter offering no more
 /// does (Chrome gives 8 or 10 storage buffers a kernel, by device): each family's fill-mask, the heads, the
-/// embedders and attention maps, and the fp16 and q8 variants, against the same references as on lavapipe's
-/// own limits. wgpu refuses a kernel over a limit when it is built, which fails the test.
+/// embedders, and the fp16 and q8 variants, against the same references as on lavapipe's own limits. wgpu
+/// refuses a kernel over a limit when it is built, which fails the test.
 #[test]
 fn kernels_fit_webgpu_default_limits() {
     for target in WEBGPU_DEFAULT_TARGETS {

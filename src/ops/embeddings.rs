@@ -5,7 +5,8 @@
 //! each a round of launch overhead on a real GPU). Here one workgroup per token does it all, with the
 //! row reductions of [`super::add_norm`], and reads an f16 or int8 word table as it is stored (as the
 //! Linear kernels read packed weights), so an fp16 or q8 model's table is never widened on the GPU.
-//! Flex and autodiff compose burn's ops; flex widens only the int8 rows it looks up.
+//! An adapter granting fewer storage buffers than that kernel binds gets the LayerNorm as a second
+//! kernel. Flex and autodiff compose burn's ops; flex widens only the int8 rows it looks up.
 
 use burn::backend::ops::{FloatTensorOps, QTensorOps};
 use burn::backend::tensor::{FloatTensor, IntTensor, QuantizedTensor};

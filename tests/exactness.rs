@@ -1035,12 +1035,7 @@ fn packed_linear_matches_sums(
 fn q8_linear_unpacks_every_column() {
     use burn::tensor::{Tensor, TensorData};
     let (depth, cols) = (96, 20);
-    let values: Vec<i8> = (0..depth * cols)
-        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-        .collect();
-    let scales: Vec<f32> = (0..depth / 32 * cols)
-        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-        .collect();
+    let (values, scales) = common::int8_values_and_scales(depth * cols);
     let w: Vec<f32> = (0..depth * cols)
         .map(|i| values[i] as f32 * scales[i / cols / 32 * cols + i % cols])
         .collect();
@@ -1057,12 +1052,7 @@ fn q8_linear_unpacks_every_column() {
 fn q8_table_decoder_unpacks_every_column() {
     use burn::tensor::{Tensor, TensorData};
     let (depth, cols) = (96, 20);
-    let values: Vec<i8> = (0..cols * depth)
-        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-        .collect();
-    let scales: Vec<f32> = (0..cols * depth / 32)
-        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-        .collect();
+    let (values, scales) = common::int8_values_and_scales(cols * depth);
     let w: Vec<f32> = (0..depth * cols)
         .map(|i| {
             let (k, c) = (i / cols, i % cols);

@@ -416,21 +416,14 @@ mod tests {
 
     use super::EmbeddingsBackend;
     use crate::ops::cpu::max_abs_diff;
-    use crate::ops::linear::q8_table_scheme;
+    use crate::ops::linear::{int8_test_tensor, q8_table_scheme};
 
     /// The CPU path's lookup in an int8 table widens the rows it reads exactly as burn widens the whole
     /// table: the scales must be where burn's block layout puts them.
     #[test]
     fn flex_int8_rows_match_burn_dequantized() {
         let (n, width, seq) = (9, 64, 3);
-        let values: Vec<i8> = (0..n * width)
-            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-            .collect();
-        let scales: Vec<f32> = (0..n * width / 32)
-            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-            .collect();
-        let data = TensorData::quantized(values, [n, width], q8_table_scheme(false), &scales, None);
-        let word = Flex::q_from_data(data, &Default::default());
+        let word = int8_test_tensor([n, width], q8_table_scheme(false));
         let floats = |values: Vec<f32>, shape: Vec<usize>| {
             FlexTensor::from_data(TensorData::new(values, shape))
         };

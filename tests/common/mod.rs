@@ -170,6 +170,18 @@ pub fn floats(value: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
+/// `len` int8 values over the whole range, and one of eleven scales for each block of 32: a quantised
+/// weight whose every byte and scale position shows in the result.
+pub fn int8_values_and_scales(len: usize) -> (Vec<i8>, Vec<f32>) {
+    let values = (0..len)
+        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+        .collect();
+    let scales = (0..len / 32)
+        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+        .collect();
+    (values, scales)
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()

@@ -128,6 +128,22 @@ pub(super) fn linear(
     })
 }
 
+/// An int8 tensor `shape` in `scheme` on flex for the unit tests: values over the whole int8 range, and
+/// one of eleven scales for each block of 32.
+#[cfg(test)]
+pub(crate) fn int8_test_tensor(shape: [usize; 2], scheme: QuantScheme) -> FlexQTensor {
+    use burn::backend::{Flex, ops::QTensorOps};
+    let len = shape[0] * shape[1];
+    let values: Vec<i8> = (0..len)
+        .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
+        .collect();
+    let scales: Vec<f32> = (0..len / cpu::q8::BLOCK)
+        .map(|i| 0.002 + (i % 11) as f32 * 0.001)
+        .collect();
+    let data = TensorData::quantized(values, shape, scheme, &scales, None);
+    Flex::q_from_data(data, &Default::default())
+}
+
 #[cfg(test)]
 mod tests {
     use burn::backend::Flex;
@@ -135,7 +151,6 @@ mod tests {
     use burn::tensor::{FloatDType, Shape};
 
     use super::*;
-    use crate::ops::cpu::q8::BLOCK as Q8_BLOCK;
     use crate::ops::linear::composed;
 
     fn tensor(shape: [usize; 2], seed: f32) -> FlexTensor {
@@ -177,14 +192,7 @@ mod tests {
     fn flex_q8_linear_matches_burn_dequantized() {
         let (rows, depth, cols) = (7, 64, 24);
         let input = tensor([rows, depth], 1.0);
-        let values: Vec<i8> = (0..depth * cols)
-            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-            .collect();
-        let scales: Vec<f32> = (0..depth / Q8_BLOCK * cols)
-            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-            .collect();
-        let data = TensorData::quantized(values, [depth, cols], q8_scheme(false), &scales, None);
-        let weight = Flex::q_from_data(data, &Default::default());
+        let weight = int8_test_tensor([depth, cols], q8_scheme(false));
         let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
         for gelu in [false, true] {
             let got = q8_linear(&input, &weight, Some(&bias), gelu).expect("q8 weight");
@@ -201,15 +209,7 @@ mod tests {
     fn flex_q8_linear_transposed_matches_burn_dequantized() {
         let (rows, depth, cols) = (6, 96, 13);
         let input = tensor([rows, depth], 1.0);
-        let values: Vec<i8> = (0..cols * depth)
-            .map(|i| ((i * 37 % 255) as i32 - 127) as i8)
-            .collect();
-        let scales: Vec<f32> = (0..cols * depth / Q8_BLOCK)
-            .map(|i| 0.002 + (i % 11) as f32 * 0.001)
-            .collect();
-        let scheme = q8_table_scheme(false);
-        let data = TensorData::quantized(values, [cols, depth], scheme, &scales, None);
-        let weight = Flex::q_from_data(data, &Default::default());
+        let weight = int8_test_tensor([cols, depth], q8_table_scheme(false));
         let bias = tensor([1, cols], 2.0).reshape(Shape::new([cols]));
         let got = q8_linear_transposed(&input, &weight, Some(&bias)).expect("q8 table");
         let widened = Flex::dequantize(weight, FloatDType::F32).transpose(0, 1);

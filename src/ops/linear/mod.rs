@@ -16,6 +16,8 @@ mod serial;
 mod tiled;
 pub(crate) mod weight;
 
+#[cfg(test)]
+pub(crate) use flex::int8_test_tensor;
 pub(crate) use tiled::tiled_sums;
 pub use tiled::{LARGE_ROWS, LARGE_TILE, Plan, TILES, TRIAL_TILES, Tile, plan, with_plan};
 pub(crate) use weight::Weight;

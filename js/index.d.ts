@@ -8,7 +8,8 @@ export interface Progress {
 
 export interface LoadOptions {
   /** 'auto' (default): WebGPU on a GPU (with the CPU for inputs short enough that it was measured
-   * faster there), the CPU without one or when the adapter is a CPU emulation (SwiftShader). */
+   * faster there), the CPU without one, when the adapter is a CPU emulation (SwiftShader), or when the GPU
+   * fails while it is timed. */
   device?: Device;
   /** Which weights to download: 'fp32' (model.safetensors), 'fp16' (model.fp16.safetensors, half the bytes),
    * 'q8' (model.q8.safetensors, int8 in blocks of 32 with f32 scales, 28% of the bytes), each written by

@@ -110,7 +110,8 @@ async fn gpu_threshold(gpu: &Task, cpu: &Task) -> Result<usize> {
 /// The model on the device asked for: `"webgpu"`, `"cpu"`, or `"auto"` (or nothing): the CPU without a
 /// GPU adapter or with a CPU one (SwiftShader: our CPU path was 5–8× faster at every size measured);
 /// otherwise the GPU, with a CPU copy for the lengths at which the CPU was measured faster (measured once
-/// per adapter and model shape, then remembered in Cache Storage).
+/// per adapter and model shape, then remembered in Cache Storage); the CPU alone if the GPU fails while
+/// it is set up or timed.
 pub(super) async fn place(
     task: &str,
     files: &ModelFiles,
@@ -131,42 +132,64 @@ pub(super) async fn place(
             let Some(adapter) = adapter.filter(|a| !a.fallback) else {
                 return Ok((cpu().await?, Backend::Cpu, None));
             };
-            let Ok(device) = Backend::Wgpu.device().await else {
-                return Ok((cpu().await?, Backend::Cpu, None));
-            };
-            let gpu = Task::load(task, files, device)?;
-            let c = &files.config;
-            let key = format!(
-                "crossover/{}/{}x{}x{}x{}",
-                adapter.name,
-                c.num_hidden_layers,
-                c.hidden_size,
-                c.intermediate_size,
-                c.num_attention_heads
-            );
-            let remembered = super::web::remembered(&key)
-                .await
-                .and_then(|v| v.parse::<usize>().ok());
-            if remembered == Some(0) {
-                return Ok((gpu, Backend::Wgpu, None));
-            }
-            let cpu = cpu().await?;
-            let threshold = match remembered {
-                Some(threshold) => threshold,
-                None => {
-                    let threshold = gpu_threshold(&gpu, &cpu).await?;
-                    super::web::remember(&key, &threshold.to_string()).await;
-                    threshold
+            match on_gpu_measured(task, files, &adapter, cpu).await {
+                // As a call does when the GPU fails under it; nothing is remembered, so the next load
+                // tries the GPU again.
+                Err(Error::Device(reason)) => {
+                    let first_line = reason.lines().next().unwrap_or_default();
+                    web_sys::console::warn_1(
+                        &format!(
+                            "webbert: the GPU failed ({first_line}); the model runs on the CPU"
+                        )
+                        .into(),
+                    );
+                    Ok((cpu().await?, Backend::Cpu, None))
                 }
-            };
-            Ok(match threshold {
-                0 => (gpu, Backend::Wgpu, None),
-                usize::MAX => (cpu, Backend::Cpu, None),
-                threshold => (gpu, Backend::Wgpu, Some((cpu, threshold))),
-            })
+                placed => placed,
+            }
         }
         other => Err(Error::Input(format!(
             "device must be 'webgpu', 'cpu' or 'auto', not {other:?}"
         ))),
     }
+}
+
+/// `'auto'` on a GPU adapter: the model on the GPU, and on the CPU too for the lengths at which the CPU
+/// was measured faster (or only there, if it was faster at every length).
+async fn on_gpu_measured(
+    task: &str,
+    files: &ModelFiles,
+    adapter: &Adapter,
+    cpu: impl AsyncFn() -> Result<Task>,
+) -> Result<(Task, Backend, Option<(Task, usize)>)> {
+    let gpu = Task::load(task, files, Backend::Wgpu.device().await?)?;
+    let c = &files.config;
+    let key = format!(
+        "crossover/{}/{}x{}x{}x{}",
+        adapter.name,
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads
+    );
+    let remembered = super::web::remembered(&key)
+        .await
+        .and_then(|v| v.parse::<usize>().ok());
+    if remembered == Some(0) {
+        return Ok((gpu, Backend::Wgpu, None));
+    }
+    let cpu = cpu().await?;
+    let threshold = match remembered {
+        Some(threshold) => threshold,
+        None => {
+            let threshold = gpu_threshold(&gpu, &cpu).await?;
+            super::web::remember(&key, &threshold.to_string()).await;
+            threshold
+        }
+    };
+    Ok(match threshold {
+        0 => (gpu, Backend::Wgpu, None),
+        usize::MAX => (cpu, Backend::Cpu, None),
+        threshold => (gpu, Backend::Wgpu, Some((cpu, threshold))),
+    })
 }

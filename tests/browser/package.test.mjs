@@ -35,6 +35,12 @@ async function checkFillMask(page, device, name, kernels) {
     fm.dispose();
     return { backend: fm.backend, results };
   }, [`/fixtures/${name}/`, device, kernels, fixture.texts]);
+  assertFillMask(fixture, results, `${backend} fill-mask ${name}`);
+  return backend;
+}
+
+/** Each text's predictions (`results`, topK 5) against the fixture's: tokens identical, scores within 1e-4. */
+function assertFillMask(fixture, results, what) {
   let diff = 0;
   results.forEach((masks, i) => {
     assert.equal(masks.length, fixture.fill_mask[i].length);
@@ -46,9 +52,8 @@ async function checkFillMask(page, device, name, kernels) {
       diff = Math.max(diff, Math.abs(p.score - want.score));
     }));
   });
-  console.log(`${backend} fill-mask ${name}: max abs score diff ${diff.toExponential(2)}`);
+  console.log(`${what}: max abs score diff ${diff.toExponential(2)}`);
   assert.ok(diff <= 1e-4);
-  return backend;
 }
 
 /** A classifier (through the `pipeline` factory) against transformers' text-classification pipeline: texts
@@ -393,6 +398,57 @@ describe('with WebGPU', () => {
         assert.ok(Math.abs(after.masks[0][k].score - p.score) <= 1e-5);
       });
       assert.deepEqual(after.again, after.masks);
+    } finally {
+      await own.close();
+    }
+  });
+
+  test("'auto' loads on the CPU if the GPU fails while it is timed, and remembers no crossover", async () => {
+    const own = await launch({ webgpu: true });
+    try {
+      const page = await harness(own, server);
+      // The worker runs a prelude first: SwiftShader passes for a real GPU (so 'auto' times it), and the
+      // first readback waits until the test has crashed the GPU process.
+      await page.evaluate(() => {
+        const module = (code) => URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+        const prelude = module(`
+          Object.defineProperty(GPUAdapterInfo.prototype, 'isFallbackAdapter', { get: () => false });
+          const channel = new BroadcastChannel('gpu-crash');
+          const mapAsync = GPUBuffer.prototype.mapAsync;
+          let held = false;
+          GPUBuffer.prototype.mapAsync = function (...args) {
+            if (held) return mapAsync.apply(this, args);
+            held = true;
+            const crashed = new Promise((resolve) => { channel.onmessage = resolve; });
+            channel.postMessage('reading');
+            return crashed.then(() => mapAsync.apply(this, args));
+          };`);
+        const Base = window.Worker;
+        window.Worker = class extends Base {
+          constructor(url, options) {
+            super(module(`import '${prelude}'; import '${new URL(url, location.href)}';`), options);
+          }
+        };
+        window.channel = new BroadcastChannel('gpu-crash');
+        window.reading = new Promise((resolve) => { channel.onmessage = resolve; });
+      });
+      const fixture = json('tiny-mlm_golden.json');
+      const loaded = page.evaluate(async (texts) => {
+        const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
+        const results = [];
+        for (const t of texts) results.push(await fm.predict(t, { topK: 5 }));
+        const cache = await caches.open('webbert-measurements-v1');
+        const remembered = (await cache.keys()).map((r) => decodeURIComponent(r.url));
+        return { backend: fm.backend, crossover: fm.crossover ?? null, results, remembered };
+      }, fixture.texts);
+      await page.evaluate(() => reading);
+      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      await page.evaluate(() => channel.postMessage('crashed'));
+      const { backend, crossover, results, remembered } = await loaded;
+      assert.equal(backend, 'cpu');
+      assert.equal(crossover, null);
+      assertFillMask(fixture, results, "'auto' after the GPU failed");
+      assert.deepEqual(remembered.filter((url) => url.includes('crossover/')), []);
     } finally {
       await own.close();
     }

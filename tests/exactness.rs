@@ -10,6 +10,7 @@ use serde_json::Value;
 use webbert::model::heads::pool;
 use webbert::model::{Batch, BatchData};
 use webbert::ops::attention::with_window_scores_bytes;
+use webbert::ops::top_k::MAX_GPU_K;
 use webbert::{
     Aggregation, Backend, Checkpoint, Classifier, Embedder, FillMask, ModelFiles, Pooling,
     QaOptions, QuestionAnswerer, TokenClassifier, TokenizerFiles, WeightsDtype,
@@ -406,6 +407,11 @@ fn tiny(name: &str, target: Target) {
             .map(|x| *x as u32)
             .collect();
         assert_eq!(encoding.ids, expected_ids, "{name} ids for {text:?}");
+        let mask = pipeline.tokenizer.mask_token_id().unwrap();
+        let positions: Vec<usize> = (encoding.ids.iter().enumerate())
+            .filter(|(_, id)| **id == mask)
+            .map(|(i, _)| i)
+            .collect();
         let batch = Batch::new(&[encoding], 0, &pipeline.device);
         let logits = target.run(|| read(pipeline.model.forward(&batch)));
         let diff = max_abs_diff(&logits, &golden.get(&format!("logits.{i}")).1);
@@ -422,6 +428,37 @@ fn tiny(name: &str, target: Target) {
                 assert!((p.score as f64 - w["score"].as_f64().unwrap()).abs() <= 1e-4);
                 assert_eq!(p.sequence, w["sequence"].as_str().unwrap());
             }
+        }
+
+        // Past the GPU kernel's k the host selects from the logits read back: PyTorch's probabilities,
+        // best first, and none left out above the last.
+        let k = MAX_GPU_K + 6;
+        let output = target.run(|| block_on(pipeline.predict(text, k)).unwrap());
+        let want = &golden.get(&format!("logits.{i}")).1;
+        let vocab = want.len() / batch.input_ids.dims()[1];
+        assert_eq!(output.masks.len(), positions.len());
+        for (got, pos) in output.masks.iter().zip(positions) {
+            let row = &want[pos * vocab..][..vocab];
+            let max = row.iter().copied().fold(f32::MIN, f32::max);
+            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+            let probability = |id: usize| (row[id] - max).exp() / sum;
+            assert_eq!(got.len(), k.min(vocab));
+            for p in got {
+                let want = probability(p.token_id as usize);
+                assert!(
+                    (p.score - want).abs() <= 1e-4,
+                    "{name}: {} vs {want}",
+                    p.score
+                );
+            }
+            assert!(got.windows(2).all(|w| w[0].score >= w[1].score));
+            let last = got.last().unwrap().score;
+            let chosen: std::collections::HashSet<u32> = got.iter().map(|p| p.token_id).collect();
+            let left_out = (0..vocab).filter(|&id| !chosen.contains(&(id as u32)));
+            assert!(
+                left_out.map(probability).all(|p| p <= last + 1e-4),
+                "{name}"
+            );
         }
     }
 }
@@ -939,7 +976,7 @@ fn disentangled_kernel_matches_burn_ops() {
 #[test]
 fn softmax_top_k_matches_cpu_selection() {
     use burn::tensor::{Tensor, TensorData};
-    use webbert::ops::top_k::{MAX_GPU_K, softmax_top_k};
+    use webbert::ops::top_k::softmax_top_k;
     let vocab = 3000;
     // Many exact ties: values repeat every 250 ids.
     let logits: Vec<f32> = (0..2 * vocab)

@@ -6,7 +6,9 @@
 //! 0.69 ms on an H100), and the whole row was then read back to be sorted on the CPU. Here one workgroup
 //! per row finds the maximum and the softmax denominator, then the `k` best tokens one pass at a time,
 //! each pass taking the best after the previous one in the order (score descending, id ascending): the
-//! same order, ties included, as the CPU's selection. Up to [`MAX_GPU_K`]; beyond it burn sorts the row.
+//! same order, ties included, as the CPU's selection. Up to [`MAX_GPU_K`]; beyond it burn sorts the row,
+//! which on a GPU reads it back synchronously: a browser cannot, so fill-mask reads the logits back itself
+//! and selects on the host ([`softmax_top_k_host`]).
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension};
@@ -53,16 +55,23 @@ impl TopKBackend for Flex {
         let Some(values) = logits.as_slice::<f32>() else {
             return sorted::<Self>(logits, k);
         };
-        let mut output = Vec::with_capacity(rows * 2 * k);
-        for row in values.chunks_exact(vocab) {
-            let max = row.iter().copied().fold(f32::MIN, f32::max);
-            let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
-            let best = top_indices(row, k);
-            output.extend(best.iter().map(|&i| (row[i] - max).exp() / sum));
-            output.extend(best.iter().map(|&i| i as f32));
-        }
+        let output = softmax_top_k_host(values, vocab, k);
         FlexTensor::from_data(TensorData::new(output, [rows, 2 * k]))
     }
+}
+
+/// [`softmax_top_k`] of logits on the host, `[rows, vocab]` row by row: per row the `k` best
+/// probabilities, then their ids.
+pub fn softmax_top_k_host(logits: &[f32], vocab: usize, k: usize) -> Vec<f32> {
+    let mut output = Vec::with_capacity(logits.len() / vocab * 2 * k);
+    for row in logits.chunks_exact(vocab) {
+        let max = row.iter().copied().fold(f32::MIN, f32::max);
+        let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+        let best = top_indices(row, k);
+        output.extend(best.iter().map(|&i| (row[i] - max).exp() / sum));
+        output.extend(best.iter().map(|&i| i as f32));
+    }
+    output
 }
 
 /// Indices of the `k` largest values, largest first (ties: lower index first).

@@ -11,7 +11,7 @@ use crate::io::source::ModelFiles;
 use crate::io::weights::load_bert_for_masked_lm;
 use crate::model::Batch;
 use crate::model::heads::BertForMaskedLM;
-use crate::ops::top_k::softmax_top_k;
+use crate::ops::top_k::{MAX_GPU_K, softmax_top_k, softmax_top_k_host};
 
 /// Most predictions (masks × `top_k`) one fill-mask call returns: each carries its own copy of the text.
 pub const MAX_PREDICTIONS: usize = 50_000;
@@ -105,14 +105,15 @@ impl FillMask {
                 &self.device,
                 |m: &Masked| self.best(self.hidden(&m.batch), m.positions.clone(), top_k),
             );
-            best.read().await?
+            self.selected(best.read().await?, top_k)
         } else {
             let hidden = self.hidden(&Batch::upload(&data, &self.device));
             let mut best = Vec::with_capacity(positions.len() * 2 * top_k);
             for rows in positions.chunks(rows_per_read) {
                 let rows = TensorData::new(rows.to_vec(), [rows.len()]);
                 let rows = Tensor::<1, Int>::from_data(rows, &self.device);
-                best.extend(read(self.best(hidden.clone(), rows, top_k)).await?);
+                let values = read(self.best(hidden.clone(), rows, top_k)).await?;
+                best.extend(self.selected(values, top_k));
             }
             best
         };
@@ -154,8 +155,24 @@ impl FillMask {
         hidden.reshape([seq, width])
     }
 
-    /// For each of `rows` (positions in `hidden`), the `top_k` probabilities, then their token ids.
+    /// For each of `rows` (positions in `hidden`), the `top_k` probabilities, then their token ids; past
+    /// [`MAX_GPU_K`], the logits, for [`Self::selected`] to select from on the host (burn's sort of a row
+    /// on the GPU reads it back synchronously, which a browser cannot).
     fn best(&self, hidden: Tensor<2>, rows: Tensor<1, Int>, top_k: usize) -> Tensor<2> {
-        softmax_top_k(self.model.head(hidden.select(0, rows)), top_k)
+        let logits = self.model.head(hidden.select(0, rows));
+        if top_k <= MAX_GPU_K {
+            softmax_top_k(logits, top_k)
+        } else {
+            logits
+        }
+    }
+
+    /// What [`Self::best`] read back, as the `top_k` probabilities and token ids of each row.
+    fn selected(&self, values: Vec<f32>, top_k: usize) -> Vec<f32> {
+        if top_k <= MAX_GPU_K {
+            values
+        } else {
+            softmax_top_k_host(&values, self.shape.vocab_size, top_k)
+        }
     }
 }

@@ -454,6 +454,36 @@ describe('with WebGPU', () => {
     }
   });
 
+  test("topK past the GPU kernel's 64 on WebGPU: PyTorch's top 5, then the CPU path's probabilities, best first", async () => {
+    const fixture = json('tiny-mlm_golden.json');
+    const { backend, gpu, cpu } = await page.evaluate(async (texts) => {
+      const url = '/fixtures/tiny-mlm/';
+      const [gpu, cpu] = [await webbert.FillMask.load(url, { device: 'webgpu' }), await webbert.FillMask.load(url, { device: 'cpu' })];
+      const out = { backend: gpu.backend, gpu: [], cpu: [] };
+      for (const t of texts) {
+        out.gpu.push(await gpu.predict(t, { topK: 100 }));
+        out.cpu.push(await cpu.predict(t, { topK: 1000 }));
+      }
+      gpu.dispose();
+      cpu.dispose();
+      return out;
+    }, fixture.texts);
+    assert.equal(backend, 'webgpu');
+    assertFillMask(fixture, gpu.map((masks) => masks.map((p) => p.slice(0, 5))), 'webgpu topK 100');
+    gpu.forEach((masks, i) => masks.forEach((predictions, m) => {
+      // The CPU path's whole vocabulary: every token's probability.
+      const probability = new Map(cpu[i][m].map((p) => [p.tokenId, p.score]));
+      assert.equal(predictions.length, 100);
+      predictions.forEach((p, k) => {
+        assert.ok(Math.abs(p.score - probability.get(p.tokenId)) <= 1e-6, `${p.tokenId}: ${p.score}`);
+        if (k > 0) assert.ok(p.score <= predictions[k - 1].score);
+      });
+      const chosen = new Set(predictions.map((p) => p.tokenId));
+      const last = predictions.at(-1).score;
+      assert.ok(cpu[i][m].every((p) => chosen.has(p.tokenId) || p.score <= last + 1e-6));
+    }));
+  });
+
   test('attention probabilities match PyTorch', async () => {
     const out = await page.evaluate(async ([url, text]) => {
       const e = await webbert.Embedder.load(url, { dtype: 'fp32' });

@@ -39,6 +39,37 @@ async function checkFillMask(page, device, name, kernels) {
   return backend;
 }
 
+/** Makes the page's workers see SwiftShader as a real GPU (so `device: 'auto'` times it against the CPU), by
+ * a prelude that runs before the worker's module. With `holdFirstReadback`, the worker's first readback waits
+ * until the page posts on `readbackChannel`; `readbackHeld` resolves when it starts waiting. */
+async function poseAsGpu(page, { holdFirstReadback = false } = {}) {
+  await page.evaluate((hold) => {
+    const module = (code) => URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
+    const prelude = module(`
+      Object.defineProperty(GPUAdapterInfo.prototype, 'isFallbackAdapter', { get: () => false });
+      if (${hold}) {
+        const channel = new BroadcastChannel('readback');
+        const mapAsync = GPUBuffer.prototype.mapAsync;
+        let held = false;
+        GPUBuffer.prototype.mapAsync = function (...args) {
+          if (held) return mapAsync.apply(this, args);
+          held = true;
+          const released = new Promise((resolve) => { channel.onmessage = resolve; });
+          channel.postMessage('held');
+          return released.then(() => mapAsync.apply(this, args));
+        };
+      }`);
+    const Base = window.Worker;
+    window.Worker = class extends Base {
+      constructor(url, options) {
+        super(module(`import '${prelude}'; import '${new URL(url, location.href)}';`), options);
+      }
+    };
+    window.readbackChannel = new BroadcastChannel('readback');
+    window.readbackHeld = new Promise((resolve) => { readbackChannel.onmessage = resolve; });
+  }, holdFirstReadback);
+}
+
 /** Each text's predictions (`results`, topK 5) against the fixture's: tokens identical, scores within 1e-4. */
 function assertFillMask(fixture, results, what) {
   let diff = 0;
@@ -407,31 +438,7 @@ describe('with WebGPU', () => {
     const own = await launch({ webgpu: true });
     try {
       const page = await harness(own, server);
-      // The worker runs a prelude first: SwiftShader passes for a real GPU (so 'auto' times it), and the
-      // first readback waits until the test has crashed the GPU process.
-      await page.evaluate(() => {
-        const module = (code) => URL.createObjectURL(new Blob([code], { type: 'text/javascript' }));
-        const prelude = module(`
-          Object.defineProperty(GPUAdapterInfo.prototype, 'isFallbackAdapter', { get: () => false });
-          const channel = new BroadcastChannel('gpu-crash');
-          const mapAsync = GPUBuffer.prototype.mapAsync;
-          let held = false;
-          GPUBuffer.prototype.mapAsync = function (...args) {
-            if (held) return mapAsync.apply(this, args);
-            held = true;
-            const crashed = new Promise((resolve) => { channel.onmessage = resolve; });
-            channel.postMessage('reading');
-            return crashed.then(() => mapAsync.apply(this, args));
-          };`);
-        const Base = window.Worker;
-        window.Worker = class extends Base {
-          constructor(url, options) {
-            super(module(`import '${prelude}'; import '${new URL(url, location.href)}';`), options);
-          }
-        };
-        window.channel = new BroadcastChannel('gpu-crash');
-        window.reading = new Promise((resolve) => { channel.onmessage = resolve; });
-      });
+      await poseAsGpu(page, { holdFirstReadback: true });
       const fixture = json('tiny-mlm_golden.json');
       const loaded = page.evaluate(async (texts) => {
         const fm = await webbert.FillMask.load('/fixtures/tiny-mlm/');
@@ -441,14 +448,69 @@ describe('with WebGPU', () => {
         const remembered = (await cache.keys()).map((r) => decodeURIComponent(r.url));
         return { backend: fm.backend, crossover: fm.crossover ?? null, results, remembered };
       }, fixture.texts);
-      await page.evaluate(() => reading);
+      await page.evaluate(() => readbackHeld);
       await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
-      await page.evaluate(() => channel.postMessage('crashed'));
+      await page.evaluate(() => readbackChannel.postMessage('crashed'));
       const { backend, crossover, results, remembered } = await loaded;
       assert.equal(backend, 'cpu');
       assert.equal(crossover, null);
       assertFillMask(fixture, results, "'auto' after the GPU failed");
       assert.deepEqual(remembered.filter((url) => url.includes('crossover/')), []);
+    } finally {
+      await own.close();
+    }
+  });
+
+  test("'auto' on a GPU times it once, remembers the crossover, and sends shorter calls to a CPU copy", async () => {
+    const own = await launch({ webgpu: true });
+    try {
+      const page = await harness(own, server);
+      await poseAsGpu(page);
+      const fixture = json('tiny-mlm_golden.json');
+      const out = await page.evaluate(async (texts) => {
+        const url = '/fixtures/tiny-mlm/';
+        const cache = await caches.open('webbert-measurements-v1');
+        const measured = await webbert.FillMask.load(url);
+        const [key] = (await cache.keys()).filter((r) => decodeURIComponent(r.url).includes('crossover/'));
+        const first = { backend: measured.backend, crossover: measured.crossover ?? null,
+          remembered: key && Number(await (await cache.match(key)).text()) };
+        measured.dispose();
+        // A crossover between the texts' lengths, as a GPU that the CPU beats on short inputs gives.
+        await cache.put(key, new Response('5'));
+        const auto = await webbert.FillMask.load(url);
+        const cpu = await webbert.FillMask.load(url, { device: 'cpu' });
+        const gpu = await webbert.FillMask.load(url, { device: 'webgpu' });
+        const scores = async (fm) => {
+          const all = [];
+          for (const t of texts) all.push(await fm.predict(t, { topK: 1000 }));
+          return all;
+        };
+        const lengths = [];
+        for (const t of texts) lengths.push((await auto.tokenize(t)).ids.length);
+        const second = { backend: auto.backend, crossover: auto.crossover ?? null, lengths,
+          auto: await scores(auto), cpu: await scores(cpu), gpu: await scores(gpu),
+          top5: [] };
+        for (const t of texts) second.top5.push(await auto.predict(t, { topK: 5 }));
+        return { first, second };
+      }, fixture.texts);
+      // The first load follows what it measured: the GPU from some length on (0: every length), or, where the
+      // GPU never won (usize::MAX on wasm32), the CPU alone.
+      const { first, second } = out;
+      const never = first.remembered === 2 ** 32 - 1;
+      console.log(`SwiftShader timed as a GPU: crossover ${never ? 'never' : first.remembered} (tokens)`);
+      assert.ok(Number.isInteger(first.remembered), JSON.stringify(first));
+      assert.equal(first.backend, never ? 'cpu' : 'webgpu');
+      assert.equal(first.crossover, never || first.remembered === 0 ? null : first.remembered);
+      // Read back, not measured again: the remembered crossover is the model's.
+      assert.equal(second.backend, 'webgpu');
+      assert.equal(second.crossover, 5);
+      assertFillMask(fixture, second.top5, "'auto' with a CPU copy");
+      second.lengths.forEach((tokens, i) => {
+        const [cpu, gpu, auto] = [second.cpu[i], second.gpu[i], second.auto[i]];
+        assert.notDeepEqual(cpu, gpu, `text ${i}: the devices' scores must differ for the test to tell them apart`);
+        assert.deepEqual(auto, tokens < 5 ? cpu : gpu, `text ${i} (${tokens} tokens)`);
+      });
+      assert.ok(second.lengths.some((t) => t < 5) && second.lengths.some((t) => t >= 5), JSON.stringify(second.lengths));
     } finally {
       await own.close();
     }

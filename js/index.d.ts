@@ -159,7 +159,8 @@ declare class Pipeline {
   /** Where the model runs: on 'webgpu' until the GPU is lost (a GPU process crash), then on the 'cpu',
    * where the call that saw the loss is run again. */
   readonly backend: 'webgpu' | 'cpu';
-  /** With device 'auto' on a GPU the CPU beats on short inputs: calls of fewer tokens run on the CPU. */
+  /** With device 'auto' on a GPU the CPU beats on short inputs: calls of fewer tokens run on the CPU
+   * (`undefined` once the GPU is lost and every call runs there). */
   readonly crossover?: number;
   /** One forward pass of `tokens` tokens, timed: where a call of that size spends its time. */
   timing(tokens: number): Promise<Timing>;

@@ -75,7 +75,7 @@ class Client {
     this.worker.onmessage = ({ data }) => {
       if ('panic' in data) return this.end(`webbert crashed (${data.panic.split('\n')[0]}); load the model again`);
       // The model moves to the CPU if the GPU is lost.
-      if (data.backend) this.backend = data.backend;
+      if (data.placement) this.placement = data.placement;
       const call = this.pending.get(data.id);
       if (!call) return;
       if ('progress' in data) return call.onProgress?.(data.progress);
@@ -176,8 +176,8 @@ async function open(task, source, options) {
     const files = typeof source === 'string' || source instanceof URL
       ? new URL(source, globalThis.location?.href).href
       : await readFiles(source);
-    const { crossover } = await client.call('load', [task, files, rest], { onProgress });
-    return { client, crossover };
+    await client.call('load', [task, files, rest], { onProgress });
+    return client;
   } catch (error) {
     client.end(error);
     throw error;
@@ -187,15 +187,19 @@ async function open(task, source, options) {
 }
 
 class Pipeline {
-  constructor({ client, crossover }) {
+  constructor(client) {
     this.client = client;
-    /** With device 'auto': calls of fewer tokens than this run on the CPU, measured faster there. */
-    this.crossover = crossover;
   }
 
   /** 'webgpu' or 'cpu': where the model runs (the CPU after the GPU was lost). */
   get backend() {
-    return this.client.backend;
+    return this.client.placement.backend;
+  }
+
+  /** With device 'auto': calls of fewer tokens than this run on the CPU, measured faster there (until the
+   * GPU is lost). */
+  get crossover() {
+    return this.client.placement.crossover;
   }
 
   /** `{submitMs, waitMs}` of one forward pass of `tokens` tokens: where a call of that size spends its time. */

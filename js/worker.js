@@ -22,6 +22,9 @@ self.onmessage = ({ data }) => {
   queue = queue.then(() => run(data));
 };
 
+/** Where the model runs now: it moves to the CPU, and drops its CPU copy, if the GPU is lost. */
+const placement = () => model && { backend: model.backend, crossover: model.crossover };
+
 async function run({ id, op, args }) {
   // Reports progress to the page; `false` tells the model to stop (the page aborted the call).
   const progress = (progress) => {
@@ -36,13 +39,12 @@ async function run({ id, op, args }) {
     if (op === 'load') {
       const [task, source, options] = args;
       model = await Model.load(task, source, options, progress);
-      result = { backend: model.backend, crossover: model.crossover };
     } else {
       result = await model[op](...args, progress);
     }
-    self.postMessage({ id, result, backend: model?.backend });
+    self.postMessage({ id, result, placement: placement() });
   } catch (error) {
-    self.postMessage({ id, error: error instanceof Error ? error.message : String(error), backend: model?.backend });
+    self.postMessage({ id, error: error instanceof Error ? error.message : String(error), placement: placement() });
   } finally {
     aborted.delete(id);
     finished = id;

@@ -461,7 +461,7 @@ describe('with WebGPU', () => {
     }
   });
 
-  test("'auto' on a GPU times it once, remembers the crossover, and sends shorter calls to a CPU copy", async () => {
+  test("'auto' on a GPU times it once, remembers the crossover, sends shorter calls to a CPU copy, and drops it with the GPU", async () => {
     const own = await launch({ webgpu: true });
     try {
       const page = await harness(own, server);
@@ -477,7 +477,7 @@ describe('with WebGPU', () => {
         measured.dispose();
         // A crossover between the texts' lengths, as a GPU that the CPU beats on short inputs gives.
         await cache.put(key, new Response('5'));
-        const auto = await webbert.FillMask.load(url);
+        const auto = window.auto = await webbert.FillMask.load(url);
         const cpu = await webbert.FillMask.load(url, { device: 'cpu' });
         const gpu = await webbert.FillMask.load(url, { device: 'webgpu' });
         const scores = async (fm) => {
@@ -511,6 +511,16 @@ describe('with WebGPU', () => {
         assert.deepEqual(auto, tokens < 5 ? cpu : gpu, `text ${i} (${tokens} tokens)`);
       });
       assert.ok(second.lengths.some((t) => t < 5) && second.lengths.some((t) => t >= 5), JSON.stringify(second.lengths));
+
+      // A call for the GPU when it is lost: the model moves to the CPU, and says so.
+      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      const lost = await page.evaluate(async (text) => {
+        const masks = await auto.predict(text, { topK: 5 });
+        return { backend: auto.backend, crossover: auto.crossover ?? null, masks };
+      }, fixture.texts[0]);
+      assert.equal(lost.backend, 'cpu');
+      assert.equal(lost.crossover, null);
+      assertFillMask({ fill_mask: [fixture.fill_mask[0]] }, [lost.masks], "'auto' after the GPU was lost");
     } finally {
       await own.close();
     }

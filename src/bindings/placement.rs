@@ -136,13 +136,7 @@ pub(super) async fn place(
                 // As a call does when the GPU fails under it; nothing is remembered, so the next load
                 // tries the GPU again.
                 Err(Error::Device(reason)) => {
-                    let first_line = reason.lines().next().unwrap_or_default();
-                    web_sys::console::warn_1(
-                        &format!(
-                            "webbert: the GPU failed ({first_line}); the model runs on the CPU"
-                        )
-                        .into(),
-                    );
+                    warn_gpu_failed(&reason);
                     Ok((cpu().await?, Backend::Cpu, None))
                 }
                 placed => placed,
@@ -152,6 +146,15 @@ pub(super) async fn place(
             "device must be 'webgpu', 'cpu' or 'auto', not {other:?}"
         ))),
     }
+}
+
+/// Says on the console why the model leaves the GPU (the first line of `reason`: a device error can carry
+/// a chain and a backtrace after it).
+pub(super) fn warn_gpu_failed(reason: &str) {
+    let first_line = reason.lines().next().unwrap_or_default();
+    web_sys::console::warn_1(
+        &format!("webbert: the GPU failed ({first_line}); going on on the CPU").into(),
+    );
 }
 
 /// `'auto'` on a GPU adapter: the model on the GPU, and on the CPU too for the lengths at which the CPU

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use js_sys::{Array, Float32Array, Function, Object, Reflect, Uint8Array, Uint32Array};
 use wasm_bindgen::prelude::*;
 
-use super::placement::{Placed, place};
+use super::placement::{Placed, place, warn_gpu_failed};
 use super::task::{Task, wrong_task};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -93,10 +93,7 @@ impl Model {
         let placed = self.placed();
         match call(&placed).await {
             Err(Error::Device(reason)) if placed.backend == Backend::Wgpu => {
-                let first_line = reason.lines().next().unwrap_or_default();
-                web_sys::console::warn_1(
-                    &format!("webbert: the GPU failed ({first_line}); going on on the CPU").into(),
-                );
+                warn_gpu_failed(&reason);
                 let Some(source) = self.source.borrow().clone() else {
                     return Err(Error::Device(reason));
                 };

@@ -22,7 +22,7 @@ self.onmessage = ({ data }) => {
   queue = queue.then(() => run(data));
 };
 
-/** Where the model runs now: it moves to the CPU, and drops its CPU copy, if the GPU is lost. */
+/** Where the model runs now: all on the CPU (its CPU copy, if it has one) once the GPU is lost. */
 const placement = () => model && { backend: model.backend, crossover: model.crossover };
 
 async function run({ id, op, args }) {

@@ -1,6 +1,8 @@
 //! Where a model runs in the browser: on WebGPU, on the CPU, or (`device: 'auto'`) on the GPU with a
 //! copy on the CPU for the short calls that the CPU was measured to run faster.
 
+use std::rc::Rc;
+
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -12,14 +14,36 @@ use crate::io::source::ModelFiles;
 
 /// The model on its device(s).
 pub(super) struct Placed {
-    pub(super) task: Task,
+    pub(super) task: Rc<Task>,
     pub(super) backend: Backend,
     /// With `device: 'auto'` on a GPU that the CPU beats on short inputs: a copy of the model on the CPU,
     /// and the fewest tokens a call needs to go to the GPU.
-    pub(super) small: Option<(Task, usize)>,
+    pub(super) small: Option<(Rc<Task>, usize)>,
 }
 
 impl Placed {
+    fn on(task: Task, backend: Backend) -> Self {
+        Placed {
+            task: Rc::new(task),
+            backend,
+            small: None,
+        }
+    }
+
+    /// The model on the CPU alone, once the GPU is lost: its CPU copy if it has one, else what `load`
+    /// gives.
+    pub(super) async fn on_cpu(&self, load: impl AsyncFnOnce() -> Result<Task>) -> Result<Self> {
+        let task = match &self.small {
+            Some((cpu, _)) => cpu.clone(),
+            None => Rc::new(load().await?),
+        };
+        Ok(Placed {
+            task,
+            backend: Backend::Cpu,
+            small: None,
+        })
+    }
+
     /// The task that takes a call on `texts`: the CPU copy if it was measured faster at their length.
     /// Counting stops at the threshold, so a large call is not tokenized twice.
     pub(super) fn route(&self, texts: &[&str]) -> &Task {
@@ -112,32 +136,28 @@ async fn gpu_threshold(gpu: &Task, cpu: &Task) -> Result<usize> {
 /// otherwise the GPU, with a CPU copy for the lengths at which the CPU was measured faster (measured once
 /// per adapter and model shape, then remembered in Cache Storage); the CPU alone if the GPU fails while
 /// it is set up or timed.
-pub(super) async fn place(
-    task: &str,
-    files: &ModelFiles,
-    device: Option<&str>,
-) -> Result<(Task, Backend, Option<(Task, usize)>)> {
+pub(super) async fn place(task: &str, files: &ModelFiles, device: Option<&str>) -> Result<Placed> {
     let cpu = async || Task::load(task, files, Backend::Cpu.device().await?);
     let adapter = webgpu_adapter().await;
     match device.unwrap_or("auto") {
-        "cpu" => Ok((cpu().await?, Backend::Cpu, None)),
+        "cpu" => Ok(Placed::on(cpu().await?, Backend::Cpu)),
         "webgpu" if adapter.is_none() => Err(Error::Device(
             "WebGPU is not available in this browser (no adapter); use device: 'cpu'".into(),
         )),
         "webgpu" => {
             let gpu = Task::load(task, files, Backend::Wgpu.device().await?)?;
-            Ok((gpu, Backend::Wgpu, None))
+            Ok(Placed::on(gpu, Backend::Wgpu))
         }
         "auto" => {
             let Some(adapter) = adapter.filter(|a| !a.fallback) else {
-                return Ok((cpu().await?, Backend::Cpu, None));
+                return Ok(Placed::on(cpu().await?, Backend::Cpu));
             };
             match on_gpu_measured(task, files, &adapter, cpu).await {
                 // As a call does when the GPU fails under it; nothing is remembered, so the next load
                 // tries the GPU again.
                 Err(Error::Device(reason)) => {
                     warn_gpu_failed(&reason);
-                    Ok((cpu().await?, Backend::Cpu, None))
+                    Ok(Placed::on(cpu().await?, Backend::Cpu))
                 }
                 placed => placed,
             }
@@ -164,7 +184,7 @@ async fn on_gpu_measured(
     files: &ModelFiles,
     adapter: &Adapter,
     cpu: impl AsyncFn() -> Result<Task>,
-) -> Result<(Task, Backend, Option<(Task, usize)>)> {
+) -> Result<Placed> {
     let gpu = Task::load(task, files, Backend::Wgpu.device().await?)?;
     let c = &files.config;
     let key = format!(
@@ -179,7 +199,7 @@ async fn on_gpu_measured(
         .await
         .and_then(|v| v.parse::<usize>().ok());
     if remembered == Some(0) {
-        return Ok((gpu, Backend::Wgpu, None));
+        return Ok(Placed::on(gpu, Backend::Wgpu));
     }
     let cpu = cpu().await?;
     let threshold = match remembered {
@@ -191,8 +211,11 @@ async fn on_gpu_measured(
         }
     };
     Ok(match threshold {
-        0 => (gpu, Backend::Wgpu, None),
-        usize::MAX => (cpu, Backend::Cpu, None),
-        threshold => (gpu, Backend::Wgpu, Some((cpu, threshold))),
+        0 => Placed::on(gpu, Backend::Wgpu),
+        usize::MAX => Placed::on(cpu, Backend::Cpu),
+        threshold => Placed {
+            small: Some((Rc::new(cpu), threshold)),
+            ..Placed::on(gpu, Backend::Wgpu)
+        },
     })
 }

@@ -55,7 +55,7 @@ pub struct Model {
     placed: RefCell<Rc<Placed>>,
     task: String,
     /// Where the files came from, to load them again on the CPU if the GPU is lost (kept only while the
-    /// model is on the GPU).
+    /// model is on the GPU without a CPU copy).
     source: RefCell<Option<Source>>,
 }
 
@@ -94,16 +94,18 @@ impl Model {
         match call(&placed).await {
             Err(Error::Device(reason)) if placed.backend == Backend::Wgpu => {
                 warn_gpu_failed(&reason);
-                let Some(source) = self.source.borrow().clone() else {
-                    return Err(Error::Device(reason));
-                };
-                let files = source.files(None).await?;
-                let cpu = Task::load(&self.task, &files, Backend::Cpu.device().await?)?;
-                let placed = Rc::new(Placed {
-                    task: cpu,
-                    backend: Backend::Cpu,
-                    small: None,
-                });
+                let source = self.source.borrow().clone();
+                let placed = Rc::new(
+                    placed
+                        .on_cpu(async || {
+                            let Some(source) = source else {
+                                return Err(Error::Device(reason));
+                            };
+                            let files = source.files(None).await?;
+                            Task::load(&self.task, &files, Backend::Cpu.device().await?)
+                        })
+                        .await?,
+                );
                 *self.placed.borrow_mut() = placed.clone();
                 *self.source.borrow_mut() = None;
                 call(&placed).await
@@ -186,16 +188,13 @@ impl Model {
             },
         };
         let files = source.files(on_progress).await.map_err(js)?;
-        let (task_on, backend, small) =
-            place(&task, &files, device.as_deref()).await.map_err(js)?;
+        let placed = place(&task, &files, device.as_deref()).await.map_err(js)?;
+        // Only a model on the GPU alone would load again, on the CPU, if the GPU is lost.
+        let reloads = placed.backend == Backend::Wgpu && placed.small.is_none();
         Ok(Model {
-            placed: RefCell::new(Rc::new(Placed {
-                task: task_on,
-                backend,
-                small,
-            })),
+            placed: RefCell::new(Rc::new(placed)),
             task,
-            source: RefCell::new((backend == Backend::Wgpu).then_some(source)),
+            source: RefCell::new(reloads.then_some(source)),
         })
     }
 

@@ -512,12 +512,17 @@ describe('with WebGPU', () => {
       });
       assert.ok(second.lengths.some((t) => t < 5) && second.lengths.some((t) => t >= 5), JSON.stringify(second.lengths));
 
-      // A call for the GPU when it is lost: the model moves to the CPU, and says so.
+      // A call for the GPU when it is lost: the model moves to its CPU copy, loading nothing again (the
+      // model cache is emptied, so a second load would have to ask the server), and says so.
       await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      const asked = () => server.requests.filter((r) => r.startsWith('/fixtures/tiny-mlm/')).length;
+      const before = asked();
       const lost = await page.evaluate(async (text) => {
+        await caches.delete('webbert-models-v1');
         const masks = await auto.predict(text, { topK: 5 });
         return { backend: auto.backend, crossover: auto.crossover ?? null, masks };
       }, fixture.texts[0]);
+      assert.equal(asked(), before, 'the model was fetched again rather than its CPU copy kept');
       assert.equal(lost.backend, 'cpu');
       assert.equal(lost.crossover, null);
       assertFillMask({ fill_mask: [fixture.fill_mask[0]] }, [lost.masks], "'auto' after the GPU was lost");

@@ -39,6 +39,18 @@ async function checkFillMask(page, device, name, kernels) {
   return backend;
 }
 
+/** `body(page, crashGpu)` on a page of a browser of its own, with WebGPU: crashing the GPU process takes WebGPU
+ * away from every page in a browser, the suite's shared one included. */
+async function inOwnBrowser(server, body) {
+  const own = await launch({ webgpu: true });
+  try {
+    const crashGpu = async () => (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+    return await body(await harness(own, server), crashGpu);
+  } finally {
+    await own.close();
+  }
+}
+
 /** Makes the page's workers see SwiftShader as a real GPU (so `device: 'auto'` times it against the CPU), by
  * a prelude that runs before the worker's module. With `holdFirstReadback`, the worker's first readback waits
  * until the page posts on `readbackChannel`; `readbackHeld` resolves when it starts waiting. */
@@ -409,15 +421,12 @@ describe('with WebGPU', () => {
   });
 
   test('when the GPU process crashes, the model moves to the CPU and the call runs there', async () => {
-    // A browser of its own: the crash takes WebGPU away from every page in it.
-    const own = await launch({ webgpu: true });
-    try {
-      const page = await harness(own, server);
+    await inOwnBrowser(server, async (page, crashGpu) => {
       const before = await page.evaluate(async () => {
         window.fm = await webbert.FillMask.load('/fixtures/tiny-mlm/', { device: 'webgpu' });
         return { backend: fm.backend, masks: await fm.predict('the [MASK] of') };
       });
-      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      await crashGpu();
       const after = await page.evaluate(async () => {
         const masks = await fm.predict('the [MASK] of');
         return { backend: fm.backend, masks, again: await fm.predict('the [MASK] of') };
@@ -429,15 +438,11 @@ describe('with WebGPU', () => {
         assert.ok(Math.abs(after.masks[0][k].score - p.score) <= 1e-5);
       });
       assert.deepEqual(after.again, after.masks);
-    } finally {
-      await own.close();
-    }
+    });
   });
 
   test("'auto' loads on the CPU if the GPU fails while it is timed, and remembers no crossover", async () => {
-    const own = await launch({ webgpu: true });
-    try {
-      const page = await harness(own, server);
+    await inOwnBrowser(server, async (page, crashGpu) => {
       await poseAsGpu(page, { holdFirstReadback: true });
       const fixture = json('tiny-mlm_golden.json');
       const loaded = page.evaluate(async (texts) => {
@@ -449,22 +454,18 @@ describe('with WebGPU', () => {
         return { backend: fm.backend, crossover: fm.crossover ?? null, results, remembered };
       }, fixture.texts);
       await page.evaluate(() => readbackHeld);
-      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      await crashGpu();
       await page.evaluate(() => readbackChannel.postMessage('crashed'));
       const { backend, crossover, results, remembered } = await loaded;
       assert.equal(backend, 'cpu');
       assert.equal(crossover, null);
       assertFillMask(fixture, results, "'auto' after the GPU failed");
       assert.deepEqual(remembered.filter((url) => url.includes('crossover/')), []);
-    } finally {
-      await own.close();
-    }
+    });
   });
 
   test("'auto' on a GPU times it once, remembers the crossover, sends shorter calls to a CPU copy, and drops it with the GPU", async () => {
-    const own = await launch({ webgpu: true });
-    try {
-      const page = await harness(own, server);
+    await inOwnBrowser(server, async (page, crashGpu) => {
       await poseAsGpu(page);
       const fixture = json('tiny-mlm_golden.json');
       const out = await page.evaluate(async (texts) => {
@@ -514,7 +515,7 @@ describe('with WebGPU', () => {
 
       // A call for the GPU when it is lost: the model moves to its CPU copy, loading nothing again (the
       // model cache is emptied, so a second load would have to ask the server), and says so.
-      await (await own.newBrowserCDPSession()).send('Browser.crashGpuProcess');
+      await crashGpu();
       const asked = () => server.requests.filter((r) => r.startsWith('/fixtures/tiny-mlm/')).length;
       const before = asked();
       const lost = await page.evaluate(async (text) => {
@@ -526,9 +527,7 @@ describe('with WebGPU', () => {
       assert.equal(lost.backend, 'cpu');
       assert.equal(lost.crossover, null);
       assertFillMask({ fill_mask: [fixture.fill_mask[0]] }, [lost.masks], "'auto' after the GPU was lost");
-    } finally {
-      await own.close();
-    }
+    });
   });
 
   test("topK past the GPU kernel's 64 on WebGPU: PyTorch's top 5, then the CPU path's probabilities, best first", async () => {

@@ -13,8 +13,9 @@ export interface LoadOptions {
   device?: Device;
   /** Which weights to download: 'fp32' (model.safetensors), 'fp16' (model.fp16.safetensors, half the bytes),
    * 'q8' (model.q8.safetensors, int8 in blocks of 32 with f32 scales, 28% of the bytes), each written by
-   * `webbert quantize --dtype fp16|q8` and widened to f32 at load; or 'auto' (default): the smallest the model
-   * directory has. */
+   * `webbert quantize --dtype fp16|q8`; or 'auto' (default): a variant already cached, else the smallest the
+   * model directory has. On WebGPU f16 and int8 weights stay so (the products accumulate in f32); on the CPU
+   * int8 weights stay int8 and f16 ones are widened to f32 at load. */
   dtype?: 'fp32' | 'fp16' | 'q8' | 'auto';
   /** Runs the WebGPU kernels in one shape whatever the adapter: 'tiled' (what GPUs get), 'tiled-subgroups'
    * (the same with subgroup reductions, where the adapter has them) or 'serial' (what CPU-backed adapters
